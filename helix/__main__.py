@@ -1,0 +1,5 @@
+import sys
+
+from helix.cli import main
+
+sys.exit(main())

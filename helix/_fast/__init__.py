@@ -1,0 +1,45 @@
+"""Optional compiled accelerators, chosen in exactly this one place.
+
+Each accelerator is one Python source (``<name>_py.py``) that the build also
+compiles with Cython as ``<name>_c``.  Both are always importable under their
+own names (``SSEParserPy``, ``SSEParserC``) so tests can compare them in one
+process; the unsuffixed name is the one the rest of Helix uses.
+
+``HELIX_NO_EXTENSIONS=1`` forces the pure-Python twins.
+"""
+
+from __future__ import annotations
+
+import os
+
+from helix._fast.sse_py import SSEParser as SSEParserPy
+
+NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
+
+
+def _load_compiled():
+    try:
+        from helix._fast import sse_c
+    except ImportError as exc:  # not built: a source checkout, or the build fell back
+        return None, f"not built ({exc})"
+    # sse_c.py is a link to the pure source; only a real extension module counts.
+    if not (sse_c.__file__ or "").endswith((".so", ".pyd")):
+        return None, "not built (pure-Python source found instead of an extension)"
+    return sse_c, None
+
+
+_compiled, _why_not = _load_compiled()
+SSEParserC = _compiled.SSEParser if _compiled is not None else None
+
+if NO_EXTENSIONS or SSEParserC is None:
+    SSEParser = SSEParserPy
+    IMPLEMENTATION = "pure-python"
+    REASON = "HELIX_NO_EXTENSIONS=1" if NO_EXTENSIONS else _why_not
+else:
+    SSEParser = SSEParserC
+    IMPLEMENTATION = "compiled"
+    REASON = None
+
+
+def describe() -> str:
+    return IMPLEMENTATION if REASON is None else f"{IMPLEMENTATION} ({REASON})"

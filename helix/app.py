@@ -1,0 +1,128 @@
+"""The per-worker application: routes, pipelines, the upstream pool.
+
+``create_app`` runs once in each worker after fork.  Everything that can be
+decided from config (routes, pipelines, the model list, static headers) is
+decided here, so the request path only looks things up.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import msgspec
+
+from helix.client import PoolLimits, UpstreamPool
+from helix.config import Config
+from helix.errors import ErrorKind, HelixError
+from helix.phases.decode import decode
+from helix.phases.forward import make_forward
+from helix.phases.route import make_route
+from helix.pipeline.runner import Pipeline
+from helix.routing.registry import ModelRegistry
+from helix.server import Exchange, ServerLimits
+
+access_log = logging.getLogger("helix.access")
+_JSON = [(b"content-type", b"application/json")]
+_encode = msgspec.json.Encoder().encode
+
+
+class App:
+    def __init__(self, config: Config, worker=None) -> None:
+        self.config = config
+        self.worker = worker
+        self.registry = ModelRegistry(config)
+        up = config.upstream
+        self.pool = UpstreamPool(
+            PoolLimits(
+                max_connections_per_origin=up.max_connections_per_origin,
+                max_idle_per_origin=up.max_idle_per_origin,
+                idle_timeout=float(up.idle_timeout),
+                pool_timeout=float(up.pool_timeout),
+            )
+        )
+        s = config.server
+        self.server_limits = ServerLimits(
+            max_header_bytes=s.max_header_bytes,
+            max_headers=s.max_headers,
+            max_body_bytes=s.max_body_bytes,
+            header_timeout=float(s.header_timeout),
+            body_timeout=float(s.body_timeout),
+            keepalive_timeout=float(s.keepalive_timeout),
+        )
+        recorders = []
+        if config.observability.logging.access_log:
+            recorders.append(_log_access)
+        upstream = [decode, make_route(self.registry), make_forward(self.pool)]
+        chat = Pipeline("chat", upstream, recorders).run
+        embeddings = Pipeline("embeddings", upstream, recorders).run
+        self._models_body = self._models_json()
+        # path -> {method: handler}; both the /v1 and the bare OpenAI paths.
+        self.routes = {
+            "/v1/chat/completions": {"POST": chat},
+            "/chat/completions": {"POST": chat},
+            "/v1/embeddings": {"POST": embeddings},
+            "/embeddings": {"POST": embeddings},
+            "/v1/models": {"GET": self.models},
+            "/models": {"GET": self.models},
+            "/health": {"GET": self.health, "HEAD": self.health},
+        }
+
+    async def handle(self, exchange: Exchange) -> None:
+        request = exchange.request
+        methods = self.routes.get(request.path)
+        if methods is None:
+            path = request.path.rstrip("/")
+            methods = self.routes.get(path) if path != request.path else None
+            if methods is None:
+                raise HelixError(
+                    ErrorKind.NOT_FOUND,
+                    f"Unknown request URL: {request.method} {request.path}. "
+                    "Helix serves /v1/chat/completions, /v1/embeddings, /v1/models and /health.",
+                )
+        handler = methods.get(request.method)
+        if handler is None:
+            raise HelixError(
+                ErrorKind.METHOD_NOT_ALLOWED,
+                f"Method {request.method} is not allowed for {request.path}; "
+                f"use {', '.join(methods)}.",
+                headers=[(b"allow", ", ".join(methods).encode())],
+            )
+        await handler(exchange)
+
+    async def health(self, exchange: Exchange) -> None:
+        exchange.respond(200, _JSON, b'{"status":"ok"}')
+
+    async def models(self, exchange: Exchange) -> None:
+        exchange.respond(200, _JSON, self._models_body)
+
+    def _models_json(self) -> bytes:
+        data, seen = [], set()
+        for name, deps in self.registry.by_name.items():
+            if name not in seen:
+                seen.add(name)
+                data.append({"id": name, "object": "model", "created": 0,
+                             "owned_by": deps[0].provider})
+        return _encode({"object": "list", "data": data})
+
+    async def close(self) -> None:
+        await self.pool.close()
+
+
+def _log_access(ctx) -> None:
+    req = ctx.exchange.request
+    dep = ctx.deployment
+    access_log.info(
+        '%s "%s %s" %d %.1fms model=%s provider=%s',
+        req.client[0] if req.client else "-",
+        req.method,
+        req.path,
+        ctx.status,
+        (time.monotonic() - ctx.started) * 1000.0,
+        dep.model_id if dep else "-",
+        dep.provider if dep else "-",
+    )
+
+
+async def create_app(config: Config, worker=None) -> App:
+    return App(config, worker)

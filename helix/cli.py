@@ -1,0 +1,170 @@
+"""``helix``: argv -> config -> master.  Nothing else lives here.
+
+    helix [--config FILE] [--host H] [--port N] [--workers N] [--log-level L]
+    helix check [--config FILE]      validate, print the resolved config (secrets masked)
+    helix mock [...]                 the bundled mock provider (OpenAI wire format)
+    helix --version
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+import msgspec
+
+from helix import __version__
+
+log = logging.getLogger("helix.master")
+
+
+def _serve_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="helix",
+        description="Helix: an OpenAI-compatible LLM gateway.",
+        epilog="Subcommands: 'helix check' validates a config, 'helix mock' runs the bundled "
+        "mock provider. With no --config, provider keys are read from the environment "
+        "(OPENAI_API_KEY, GROQ_API_KEY, MISTRAL_API_KEY, ...).",
+    )
+    p.add_argument(
+        "--config", "-c", help="YAML config file (default: $HELIX_CONFIG, else env-only)"
+    )
+    p.add_argument("--host", help="address to bind (default 127.0.0.1; $HELIX_HOST)")
+    p.add_argument("--port", "-p", type=int, help="port to bind (default 8080; $HELIX_PORT)")
+    p.add_argument("--workers", "-w", type=int, help="worker processes (default: one per CPU)")
+    p.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="log level (default: the config's observability.logging.level, else info)",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    return p
+
+
+def version_text() -> str:
+    from helix._fast import describe
+
+    return f"helix {__version__} (python {sys.version.split()[0]}; extensions: {describe()})"
+
+
+def _load(args) -> object:
+    from helix import config as cfgmod
+
+    cfg = cfgmod.load(args.config)
+    server = cfg.server
+    overrides = {
+        k: v for k in ("host", "port", "workers") if (v := getattr(args, k, None)) is not None
+    }
+    if overrides:
+        try:
+            server = msgspec.structs.replace(server, **overrides)
+            server.__post_init__()
+        except ValueError as exc:
+            raise cfgmod.ConfigError(f"command line: {exc}") from None
+        cfg = msgspec.structs.replace(cfg, server=server)
+    cfgmod.check_supported(cfg)
+    return cfg
+
+
+def _setup_logging(level: str, fmt: str = "text") -> None:
+    from helix.observe.logs import configure
+
+    configure(level, fmt)
+
+
+def cmd_check(argv: list[str]) -> int:
+    from helix import config as cfgmod
+
+    p = argparse.ArgumentParser(prog="helix check", description="Validate a config and print it.")
+    p.add_argument("--config", "-c", help="YAML config file (default: env-only mode)")
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args)
+    except cfgmod.ConfigError as exc:
+        print(f"helix: config error: {exc}", file=sys.stderr)
+        return 2
+    import yaml
+
+    tree = cfgmod.mask_secrets(cfgmod.to_builtins(cfg))
+    sys.stdout.write(yaml.safe_dump(tree, sort_keys=False))
+    print(f"# config OK ({cfg.source}): {len(cfg.providers)} provider(s)", file=sys.stderr)
+    return 0
+
+
+def cmd_mock(argv: list[str]) -> int:
+    from helix.mock.server import main as mock_main
+
+    return mock_main(argv)
+
+
+def cmd_serve(argv: list[str]) -> int:
+    from helix import config as cfgmod
+
+    args = _serve_parser().parse_args(argv)
+    if args.version:
+        print(version_text())
+        return 0
+    try:
+        cfg = _load(args)
+    except cfgmod.ConfigError as exc:
+        print(f"helix: config error: {exc}", file=sys.stderr)
+        return 2
+    logging_cfg = cfg.observability.logging
+    _setup_logging(args.log_level or os.environ.get("HELIX_LOG_LEVEL") or logging_cfg.level,
+                   logging_cfg.format)
+    _announce(cfg)
+
+    from helix.master.arbiter import Arbiter
+    from helix.master.worker import check_bindable
+
+    try:
+        check_bindable(cfg.server.host, cfg.server.port)
+    except OSError as exc:
+        log.error("%s", exc)
+        return 1
+
+    def reload_config():
+        return _load(args)
+
+    return Arbiter(cfg, load_config=reload_config).run()
+
+
+def _announce(cfg) -> None:
+    from helix import config as cfgmod
+
+    log.info("%s", version_text())
+    log.info("config: %s", cfg.source)
+    if cfg.providers:
+        for p in cfg.providers:
+            models = ", ".join(m.name for m in p.model_entries()) or "any (use provider/model)"
+            log.info("provider %s (%s): %s", p.name, p.type, models)
+    else:
+        log.warning(
+            "no providers configured: chat requests will get a 503 explaining this. "
+            "Set OPENAI_API_KEY (or GROQ_API_KEY, MISTRAL_API_KEY, TOGETHER_API_KEY, ...) "
+            "or start with --config helix.yaml (see config/demo.yaml for an offline demo)"
+        )
+    for var in cfgmod.env_providers_not_built():
+        log.warning("%s is set, but that provider type is not available in this version yet", var)
+    exposed = cfg.server.host not in ("127.0.0.1", "localhost", "::1")
+    (log.warning if exposed else log.info)(
+        "no gateway API keys are configured: anyone who can reach %s:%d can use the "
+        "configured provider keys", cfg.server.host, cfg.server.port,
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "check":
+        return cmd_check(argv[1:])
+    if argv and argv[0] == "mock":
+        return cmd_mock(argv[1:])
+    if argv and argv[0] == "serve":
+        argv = argv[1:]
+    return cmd_serve(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,482 @@
+"""One HTTP/1.1 connection to an upstream origin: an asyncio protocol that
+parses responses with ``httptools.HttpResponseParser``.
+
+The connection is a small state machine driven by the pool:
+
+``IDLE`` -> ``send()`` -> ``HEAD`` (request written, waiting for the status
+line and headers) -> ``BODY`` (head delivered, body pieces buffered in a
+deque) -> ``DONE`` (message complete) -> back to ``IDLE`` when the pool takes
+it back.  ``closed`` is set once the transport is gone, whatever the state.
+
+Only two timers exist per connection and at most one is armed at a time:
+``first_byte``/total while in ``HEAD`` and ``read``/total while a consumer
+waits for the next body piece.  Nothing is scheduled while data flows.
+
+Every foreign exception (``OSError``, ``ssl.SSLError``, httptools errors,
+``TimeoutError``) is turned into a :class:`HelixError` here, by
+:func:`connect_error` for the connect phase and inside the protocol callbacks
+for the exchange.  Messages name ``host:port`` and never carry headers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import socket
+import ssl
+from collections.abc import Callable
+
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
+
+from helix.errors import ErrorKind, HelixError, Retry
+
+__all__ = ["BODY", "DONE", "HEAD", "IDLE", "Connection", "connect_error", "open_connection"]
+
+IDLE = 0
+HEAD = 1
+BODY = 2
+DONE = 3
+
+# A response head larger than this is treated as hostile / broken.
+MAX_HEAD_BYTES = 256 * 1024
+
+_PROTO = ErrorKind.UPSTREAM_PROTOCOL
+
+
+def connect_error(exc: BaseException, label: str) -> HelixError:
+    """Convert a failure of DNS/TCP connect/TLS handshake into a HelixError."""
+    if isinstance(exc, HelixError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return HelixError(ErrorKind.CONNECT_TIMEOUT, f"connect to {label} timed out", cause=exc)
+    if isinstance(exc, ssl.SSLError):
+        reason = getattr(exc, "verify_message", None) or getattr(exc, "reason", None) or "failed"
+        return HelixError(ErrorKind.TLS, f"TLS handshake with {label} failed: {reason}", cause=exc)
+    if isinstance(exc, OSError):
+        what = exc.strerror or type(exc).__name__
+        return HelixError(
+            ErrorKind.CONNECT_REFUSED, f"connect to {label} failed: {what}", cause=exc
+        )
+    return HelixError(ErrorKind.CONNECT_REFUSED, f"connect to {label} failed", cause=exc)
+
+
+class _UnexpectedMessage(Exception):
+    """Raised inside a parser callback to stop parsing (a second response, 101)."""
+
+
+class Connection(asyncio.Protocol):
+    """The protocol object of one upstream socket.  Driven by the pool and
+    :class:`~helix.client.pool.UpstreamResponse`; not used directly."""
+
+    __slots__ = (
+        "_head_size",
+        "_informational",
+        "_lost_cb",
+        "_parser",
+        "body",
+        "body_waiter",
+        "buffered",
+        "closed",
+        "deadline",
+        "error",
+        "got_bytes",
+        "head_only",
+        "head_waiter",
+        "headers",
+        "high_water",
+        "keep_alive",
+        "label",
+        "last_used",
+        "loop",
+        "low_water",
+        "op",
+        "paused",
+        "read_timeout",
+        "requests",
+        "retryable",
+        "reusable",
+        "state",
+        "status",
+        "timer",
+        "transport",
+    )
+
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        label: str,
+        *,
+        high_water: int = 1024 * 1024,
+        low_water: int = 256 * 1024,
+        lost_cb: Callable[[Connection], None] | None = None,
+        op: object = None,
+    ) -> None:
+        self.loop = loop
+        self.label = label
+        self.high_water = high_water
+        self.low_water = low_water
+        self._lost_cb = lost_cb
+        self.op = op  # the pool's per-origin record; opaque here
+        self.transport: asyncio.Transport | None = None
+        self._parser = HttpResponseParser(self)
+        self.state = IDLE
+        self.closed = False
+        self.requests = 0
+        self.last_used = 0.0
+        self.status = 0
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: collections.deque[bytes] = collections.deque()
+        self.buffered = 0
+        self.paused = False
+        self.head_waiter: asyncio.Future | None = None
+        self.body_waiter: asyncio.Future | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.error: HelixError | None = None
+        self.got_bytes = False
+        self.retryable = False
+        self.reusable = False
+        self.keep_alive = True
+        self.head_only = False
+        self.read_timeout = 0.0
+        self.deadline: float | None = None
+        self._head_size = 0
+        self._informational = False
+
+    # ------------------------------------------------------------ transport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        state = self.state
+        if state in (BODY, HEAD):
+            self.got_bytes = True
+            if state == HEAD:
+                self._head_size += len(data)
+                if self._head_size > MAX_HEAD_BYTES:
+                    self.fail(HelixError(_PROTO, f"response head from {self.label} too large"))
+                    return
+            try:
+                self._parser.feed_data(data)
+            except (HttpParserError, HttpParserUpgrade) as exc:
+                if self.state == DONE:
+                    # A complete response followed by junk or a second message:
+                    # the body is intact, the socket is not reusable.
+                    self.reusable = False
+                    self.transport.abort()
+                else:
+                    self.fail(
+                        HelixError(_PROTO, f"malformed response from {self.label}", cause=exc)
+                    )
+        elif state == DONE:
+            self.reusable = False
+            self.transport.abort()
+        else:
+            # Bytes on an idle socket: the peer is confused or closing.  Drop it.
+            self.reusable = False
+            self.transport.abort()
+
+    def eof_received(self) -> bool:
+        return False  # close our side too; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.reusable = False
+        state = self.state
+        if state == HEAD:
+            if self.error is None:
+                # Dead before a single response byte on a reused socket: the
+                # peer closed an idle keep-alive connection -> safe to retry.
+                self.retryable = self.requests > 1 and not self.got_bytes
+                what = "reset" if exc is not None else "closed"
+                where = "mid-response" if self.got_bytes else "before the response"
+                self.fail(
+                    HelixError(
+                        _PROTO,
+                        f"connection to {self.label} {what} {where}",
+                        retry=Retry.REUSED_ONLY if self.retryable else None,
+                        cause=exc,
+                    )
+                )
+        elif state == BODY:
+            if self.error is None:
+                if exc is None and self._close_delimited():
+                    self._complete()
+                else:
+                    what = "reset" if exc is not None else "closed"
+                    self.fail(
+                        HelixError(
+                            _PROTO, f"connection to {self.label} {what} mid-response", cause=exc
+                        )
+                    )
+        else:
+            self._cancel_timer()
+        cb = self._lost_cb
+        if cb is not None:
+            cb(self)
+
+    def pause_writing(self) -> None:  # request bodies are written in one go
+        pass
+
+    def resume_writing(self) -> None:
+        pass
+
+    # --------------------------------------------------- parser callbacks
+
+    def on_message_begin(self) -> None:
+        if self.state != HEAD:
+            raise _UnexpectedMessage
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self._parser.get_status_code()
+        if status < 200:
+            if status == 101:
+                raise _UnexpectedMessage
+            self._informational = True  # 100/102/103: skip, the real head follows
+            self.headers = []
+            return
+        self.status = status
+        self.state = BODY
+        self._cancel_timer()
+        waiter = self.head_waiter
+        self.head_waiter = None
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        if self.head_only:
+            # HEAD: no body follows whatever content-length says.  The parser
+            # does not know the request method, so end here and do not reuse.
+            self.keep_alive = False
+            self._complete()
+
+    def on_body(self, data: bytes) -> None:
+        if self.state != BODY:
+            return
+        self.body.append(data)
+        self.buffered += len(data)
+        if self.buffered > self.high_water and not self.paused:
+            self.paused = True
+            self.transport.pause_reading()
+        waiter = self.body_waiter
+        if waiter is not None:
+            self.body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            self.state = HEAD
+            return
+        if self.state != BODY:
+            return
+        parser = self._parser
+        if self.keep_alive and not (
+            parser.should_keep_alive() and parser.get_http_version() == "1.1"
+        ):
+            self.keep_alive = False
+        self._complete()
+
+    # ------------------------------------------------------------- helpers
+
+    def _complete(self) -> None:
+        self.state = DONE
+        self.reusable = self.keep_alive and not self.closed
+        self._cancel_timer()
+        if self.paused:
+            self.paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+        waiter = self.body_waiter
+        if waiter is not None:
+            self.body_waiter = None
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _close_delimited(self) -> bool:
+        for name, value in self.headers:
+            if name == b"content-length":
+                return False
+            if name == b"transfer-encoding" and b"chunked" in value.lower():
+                return False
+        return True
+
+    def _cancel_timer(self) -> None:
+        timer = self.timer
+        if timer is not None:
+            self.timer = None
+            timer.cancel()
+
+    def _on_timer(self) -> None:
+        self.timer = None
+        deadline = self.deadline
+        if deadline is not None and self.loop.time() >= deadline:
+            msg = f"upstream {self.label} exceeded the total time budget"
+        elif self.state == HEAD:
+            msg = f"upstream {self.label} sent no response head in time"
+        else:
+            msg = f"upstream {self.label} sent no data for {self.read_timeout:g}s"
+        self.fail(HelixError(ErrorKind.READ_TIMEOUT, msg))
+
+    def fail(self, err: HelixError) -> None:
+        """Record *err*, wake whoever waits, and kill the socket."""
+        if self.error is None:
+            self.error = err
+        self.reusable = False
+        self._cancel_timer()
+        waiter = self.head_waiter
+        if waiter is not None:
+            self.head_waiter = None
+            if not waiter.done():
+                waiter.set_exception(err)
+        waiter = self.body_waiter
+        if waiter is not None:
+            self.body_waiter = None
+            if not waiter.done():
+                waiter.set_exception(err)
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    def abort(self) -> None:
+        """Close now, state unknown: never reused."""
+        self.reusable = False
+        self._cancel_timer()
+        if not self.closed and self.transport is not None:
+            self.transport.abort()
+
+    def close_idle(self) -> None:
+        """Politely close an idle socket (FIN, not RST)."""
+        self.reusable = False
+        if not self.closed and self.transport is not None:
+            self.transport.close()
+
+    # ------------------------------------------------------------ requests
+
+    def send(
+        self,
+        data: bytes,
+        body: bytes,
+        keep_alive: bool,
+        head_only: bool,
+        first_byte: float,
+        read_timeout: float,
+        deadline: float | None,
+    ) -> asyncio.Future:
+        """Write one request and return a future resolved when the head arrives."""
+        self.requests += 1
+        loop = self.loop
+        waiter = self.head_waiter = loop.create_future()
+        if self.closed:
+            self.retryable = self.requests > 1
+            self.fail(HelixError(_PROTO, f"connection to {self.label} closed before the request"))
+            return waiter
+        self.state = HEAD
+        self.status = 0
+        self.headers = []
+        self.error = None
+        self.got_bytes = False
+        self.retryable = False
+        self.reusable = False
+        self._head_size = 0
+        self._informational = False
+        self.keep_alive = keep_alive
+        self.head_only = head_only
+        self.read_timeout = read_timeout
+        self.deadline = deadline
+        transport = self.transport
+        if not body:
+            transport.write(data)
+        elif len(body) <= 65536:
+            transport.write(data + body)
+        else:
+            transport.writelines((data, body))
+        when = loop.time() + first_byte
+        if deadline is not None and deadline < when:
+            when = deadline
+        self.timer = loop.call_at(when, self._on_timer)
+        return waiter
+
+    async def wait_body(self) -> None:
+        """Wait until more body arrives, the message ends, or a timeout hits."""
+        loop = self.loop
+        when = loop.time() + self.read_timeout
+        deadline = self.deadline
+        if deadline is not None and deadline < when:
+            when = deadline
+        waiter = self.body_waiter = loop.create_future()
+        self.timer = loop.call_at(when, self._on_timer)
+        try:
+            await waiter
+        finally:
+            self.body_waiter = None
+            self._cancel_timer()
+
+    def take(self) -> bytes:
+        """Everything buffered, as one bytes (caller checked it is non-empty)."""
+        body = self.body
+        if len(body) == 1:
+            data = body.popleft()
+        else:
+            data = b"".join(body)
+            body.clear()
+        self.buffered -= len(data)
+        if self.paused and self.buffered <= self.low_water:
+            self.paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+        return data
+
+    def reset_idle(self, now: float) -> None:
+        self.state = IDLE
+        self.last_used = now
+        self.body.clear()
+        self.buffered = 0
+        self.headers = []
+
+
+async def open_connection(
+    loop: asyncio.AbstractEventLoop,
+    host: str,
+    addresses: list[tuple[int, tuple]],
+    label: str,
+    ssl_context: ssl.SSLContext | None,
+    conn: Connection,
+    handshake_timeout: float,
+) -> None:
+    """Connect *conn* to the first reachable address (TCP, then TLS).
+
+    Raises the raw exception; the caller converts it with
+    :func:`connect_error` under its own timeout.
+    """
+    last_exc: BaseException | None = None
+    sock = None
+    for family, sockaddr in addresses:
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setblocking(False)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            await loop.sock_connect(sock, sockaddr)
+        except OSError as exc:
+            sock.close()
+            sock = None
+            last_exc = exc
+            continue
+        except BaseException:
+            sock.close()
+            raise
+        break
+    if sock is None:
+        raise last_exc if last_exc is not None else OSError(f"no address for {label}")
+    try:
+        await loop.create_connection(
+            lambda: conn,
+            sock=sock,
+            ssl=ssl_context,
+            server_hostname=host if ssl_context is not None else None,
+            ssl_handshake_timeout=handshake_timeout if ssl_context is not None else None,
+        )
+    except BaseException:
+        sock.close()
+        raise

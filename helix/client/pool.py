@@ -1,0 +1,595 @@
+"""Connection-pooled HTTP/1.1 upstream client.
+
+Design
+------
+Every decision is taken synchronously on plain data structures, then I/O is
+done (httpcore's idea); every structure is O(1) per request (aiohttp's):
+
+* ``_OriginPool.idle`` -- an ``OrderedDict`` used as an ordered set of idle
+  connections.  Reuse is **most-recently-used first** (pop from the end):
+  the hottest socket is the least likely to have been closed by the
+  provider's keep-alive timer, and after a burst the surplus sockets sink to
+  the front where the single per-pool sweep timer closes them once they have
+  been idle for ``idle_timeout``.  A dead idle socket is removed in O(1) from
+  ``connection_lost``.
+* ``_OriginPool.active`` -- connections in use *or still connecting*.  A slot
+  is taken before the connect starts and is given back on failure or
+  cancellation; ``active + len(idle) <= max_connections_per_origin`` always.
+* ``_OriginPool.waiters`` -- FIFO ``OrderedDict`` of futures.  A freed slot or
+  a reusable connection is handed directly to the oldest waiter, so
+  newcomers cannot overtake the queue.
+
+A request on a *reused* connection that dies before any response byte
+arrives (the provider closed the idle socket as we wrote) is retried once on
+a fresh connection in the same slot.  Nothing else is retried here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import ipaddress
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import NamedTuple
+from urllib.parse import urlsplit
+
+from helix.client.connection import DONE, Connection, connect_error, open_connection
+from helix.client.resolver import Resolver
+from helix.client.tls import client_context
+from helix.errors import ErrorKind, HelixError
+
+__all__ = [
+    "Origin",
+    "PoolLimits",
+    "Timeouts",
+    "UpstreamPool",
+    "UpstreamResponse",
+    "parse_url",
+]
+
+
+class Origin(NamedTuple):
+    scheme: str
+    host: str
+    port: int
+
+
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_url(url: str) -> tuple[Origin, str]:
+    """``"https://api.x.com/v1/"`` -> ``(Origin("https", "api.x.com", 443), "/v1")``.
+
+    Host names are lower-cased; IPv6 literals are given without brackets
+    (``http://[::1]:8080`` -> host ``"::1"``).  The base path has no trailing
+    slash (``""`` for the root).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        scheme = parts.scheme.lower()
+        host = parts.hostname
+        port = parts.port
+    except ValueError as exc:
+        raise HelixError(ErrorKind.INVALID_REQUEST, f"invalid upstream URL: {exc}") from exc
+    if scheme not in _DEFAULT_PORTS:
+        raise HelixError(ErrorKind.INVALID_REQUEST, "upstream URL must be http:// or https://")
+    if not host:
+        raise HelixError(ErrorKind.INVALID_REQUEST, "upstream URL has no host")
+    if parts.username is not None or parts.password is not None:
+        raise HelixError(
+            ErrorKind.INVALID_REQUEST, "credentials in upstream URLs are not supported"
+        )
+    if parts.query or parts.fragment:
+        raise HelixError(ErrorKind.INVALID_REQUEST, "upstream base URL must not have a query")
+    if port is None:
+        port = _DEFAULT_PORTS[scheme]
+    return Origin(scheme, host, port), parts.path.rstrip("/")
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    connect: float = 10.0  # TCP + TLS handshake (DNS included)
+    first_byte: float = 600.0  # request sent -> response head received
+    read: float = 300.0  # max gap between body chunks
+    total: float | None = None  # whole exchange incl. pool wait and body; None = unlimited
+
+
+@dataclass(frozen=True, slots=True)
+class PoolLimits:
+    max_connections_per_origin: int = 256
+    max_idle_per_origin: int = 64
+    idle_timeout: float = 60.0
+    pool_timeout: float = 30.0
+    read_high_water: int = 1024 * 1024
+    read_low_water: int = 256 * 1024
+
+
+_DEFAULT_TIMEOUTS = Timeouts()
+_DEFAULT_LIMITS = PoolLimits()
+_BODY_METHODS = frozenset({b"POST", b"PUT", b"PATCH"})
+
+
+def _host_header(origin: Origin) -> bytes:
+    host = origin.host
+    try:
+        if ipaddress.ip_address(host.split("%", 1)[0]).version == 6:
+            host = f"[{host}]"
+    except ValueError:
+        pass
+    if origin.port != _DEFAULT_PORTS.get(origin.scheme):
+        host = f"{host}:{origin.port}"
+    return host.encode("idna") if not host.isascii() else host.encode("ascii")
+
+
+def _label(origin: Origin) -> str:
+    host = f"[{origin.host}]" if ":" in origin.host else origin.host
+    return f"{host}:{origin.port}"
+
+
+class _OriginPool:
+    __slots__ = (
+        "active",
+        "conns",
+        "host_line",
+        "idle",
+        "label",
+        "origin",
+        "ssl",
+        "verify",
+        "waiters",
+    )
+
+    def __init__(self, origin: Origin, verify: bool, ssl_context) -> None:
+        self.origin = origin
+        self.verify = verify
+        self.ssl = ssl_context
+        self.label = _label(origin)
+        self.host_line = b"host: " + _host_header(origin) + b"\r\n"
+        self.active = 0
+        self.idle: collections.OrderedDict[Connection, None] = collections.OrderedDict()
+        self.waiters: collections.OrderedDict[asyncio.Future, None] = collections.OrderedDict()
+        self.conns: set[Connection] = set()
+
+
+def _build_head(
+    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, host_line: bytes
+) -> tuple[bytes, bool]:
+    """Serialize the request head; returns (head, keep_alive)."""
+    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
+    lines = 2  # request line + blank line
+    has_host = False
+    keep_alive = True
+    for name, value in headers:
+        lname = name.lower()
+        if lname == b"content-length" or lname == b"transfer-encoding":
+            continue  # we frame the body ourselves
+        if lname == b"host":
+            has_host = True
+        elif lname == b"connection" and b"close" in value.lower():
+            keep_alive = False
+        parts += (name, b": ", value, b"\r\n")
+        lines += 1
+    if not has_host:
+        parts.append(host_line)
+        lines += 1
+    if body or method in _BODY_METHODS:
+        parts.append(b"content-length: %d\r\n\r\n" % len(body))
+        lines += 1
+    else:
+        parts.append(b"\r\n")
+    head = b"".join(parts)
+    # CR/LF smuggled into a method, target, name or value would add lines.
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+        raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
+    return head, keep_alive
+
+
+class UpstreamResponse:
+    """A response whose head has arrived; the body is pulled on demand."""
+
+    __slots__ = ("_conn", "_error", "_pool", "headers", "status")
+
+    def __init__(self, conn: Connection, pool: UpstreamPool) -> None:
+        self.status: int = conn.status
+        self.headers: list[tuple[bytes, bytes]] = conn.headers
+        self._conn: Connection | None = conn
+        self._pool = pool
+        self._error: HelixError | None = None
+
+    def __repr__(self) -> str:
+        return f"<UpstreamResponse {self.status}>"
+
+    def header(self, name: bytes) -> bytes | None:
+        """First value of header *name* (case-insensitive), or None."""
+        name = name.lower()
+        for key, value in self.headers:
+            if key == name:
+                return value
+        return None
+
+    async def read(self) -> bytes:
+        """The whole (remaining) body; the connection is released afterwards."""
+        conn = self._conn
+        if conn is not None and conn.state == DONE:
+            data = conn.take() if conn.body else b""
+            self._finish(conn)
+            return data
+        chunks = []
+        while True:
+            chunk = await self.next_chunk()
+            if chunk is None:
+                break
+            chunks.append(chunk)
+        if len(chunks) == 1:
+            return chunks[0]
+        return b"".join(chunks)
+
+    async def next_chunk(self) -> bytes | None:
+        """The body bytes buffered so far (waiting if none), or None at the end."""
+        conn = self._conn
+        if conn is None:
+            if self._error is not None:
+                raise self._error
+            return None
+        body = conn.body
+        deadline = conn.deadline
+        try:
+            if deadline is not None and conn.loop.time() >= deadline:
+                conn.fail(
+                    HelixError(
+                        ErrorKind.READ_TIMEOUT,
+                        f"upstream {conn.label} exceeded the total time budget",
+                    )
+                )
+                raise conn.error
+            while not body:
+                if conn.state == DONE:
+                    self._finish(conn)
+                    return None
+                if conn.error is not None:
+                    raise conn.error
+                await conn.wait_body()
+        except BaseException as exc:
+            if isinstance(exc, HelixError):
+                self._error = exc
+            self._abandon(conn)
+            raise
+        data = conn.take()
+        if conn.state == DONE and not body:
+            self._finish(conn)  # release eagerly: the next call returns None
+        return data
+
+    def __aiter__(self) -> UpstreamResponse:
+        return self
+
+    async def __anext__(self) -> bytes:
+        chunk = await self.next_chunk()
+        if chunk is None:
+            raise StopAsyncIteration
+        return chunk
+
+    def close(self) -> None:
+        """Abandon the body.  The socket is reused only if the whole response
+        had already arrived off the wire; otherwise it is closed.  Idempotent."""
+        conn = self._conn
+        if conn is not None:
+            if conn.state == DONE and conn.reusable:
+                self._finish(conn)
+            else:
+                self._abandon(conn)
+
+    @property
+    def released(self) -> bool:
+        """True once the connection went back to the pool (or was closed)."""
+        return self._conn is None
+
+    def _finish(self, conn: Connection) -> None:
+        self._conn = None
+        self._pool._release(conn)
+
+    def _abandon(self, conn: Connection) -> None:
+        self._conn = None
+        self._pool._discard(conn)
+
+    def __del__(self) -> None:
+        # Safety net for a response dropped without close(): never leak a slot.
+        conn = self._conn
+        if conn is not None:
+            self._conn = None
+            try:
+                self._pool._discard(conn)
+            except Exception:
+                pass
+
+
+class UpstreamPool:
+    """Per-worker pool of keep-alive HTTP/1.1 connections, keyed by origin."""
+
+    def __init__(
+        self,
+        limits: PoolLimits = _DEFAULT_LIMITS,
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        ssl_context_factory: Callable[[bool], object] | None = None,
+        resolver: Resolver | None = None,
+    ) -> None:
+        self.limits = limits
+        self._loop = loop
+        self._ssl_factory = ssl_context_factory or client_context
+        self._resolver = resolver if resolver is not None else Resolver()
+        self._pools: dict[Origin, _OriginPool] = {}
+        self._insecure: dict[Origin, _OriginPool] = {}
+        self._sweep: asyncio.TimerHandle | None = None
+        self._closed = False
+
+    # ------------------------------------------------------------ public
+
+    async def request(
+        self,
+        origin: Origin,
+        method: bytes,
+        target: bytes,
+        headers: list[tuple[bytes, bytes]],
+        body: bytes,
+        timeouts: Timeouts = _DEFAULT_TIMEOUTS,
+        *,
+        verify_tls: bool = True,
+    ) -> UpstreamResponse:
+        """Send one request; returns once the response head has arrived."""
+        if self._closed:
+            raise HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+        loop = self._loop
+        if loop is None:
+            loop = self._loop = asyncio.get_running_loop()
+        pools = self._pools if verify_tls or origin.scheme != "https" else self._insecure
+        op = pools.get(origin)
+        if op is None:
+            op = self._new_origin(origin, verify_tls or origin.scheme != "https", pools)
+        head, keep_alive = _build_head(method, target, headers, body, op.host_line)
+        head_only = method == b"HEAD"
+        total = timeouts.total
+        deadline = None if total is None else loop.time() + total
+
+        conn = self._take_idle(op)
+        if conn is None:
+            conn = await self._acquire(op, timeouts, deadline)
+        try:
+            await conn.send(
+                head, body, keep_alive, head_only, timeouts.first_byte, timeouts.read, deadline
+            )
+        except HelixError:
+            if not conn.retryable:
+                self._discard(conn)
+                raise
+            # Stale keep-alive socket: same slot, one fresh connection, one retry.
+            conn.abort()
+            self._forget(conn)
+            conn = await self._connect(op, timeouts, deadline)
+            try:
+                await conn.send(
+                    head, body, keep_alive, head_only, timeouts.first_byte, timeouts.read, deadline
+                )
+            except BaseException:
+                self._discard(conn)
+                raise
+        except BaseException:
+            self._discard(conn)
+            raise
+        return UpstreamResponse(conn, self)
+
+    async def close(self) -> None:
+        """Close every connection and fail every waiter.  In-flight exchanges
+        fail with UPSTREAM_PROTOCOL; later requests with UNAVAILABLE."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._sweep is not None:
+            self._sweep.cancel()
+            self._sweep = None
+        for pools in (self._pools, self._insecure):
+            for op in pools.values():
+                waiters = list(op.waiters)
+                op.waiters.clear()
+                for fut in waiters:
+                    if not fut.done():
+                        fut.set_exception(
+                            HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+                        )
+                idle = op.idle
+                for conn in list(op.conns):
+                    if conn in idle:
+                        conn.close_idle()
+                    else:
+                        conn.abort()
+                idle.clear()
+                op.conns.clear()
+        await asyncio.sleep(0)  # let transports run connection_lost
+
+    def stats(self) -> dict:
+        """``{"https://host:port": {"active", "idle", "waiting"}}`` (insecure
+        pools get a ``" (insecure)"`` suffix)."""
+        out = {}
+        for pools, suffix in ((self._pools, ""), (self._insecure, " (insecure)")):
+            for origin, op in pools.items():
+                out[f"{origin.scheme}://{op.label}{suffix}"] = {
+                    "active": op.active,
+                    "idle": len(op.idle),
+                    "waiting": len(op.waiters),
+                }
+        return out
+
+    # ----------------------------------------------------------- internals
+
+    def _new_origin(self, origin: Origin, verify: bool, pools: dict) -> _OriginPool:
+        if origin.scheme not in _DEFAULT_PORTS:
+            raise HelixError(ErrorKind.INVALID_REQUEST, f"unsupported scheme {origin.scheme!r}")
+        ctx = self._ssl_factory(verify) if origin.scheme == "https" else None
+        op = pools[origin] = _OriginPool(origin, verify, ctx)
+        return op
+
+    def _take_idle(self, op: _OriginPool) -> Connection | None:
+        idle = op.idle
+        while idle:
+            conn = idle.popitem()[0]  # most recently used
+            if not conn.closed:
+                op.active += 1
+                return conn
+        return None
+
+    async def _acquire(
+        self, op: _OriginPool, timeouts: Timeouts, deadline: float | None
+    ) -> Connection:
+        if op.active < self.limits.max_connections_per_origin:
+            op.active += 1
+            return await self._connect(op, timeouts, deadline)
+        # Queue (FIFO) for a slot or a handed-over connection.
+        loop = self._loop
+        fut = loop.create_future()
+        op.waiters[fut] = None
+        when = loop.time() + self.limits.pool_timeout
+        if deadline is not None and deadline < when:
+            when = deadline
+        timer = loop.call_at(when, self._waiter_timeout, op, fut)
+        try:
+            got = await fut
+        except BaseException:
+            timer.cancel()
+            op.waiters.pop(fut, None)
+            if fut.done() and not fut.cancelled() and fut.exception() is None:
+                # Granted in the same tick we were cancelled: give it back.
+                granted = fut.result()
+                if granted is None:
+                    self._release_slot(op)
+                else:
+                    self._release(granted)
+            raise
+        timer.cancel()
+        if got is None:
+            return await self._connect(op, timeouts, deadline)
+        return got
+
+    def _waiter_timeout(self, op: _OriginPool, fut: asyncio.Future) -> None:
+        if not fut.done():
+            op.waiters.pop(fut, None)
+            fut.set_exception(
+                HelixError(ErrorKind.POOL_TIMEOUT, f"no free connection to {op.label} in time")
+            )
+
+    async def _connect(
+        self, op: _OriginPool, timeouts: Timeouts, deadline: float | None
+    ) -> Connection:
+        """Open a connection in a slot the caller already holds; on any
+        failure (or cancellation) the slot is released."""
+        loop = self._loop
+        limits = self.limits
+        conn = Connection(
+            loop,
+            op.label,
+            high_water=limits.read_high_water,
+            low_water=limits.read_low_water,
+            lost_cb=self._on_lost,
+            op=op,
+        )
+        when = loop.time() + timeouts.connect
+        if deadline is not None and deadline < when:
+            when = deadline
+        origin = op.origin
+        try:
+            try:
+                async with asyncio.timeout_at(when):
+                    addresses = await self._resolver.resolve(origin.host, origin.port)
+                    await open_connection(
+                        loop,
+                        origin.host,
+                        addresses,
+                        op.label,
+                        op.ssl,
+                        conn,
+                        max(when - loop.time(), 0.0) + 1.0,
+                    )
+            except HelixError:
+                raise
+            except (OSError, ValueError) as exc:  # TimeoutError, ssl.SSLError included
+                raise connect_error(exc, op.label) from exc
+        except BaseException:
+            conn.abort()
+            self._release_slot(op)
+            raise
+        if self._closed:
+            conn.abort()
+            self._release_slot(op)
+            raise HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+        op.conns.add(conn)
+        return conn
+
+    def _release(self, conn: Connection) -> None:
+        """Take back a connection whose exchange ended (reusable or not)."""
+        op = conn.op
+        if not conn.reusable or conn.closed or self._closed:
+            conn.abort()
+            self._forget(conn)
+            self._release_slot(op)
+            return
+        conn.reset_idle(self._loop.time())
+        waiters = op.waiters
+        while waiters:
+            fut = waiters.popitem(last=False)[0]
+            if not fut.done():
+                fut.set_result(conn)  # slot and socket move to the waiter
+                return
+        op.active -= 1
+        if len(op.idle) >= self.limits.max_idle_per_origin:
+            conn.close_idle()
+            self._forget(conn)
+            return
+        op.idle[conn] = None
+        if self._sweep is None:
+            self._sweep = self._loop.call_at(
+                conn.last_used + self.limits.idle_timeout, self._sweep_idle
+            )
+
+    def _discard(self, conn: Connection) -> None:
+        """Close a connection in an unknown state and free its slot."""
+        conn.abort()
+        self._forget(conn)
+        self._release_slot(conn.op)
+
+    def _forget(self, conn: Connection) -> None:
+        conn.op.conns.discard(conn)
+
+    def _release_slot(self, op: _OriginPool) -> None:
+        waiters = op.waiters
+        while waiters:
+            fut = waiters.popitem(last=False)[0]
+            if not fut.done():
+                fut.set_result(None)  # the slot moves to the waiter; it connects
+                return
+        op.active -= 1
+
+    def _on_lost(self, conn: Connection) -> None:
+        op = conn.op
+        if op.idle.pop(conn, 0) is None:
+            # It was idle: already not counted in ``active``.
+            op.conns.discard(conn)
+
+    def _sweep_idle(self) -> None:
+        self._sweep = None
+        now = self._loop.time()
+        timeout = self.limits.idle_timeout
+        next_at = None
+        for pools in (self._pools, self._insecure):
+            for op in pools.values():
+                idle = op.idle
+                while idle:
+                    conn = next(iter(idle))  # least recently used
+                    expires = conn.last_used + timeout
+                    if expires > now:
+                        if next_at is None or expires < next_at:
+                            next_at = expires
+                        break
+                    del idle[conn]
+                    op.conns.discard(conn)
+                    conn.close_idle()
+        if next_at is not None and not self._closed:
+            self._sweep = self._loop.call_at(next_at, self._sweep_idle)

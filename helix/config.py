@@ -1,0 +1,581 @@
+"""Helix configuration: msgspec Structs, ``${VAR}`` interpolation, env-only mode.
+
+The YAML schema of the user's README is the public contract: its keys
+(``providers``, ``load_balancing``, ``rate_limits``, ``caching``,
+``resilience``, ``observability``) are all here and are never renamed.  Helix
+adds keys (``server``, ``upstream``, ``base_url`` ...) where it needs them.
+
+Loading is strict: unknown keys are errors (a typo must not silently disable
+a limit), and every error names the key path, the bad value and what was
+expected.  A section whose feature is not built in this version is parsed and
+then *rejected* by :func:`check_supported` -- accepted-and-ignored config is a
+lie to the operator.
+
+Nothing in this module runs on the request path.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Literal
+
+import msgspec
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "Duration",
+    "ModelEntry",
+    "ProviderConfig",
+    "ServerConfig",
+    "UpstreamConfig",
+    "load",
+    "load_env",
+    "load_file",
+    "mask_secrets",
+    "to_builtins",
+]
+
+
+class ConfigError(Exception):
+    """A config problem; the message names the key path and what was expected."""
+
+
+# --- durations ("100ms", "5s", 3600) ---------------------------------------------------
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+class Duration(float):
+    """Seconds; YAML may say ``3600``, ``2.5``, ``"100ms"``, ``"5s"``, ``"1h"``."""
+
+    @classmethod
+    def parse(cls, value: Any) -> Duration:
+        if isinstance(value, bool):
+            raise ValueError("expected a duration such as 30, '100ms', '5s' or '1h'")
+        if isinstance(value, int | float):
+            if value < 0:
+                raise ValueError("a duration cannot be negative")
+            return cls(value)
+        if isinstance(value, str):
+            m = _DURATION_RE.match(value)
+            if m:
+                return cls(float(m.group(1)) * _UNIT[m.group(2)])
+        raise ValueError("expected a duration such as 30, '100ms', '5s' or '1h'")
+
+
+def _dec_hook(type_: type, obj: Any) -> Any:
+    if type_ is Duration:
+        return Duration.parse(obj)
+    raise NotImplementedError  # msgspec's protocol for "type not handled here"
+
+
+def _enc_hook(obj: Any) -> Any:
+    if isinstance(obj, Duration):
+        return float(obj)
+    raise TypeError(f"cannot encode {type(obj).__name__}")
+
+
+_STRUCT = {"kw_only": True, "frozen": True, "forbid_unknown_fields": True}
+
+
+# --- sections ---------------------------------------------------------------------------
+
+
+class ServerConfig(msgspec.Struct, **_STRUCT):
+    """Where and how Helix listens (added by Helix; not in the original README)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 0  # 0 = one per CPU
+    backlog: int = 2048
+    graceful_timeout: Duration = Duration(30.0)
+    heartbeat_timeout: Duration = Duration(30.0)
+    max_body_bytes: int = 32 * 1024 * 1024
+    max_header_bytes: int = 64 * 1024
+    max_headers: int = 100
+    header_timeout: Duration = Duration(10.0)
+    body_timeout: Duration = Duration(60.0)
+    keepalive_timeout: Duration = Duration(75.0)
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be 0..65535, got {self.port}")
+        if self.workers < 0:
+            raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
+        if self.max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+
+
+class UpstreamConfig(msgspec.Struct, **_STRUCT):
+    """Connection pool and timeouts toward providers (Helix addition)."""
+
+    connect_timeout: Duration = Duration(10.0)
+    first_byte_timeout: Duration = Duration(600.0)
+    read_timeout: Duration = Duration(300.0)
+    request_timeout: Duration | None = None
+    max_connections_per_origin: int = 256
+    max_idle_per_origin: int = 64
+    idle_timeout: Duration = Duration(60.0)
+    pool_timeout: Duration = Duration(30.0)
+
+
+class ModelEntry(msgspec.Struct, **_STRUCT):
+    """A model a provider serves: the public ``name`` and the provider's own ``id``.
+
+    ``models: [gpt-4o]`` is shorthand for ``{name: gpt-4o, id: gpt-4o}``; for
+    Azure the ``id`` is the deployment name.
+    """
+
+    name: str
+    id: str | None = None
+    type: Literal["chat", "embedding"] | None = None
+
+
+class ProviderConfig(msgspec.Struct, **_STRUCT):
+    name: str
+    type: str
+    api_key: str | None = None
+    models: list[str | ModelEntry] = []
+    base_url: str | None = None
+    region: str | None = None
+    api_version: str | None = None  # Azure OpenAI
+    headers: dict[str, str] = {}  # extra headers sent upstream (e.g. OpenRouter's HTTP-Referer)
+    organization: str | None = None  # OpenAI-Organization
+    timeout: Duration | None = None  # total per-request budget for this provider
+    tls_verify: bool = True
+    # Bedrock / Vertex / Gemini fields from the README contract, used by later adapters.
+    aws_access_key_id: str | None = None
+    aws_secret_access_key: str | None = None
+    aws_session_token: str | None = None
+    project: str | None = None
+    location: str | None = None
+    credentials_file: str | None = None
+
+    def model_entries(self) -> list[ModelEntry]:
+        return [ModelEntry(name=m) if isinstance(m, str) else m for m in self.models]
+
+
+# The sections below are the README's contract.  They are fully parsed and
+# validated now; check_supported() refuses the ones not built in this version.
+
+
+class LoadBalancingConfig(msgspec.Struct, **_STRUCT):
+    strategy: Literal["latency_based", "weighted", "cost_based", "round_robin"] = "latency_based"
+    fallback: Literal["latency_based", "weighted", "round_robin"] | None = None
+    weights: dict[str, float] = {}
+
+
+class LimitSpec(msgspec.Struct, **_STRUCT):
+    requests_per_minute: int | None = None
+    requests_per_hour: int | None = None
+    requests_per_day: int | None = None
+    tokens_per_minute: int | None = None
+    tokens_per_hour: int | None = None
+    tokens_per_day: int | None = None
+    cost_per_hour: float | None = None
+    cost_per_day: float | None = None
+
+
+class RateLimitsConfig(msgspec.Struct, **_STRUCT):
+    backend: Literal["local", "redis"] = "local"
+    redis_url: str | None = None
+    failure_policy: Literal["fail_open", "fail_closed"] = "fail_open"
+    global_: LimitSpec | None = msgspec.field(default=None, name="global")
+    per_user: LimitSpec | None = None
+    per_team: LimitSpec | None = None
+    per_key: LimitSpec | None = None
+
+
+class CacheRule(msgspec.Struct, **_STRUCT):
+    path: str
+    ttl: Duration | None = None
+    cache_key_include: list[str] | None = None
+
+
+class CachingConfig(msgspec.Struct, **_STRUCT):
+    enabled: bool = True
+    backend: Literal["memory", "redis", "s3"] = "memory"
+    ttl: Duration = Duration(3600.0)
+    redis_url: str | None = None
+    rules: list[CacheRule] = []
+    s3_bucket: str | None = None
+    s3_region: str | None = None
+    s3_endpoint: str | None = None
+    s3_prefix: str | None = None
+
+
+class RetriesConfig(msgspec.Struct, **_STRUCT):
+    max_attempts: int = 3
+    backoff: Literal["exponential", "constant"] = "exponential"
+    initial_delay: Duration = Duration(0.1)
+    max_delay: Duration = Duration(5.0)
+
+
+class FallbackRule(msgspec.Struct, **_STRUCT):
+    primary: str
+    fallback: str | list[str]
+
+
+class ResilienceConfig(msgspec.Struct, **_STRUCT):
+    retries: RetriesConfig | None = None
+    fallbacks: list[FallbackRule] = []
+
+
+class HeliconeConfig(msgspec.Struct, **_STRUCT):
+    api_key: str | None = None
+    base_url: str = "https://api.helicone.ai"
+    properties: dict[str, str] = {}
+
+
+class TracingConfig(msgspec.Struct, **_STRUCT):
+    enabled: bool = False
+    endpoint: str | None = None
+
+
+class MetricsConfig(msgspec.Struct, **_STRUCT):
+    enabled: bool = False
+    prometheus_endpoint: str = "/metrics"
+
+
+class LoggingConfig(msgspec.Struct, **_STRUCT):
+    level: Literal["debug", "info", "warning", "error", "critical"] = "info"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = False
+
+
+class ObservabilityConfig(msgspec.Struct, **_STRUCT):
+    helicone: HeliconeConfig | None = None
+    tracing: TracingConfig | None = None
+    metrics: MetricsConfig | None = None
+    logging: LoggingConfig = LoggingConfig()
+
+
+class Config(msgspec.Struct, **_STRUCT):
+    server: ServerConfig = ServerConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    providers: list[ProviderConfig] = []
+    load_balancing: LoadBalancingConfig | None = None
+    rate_limits: RateLimitsConfig | None = None
+    caching: CachingConfig | None = None
+    resilience: ResilienceConfig | None = None
+    observability: ObservabilityConfig = ObservabilityConfig()
+    # Where this config came from ("env" or a file path); set by the loader.
+    source: str = "env"
+
+
+# --- provider catalogue -----------------------------------------------------------------
+
+# type -> (default base_url, env var with the key, key required, default models)
+# Only the OpenAI wire-format family is built in this version; the other types of
+# the README are recognised so the error can say exactly what is missing.
+OPENAI_FAMILY: dict[str, tuple[str | None, str | None, bool]] = {
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", True),
+    "azure": (None, "AZURE_OPENAI_API_KEY", True),
+    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY", True),
+    "together": ("https://api.together.xyz/v1", "TOGETHER_API_KEY", True),
+    "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY", True),
+    "perplexity": ("https://api.perplexity.ai", "PERPLEXITY_API_KEY", True),
+    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", True),
+    "fireworks": ("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", True),
+    "xai": ("https://api.x.ai/v1", "XAI_API_KEY", True),
+    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", True),
+    "ollama": ("http://127.0.0.1:11434/v1", None, False),
+    "vllm": (None, "VLLM_API_KEY", False),
+    "openai_compatible": (None, None, False),
+}
+NOT_BUILT_TYPES = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "vertex": None,
+    "bedrock": None,
+    "cohere": "COHERE_API_KEY",
+}
+DEFAULT_MODELS: dict[str, list[str]] = {
+    "openai": [
+        "gpt-4o",
+        "gpt-4o-mini",
+        "gpt-4.1",
+        "gpt-4.1-mini",
+        "gpt-4.1-nano",
+        "o3-mini",
+        "o4-mini",
+        "gpt-3.5-turbo",
+        "text-embedding-3-small",
+        "text-embedding-3-large",
+        "text-embedding-ada-002",
+    ],
+    "groq": ["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "gemma2-9b-it"],
+    "together": [
+        "meta-llama/Llama-3.3-70B-Instruct-Turbo",
+        "Qwen/Qwen2.5-72B-Instruct-Turbo",
+        "mistralai/Mixtral-8x7B-Instruct-v0.1",
+    ],
+    "mistral": [
+        "mistral-large-latest",
+        "mistral-medium-latest",
+        "mistral-small-latest",
+        "mistral-embed",
+    ],
+    "perplexity": ["sonar", "sonar-pro", "sonar-reasoning"],
+    "deepseek": ["deepseek-chat", "deepseek-reasoner"],
+    "fireworks": ["accounts/fireworks/models/llama-v3p3-70b-instruct"],
+    "xai": ["grok-3", "grok-3-mini"],
+    "openrouter": [],
+}
+EMBEDDING_HINTS = ("embed", "embedding")
+
+_SECRET_FIELDS = re.compile(r"(api[-_]?key|secret|password|token|credentials|authorization)", re.I)
+
+
+# --- interpolation ----------------------------------------------------------------------
+
+_VAR_RE = re.compile(r"\$\$|\$\{([A-Za-z_][A-Za-z0-9_]*)(?::?-(.*?))?\}")
+
+
+def _interpolate(node: Any, env: dict[str, str], path: str) -> Any:
+    """Replace ``${VAR}`` / ``${VAR:-default}`` in every string; ``$$`` is a literal ``$``."""
+    if isinstance(node, str):
+
+        def sub(m: re.Match[str]) -> str:
+            if m.group(0) == "$$":
+                return "$"
+            name, default = m.group(1), m.group(2)
+            val = env.get(name)
+            if val is None or (val == "" and ":-" in m.group(0)):
+                if default is not None:
+                    return default
+                raise ConfigError(
+                    f"{path}: environment variable {name} is not set "
+                    f"(write ${{{name}:-default}} to give a default)"
+                )
+            return val
+
+        out = _VAR_RE.sub(sub, node)
+        # A value that was *only* a variable keeps YAML typing ("${PORT}" -> 8080).
+        if out != node and _VAR_RE.fullmatch(node.strip()):
+            return _yaml_scalar(out)
+        return out
+    if isinstance(node, dict):
+        return {k: _interpolate(v, env, f"{path}.{k}") for k, v in node.items()}
+    if isinstance(node, list):
+        return [_interpolate(v, env, f"{path}[{i}]") for i, v in enumerate(node)]
+    return node
+
+
+def _yaml_scalar(text: str) -> Any:
+    import yaml
+
+    try:
+        val = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    return val if isinstance(val, int | float | bool) else text
+
+
+# --- loading ----------------------------------------------------------------------------
+
+_PATH_TOKEN = re.compile(r"\.([^.\[]+)|\[(\d+)\]")
+
+
+def _value_at(tree: Any, path: str) -> Any:
+    node = tree
+    for key, idx in _PATH_TOKEN.findall(path):
+        try:
+            node = node[int(idx)] if idx else node[key]
+        except (KeyError, IndexError, TypeError):
+            return msgspec.UNSET
+    return node
+
+
+def _explain(err: msgspec.ValidationError, tree: Any) -> str:
+    """msgspec says 'Expected `int`, got `str` - at `$.server.port`'; add the bad value."""
+    msg = str(err)
+    m = re.search(r" - at `\$(.*)`$", msg)
+    if not m:
+        return msg
+    path = m.group(1)
+    what = msg[: m.start()]
+    if what.startswith("Object contains unknown field"):
+        key = what.split("`")[1]
+        where = f"{path.lstrip('.')}.{key}" if path else key
+        return f"{where}: unknown key {key!r} (check its spelling against the config reference)"
+    value = _value_at(tree, path)
+    shown = "" if value is msgspec.UNSET else f" (got {value!r})"
+    return f"{path.lstrip('.')}: {what}{shown}"
+
+
+def _convert(tree: dict, source: str) -> Config:
+    tree = dict(tree)
+    tree["source"] = source
+    try:
+        cfg = msgspec.convert(tree, Config, dec_hook=_dec_hook)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_explain(exc, tree)) from None
+    _validate(cfg)
+    return cfg
+
+
+def load_file(path: str, env: dict[str, str] | None = None) -> Config:
+    import yaml
+
+    env = dict(os.environ) if env is None else env
+    try:
+        with open(path, encoding="utf-8") as fh:
+            raw = yaml.safe_load(fh)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
+    tree = _interpolate(raw, env, "")
+    tree = _apply_env_overrides(tree, env)
+    return _convert(tree, path)
+
+
+def load_env(env: dict[str, str] | None = None) -> Config:
+    """Env-only mode: every ``<PROVIDER>_API_KEY`` found configures that provider."""
+    env = dict(os.environ) if env is None else env
+    providers: list[dict] = []
+    for ptype, (_base, key_var, _required) in OPENAI_FAMILY.items():
+        if key_var and env.get(key_var) and ptype not in ("azure", "vllm"):
+            providers.append({"name": ptype, "type": ptype, "api_key": env[key_var],
+                              "models": DEFAULT_MODELS.get(ptype, [])})
+    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
+        names = env.get("AZURE_OPENAI_DEPLOYMENTS", "").split(",")
+        models = [m.strip() for m in names if m.strip()]
+        providers.append({"name": "azure", "type": "azure", "api_key": env["AZURE_OPENAI_API_KEY"],
+                          "base_url": env["AZURE_OPENAI_ENDPOINT"], "models": models,
+                          "api_version": env.get("AZURE_OPENAI_API_VERSION") or None})
+    if env.get("OLLAMA_BASE_URL"):
+        providers.append({"name": "ollama", "type": "ollama", "base_url": env["OLLAMA_BASE_URL"],
+                          "models": []})
+    if env.get("VLLM_BASE_URL"):
+        providers.append({"name": "vllm", "type": "vllm", "base_url": env["VLLM_BASE_URL"],
+                          "api_key": env.get("VLLM_API_KEY") or None, "models": []})
+    tree: dict[str, Any] = {"providers": providers}
+    if env.get("REDIS_URL"):
+        tree["caching"] = {"backend": "redis", "redis_url": env["REDIS_URL"]}
+    return _convert(_apply_env_overrides(tree, env), "env")
+
+
+def env_providers_not_built(env: dict[str, str] | None = None) -> list[str]:
+    """Keys in the environment for provider types this version cannot serve yet."""
+    env = dict(os.environ) if env is None else env
+    return [f"{var} ({ptype})" for ptype, var in NOT_BUILT_TYPES.items() if var and env.get(var)]
+
+
+def _apply_env_overrides(tree: dict, env: dict[str, str]) -> dict:
+    server = dict(tree.get("server") or {})
+    for var, key, conv in (
+        ("HELIX_HOST", "host", str),
+        ("HELIX_PORT", "port", int),
+        ("HELIX_WORKERS", "workers", int),
+    ):
+        if env.get(var):
+            try:
+                server[key] = conv(env[var])
+            except ValueError:
+                raise ConfigError(f"{var}: expected an integer, got {env[var]!r}") from None
+    if server:
+        tree = {**tree, "server": server}
+    return tree
+
+
+def load(path: str | None = None, env: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ) if env is None else env
+    path = path or env.get("HELIX_CONFIG") or None
+    return load_file(path, env) if path else load_env(env)
+
+
+# --- semantic validation ----------------------------------------------------------------
+
+
+def _validate(cfg: Config) -> None:
+    seen: set[str] = set()
+    for i, p in enumerate(cfg.providers):
+        where = f"providers[{i}]"
+        if not p.name or "/" in p.name:
+            raise ConfigError(f"{where}.name: must be non-empty and contain no '/', got {p.name!r}")
+        if p.name in seen:
+            raise ConfigError(f"{where}.name: duplicate provider name {p.name!r}")
+        seen.add(p.name)
+        if p.type in NOT_BUILT_TYPES:
+            continue  # refused by check_supported() with its own message
+        if p.type not in OPENAI_FAMILY:
+            known = ", ".join([*OPENAI_FAMILY, *NOT_BUILT_TYPES])
+            raise ConfigError(
+                f"{where}.type: unknown provider type {p.type!r} (expected one of {known})"
+            )
+        default_base, _key_var, key_required = OPENAI_FAMILY[p.type]
+        if p.base_url is None and default_base is None:
+            raise ConfigError(f"{where}.base_url: required for type {p.type!r}")
+        if p.base_url is not None and not re.match(r"^https?://[^/]+", p.base_url):
+            raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {p.base_url!r}")
+        if key_required and not p.api_key:
+            raise ConfigError(f"{where}.api_key: required for type {p.type!r}")
+        names: set[str] = set()
+        for j, m in enumerate(p.model_entries()):
+            if not m.name:
+                raise ConfigError(f"{where}.models[{j}]: empty model name")
+            if m.name in names:
+                raise ConfigError(f"{where}.models[{j}]: duplicate model {m.name!r}")
+            names.add(m.name)
+    if cfg.resilience and cfg.resilience.retries and cfg.resilience.retries.max_attempts < 1:
+        raise ConfigError("resilience.retries.max_attempts: must be >= 1")
+
+
+def check_supported(cfg: Config) -> None:
+    """Refuse config for features this version does not have yet (never ignore it)."""
+    for i, p in enumerate(cfg.providers):
+        if p.type in NOT_BUILT_TYPES:
+            raise ConfigError(
+                f"providers[{i}].type: provider type {p.type!r} is not available in this version "
+                f"of Helix yet (built now: {', '.join(OPENAI_FAMILY)})"
+            )
+    unbuilt = {
+        "load_balancing": cfg.load_balancing,
+        "rate_limits": cfg.rate_limits,
+        "caching": cfg.caching,
+        "resilience": cfg.resilience,
+        "observability.helicone": cfg.observability.helicone,
+        "observability.tracing": cfg.observability.tracing,
+        "observability.metrics": cfg.observability.metrics,
+    }
+    for key, section in unbuilt.items():
+        if section is not None:
+            raise ConfigError(
+                f"{key}: this feature is not available in this version of Helix yet; "
+                f"remove the section (Helix refuses config it would otherwise ignore)"
+            )
+
+
+# --- output -----------------------------------------------------------------------------
+
+
+def to_builtins(cfg: Config) -> dict:
+    return msgspec.to_builtins(cfg, enc_hook=_enc_hook)
+
+
+def _mask(value: str) -> str:
+    if len(value) <= 8:
+        return "****"
+    return f"{value[:3]}…{value[-4:]}"
+
+
+def mask_secrets(node: Any, key: str = "") -> Any:
+    if isinstance(node, dict):
+        return {k: mask_secrets(v, k) for k, v in node.items()}
+    if isinstance(node, list):
+        return [mask_secrets(v, key) for v in node]
+    if isinstance(node, str) and node:
+        if _SECRET_FIELDS.search(key):
+            return _mask(node)
+        if key.endswith("redis_url"):
+            return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1****@", node)
+    return node

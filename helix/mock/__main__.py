@@ -1,0 +1,5 @@
+"""``python -m helix.mock``: run the mock provider."""
+
+from .server import main
+
+raise SystemExit(main())

@@ -1,0 +1,51 @@
+"""RequestContext: the only state shared between phases.
+
+Field            set by           read by
+---------------  ---------------  ------------------------------------------
+exchange         runner           every phase (request in, response out)
+endpoint         app              decode, forward
+view             decode           route, forward (model, stream flag)
+candidates       route            forward (deployments, best first)
+deployment       forward          record (the one that answered)
+status           forward/runner   record
+committed        forward          runner (no retry, no error body after it)
+usage            forward          record (token counts, when known)
+error            runner           record
+started          runner           record (loop time at start)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from helix.errors import HelixError
+    from helix.providers.base import Deployment
+    from helix.server import Exchange
+
+
+class RequestContext:
+    __slots__ = (
+        "candidates",
+        "committed",
+        "deployment",
+        "endpoint",
+        "error",
+        "exchange",
+        "started",
+        "status",
+        "usage",
+        "view",
+    )
+
+    def __init__(self, exchange: Exchange, endpoint: str, started: float) -> None:
+        self.exchange = exchange
+        self.endpoint = endpoint
+        self.started = started
+        self.view = None
+        self.candidates: list[Deployment] = []
+        self.deployment: Deployment | None = None
+        self.status = 0
+        self.committed = False
+        self.usage = None
+        self.error: HelixError | None = None

@@ -1,0 +1,98 @@
+"""OpenAI wire-format Structs: the *view* of a request Helix needs, nothing more.
+
+Requests are decoded once into a view Struct holding only the fields Helix
+routes on; the body bytes themselves are what goes upstream, so vendor
+extensions and fields Helix has never heard of pass through untouched.
+Decoders and encoders are module globals (built once, reused per request).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from helix.errors import ErrorKind, HelixError
+
+
+class StreamOptions(msgspec.Struct):
+    include_usage: bool | None = None
+
+
+class ChatRequestView(msgspec.Struct):
+    """What routing needs from ``POST /v1/chat/completions``."""
+
+    model: str
+    messages: list[msgspec.Raw]
+    stream: bool | None = None
+    stream_options: StreamOptions | None = None
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
+    user: str | None = None
+
+
+class EmbeddingsRequestView(msgspec.Struct):
+    model: str
+    input: msgspec.Raw
+    encoding_format: str | None = None
+    user: str | None = None
+
+
+class Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+
+class UsageView(msgspec.Struct):
+    """Any OpenAI response or chunk, reduced to its usage (None if absent)."""
+
+    usage: Usage | None = None
+
+
+chat_request_decoder = msgspec.json.Decoder(ChatRequestView)
+embeddings_request_decoder = msgspec.json.Decoder(EmbeddingsRequestView)
+usage_decoder = msgspec.json.Decoder(UsageView)
+json_decode = msgspec.json.decode
+json_encode = msgspec.json.Encoder().encode
+
+
+def _param_of(exc: msgspec.ValidationError) -> str | None:
+    text = str(exc)
+    marker = " - at `$."
+    i = text.rfind(marker)
+    return text[i + len(marker) : -1] if i >= 0 else None
+
+
+def decode_request(decoder: msgspec.json.Decoder, body: bytes):
+    """Decode a client body into a view Struct; failures become OpenAI-shaped 400s."""
+    if not body:
+        raise HelixError(ErrorKind.INVALID_REQUEST, "The request body is empty; expected JSON.")
+    try:
+        return decoder.decode(body)
+    except msgspec.ValidationError as exc:
+        msg = str(exc)
+        param = _param_of(exc)
+        if msg.startswith("Object missing required field"):
+            field = msg.split("`")[1]
+            prefix = f"{param}." if param else ""
+            return_param = f"{prefix}{field}"
+            raise HelixError(
+                ErrorKind.INVALID_REQUEST,
+                f"Missing required parameter: '{return_param}'.",
+                param=return_param,
+                code="missing_required_parameter",
+            ) from None
+        if msg.startswith("Expected `object`, got") and param is None:
+            raise HelixError(
+                ErrorKind.INVALID_REQUEST, "The request body must be a JSON object."
+            ) from None
+        raise HelixError(
+            ErrorKind.INVALID_REQUEST,
+            f"Invalid value for '{param}': {msg.split(' - at ')[0]}." if param else msg,
+            param=param,
+            code="invalid_type" if msg.startswith("Expected") else None,
+        ) from None
+    except msgspec.DecodeError as exc:
+        raise HelixError(
+            ErrorKind.INVALID_REQUEST,
+            f"We could not parse the JSON body of your request ({exc}).",
+        ) from None

@@ -1,0 +1,231 @@
+"""One request and its response: what a handler sees.
+
+:class:`Request` is plain data.  :class:`Exchange` is the handler's only way to
+answer; it frames the response (content-length, chunked or close-delimited)
+and tells its connection when the response is complete so the connection
+can decide about keep-alive, pipelining and access logging.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from helix.errors import HelixError
+from helix.server.flow import ClientDisconnected
+from helix.server.writer import CHUNK_END, build_head, frame_chunk
+
+if TYPE_CHECKING:
+    from helix.server.protocol import HttpProtocol
+
+__all__ = ["ClientDisconnected", "Exchange", "Request"]
+
+# Response states.
+_IDLE = 0
+_STREAMING = 1
+_DONE = 2
+
+_JSON = (b"content-type", b"application/json")
+
+# Above this size the head and body go out as two buffers in one
+# ``writelines`` call instead of being concatenated: copying a multi-megabyte
+# body to save a syscall is a bad trade.
+_CONCAT_LIMIT = 16 * 1024
+
+
+class Request:
+    __slots__ = (
+        "body",
+        "client",
+        "headers",
+        "http_version",
+        "keep_alive",
+        "method",
+        "path",
+        "query",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: dict[str, str],
+        body: bytes,
+        http_version: str,
+        client: tuple[str, int] | None,
+        keep_alive: bool,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.http_version = http_version
+        self.client = client
+        self.keep_alive = keep_alive
+
+    def __repr__(self) -> str:
+        q = f"?{self.query}" if self.query else ""
+        return f"<Request {self.method} {self.path}{q} HTTP/{self.http_version}>"
+
+
+class Exchange:
+    """The handler's side of one request/response.
+
+    Exactly one of :meth:`respond`, :meth:`respond_error` or
+    :meth:`start_stream` (followed by :meth:`send`... and :meth:`end_stream`)
+    may be used.  ``committed`` turns True once the response head is written;
+    from then on a failure can only be signalled by cutting the connection.
+    """
+
+    __slots__ = (
+        "_bytes",
+        "_chunked",
+        "_conn",
+        "_keep_alive",
+        "_reject",
+        "_started",
+        "_state",
+        "_status",
+        "committed",
+        "request",
+    )
+
+    def __init__(self, conn: HttpProtocol, request: Request, started: float = 0.0) -> None:
+        self._conn = conn
+        self.request = request
+        self.committed = False
+        self._state = _IDLE
+        self._status = 0
+        self._bytes = 0
+        self._chunked = False
+        self._keep_alive = False
+        # Set when the server itself must answer this slot in the pipeline
+        # (malformed request, timeout): no handler runs for it.
+        self._reject: HelixError | None = None
+        self._started = started
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.request!r} status={self._status or '-'}>"
+
+    # -- state --------------------------------------------------------------
+    @property
+    def client_gone(self) -> bool:
+        return self._conn.lost
+
+    @property
+    def finished(self) -> bool:
+        """True once the full response (including a stream's end) was handed off."""
+        return self._state == _DONE
+
+    @property
+    def status(self) -> int:
+        return self._status
+
+    @property
+    def bytes_sent(self) -> int:
+        """Body bytes handed to the transport (excluding head and chunk framing)."""
+        return self._bytes
+
+    def _commit(self, status: int) -> bool:
+        """Mark the head as written; return whether the connection stays open."""
+        if self.committed:
+            raise RuntimeError("response already started")
+        if status < 200:
+            raise ValueError("1xx responses are sent by the server itself")
+        self.committed = True
+        self._status = status
+        keep = self.request.keep_alive and not self._conn.closing
+        self._keep_alive = keep
+        return keep
+
+    # -- complete responses ---------------------------------------------------
+    def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        keep = self._commit(status)
+        conn = self._conn
+        req = self.request
+        if status == 204 or status == 304:
+            # These never carry a body nor (for us) a content-length.
+            body = b""
+            head = build_head(
+                status,
+                headers,
+                None,
+                close=not keep,
+                keep_alive_10=keep and req.http_version == "1.0",
+                server=conn.server_header,
+            )
+        else:
+            head = build_head(
+                status,
+                headers,
+                len(body),
+                close=not keep,
+                keep_alive_10=keep and req.http_version == "1.0",
+                server=conn.server_header,
+            )
+            if req.method == "HEAD":
+                body = b""
+        self._state = _DONE
+        if not conn.lost:
+            transport = conn.transport
+            if not body:
+                transport.write(head)
+            elif len(body) <= _CONCAT_LIMIT:
+                transport.write(head + body)
+            else:
+                transport.writelines((head, body))
+        self._bytes = len(body)
+        conn.response_complete(self)
+
+    def respond_error(self, err: HelixError) -> None:
+        headers = [_JSON]
+        if err.headers:
+            headers.extend(err.headers)
+        self.respond(err.status, headers, err.to_json())
+
+    # -- streaming responses ----------------------------------------------------
+    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+        conn = self._conn
+        req = self.request
+        if req.http_version == "1.0":
+            # HTTP/1.0 has no chunked coding: the body ends when we close.
+            self.request.keep_alive = False
+            self._commit(status)
+            self._chunked = False
+            head = build_head(status, headers, None, close=True, server=conn.server_header)
+        else:
+            keep = self._commit(status)
+            self._chunked = True
+            head = build_head(
+                status, headers, None, chunked=True, close=not keep, server=conn.server_header
+            )
+        self._state = _STREAMING
+        if not conn.lost:
+            conn.transport.write(head)
+
+    async def send(self, data: bytes) -> None:
+        """Write one chunk; wait while the client is slow; raise if it is gone."""
+        if self._state != _STREAMING:
+            raise RuntimeError("send() without an open stream")
+        conn = self._conn
+        if conn.lost:
+            raise ClientDisconnected()
+        if not data:
+            # An empty chunk would terminate the chunked body.
+            return
+        if self.request.method != "HEAD":
+            conn.transport.write(frame_chunk(data) if self._chunked else data)
+            self._bytes += len(data)
+        flow = conn.flow
+        if flow.write_paused:
+            await flow.drain()
+
+    def end_stream(self) -> None:
+        if self._state != _STREAMING:
+            raise RuntimeError("end_stream() without an open stream")
+        self._state = _DONE
+        conn = self._conn
+        if self._chunked and not conn.lost and self.request.method != "HEAD":
+            conn.transport.write(CHUNK_END)
+        conn.response_complete(self)

@@ -1,0 +1,121 @@
+"""Response bytes: status lines, the shared ``date:`` cache, head building, chunk framing.
+
+Everything here is pure (no I/O) so it is cheap to test and cheap to call: the
+per-response cost is a handful of dict lookups and one ``bytes.join``.
+"""
+
+from __future__ import annotations
+
+import http
+import time
+from email.utils import formatdate
+
+__all__ = [
+    "CHUNK_END",
+    "CONTINUE_100",
+    "build_head",
+    "date_header",
+    "frame_chunk",
+    "status_line",
+]
+
+_CRLF = b"\r\n"
+
+# Every status line is built once at import: formatting one per response would
+# cost more than the whole rest of the head.  Unknown codes fall back to a
+# reason-less line built on demand (and then memoised).
+_STATUS_LINES: dict[int, bytes] = {
+    int(s): b"HTTP/1.1 %d %s\r\n" % (int(s), s.phrase.encode("latin-1")) for s in http.HTTPStatus
+}
+
+CONTINUE_100 = b"HTTP/1.1 100 Continue\r\n\r\n"
+CHUNK_END = b"0\r\n\r\n"
+
+
+def status_line(status: int) -> bytes:
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        if not 100 <= status <= 999:
+            raise ValueError(f"invalid HTTP status {status}")
+        line = _STATUS_LINES[status] = b"HTTP/1.1 %d \r\n" % status
+    return line
+
+
+# One ``date:`` line per second for the whole process (RFC 9110 asks for
+# second resolution only).  A module-level cache is shared by every
+# connection; checking ``int(time())`` is far cheaper than formatting.
+_date_second = -1
+_date_line = b""
+
+
+def date_header() -> bytes:
+    """``b"date: <IMF-fixdate>\\r\\n"``, reformatted at most once per second."""
+    global _date_second, _date_line
+    now = time.time()
+    sec = int(now)
+    if sec != _date_second:
+        _date_second = sec
+        _date_line = b"date: " + formatdate(sec, usegmt=True).encode("ascii") + _CRLF
+    return _date_line
+
+
+# Framing headers are owned by the server: a handler (or an upstream header
+# passed through) must never be able to emit a second content-length or a
+# transfer-encoding that disagrees with how we actually frame the body --
+# that is response smuggling toward whatever proxy sits in front of us.
+_RESERVED = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"}
+)
+
+_CONN_CLOSE = b"connection: close\r\n"
+_CONN_KEEP_ALIVE = b"connection: keep-alive\r\n"
+_TE_CHUNKED = b"transfer-encoding: chunked\r\n"
+
+
+def build_head(
+    status: int,
+    headers: list[tuple[bytes, bytes]],
+    content_length: int | None,
+    *,
+    chunked: bool = False,
+    close: bool = False,
+    keep_alive_10: bool = False,
+    server: bytes | None = None,
+) -> bytes:
+    """The complete response head, ending with the blank line.
+
+    ``content_length`` None means "no content-length" (chunked, close-delimited
+    or a 1xx/204/304 response).  ``keep_alive_10`` adds ``connection:
+    keep-alive`` for an HTTP/1.0 client that asked to keep the connection.
+    """
+    parts = [status_line(status), date_header()]
+    if server is not None:
+        parts.append(b"server: " + server + _CRLF)
+    n = 0
+    for name, value in headers:
+        if name in _RESERVED:
+            continue
+        parts.append(b"%b: %b\r\n" % (name, value))
+        n += 1
+    if n:
+        # Response splitting guard: each header line must contain exactly one
+        # CR and one LF (its terminator).  Two C-level scans over the joined
+        # block are cheaper than checking every value in Python.
+        block = b"".join(parts[-n:])
+        if block.count(b"\n") != n or block.count(b"\r") != n:
+            raise ValueError("CR/LF in response header")
+    if content_length is not None:
+        parts.append(b"content-length: %d\r\n" % content_length)
+    elif chunked:
+        parts.append(_TE_CHUNKED)
+    if close:
+        parts.append(_CONN_CLOSE)
+    elif keep_alive_10:
+        parts.append(_CONN_KEEP_ALIVE)
+    parts.append(_CRLF)
+    return b"".join(parts)
+
+
+def frame_chunk(data: bytes | bytearray | memoryview) -> bytes:
+    """One chunk of a chunked body: hex length, CRLF, data, CRLF (one buffer)."""
+    return b"%x\r\n%b\r\n" % (len(data), data)

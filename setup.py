@@ -1,0 +1,56 @@
+"""Build the optional Cython accelerators in helix/_fast/.
+
+Metadata lives in setup.cfg; this file only declares the extensions.  Each
+accelerator is compiled from its single pure-Python source (``<name>_c.py``
+links to ``<name>_py.py``; ``<name>_c.pxd`` adds C types).  If Cython or a C
+compiler is missing, or ``HELIX_NO_EXTENSIONS=1`` is set, the build goes on
+without them and Helix runs the pure-Python twins (``helix --version`` says so).
+"""
+
+import os
+import sys
+
+from setuptools import setup
+from setuptools.command.build_ext import build_ext
+
+FAST_MODULES = ["sse"]
+
+
+class OptionalBuildExt(build_ext):
+    def run(self):
+        try:
+            super().run()
+        except Exception as exc:  # compiler missing, etc.
+            self._warn(exc)
+
+    def build_extension(self, ext):
+        try:
+            super().build_extension(ext)
+        except Exception as exc:
+            self._warn(exc, ext.name)
+
+    @staticmethod
+    def _warn(exc, name="extensions"):
+        sys.stderr.write(
+            f"WARNING: could not compile {name} ({exc}); Helix will use its pure-Python twins.\n"
+        )
+
+
+def extensions():
+    if os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0"):
+        return []
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        sys.stderr.write("WARNING: Cython is not installed; building without extensions.\n")
+        return []
+    from setuptools import Extension
+
+    exts = [
+        Extension(f"helix._fast.{name}_c", [f"helix/_fast/{name}_c.py"], extra_compile_args=["-O2"])
+        for name in FAST_MODULES
+    ]
+    return cythonize(exts, language_level=3, quiet=True)
+
+
+setup(ext_modules=extensions(), cmdclass={"build_ext": OptionalBuildExt})
