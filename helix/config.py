@@ -348,7 +348,7 @@ def _interpolate(node: Any, env: dict[str, str], path: str) -> Any:
                 if default is not None:
                     return default
                 raise ConfigError(
-                    f"{path}: environment variable {name} is not set "
+                    f"{path.lstrip('.')}: environment variable {name} is not set "
                     f"(write ${{{name}:-default}} to give a default)"
                 )
             return val
@@ -394,14 +394,14 @@ def _explain(err: msgspec.ValidationError, tree: Any) -> str:
     """msgspec says 'Expected `int`, got `str` - at `$.server.port`'; add the bad value."""
     msg = str(err)
     m = re.search(r" - at `\$(.*)`$", msg)
-    if not m:
-        return msg
-    path = m.group(1)
-    what = msg[: m.start()]
+    path = m.group(1) if m else ""
+    what = msg[: m.start()] if m else msg
     if what.startswith("Object contains unknown field"):
         key = what.split("`")[1]
         where = f"{path.lstrip('.')}.{key}" if path else key
         return f"{where}: unknown key {key!r} (check its spelling against the config reference)"
+    if not m:
+        return msg
     value = _value_at(tree, path)
     shown = "" if value is msgspec.UNSET else f" (got {value!r})"
     return f"{path.lstrip('.')}: {what}{shown}"

@@ -231,7 +231,7 @@ class SharedMemory:
                 new = (old + delta) & 0xFFFFFFFFFFFFFFFF
                 view[index] = new - (1 << 64) if new >= 1 << 63 else new
             return old
-        raise TypeError(f"fetch_add needs an 8-byte integer table, {table.name!r} is {table.dtype!r}")
+        raise TypeError(f"fetch_add needs a 'Q' or 'q' table; {table.name!r} is {table.dtype!r}")
 
     @property
     def workers(self) -> WorkerSlots:

@@ -1,0 +1,696 @@
+"""HttpProtocol: one client connection, parsed with httptools (llhttp).
+
+Responsibilities, in order of the bytes' journey:
+
+* feed bytes to the parser and enforce head/body limits and framing rules
+  that llhttp leaves to us (see ``_on_headers_complete``);
+* queue complete requests and run one handler task at a time, so pipelined
+  requests are answered strictly in order;
+* keep one lazily re-armed timer for the keep-alive / header / body timeouts;
+* forward transport flow-control events to :class:`FlowControl`;
+* on client disconnect, cancel the running handler (which cancels the
+  upstream call it is making).
+
+Nothing here builds response bytes; that is :mod:`helix.server.writer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from typing import TYPE_CHECKING
+
+import httptools
+
+from helix.errors import ErrorKind, HelixError
+from helix.server.exchange import Exchange, Request
+from helix.server.flow import FlowControl
+from helix.server.writer import CONTINUE_100
+
+if TYPE_CHECKING:
+    from helix.server.server import Server
+
+__all__ = ["HttpProtocol"]
+
+logger = logging.getLogger("helix.server")
+
+_HttpParserError = httptools.HttpParserError
+_HttpParserUpgrade = httptools.HttpParserUpgrade
+
+# Parse states.
+_P_IDLE = 0  # between messages
+_P_HEAD = 1  # request line / headers in progress
+_P_BODY = 2  # head done, body in progress
+
+# Timer kinds.
+_T_NONE = 0
+_T_KEEPALIVE = 1
+_T_HEADER = 2
+_T_BODY = 3
+
+# After answering an error on a connection whose request body we did not
+# read, keep draining input for this long before closing: closing with unread
+# data makes the kernel send RST, which can destroy our error response before
+# the client reads it.
+_LINGER = 2.0
+
+# Interned method strings: avoids a decode per request for the usual ones.
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
+
+# Lower-cased, decoded header names for raw names seen on the wire.  Bounded
+# so a client sending random names cannot grow it without limit.
+_NAMES: dict[bytes, str] = {}
+_NAMES_MAX = 1024
+
+
+def _header_name(name: bytes) -> str:
+    key = name.decode("latin-1").lower()
+    if len(_NAMES) < _NAMES_MAX:
+        _NAMES[name] = key
+    return key
+
+
+class _Abort(Exception):
+    """Raised inside a parser callback to stop parsing; the reason is in ``_reject``."""
+
+
+def _bad(message: str) -> HelixError:
+    return HelixError(ErrorKind.MALFORMED_HTTP, message)
+
+
+class HttpProtocol(asyncio.Protocol):
+    __slots__ = (
+        "_access_log",
+        "_body",
+        "_body_len",
+        "_chunked",
+        "_client",
+        "_continue_pending",
+        "_current",
+        "_dead",
+        "_deadline",
+        "_handler",
+        "_head_bytes",
+        "_head_raw",
+        "_headers",
+        "_keep_alive",
+        "_limits",
+        "_linger",
+        "_loop",
+        "_method",
+        "_nheaders",
+        "_nrequests",
+        "_parser",
+        "_path",
+        "_pstate",
+        "_query",
+        "_queue",
+        "_reject",
+        "_server",
+        "_task",
+        "_timer",
+        "_timer_at",
+        "_timer_kind",
+        "_url",
+        "_version",
+        "closing",
+        "flow",
+        "lost",
+        "server_header",
+        "transport",
+    )
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._loop = server.loop
+        self._limits = server.limits
+        self._handler = server.handler
+        self._access_log = server.access_log
+        self.server_header = server.limits.server_header
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.flow: FlowControl = None  # type: ignore[assignment]
+        self._parser = httptools.HttpRequestParser(self)
+        self._client: tuple[str, int] | None = None
+        # closing: answer the current request with "connection: close" and
+        # close after it (shutdown or a fatal error).  _dead: parse no more
+        # input.  lost: the transport is gone.
+        self.closing = False
+        self._dead = False
+        self.lost = False
+        self._linger: asyncio.TimerHandle | None = None
+        self._queue: deque[Exchange] = deque()
+        self._current: Exchange | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._continue_pending = False
+        self._nrequests = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = 0.0
+        self._timer_kind = _T_NONE
+        self._deadline = 0.0
+        self._reject: HelixError | None = None
+        self._pstate = _P_IDLE
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._url = b""
+        self._headers: dict[str, str] = {}
+        self._head_bytes = 0
+        self._head_raw = 0
+        self._nheaders = 0
+        self._body: list[bytes] | None = None
+        self._body_len = 0
+        self._chunked = False
+        self._method = ""
+        self._path = ""
+        self._query = ""
+        self._version = "1.1"
+        self._keep_alive = True
+
+    # ==================================================================
+    # asyncio.Protocol
+    # ==================================================================
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        self.flow = FlowControl(transport)
+        limits = self._limits
+        transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
+        peer = transport.get_extra_info("peername")
+        if isinstance(peer, tuple) and len(peer) >= 2:
+            self._client = (peer[0], peer[1])
+        server = self._server
+        server.connection_opened(self)
+        if server.shutting_down:
+            self.closing = True
+            self._dead = True
+            transport.close()
+            return
+        self._arm_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.lost:
+            return
+        self.lost = True
+        self._dead = True
+        self.flow.connection_lost()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._timer_kind = _T_NONE
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._queue.clear()
+        current = self._current
+        # Cancel only a handler whose response is unfinished: one that is
+        # doing post-response work (usage accounting) must be left alone.
+        if self._task is not None and current is not None and not current.finished:
+            self._task.cancel()
+        self._server.connection_closed(self)
+
+    def eof_received(self) -> bool | None:
+        # A half-close is treated as a disconnect (returning None closes the
+        # transport): for a gateway, a client that stops talking is almost
+        # always a client that went away, and we want to stop paying for the
+        # upstream call.
+        return None
+
+    def pause_writing(self) -> None:
+        self.flow.pause_writing()
+
+    def resume_writing(self) -> None:
+        self.flow.resume_writing()
+
+    def data_received(self, data: bytes) -> None:
+        if self._dead:
+            return
+        if self._pstate == _P_HEAD:
+            # Coarse guard for one huge header line that llhttp buffers
+            # internally before calling on_header: count raw bytes received
+            # while the head is still incomplete.
+            self._head_raw += len(data)
+        try:
+            self._parser.feed_data(data)
+        except _HttpParserUpgrade as exc:
+            self._on_upgrade(data, exc.args[0] if exc.args else len(data))
+        except _HttpParserError as exc:
+            if not self._dead:
+                reject = self._reject
+                if reject is None:
+                    reject = _bad(f"Malformed HTTP request: {exc}")
+                self._fail(reject)
+            return
+        except _Abort:
+            # httptools normally wraps callback errors, but be robust.
+            if not self._dead and self._reject is not None:
+                self._fail(self._reject)
+            return
+        if self._pstate == _P_HEAD and (
+            self._head_raw > self._limits.max_header_bytes or self._head_too_large()
+        ):
+            self._fail(HelixError(ErrorKind.HEADERS_TOO_LARGE, "Request header too large"))
+            return
+        self._arm_timer()
+
+    def _on_upgrade(self, data: bytes, offset: int) -> None:
+        # llhttp stops at a request carrying "connection: upgrade" + "upgrade"
+        # (CONNECT and upgrade-with-body were rejected in on_headers_complete).
+        # We never switch protocols: the request was served as plain HTTP, so
+        # continue with a fresh parser on the bytes after it.
+        if self._dead:
+            return
+        self._parser = httptools.HttpRequestParser(self)
+        rest = data[offset:]
+        if rest:
+            self.data_received(rest)
+        else:
+            self._arm_timer()
+
+    # ==================================================================
+    # httptools callbacks (only the ones we need: each costs a Python call)
+    # ==================================================================
+    def on_message_begin(self) -> None:
+        if self._dead:
+            raise _Abort()
+        self._pstate = _P_HEAD
+
+    def on_url(self, url: bytes) -> None:
+        # May arrive in pieces when the request line is split across reads.
+        # Size limits are checked once per feed / at headers-complete, not
+        # per callback: the hot path stays a handful of operations.
+        self._url = self._url + url if self._url else url
+        self._head_bytes += len(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Runs once per header line: the hottest callback, kept minimal.
+        key = _NAMES.get(name)
+        if key is None:
+            key = _header_name(name)
+        headers = self._headers
+        if key in headers:
+            self._duplicate_header(key, value)
+        else:
+            headers[key] = value.decode("latin-1")
+        self._head_bytes += len(name) + len(value) + 4
+
+    def _duplicate_header(self, key: str, value: bytes) -> None:
+        # llhttp already rejects duplicate content-length and
+        # transfer-encoding; two Host headers are ambiguous routing.
+        if key == "host":
+            self._abort(_bad("Duplicate Host header"))
+        self._nheaders += 1
+        headers = self._headers
+        headers[key] = headers[key] + ", " + value.decode("latin-1")
+
+    def _head_too_large(self) -> bool:
+        limits = self._limits
+        return (
+            self._head_bytes > limits.max_header_bytes
+            or len(self._headers) + self._nheaders > limits.max_headers
+        )
+
+    def on_headers_complete(self) -> None:
+        if self._head_too_large():
+            self._abort(HelixError(ErrorKind.HEADERS_TOO_LARGE, "Request header too large"))
+        parser = self._parser
+        limits = self._limits
+        version = parser.get_http_version()
+        if version != "1.1" and version != "1.0":
+            self._abort(
+                HelixError(
+                    ErrorKind.MALFORMED_HTTP,
+                    f"HTTP version {version} is not supported",
+                    status=505,
+                    code="http_version_not_supported",
+                )
+            )
+        raw_method = parser.get_method()
+        method = _METHODS.get(raw_method)
+        if method is None:
+            method = raw_method.decode("ascii", "replace")
+            if method == "CONNECT":
+                self._abort(HelixError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not supported"))
+        self._method = method
+        self._version = version
+        self._keep_alive = parser.should_keep_alive()
+
+        # Request target -> path and query (no percent-decoding).
+        url = self._url
+        if url[:1] != b"/":
+            url = self._split_non_origin(url)
+        if b"#" in url:
+            url = url[: url.index(b"#")]
+        q = url.find(b"?")
+        if q < 0:
+            self._path = url.decode("latin-1")
+        else:
+            self._path = url[:q].decode("latin-1")
+            self._query = url[q + 1 :].decode("latin-1")
+
+        # Framing.  llhttp already rejects CL+TE together, duplicate or
+        # malformed Content-Length, and a non-chunked final coding; it does
+        # accept "gzip, chunked", which we do not decode, so we insist on
+        # exactly "chunked".  The CL+TE check is repeated as defence in depth.
+        headers = self._headers
+        te = headers.get("transfer-encoding")
+        cl = headers.get("content-length")
+        has_body = False
+        if te is not None:
+            if cl is not None:
+                self._abort(_bad("Both Content-Length and Transfer-Encoding present"))
+            if version == "1.0":
+                self._abort(_bad("Transfer-Encoding is not allowed in HTTP/1.0"))
+            if te.strip(" \t").lower() != "chunked":
+                self._abort(_bad("Unsupported Transfer-Encoding"))
+            self._chunked = has_body = True
+        elif cl is not None:
+            try:
+                length = int(cl)
+            except ValueError:
+                self._abort(_bad("Invalid Content-Length"))
+            if length < 0:
+                self._abort(_bad("Invalid Content-Length"))
+            if length > limits.max_body_bytes:
+                self._abort(HelixError(ErrorKind.PAYLOAD_TOO_LARGE, "Request body too large"))
+            has_body = length > 0
+
+        # llhttp treats the body of an upgrade request as the new protocol's
+        # bytes and would hand us an empty body.
+        if has_body and "upgrade" in headers and "upgrade" in headers.get("connection", "").lower():
+            self._abort(_bad("Upgrade requests with a body are not supported"))
+
+        expect = headers.get("expect")
+        if expect is not None:
+            if expect.lower() != "100-continue":
+                self._abort(
+                    HelixError(
+                        ErrorKind.INVALID_REQUEST,
+                        "Unsupported Expect header",
+                        status=417,
+                        code="expectation_failed",
+                    )
+                )
+            if has_body and version == "1.1":
+                # Over-limit bodies were answered 413 above, without reading.
+                # Writing 100 now while an earlier pipelined response is in
+                # flight would corrupt it, so then it waits for the pipeline.
+                if self._current is None and not self._queue:
+                    self.transport.write(CONTINUE_100)
+                else:
+                    self._continue_pending = True
+        self._pstate = _P_BODY
+
+    def _split_non_origin(self, url: bytes) -> bytes:
+        if url == b"*":
+            return url
+        # absolute-form (proxies, some clients): keep only path and query.
+        try:
+            parsed = httptools.parse_url(url)
+        except httptools.HttpParserInvalidURLError:
+            self._abort(_bad("Invalid request target"))
+        path = parsed.path or b"/"
+        return path + b"?" + parsed.query if parsed.query else path
+
+    def on_body(self, body: bytes) -> None:
+        n = self._body_len + len(body)
+        if n > self._limits.max_body_bytes:
+            # Only reachable for chunked bodies: Content-Length was checked up front.
+            self._abort(HelixError(ErrorKind.PAYLOAD_TOO_LARGE, "Request body too large"))
+        self._body_len = n
+        if self._body is None:
+            self._body = [body]
+        else:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        parts = self._body
+        if parts is None:
+            body = b""
+        elif len(parts) == 1:
+            body = parts[0]
+        else:
+            body = b"".join(parts)
+        request = Request(
+            self._method,
+            self._path,
+            self._query,
+            self._headers,
+            body,
+            self._version,
+            self._client,
+            self._keep_alive,
+        )
+        self._nrequests += 1
+        started = self._loop.time() if self._access_log is not None else 0.0
+        exchange = Exchange(self, request, started)
+        if not self._keep_alive or self.closing:
+            # Nothing after a "close" request will be answered; stop parsing.
+            self._dead = True
+        self._pstate = _P_IDLE
+        self._reset_message()
+        self._enqueue(exchange)
+
+    def _abort(self, err: HelixError) -> None:
+        self._reject = err
+        raise _Abort(err.message)
+
+    # ==================================================================
+    # pipeline
+    # ==================================================================
+    def _enqueue(self, exchange: Exchange) -> None:
+        if self._current is None and not self._queue:
+            self._start(exchange)
+            return
+        self._queue.append(exchange)
+        if len(self._queue) > self._limits.max_pipelined:
+            self.flow.pause_reading()
+
+    def _start(self, exchange: Exchange) -> None:
+        self._current = exchange
+        reject = exchange._reject
+        if reject is not None:
+            # The server answers this slot itself and the connection ends.
+            self.closing = True
+            exchange.respond_error(reject)
+            self._current = None
+            return
+        self._server.active += 1
+        self._task = self._loop.create_task(self._run(exchange))
+
+    async def _run(self, exchange: Exchange) -> None:
+        try:
+            await self._handler(exchange)
+        except asyncio.CancelledError:
+            # Client gone, or shutdown ran out of time: whatever was written
+            # must not look like a complete response.
+            if not exchange.finished:
+                self._abort_transport()
+        except HelixError as err:
+            self._handler_failed(exchange, err)
+        except Exception:
+            logger.exception(
+                "handler failed for %s %s", exchange.request.method, exchange.request.path
+            )
+            self._handler_failed(exchange, None)
+        else:
+            if not exchange.committed:
+                logger.error(
+                    "handler returned without responding for %s %s",
+                    exchange.request.method,
+                    exchange.request.path,
+                )
+                self._handler_failed(exchange, None)
+            elif not exchange.finished:
+                logger.error(
+                    "handler returned with an unfinished stream for %s %s",
+                    exchange.request.method,
+                    exchange.request.path,
+                )
+                self._abort_transport()
+        finally:
+            self._handler_finished()
+
+    def _handler_failed(self, exchange: Exchange, err: HelixError | None) -> None:
+        if exchange.committed:
+            # Mid-response: the only honest signal left is a cut connection
+            # (the client sees a truncated chunked body, never a fake success).
+            if not exchange.finished:
+                self._abort_transport()
+            return
+        if err is None:
+            err = HelixError(ErrorKind.INTERNAL, "Internal server error")
+        try:
+            exchange.respond_error(err)
+        except Exception:
+            logger.exception("could not render error response")
+            self._abort_transport()
+
+    def _handler_finished(self) -> None:
+        self._server.active -= 1
+        self._current = None
+        self._task = None
+        if self.lost or self.closing:
+            return
+        queue = self._queue
+        while queue:
+            nxt = queue.popleft()
+            if not queue:
+                # Drained: accept more input again.
+                self.flow.resume_reading()
+            self._start(nxt)
+            if self._current is not None or self.closing:
+                return
+        if self._continue_pending:
+            self._continue_pending = False
+            self.transport.write(CONTINUE_100)
+        self._arm_timer()
+
+    def response_complete(self, exchange: Exchange) -> None:
+        """Called by the exchange once its response was handed to the transport."""
+        access_log = self._access_log
+        if access_log is not None:
+            try:
+                access_log(
+                    exchange,
+                    exchange._status,
+                    exchange._bytes,
+                    self._loop.time() - exchange._started,
+                )
+            except Exception:
+                logger.exception("access log callback failed")
+        if not exchange._keep_alive or self.closing:
+            self._close_after_response(exchange)
+
+    def _close_after_response(self, exchange: Exchange) -> None:
+        self.closing = True
+        self._dead = True
+        if self.lost:
+            return
+        self._queue.clear()
+        if exchange._reject is not None and self._pstate != _P_IDLE:
+            # We answered without reading the whole request: linger.
+            self._linger_close()
+        else:
+            self.transport.close()
+
+    def _linger_close(self) -> None:
+        transport = self.transport
+        if transport.can_write_eof():
+            transport.write_eof()
+            # Keep reading (and discarding, since _dead) so unread input does
+            # not turn our close into an RST.
+            self.flow.resume_reading()
+            self._linger = self._loop.call_later(_LINGER, transport.close)
+        else:
+            transport.close()
+
+    def _fail(self, err: HelixError) -> None:
+        """Answer a request the server rejects, in pipeline order, then close."""
+        self._dead = True
+        self.flow.pause_reading()
+        request = Request(
+            self._method or "",
+            self._path,
+            self._query,
+            self._headers,
+            b"",
+            self._version,
+            self._client,
+            False,
+        )
+        exchange = Exchange(self, request, self._loop.time() if self._access_log else 0.0)
+        exchange._reject = err
+        self._enqueue(exchange)
+
+    def _abort_transport(self) -> None:
+        self.closing = True
+        self._dead = True
+        if not self.lost:
+            self.transport.abort()
+
+    # ==================================================================
+    # shutdown (driven by Server)
+    # ==================================================================
+    def begin_shutdown(self) -> None:
+        """Close now if idle; otherwise close after the current response."""
+        if self.lost:
+            return
+        self.closing = True
+        self._queue.clear()
+        if self._current is None:
+            if self._pstate == _P_IDLE:
+                self._dead = True
+                self.transport.close()
+            # else: a request is arriving; it is still served (answered with
+            # "connection: close") unless the shutdown deadline hits first.
+            return
+        # The in-flight response (possibly a long stream) finishes; its head
+        # says "connection: close" if not yet committed.  Stop taking input.
+        self._dead = True
+        self.flow.pause_reading()
+
+    def force_close(self) -> None:
+        """Shutdown deadline passed: cancel the handler and drop the connection."""
+        if self._task is not None:
+            self._task.cancel()
+        self._abort_transport()
+
+    # ==================================================================
+    # timeouts: one TimerHandle, lazily re-armed
+    # ==================================================================
+    def _arm_timer(self) -> None:
+        if self._dead or self._current is not None or self._queue:
+            kind = _T_NONE
+        elif self._pstate == _P_IDLE:
+            # The first request gets header_timeout from connection open.
+            kind = _T_KEEPALIVE if self._nrequests else _T_HEADER
+        elif self._pstate == _P_HEAD:
+            kind = _T_HEADER
+        else:
+            kind = _T_BODY
+        if kind == self._timer_kind:
+            # Same phase as before: keep its original deadline (a slow-loris
+            # client trickling bytes must not extend it).
+            return
+        self._timer_kind = kind
+        if kind == _T_NONE:
+            # Leave any armed handle alone; it notices there is nothing to do.
+            return
+        limits = self._limits
+        if kind == _T_KEEPALIVE:
+            delay = limits.keepalive_timeout
+        elif kind == _T_HEADER:
+            delay = limits.header_timeout
+        else:
+            delay = limits.body_timeout
+        deadline = self._loop.time() + delay
+        self._deadline = deadline
+        timer = self._timer
+        if timer is not None:
+            if self._timer_at <= deadline:
+                # Fires early, sees the later deadline, re-arms: cheaper than
+                # cancel + call_at on every request of a busy connection.
+                return
+            timer.cancel()
+        self._timer_at = deadline
+        self._timer = self._loop.call_at(deadline, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        kind = self._timer_kind
+        if kind == _T_NONE or self.lost:
+            return
+        now = self._loop.time()
+        if now + 0.005 < self._deadline:
+            self._timer_at = self._deadline
+            self._timer = self._loop.call_at(self._deadline, self._on_timer)
+            return
+        self._timer_kind = _T_NONE
+        if kind == _T_KEEPALIVE:
+            self._dead = True
+            self.closing = True
+            self.transport.close()
+            return
+        what = "header" if kind == _T_HEADER else "body"
+        self._fail(HelixError(ErrorKind.REQUEST_TIMEOUT, f"Timed out reading request {what}"))

@@ -1,0 +1,123 @@
+"""Server: owns the listener and the set of live connections of one worker.
+
+The worker process creates the listening socket (SO_REUSEPORT) and hands it
+over; this class turns it into :class:`HttpProtocol` connections and knows how
+to drain them gracefully.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from helix.server.exchange import Exchange
+from helix.server.protocol import HttpProtocol
+
+__all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
+
+logger = logging.getLogger("helix.server")
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    max_header_bytes: int = 64 * 1024  # total request head size -> 431
+    max_headers: int = 100  # -> 431
+    max_body_bytes: int = 32 * 1024 * 1024  # -> 413
+    header_timeout: float = 10.0  # head must complete this long after it starts -> 408
+    body_timeout: float = 60.0  # body must complete this long after the head -> 408
+    keepalive_timeout: float = 75.0  # idle keep-alive connection closed silently
+    max_pipelined: int = 16  # queued requests before we pause reading
+    write_high_water: int = 256 * 1024
+    write_low_water: int = 64 * 1024
+    server_header: bytes | None = None  # optional "server:" header value
+
+
+Handler = Callable[[Exchange], Awaitable[None]]
+AccessLog = Callable[[Exchange, int, int, float], Any]
+
+
+class Server:
+    def __init__(
+        self,
+        handler: Handler,
+        limits: ServerLimits = ServerLimits(),
+        *,
+        loop: asyncio.AbstractEventLoop | None = None,
+        access_log: AccessLog | None = None,
+    ) -> None:
+        self.handler = handler
+        self.limits = limits
+        self.loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]
+        self.access_log = access_log
+        # Handler tasks currently running (maintained by HttpProtocol).
+        self.active = 0
+        self.shutting_down = False
+        self._conns: set[HttpProtocol] = set()
+        self._servers: list[asyncio.AbstractServer] = []
+        self._all_closed: asyncio.Event | None = None
+
+    # -- lifecycle ---------------------------------------------------------
+    async def start(self, sock: socket.socket) -> None:
+        """Serve on an already bound and listening socket."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+        srv = await self.loop.create_server(
+            self._protocol_factory,
+            sock=sock,
+            # create_server calls listen() again; don't shrink the caller's
+            # backlog to asyncio's default of 100.
+            backlog=socket.SOMAXCONN,
+        )
+        self._servers.append(srv)
+
+    def _protocol_factory(self) -> HttpProtocol:
+        return HttpProtocol(self)
+
+    def stop_accepting(self) -> None:
+        for srv in self._servers:
+            srv.close()
+        self._servers.clear()
+
+    async def shutdown(self, timeout: float) -> None:
+        """Drain: idle connections close now, busy ones after their current
+        response; after ``timeout`` seconds the rest are cancelled and aborted."""
+        self.shutting_down = True
+        self.stop_accepting()
+        self._all_closed = asyncio.Event()
+        for conn in list(self._conns):
+            conn.begin_shutdown()
+        if self._conns:
+            try:
+                await asyncio.wait_for(self._all_closed.wait(), timeout)
+            except TimeoutError:
+                logger.warning("shutdown timeout: aborting %d connection(s)", len(self._conns))
+                for conn in list(self._conns):
+                    conn.force_close()
+                # connection_lost callbacks run on the next loop iterations.
+                try:
+                    await asyncio.wait_for(self._all_closed.wait(), 1.0)
+                except TimeoutError:
+                    logger.error("%d connection(s) did not close", len(self._conns))
+        # Let cancelled handler tasks unwind before returning.
+        await asyncio.sleep(0)
+
+    # -- bookkeeping (called by HttpProtocol) -------------------------------
+    def connection_opened(self, conn: HttpProtocol) -> None:
+        self._conns.add(conn)
+
+    def connection_closed(self, conn: HttpProtocol) -> None:
+        self._conns.discard(conn)
+        if not self._conns and self._all_closed is not None:
+            self._all_closed.set()
+
+    @property
+    def connections(self) -> int:
+        return len(self._conns)
+
+    @property
+    def active_requests(self) -> int:
+        return self.active

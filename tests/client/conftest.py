@@ -1,0 +1,101 @@
+"""Fixtures for the upstream client tests: an event-loop runner (uvloop and
+the stdlib loop), the test server class, a free port and test certificates."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+from collections.abc import Awaitable, Callable
+
+import pytest
+import uvloop
+
+from tests.client.kit import Certs, Upstream, openssl_cli
+
+LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request):
+    """``run(coro_fn, timeout=10)`` runs ``coro_fn()`` on a fresh loop."""
+    factory = LOOPS[request.param]
+
+    def runner(fn: Callable[[], Awaitable], timeout: float = 10.0):
+        async def main():
+            async with asyncio.timeout(timeout):
+                return await fn()
+
+        with asyncio.Runner(loop_factory=factory) as r:
+            return r.run(main())
+
+    return runner
+
+
+@pytest.fixture
+def run_uv():
+    """Like ``run`` but uvloop only (for tests that do not need both loops)."""
+
+    def runner(fn: Callable[[], Awaitable], timeout: float = 10.0):
+        async def main():
+            async with asyncio.timeout(timeout):
+                return await fn()
+
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
+            return r.run(main())
+
+    return runner
+
+
+@pytest.fixture
+def upstream():
+    return Upstream
+
+
+@pytest.fixture
+def free_port():
+    """A port nothing listens on (bound then closed)."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -------------------------------------------------------------------- certs
+
+
+@pytest.fixture(scope="session")
+def certs(tmp_path_factory) -> Certs:
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl CLI not available")
+    d = tmp_path_factory.mktemp("certs")
+    cwd = str(d)
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl_cli(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2",
+        "-subj", "/CN=Helix Test CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=cwd,
+    )  # fmt: skip
+    for name, san in (("srv", "DNS:localhost,IP:127.0.0.1"), ("other", "DNS:other.example")):
+        openssl_cli("req", "-new", *ec, "-keyout", f"{name}.key", "-out", f"{name}.csr",
+                 "-subj", f"/CN={name}", cwd=cwd)  # fmt: skip
+        (d / f"{name}.ext").write_text(
+            f"subjectAltName={san}\nbasicConstraints=CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n"
+        )
+        openssl_cli(
+            "x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", f"{name}.pem", "-days", "2",
+            "-extfile", f"{name}.ext",
+            cwd=cwd,
+        )  # fmt: skip
+    return Certs(
+        str(d / "ca.pem"),
+        str(d / "srv.pem"),
+        str(d / "srv.key"),
+        str(d / "other.pem"),
+        str(d / "other.key"),
+    )

@@ -1,0 +1,75 @@
+"""The compiled SSE parser and its pure-Python twin must behave identically."""
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helix._fast import SSEParserC, SSEParserPy
+
+IMPLS = [SSEParserPy] + ([SSEParserC] if SSEParserC is not None else [])
+
+
+@pytest.fixture(params=IMPLS, ids=lambda c: c.__module__)
+def parser_cls(request):
+    return request.param
+
+
+def feed_all(cls, chunks):
+    p = cls()
+    out = []
+    for c in chunks:
+        out.extend(p.feed(c))
+    return out
+
+
+def test_basic_events(parser_cls):
+    stream = (
+        b": keep-alive\n\nevent: message_start\ndata: {\"a\":1}\n\n"
+        b"data: line1\ndata: line2\n\ndata:nospace\r\n\r\ndata: [DONE]\r\r"
+    )
+    expected = [
+        ("message_start", b'{"a":1}'),
+        (None, b"line1\nline2"),
+        (None, b"nospace"),
+        (None, b"[DONE]"),
+    ]
+    assert feed_all(parser_cls, [stream]) == expected
+    assert feed_all(parser_cls, [stream[i : i + 1] for i in range(len(stream))]) == expected
+
+
+def test_unterminated_event_is_not_emitted(parser_cls):
+    p = parser_cls()
+    assert p.feed(b"data: partial") == []
+    assert p.buffered > 0
+    assert p.close() == []
+
+
+def test_compiled_twin_is_built_when_extensions_are_expected():
+    import os
+
+    if os.environ.get("HELIX_EXPECT_EXTENSIONS") == "1":
+        assert SSEParserC is not None
+
+
+lines = st.lists(
+    st.one_of(
+        st.builds(lambda s: b"data: " + s, st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b)),
+        st.sampled_from([b"", b": c", b"event: x", b"id: 1", b"retry: 5", b"data"]),
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines, st.sampled_from([b"\n", b"\r\n", b"\r"]), st.lists(st.integers(0, 400), max_size=8))
+def test_parity_random_streams_and_splits(ls, eol, cuts):
+    stream = eol.join(ls) + eol + eol
+    points = sorted({min(c, len(stream)) for c in cuts})
+    chunks, prev = [], 0
+    for p in points + [len(stream)]:
+        chunks.append(stream[prev:p])
+        prev = p
+    whole = feed_all(SSEParserPy, [stream])
+    assert feed_all(SSEParserPy, chunks) == whole
+    for cls in IMPLS[1:]:
+        assert feed_all(cls, chunks) == whole

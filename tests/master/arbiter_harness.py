@@ -1,0 +1,232 @@
+"""Stand-ins for the master tests: a config, fake worker targets, a tiny app and server.
+
+Run as a script, it starts an :class:`Arbiter` (so tests can signal it)::
+
+    python tests/master/arbiter_harness.py CONFIG.json
+
+The config file is JSON; ``load_config`` re-reads it on SIGHUP and raises when
+it contains ``"broken": true``.  Workers append one JSON line per event
+(``start``, ``ready``, ``drain``, ``exit`` ...) to ``config.events``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import os
+import signal
+import sys
+import time
+from dataclasses import dataclass
+
+if __name__ == "__main__":
+    sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from helix.master import shm
+from helix.master.arbiter import Arbiter
+from helix.master.worker import BOOT_ERROR, run_worker
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    workers: int = 2
+    graceful_timeout: float = 5.0
+    heartbeat_timeout: float = 5.0
+    backlog: int = 1024
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    mode: str = "sleep"  # sleep | boot_error | crash | http
+    events: str = ""
+    boot_delay: float = 0.0
+    hang_after: float = 0.0
+    drain: float = 0.0
+    app_error: bool = False
+    tag: str = ""
+
+
+def load_config(path: str) -> Config:
+    with open(path) as f:
+        data = json.load(f)
+    if data.pop("broken", False):
+        raise ValueError("broken config (test)")
+    data.pop("arbiter", None)
+    server = ServerConfig(**data.pop("server"))
+    return Config(server=server, **data)
+
+
+def event(config: Config, name: str, worker, **extra) -> None:
+    if not config.events:
+        return
+    rec = {
+        "ev": name,
+        "pid": os.getpid(),
+        "gen": worker.generation,
+        "num": worker.number,
+        "t": time.monotonic(),
+        **extra,
+    }
+    fd = os.open(config.events, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, (json.dumps(rec) + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+# -- fake worker targets (no event loop, no server) ---------------------------
+
+
+def sleep_target(worker, config: Config) -> int:
+    """Beats every 50 ms until SIGTERM; optionally hangs after ``hang_after`` s."""
+    stopping = []
+
+    def on_term(signum, frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    event(config, "start", worker)
+    time.sleep(config.boot_delay)
+    if config.mode == "boot_error":
+        event(config, "boot_error", worker)
+        return BOOT_ERROR
+    worker.slot.set_state(shm.READY)
+    worker.slot.beat()
+    event(config, "ready", worker)
+    t0 = time.monotonic()
+    while not stopping:
+        if config.hang_after and time.monotonic() - t0 > config.hang_after:
+            event(config, "hang", worker)
+            while True:  # a wedged worker: no more heartbeats, ignores SIGTERM
+                time.sleep(1)
+        if config.mode == "crash" and time.monotonic() - t0 > 0.1:
+            event(config, "crash", worker)
+            return 1
+        worker.slot.beat()
+        time.sleep(0.05)
+    worker.slot.set_state(shm.DRAINING)
+    event(config, "drain", worker)
+    deadline = time.monotonic() + config.drain
+    while time.monotonic() < deadline:
+        worker.slot.beat()
+        time.sleep(0.05)
+    event(config, "exit", worker)
+    return 0
+
+
+# -- a tiny app and server honouring the helix.app / helix.server contracts ----
+
+
+class TinyApp:
+    server_limits = None
+
+    def __init__(self, config: Config, worker) -> None:
+        self.config = config
+        self.worker = worker
+        self.body = f"pid={os.getpid()} gen={worker.generation} tag={config.tag}\n".encode()
+
+    async def handle(self, exchange) -> bytes:
+        return self.body
+
+    async def close(self) -> None:
+        event(self.config, "app_close", self.worker)
+
+
+async def tiny_create_app(config: Config, worker) -> TinyApp:
+    event(config, "start", worker)
+    if config.boot_delay:
+        await asyncio.sleep(config.boot_delay)
+    if config.app_error:
+        raise RuntimeError("cannot build the app (test)")
+    return TinyApp(config, worker)
+
+
+class TinyServer:
+    """HTTP/1.1, one request per connection, ``Connection: close``."""
+
+    def __init__(self, handler, limits, *, loop=None) -> None:
+        self.handler = handler
+        self.connections = 0
+        self.active_requests = 0
+        self.requests_total = 0
+        self._tasks: set[asyncio.Task] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self, sock) -> None:
+        self._server = await asyncio.start_server(self._client, sock=sock)
+
+    def stop_accepting(self) -> None:
+        if self._server is not None:
+            self._server.close()
+
+    async def shutdown(self, timeout: float) -> None:
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=timeout)
+
+    async def _client(self, reader, writer) -> None:
+        task = asyncio.current_task()
+        self._tasks.add(task)
+        self.connections += 1
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            self.active_requests += 1
+            try:
+                body = await self.handler(head)
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                    % (len(body), body)
+                )
+                await writer.drain()
+                self.requests_total += 1
+            finally:
+                self.active_requests -= 1
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            self.connections -= 1
+            self._tasks.discard(task)
+
+
+http_target = functools.partial(
+    run_worker, create_app=tiny_create_app, server_factory=TinyServer
+)
+
+
+def pick_target(config: Config):
+    return http_target if config.mode == "http" else sleep_target
+
+
+def main(path: str) -> int:
+    logging.basicConfig(
+        level=logging.INFO,
+        stream=sys.stderr,
+        format="%(asctime)s [%(process)d] %(name)s %(levelname)s %(message)s",
+    )
+    with open(path) as f:
+        options = json.load(f).get("arbiter", {})
+    config = load_config(path)
+    tick = options.pop("tick", None)
+    if tick:
+        Arbiter.TICK = tick
+    for name in ("STOP_MARGIN", "ABORT_GRACE"):
+        if name in options:
+            setattr(Arbiter, name, options.pop(name))
+    arbiter = Arbiter(
+        config,
+        load_config=functools.partial(load_config, path),
+        worker_target=lambda worker, cfg: pick_target(cfg)(worker, cfg),
+        config_path=path,
+        **options,
+    )
+    return arbiter.run()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1]))
