@@ -338,7 +338,9 @@ class UpstreamPool:
     ) -> UpstreamResponse:
         """Send one request; returns once the response head has arrived."""
         if self._closed:
-            raise HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+            raise HelixError(
+                ErrorKind.UNAVAILABLE, f"upstream pool is closed ({origin.host}:{origin.port})"
+            )
         loop = self._loop
         if loop is None:
             loop = self._loop = asyncio.get_running_loop()
@@ -394,7 +396,9 @@ class UpstreamPool:
                 for fut in waiters:
                     if not fut.done():
                         fut.set_exception(
-                            HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+                            HelixError(
+                                ErrorKind.UNAVAILABLE, f"upstream pool is closed ({op.label})"
+                            )
                         )
                 idle = op.idle
                 for conn in list(op.conns):
@@ -519,7 +523,7 @@ class UpstreamPool:
         if self._closed:
             conn.abort()
             self._release_slot(op)
-            raise HelixError(ErrorKind.UNAVAILABLE, "upstream pool is closed")
+            raise HelixError(ErrorKind.UNAVAILABLE, f"upstream pool is closed ({op.label})")
         op.conns.add(conn)
         return conn
 

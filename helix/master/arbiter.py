@@ -155,7 +155,8 @@ class Arbiter:
         self.load_config = load_config
         self.worker_target = worker_target
         self.log = log
-        self.config_path = config_path
+        # helix.config records where the config came from in ``source``.
+        self.config_path = config_path or getattr(config, "source", None)
         self.plan_shm = plan_shm
         self.boot_timeout = boot_timeout
         self.crash_limit = crash_limit

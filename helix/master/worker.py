@@ -230,6 +230,8 @@ async def _serve(worker, config, loop, create_app, server_factory) -> int:
         except Exception:
             log.exception("worker %d (pid %d): cannot create the app", worker.number, worker.pid)
             return BOOT_ERROR
+        if stop.is_set():  # told to stop while booting: never join the listener group
+            return 0
         # Bind only once the app is ready: a listener joins the reuseport group
         # (and starts receiving connections) the moment it listens.
         try:

@@ -127,21 +127,23 @@ class Exchange:
         """Body bytes handed to the transport (excluding head and chunk framing)."""
         return self._bytes
 
-    def _commit(self, status: int) -> bool:
-        """Mark the head as written; return whether the connection stays open."""
+    def _keep(self, status: int) -> bool:
+        """Validate a new response; return whether the connection stays open.
+
+        ``committed`` is only set once the head was built: a head that fails
+        to build (bad header) leaves the exchange answerable with a 500.
+        """
         if self.committed:
             raise RuntimeError("response already started")
         if status < 200:
             raise ValueError("1xx responses are sent by the server itself")
-        self.committed = True
-        self._status = status
         keep = self.request.keep_alive and not self._conn.closing
         self._keep_alive = keep
         return keep
 
     # -- complete responses ---------------------------------------------------
     def respond(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
-        keep = self._commit(status)
+        keep = self._keep(status)
         conn = self._conn
         req = self.request
         if status == 204 or status == 304:
@@ -166,6 +168,8 @@ class Exchange:
             )
             if req.method == "HEAD":
                 body = b""
+        self.committed = True
+        self._status = status
         self._state = _DONE
         if not conn.lost:
             transport = conn.transport
@@ -190,16 +194,19 @@ class Exchange:
         req = self.request
         if req.http_version == "1.0":
             # HTTP/1.0 has no chunked coding: the body ends when we close.
-            self.request.keep_alive = False
-            self._commit(status)
-            self._chunked = False
+            req.keep_alive = False
+            self._keep(status)
+            chunked = False
             head = build_head(status, headers, None, close=True, server=conn.server_header)
         else:
-            keep = self._commit(status)
-            self._chunked = True
+            keep = self._keep(status)
+            chunked = True
             head = build_head(
                 status, headers, None, chunked=True, close=not keep, server=conn.server_header
             )
+        self.committed = True
+        self._status = status
+        self._chunked = chunked
         self._state = _STREAMING
         if not conn.lost:
             conn.transport.write(head)

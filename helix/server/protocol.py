@@ -171,9 +171,9 @@ class HttpProtocol(asyncio.Protocol):
     # asyncio.Protocol
     # ==================================================================
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-        self.flow = FlowControl(transport)
+        # uvloop transports are not asyncio.Transport subclasses; duck-type.
+        self.transport = transport  # type: ignore[assignment]
+        self.flow = FlowControl(transport)  # type: ignore[arg-type]
         limits = self._limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         peer = transport.get_extra_info("peername")

@@ -4,6 +4,7 @@ the stdlib loop), the test server class, a free port and test certificates."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import shutil
 import socket
 from collections.abc import Awaitable, Callable
@@ -16,35 +17,46 @@ from tests.client.kit import Certs, Upstream, openssl_cli
 LOOPS = {"uvloop": uvloop.new_event_loop, "asyncio": asyncio.new_event_loop}
 
 
-@pytest.fixture(params=sorted(LOOPS))
-def run(request):
-    """``run(coro_fn, timeout=10)`` runs ``coro_fn()`` on a fresh loop."""
-    factory = LOOPS[request.param]
+def _runner(factory):
+    """``runner(coro_fn, timeout=10)`` runs ``coro_fn()`` on a fresh loop and
+    fails if the loop reported any unhandled error (an exception never
+    retrieved, a callback that raised ...)."""
 
     def runner(fn: Callable[[], Awaitable], timeout: float = 10.0):
+        problems = []
+
+        def handler(loop, context):
+            if isinstance(context.get("exception"), asyncio.CancelledError):
+                return  # a test server's handler task torn down with the loop
+            problems.append(context.get("message"))
+            loop.default_exception_handler(context)
+
         async def main():
+            asyncio.get_running_loop().set_exception_handler(handler)
             async with asyncio.timeout(timeout):
-                return await fn()
+                result = await fn()
+            await asyncio.sleep(0.01)  # let closing transports finish
+            gc.collect()
+            return result
 
         with asyncio.Runner(loop_factory=factory) as r:
-            return r.run(main())
+            result = r.run(main())
+        assert not problems, problems
+        return result
 
     return runner
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request):
+    """Runs a test body on uvloop and on the stdlib loop."""
+    return _runner(LOOPS[request.param])
 
 
 @pytest.fixture
 def run_uv():
     """Like ``run`` but uvloop only (for tests that do not need both loops)."""
-
-    def runner(fn: Callable[[], Awaitable], timeout: float = 10.0):
-        async def main():
-            async with asyncio.timeout(timeout):
-                return await fn()
-
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as r:
-            return r.run(main())
-
-    return runner
+    return _runner(uvloop.new_event_loop)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 
 
 class Request:
-    __slots__ = ("body", "conn_id", "headers", "method", "target")
+    __slots__ = ("body", "conn_id", "headers", "method", "reader", "target")
 
     def __init__(self, method, target, headers, body, conn_id):
         self.method = method
@@ -22,6 +22,7 @@ class Request:
         self.headers = headers
         self.body = body
         self.conn_id = conn_id
+        self.reader: asyncio.StreamReader | None = None
 
     def header(self, name: bytes) -> bytes | None:
         for k, v in self.headers:
@@ -101,12 +102,13 @@ class Upstream:
                 req = await read_request(reader, conn_id)
                 if req is None:
                     break
+                req.reader = reader
                 self.requests.append(req)
                 keep = await self.handler(req, writer, self)
                 await writer.drain()
                 if keep is False:
                     break
-        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError):
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError, OSError, RuntimeError):
             pass
         finally:
             self.writers.discard(writer)

@@ -5,6 +5,7 @@ and reuse decision."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -74,7 +75,9 @@ def make_conn(high=1 << 20, low=1 << 18):
     return conn, tr
 
 
-def send(conn, method=b"GET", head_only=False, keep_alive=True, first_byte=30, read=30, deadline=None):
+def send(
+    conn, method=b"GET", head_only=False, keep_alive=True, first_byte=30, read=30, deadline=None
+):
     head = method + b" / HTTP/1.1\r\nhost: x\r\n\r\n"
     return conn.send(head, b"", keep_alive, head_only, first_byte, read, deadline)
 
@@ -109,7 +112,7 @@ async def exchange(raw: bytes, cuts: list[int], *, eof: bool = False, method=b"G
 
 def split(raw: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({c % (len(raw) + 1) for c in cuts} | {0, len(raw)})
-    return [raw[a:b] for a, b in zip(points, points[1:], strict=False) if b > a]
+    return [raw[a:b] for a, b in itertools.pairwise(points) if b > a]
 
 
 def chunked(*parts: bytes) -> bytes:
@@ -186,7 +189,10 @@ def test_split_responses(case, cuts):
 
 
 def test_headers_lowercased_in_order():
-    raw = b"HTTP/1.1 200 OK\r\nX-B: 1\r\nSet-Cookie: a\r\nset-cookie: b\r\ncontent-length: 0\r\n\r\n"
+    raw = (
+        b"HTTP/1.1 200 OK\r\nX-B: 1\r\nSet-Cookie: a\r\nset-cookie: b\r\n"
+        + b"content-length: 0\r\n\r\n"
+    )
 
     async def go():
         resp, _, _, _ = await exchange(raw, [])
@@ -290,7 +296,7 @@ def test_eof_before_response_on_reused_connection_is_retryable():
 def test_extra_bytes_after_response_prevent_reuse():
     async def go():
         raw = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhiHTTP/1.1 200 OK\r\n\r\n"
-        resp, body, conn, _ = await exchange(raw, [])
+        _resp, body, conn, _ = await exchange(raw, [])
         return body, conn.reusable
 
     assert asyncio.run(go()) == (b"hi", False)
@@ -438,7 +444,14 @@ def test_parse_url(url, origin, path):
 
 @pytest.mark.parametrize(
     "url",
-    ["ftp://x/", "https://", "api.openai.com/v1", "http://u:p@x/", "http://x:99999/", "http://x/?q"],
+    [
+        "ftp://x/",
+        "https://",
+        "api.openai.com/v1",
+        "http://u:p@x/",
+        "http://x:99999/",
+        "http://x/?q",
+    ],
 )
 def test_parse_url_rejects(url):
     with pytest.raises(HelixError):

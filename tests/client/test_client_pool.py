@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 
 import pytest
@@ -124,7 +125,7 @@ def test_per_origin_limit_fifo_waiters(run):
             order = []
 
             async def one(i):
-                resp, body = await get(pool, o, b"/%d" % i)
+                _resp, body = await get(pool, o, b"/%d" % i)
                 order.append(body)
 
             tasks = [asyncio.create_task(one(i)) for i in range(1, 5)]
@@ -361,7 +362,10 @@ def test_connect_refused(run, free_port):
 def test_connect_tries_next_address(run):
     class TwoAddresses:
         def __init__(self, bad, good):
-            self.addrs = [(socket.AF_INET, ("127.0.0.1", bad)), (socket.AF_INET, ("127.0.0.1", good))]
+            self.addrs = [
+                (socket.AF_INET, ("127.0.0.1", bad)),
+                (socket.AF_INET, ("127.0.0.1", good)),
+            ]
 
         async def resolve(self, host, port):
             return self.addrs
@@ -626,7 +630,8 @@ def test_cancel_during_streaming_read_closes_connection(run):
     async def handler(req, w, srv):
         w.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n")
         await w.drain()
-        await asyncio.sleep(5)
+        assert await asyncio.wait_for(req.reader.read(), 5) == b""  # client hung up
+        return False
 
     async def go():
         async with Upstream(handler) as srv:
@@ -685,5 +690,45 @@ def test_pool_close_fails_waiters_and_later_requests(run):
             await expect_error(ErrorKind.UNAVAILABLE, waiter)
             await expect_error(ErrorKind.UNAVAILABLE, get(pool, origin(srv)))
             held.close()
+
+    run(go)
+
+
+def test_waiter_cancelled_in_the_tick_it_is_granted(run):
+    """The freed connection is handed to the waiter; if that waiter is cancelled
+    before it runs, the connection must come back to the pool, not leak."""
+
+    async def go():
+        async with Upstream() as srv:
+            pool = UpstreamPool(PoolLimits(max_connections_per_origin=1))
+            key = f"http://127.0.0.1:{srv.port}"
+            held = await pool.request(origin(srv), b"GET", b"/", [], b"")
+            waiter = asyncio.create_task(get(pool, origin(srv)))
+            await asyncio.sleep(0.01)
+            assert pool.stats()[key]["waiting"] == 1
+            assert await held.read() == b"hello /"  # hands the socket to the waiter ...
+            waiter.cancel()  # ... which is cancelled before it can run
+            with pytest.raises(asyncio.CancelledError):
+                await waiter
+            assert pool.stats()[key] == {"active": 0, "idle": 1, "waiting": 0}
+            _, body = await get(pool, origin(srv))
+            assert body == b"hello /" and srv.connections == 1
+            await pool.close()
+
+    run(go)
+
+
+def test_dropped_response_does_not_leak_slot(run):
+    async def handler(req, w, srv):
+        w.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\nabc")
+
+    async def go():
+        async with Upstream(handler) as srv:
+            pool = UpstreamPool(PoolLimits(max_connections_per_origin=1, pool_timeout=1))
+            resp = await pool.request(origin(srv), b"GET", b"/", [], b"")
+            del resp  # never read, never closed
+            gc.collect()
+            assert pool.stats()[f"http://127.0.0.1:{srv.port}"]["active"] == 0
+            await pool.close()
 
     run(go)

@@ -147,56 +147,78 @@ async def tiny_create_app(config: Config, worker) -> TinyApp:
     return TinyApp(config, worker)
 
 
+class _TinyConnection(asyncio.Protocol):
+    def __init__(self, server: TinyServer) -> None:
+        self.server = server
+        self.buf = b""
+        self.transport = None
+        self.started = False
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+        self.server._conns.add(self)
+        self.server.connections += 1
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        if not self.started and b"\r\n\r\n" in self.buf:
+            self.started = True
+            self.server.active_requests += 1
+            task = asyncio.get_running_loop().create_task(self._respond())
+            self.server._tasks.add(task)
+            task.add_done_callback(self.server._tasks.discard)
+
+    async def _respond(self) -> None:
+        try:
+            body = await self.server.handler(self.buf)
+            self.transport.write(
+                b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                % (len(body), body)
+            )
+            self.server.requests_total += 1
+        finally:
+            self.server.active_requests -= 1
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        self.server._conns.discard(self)
+        self.server.connections -= 1
+
+
 class TinyServer:
-    """HTTP/1.1, one request per connection, ``Connection: close``."""
+    """HTTP/1.1, one request per connection, ``Connection: close``.
+
+    Tracks connections from ``connection_made`` on, so ``shutdown`` also waits
+    for connections accepted just before the listener closed.
+    """
 
     def __init__(self, handler, limits, *, loop=None) -> None:
         self.handler = handler
+        self.loop = loop
         self.connections = 0
         self.active_requests = 0
         self.requests_total = 0
+        self._conns: set[_TinyConnection] = set()
         self._tasks: set[asyncio.Task] = set()
         self._server: asyncio.Server | None = None
 
     async def start(self, sock) -> None:
-        self._server = await asyncio.start_server(self._client, sock=sock)
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(lambda: _TinyConnection(self), sock=sock)
 
     def stop_accepting(self) -> None:
         if self._server is not None:
             self._server.close()
 
     async def shutdown(self, timeout: float) -> None:
-        if self._tasks:
-            await asyncio.wait(set(self._tasks), timeout=timeout)
-
-    async def _client(self, reader, writer) -> None:
-        task = asyncio.current_task()
-        self._tasks.add(task)
-        self.connections += 1
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-            self.active_requests += 1
-            try:
-                body = await self.handler(head)
-                writer.write(
-                    b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
-                    % (len(body), body)
-                )
-                await writer.drain()
-                self.requests_total += 1
-            finally:
-                self.active_requests -= 1
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            self.connections -= 1
-            self._tasks.discard(task)
+        deadline = time.monotonic() + timeout
+        while self._conns and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        for conn in list(self._conns):
+            conn.transport.abort()
 
 
-http_target = functools.partial(
-    run_worker, create_app=tiny_create_app, server_factory=TinyServer
-)
+http_target = functools.partial(run_worker, create_app=tiny_create_app, server_factory=TinyServer)
 
 
 def pick_target(config: Config):

@@ -4,6 +4,8 @@ import logging
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 
 import arbiter_harness as harness
@@ -200,3 +202,13 @@ def test_run_worker_bind_error_is_boot_error(tmp_path, mem):
         assert wait_exit(pid) == BOOT_ERROR
     finally:
         squatter.close()
+
+
+def test_master_side_imports_stay_small():
+    code = (
+        "import sys, helix.master, helix.master.arbiter;"
+        "bad = [m for m in ('helix.app', 'helix.server', 'helix.server.server', 'uvloop')"
+        " if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stdout + proc.stderr

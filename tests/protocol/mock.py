@@ -25,11 +25,16 @@ class MockTransport(asyncio.Transport):
         self.pause_calls = 0
         self.peer = peer
         self.limits: tuple[int, int] | None = None
+        # When set, every write "fills the buffer": the protocol is told to
+        # pause writing, as a real transport does above the high-water mark.
+        self.pause_on_write = False
 
     # -- asyncio.Transport -------------------------------------------------
     def write(self, data) -> None:
         assert not self.eof_written, "write after write_eof"
         self.chunks.append(bytes(data))
+        if self.pause_on_write and self.protocol is not None:
+            self.protocol.pause_writing()
 
     def writelines(self, list_of_data) -> None:
         self.chunks.append(b"".join(bytes(d) for d in list_of_data))

@@ -1,0 +1,836 @@
+"""HttpProtocol driven by raw bytes through a MockTransport (sans-IO style)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from helix.errors import ErrorKind, HelixError
+from helix.server import ClientDisconnected, ServerLimits
+from tests.protocol.mock import make_conn, one_response, parse_responses
+
+
+async def settle(n: int = 8) -> None:
+    for _ in range(n):
+        await asyncio.sleep(0)
+
+
+async def echo(ex) -> None:
+    r = ex.request
+    body = b"%s %s?%s %s|" % (
+        r.method.encode(),
+        r.path.encode(),
+        r.query.encode(),
+        r.http_version.encode(),
+    )
+    ex.respond(200, [(b"content-type", b"text/plain")], body + r.body)
+
+
+def conn(handler=echo, **limits):
+    return make_conn(handler, ServerLimits(**limits), loop=asyncio.get_running_loop())
+
+
+def assert_error(resp, status: int, code: str | None = None) -> dict:
+    assert resp.status == status
+    assert resp.header("content-type") == "application/json"
+    err = resp.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    if code is not None:
+        assert err["code"] == code
+    return err
+
+
+GET = b"GET /v1/models?x=1 HTTP/1.1\r\nHost: h\r\n\r\n"
+
+
+def post(body: bytes, path: bytes = b"/v1/chat/completions", extra: bytes = b"") -> bytes:
+    return (
+        b"POST %b HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n%b\r\n%b" % (path, len(body), extra, body)
+    )
+
+
+# --------------------------------------------------------------------------
+# basics
+# --------------------------------------------------------------------------
+async def test_simple_get_request_fields():
+    seen = []
+
+    async def handler(ex):
+        seen.append(ex.request)
+        ex.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    proto, t, server = conn(handler)
+    proto.data_received(
+        b"GET /v1/models?limit=2&x=%20 HTTP/1.1\r\nHost: h\r\nX-Thing: A\r\n"
+        b"X-Multi: 1\r\nx-multi: 2\r\n\r\n"
+    )
+    await settle()
+    r = one_response(t)
+    assert (r.status, r.reason, r.body) == (200, "OK", b"ok")
+    assert r.header("content-length") == "2"
+    assert r.header("connection") is None
+    assert not t.closed
+    (req,) = seen
+    assert req.method == "GET"
+    assert req.path == "/v1/models"
+    assert req.query == "limit=2&x=%20"
+    assert req.headers == {"host": "h", "x-thing": "A", "x-multi": "1, 2"}
+    assert req.body == b""
+    assert req.http_version == "1.1"
+    assert req.client == ("127.0.0.1", 50000)
+    assert req.keep_alive is True
+    assert server.connections == 1
+    assert server.active_requests == 0
+
+
+async def test_post_body_and_keepalive():
+    proto, t, _ = conn()
+    proto.data_received(post(b'{"a":1}'))
+    await settle()
+    proto.data_received(post(b"second"))
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.body for r in rs] == [
+        b"POST /v1/chat/completions? 1.1|" + b'{"a":1}',
+        b"POST /v1/chat/completions? 1.1|second",
+    ]
+    assert not t.closed
+
+
+async def test_split_at_every_byte_boundary():
+    wire = post(b"hello world", extra=b"X-A: b\r\n") + GET
+    expected = [b"POST /v1/chat/completions? 1.1|hello world", b"GET /v1/models?x=1 1.1|"]
+    for cut in range(1, len(wire)):
+        proto, t, _ = conn()
+        proto.data_received(wire[:cut])
+        proto.data_received(wire[cut:])
+        await settle()
+        assert [r.body for r in parse_responses(t.data)] == expected, cut
+    # and one byte per data_received call
+    proto, t, _ = conn()
+    for i in range(len(wire)):
+        proto.data_received(wire[i : i + 1])
+        await asyncio.sleep(0)
+    await settle()
+    assert [r.body for r in parse_responses(t.data)] == expected
+
+
+async def test_connection_close_request():
+    proto, t, _ = conn()
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" + GET)
+    await settle()
+    r = one_response(t)  # the pipelined request after "close" is not answered
+    assert r.header("connection") == "close"
+    assert t.closed
+
+
+async def test_head_request_has_no_body():
+    proto, t, _ = conn()
+    proto.data_received(b"HEAD /x HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    (r,) = parse_responses(t.data, head_request=True)
+    assert r.header("content-length") == str(len(b"HEAD /x? 1.1|"))
+    assert t.data.endswith(b"\r\n\r\n")
+
+
+async def test_absolute_form_and_fragment():
+    proto, t, _ = conn()
+    proto.data_received(b"GET http://example.com/a/b?q=1 HTTP/1.1\r\nHost: example.com\r\n\r\n")
+    proto.data_received(b"GET /p#frag HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    assert [r.body for r in parse_responses(t.data)] == [b"GET /a/b?q=1 1.1|", b"GET /p? 1.1|"]
+
+
+async def test_server_header_and_reserved_headers_dropped():
+    async def handler(ex):
+        ex.respond(
+            200,
+            [(b"content-length", b"999"), (b"transfer-encoding", b"chunked"), (b"x-a", b"1")],
+            b"abc",
+        )
+
+    proto, t, _ = conn(handler, server_header=b"helix")
+    proto.data_received(GET)
+    await settle()
+    r = one_response(t)
+    assert r.header("content-length") == "3"
+    assert r.header("transfer-encoding") is None
+    assert r.header("server") == "helix"
+    assert r.header("x-a") == "1"
+
+
+async def test_status_204_has_no_content_length():
+    async def handler(ex):
+        ex.respond(204, [], b"ignored")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET + GET)
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.status for r in rs] == [204, 204]
+    assert rs[0].header("content-length") is None
+
+
+# --------------------------------------------------------------------------
+# pipelining
+# --------------------------------------------------------------------------
+async def test_pipelining_answers_in_order():
+    order = []
+
+    async def handler(ex):
+        order.append(("start", ex.request.path))
+        if ex.request.path == "/slow":
+            await asyncio.sleep(0.05)
+        order.append(("end", ex.request.path))
+        ex.respond(200, [], ex.request.path.encode())
+
+    proto, t, _ = conn(handler)
+    proto.data_received(
+        b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\nGET /fast HTTP/1.1\r\nHost: h\r\n\r\n"
+        + post(b"x", path=b"/third")
+    )
+    await asyncio.sleep(0.1)
+    await settle()
+    assert [r.body for r in parse_responses(t.data)] == [b"/slow", b"/fast", b"/third"]
+    # one handler at a time per connection
+    assert order == [
+        ("start", "/slow"),
+        ("end", "/slow"),
+        ("start", "/fast"),
+        ("end", "/fast"),
+        ("start", "/third"),
+        ("end", "/third"),
+    ]
+
+
+async def test_pipelining_backpressure_pauses_reading():
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        await gate.wait()
+        ex.respond(200, [], ex.request.path.encode())
+
+    proto, t, _ = conn(handler, max_pipelined=2)
+    proto.data_received(b"".join(b"GET /%d HTTP/1.1\r\nHost: h\r\n\r\n" % i for i in range(5)))
+    await settle()
+    assert not t.reading  # 1 running + 4 queued > 2
+    assert t.pause_calls == 1
+    gate.set()
+    await settle(30)
+    assert t.reading
+    assert [r.body for r in parse_responses(t.data)] == [b"/%d" % i for i in range(5)]
+
+
+async def test_pipelined_malformed_request_answered_in_order():
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        await gate.wait()
+        ex.respond(200, [], b"first")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET + b"BROKEN\r\n\r\n")
+    await settle()
+    assert t.data == b""  # the 400 must wait for the first response
+    gate.set()
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.status for r in rs] == [200, 400]
+    assert rs[0].header("connection") is None
+    assert t.closed or t.eof_written
+
+
+# --------------------------------------------------------------------------
+# chunked request bodies and 100-continue
+# --------------------------------------------------------------------------
+CHUNKED_HEAD = b"POST /c HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+
+
+async def test_chunked_request_body():
+    proto, t, _ = conn()
+    proto.data_received(CHUNKED_HEAD + b"5;ext=1\r\nhello\r\n6\r\n world\r\n")
+    proto.data_received(b"0\r\nX-Trailer: t\r\n\r\n")
+    await settle()
+    assert one_response(t).body == b"POST /c? 1.1|hello world"
+
+
+async def test_chunked_body_over_limit_is_413():
+    called = []
+
+    async def handler(ex):
+        called.append(1)
+        ex.respond(200, [], b"")
+
+    proto, t, _ = conn(handler, max_body_bytes=8)
+    proto.data_received(CHUNKED_HEAD + b"5\r\nhello\r\n5\r\nworld\r\n")
+    await settle()
+    assert_error(one_response(t), 413, "request_too_large")
+    assert not called
+    assert t.eof_written  # lingering close: stop writing, keep draining input
+    proto.data_received(b"more body nobody reads")
+    assert parse_responses(t.data)[0].status == 413
+
+
+async def test_bad_chunk_framing_is_400():
+    proto, t, _ = conn()
+    proto.data_received(CHUNKED_HEAD + b"zz\r\nhello\r\n0\r\n\r\n")
+    await settle()
+    assert_error(one_response(t), 400, "malformed_request")
+    assert t.closed or t.eof_written
+
+
+async def test_expect_100_continue():
+    proto, t, _ = conn()
+    wire = post(b"", extra=b"Expect: 100-continue\r\n").replace(b"Length: 0", b"Length: 5")
+    proto.data_received(wire)
+    assert t.data == b"HTTP/1.1 100 Continue\r\n\r\n"
+    proto.data_received(b"hello")
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.status for r in rs] == [100, 200]
+    assert rs[1].body.endswith(b"|hello")
+
+
+async def test_expect_100_continue_over_limit_is_413_without_reading():
+    called = []
+
+    async def handler(ex):
+        called.append(1)
+
+    proto, t, _ = conn(handler, max_body_bytes=10)
+    proto.data_received(
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 11\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await settle()
+    assert b"100 Continue" not in t.data
+    assert_error(one_response(t), 413)
+    assert not called
+
+
+async def test_unknown_expect_is_417():
+    proto, t, _ = conn()
+    proto.data_received(post(b"abc", extra=b"Expect: something-else\r\n"))
+    await settle()
+    assert_error(one_response(t), 417, "expectation_failed")
+
+
+# --------------------------------------------------------------------------
+# limits
+# --------------------------------------------------------------------------
+async def test_too_many_headers_is_431():
+    proto, t, _ = conn(max_headers=5)
+    proto.data_received(
+        b"GET / HTTP/1.1\r\n" + b"".join(b"X-%d: v\r\n" % i for i in range(6)) + b"\r\n"
+    )
+    await settle()
+    assert_error(one_response(t), 431, "headers_too_large")
+
+
+async def test_head_too_large_is_431_even_when_never_completed():
+    proto, t, _ = conn(max_header_bytes=1024)
+    proto.data_received(b"GET / HTTP/1.1\r\nX-Big: ")
+    for _ in range(20):
+        if t.data:
+            break
+        proto.data_received(b"a" * 100)
+    await settle()
+    assert_error(one_response(t), 431)
+
+
+async def test_long_url_is_431():
+    proto, t, _ = conn(max_header_bytes=1024)
+    proto.data_received(b"GET /" + b"a" * 2000 + b" HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    assert_error(one_response(t), 431)
+
+
+async def test_content_length_over_limit_is_413():
+    proto, t, _ = conn(max_body_bytes=10)
+    proto.data_received(post(b"x" * 11)[:-11])
+    await settle()
+    assert_error(one_response(t), 413, "request_too_large")
+    assert t.eof_written or t.closed
+
+
+async def test_body_at_limit_is_accepted():
+    proto, t, _ = conn(max_body_bytes=10)
+    proto.data_received(post(b"x" * 10))
+    await settle()
+    assert one_response(t).status == 200
+
+
+# --------------------------------------------------------------------------
+# malformed requests and smuggling
+# --------------------------------------------------------------------------
+SMUGGLING = {
+    "cl+te": b"Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
+    "te+cl": b"Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+    "two different cl": b"Content-Length: 5\r\nContent-Length: 6\r\n",
+    "two equal cl": b"Content-Length: 5\r\nContent-Length: 5\r\n",
+    "cl list": b"Content-Length: 5, 5\r\n",
+    "cl sign": b"Content-Length: +5\r\n",
+    "te gzip": b"Transfer-Encoding: gzip\r\n",
+    "te gzip, chunked": b"Transfer-Encoding: gzip, chunked\r\n",
+    "te chunked, gzip": b"Transfer-Encoding: chunked, gzip\r\n",
+    "te chunked twice": b"Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+    "te xchunked": b"Transfer-Encoding: xchunked\r\n",
+    "te empty": b"Transfer-Encoding: \r\n",
+    "space before colon": b"Content-Length : 5\r\n",
+    "obs-fold": b"X-A: a\r\n b\r\n",
+    "ctl in value": b"X-A: a\x01b\r\n",
+    "duplicate host": b"Host: other\r\n",
+}
+
+
+@pytest.mark.parametrize("headers", list(SMUGGLING.values()), ids=list(SMUGGLING))
+async def test_smuggling_patterns_rejected(headers):
+    called = []
+
+    async def handler(ex):
+        called.append(ex.request)
+        ex.respond(200, [], b"")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(b"POST / HTTP/1.1\r\nHost: h\r\n" + headers + b"\r\n0\r\n\r\nhello")
+    proto.data_received(GET)
+    await settle()
+    assert_error(one_response(t), 400, "malformed_request")
+    assert not called
+    assert t.closed or t.eof_written
+
+
+async def test_transfer_encoding_in_http10_rejected():
+    proto, t, _ = conn()
+    proto.data_received(b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    await settle()
+    assert_error(one_response(t), 400)
+
+
+async def test_transfer_encoding_case_and_whitespace_ok():
+    proto, t, _ = conn()
+    proto.data_received(
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked \r\n\r\n3\r\nabc\r\n0\r\n\r\n"
+    )
+    await settle()
+    assert one_response(t).body.endswith(b"|abc")
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"GARBAGE\r\n\r\n",
+        b"G@T / HTTP/1.1\r\n\r\n",
+        b"GET /a b HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\nHost: h\n\n",
+        b"GET / HTTP/1.1\r\nBad Name: v\r\n\r\n",
+    ],
+)
+async def test_malformed_request_is_400_and_close(wire):
+    proto, t, _ = conn()
+    proto.data_received(wire)
+    await settle()
+    err = assert_error(one_response(t), 400, "malformed_request")
+    assert err["type"] == "invalid_request_error"
+    assert one_response(t).header("connection") == "close"
+    assert t.closed or t.eof_written
+    before = t.data
+    proto.data_received(GET)  # ignored after a fatal error
+    await settle()
+    assert t.data == before
+
+
+async def test_unsupported_http_version_is_505():
+    proto, t, _ = conn()
+    proto.data_received(b"GET / HTTP/2.0\r\n\r\n")
+    await settle()
+    assert_error(one_response(t), 505)
+
+
+async def test_connect_is_405():
+    proto, t, _ = conn()
+    proto.data_received(b"CONNECT a:443 HTTP/1.1\r\nHost: a\r\n\r\n")
+    await settle()
+    assert_error(one_response(t), 405)
+
+
+async def test_upgrade_is_ignored_and_connection_continues():
+    proto, t, _ = conn()
+    proto.data_received(
+        b"GET /ws HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n" + GET
+    )
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.body for r in rs] == [b"GET /ws? 1.1|", b"GET /v1/models?x=1 1.1|"]
+
+
+async def test_upgrade_with_body_rejected():
+    proto, t, _ = conn()
+    extra = b"Upgrade: h2c\r\nConnection: Upgrade, HTTP2-Settings\r\n"
+    proto.data_received(post(b"abc", extra=extra))
+    await settle()
+    assert_error(one_response(t), 400)
+
+
+# --------------------------------------------------------------------------
+# HTTP/1.0
+# --------------------------------------------------------------------------
+async def test_http10_closes_after_response():
+    proto, t, _ = conn()
+    proto.data_received(b"GET /old HTTP/1.0\r\n\r\n")
+    await settle()
+    r = one_response(t)
+    assert r.body == b"GET /old? 1.0|"
+    assert r.header("connection") == "close"
+    assert t.closed
+
+
+async def test_http10_keep_alive():
+    proto, t, _ = conn()
+    proto.data_received(b"GET /old HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    await settle()
+    r = one_response(t)
+    assert r.header("connection") == "keep-alive"
+    assert not t.closed
+
+
+async def test_http10_stream_is_close_delimited():
+    async def handler(ex):
+        ex.start_stream(200, [(b"content-type", b"text/event-stream")])
+        await ex.send(b"data: 1\n\n")
+        await ex.send(b"data: 2\n\n")
+        ex.end_stream()
+
+    proto, t, _ = conn(handler)
+    proto.data_received(b"GET /s HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+    await settle()
+    r = one_response(t)
+    assert r.header("transfer-encoding") is None
+    assert r.header("connection") == "close"
+    assert r.body == b"data: 1\n\ndata: 2\n\n"
+    assert t.closed
+
+
+# --------------------------------------------------------------------------
+# handler outcomes
+# --------------------------------------------------------------------------
+async def test_handler_exception_is_500_without_internals(caplog):
+    async def handler(ex):
+        raise RuntimeError("secret internal detail")
+
+    proto, t, _ = conn(handler)
+    with caplog.at_level(logging.ERROR, logger="helix.server"):
+        proto.data_received(GET)
+        await settle()
+    r = one_response(t)
+    err = assert_error(r, 500, "internal_error")
+    assert b"secret" not in t.data
+    assert err["type"] == "server_error"
+    assert any("secret internal detail" in (rec.exc_text or "") for rec in caplog.records)
+    assert not t.closed  # the request was fully read: keep-alive is still fine
+
+
+async def test_helix_error_status_and_shape():
+    async def handler(ex):
+        raise HelixError(
+            ErrorKind.RATE_LIMITED,
+            "Too many requests",
+            headers=[(b"retry-after", b"3")],
+            param="model",
+        )
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    r = one_response(t)
+    err = assert_error(r, 429, "rate_limit_exceeded")
+    assert err == {
+        "message": "Too many requests",
+        "type": "rate_limit_error",
+        "param": "model",
+        "code": "rate_limit_exceeded",
+    }
+    assert r.header("retry-after") == "3"
+
+
+async def test_respond_error_helper():
+    async def handler(ex):
+        ex.respond_error(HelixError(ErrorKind.NOT_FOUND, "nope"))
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert assert_error(one_response(t), 404, "not_found")["message"] == "nope"
+
+
+async def test_handler_without_response_is_500():
+    async def handler(ex):
+        return None
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert_error(one_response(t), 500)
+
+
+async def test_header_injection_becomes_500():
+    async def handler(ex):
+        ex.respond(200, [(b"x-evil", b"a\r\nset-cookie: pwn")], b"")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert_error(one_response(t), 500)
+    assert b"set-cookie" not in t.data
+
+
+async def test_access_log_called():
+    calls = []
+    proto, _t, _ = make_conn(
+        echo,
+        ServerLimits(),
+        loop=asyncio.get_running_loop(),
+        access_log=lambda ex, status, n, dur: calls.append((ex.request.path, status, n, dur)),
+    )
+    proto.data_received(GET + b"NOPE\r\n\r\n")
+    await settle()
+    assert [(c[0], c[1], c[2]) for c in calls[:1]] == [
+        ("/v1/models", 200, len(b"GET /v1/models?x=1 1.1|"))
+    ]
+    assert calls[1][1] == 400
+    assert all(c[3] >= 0 for c in calls)
+
+
+# --------------------------------------------------------------------------
+# streaming responses
+# --------------------------------------------------------------------------
+async def test_stream_framing_exact_bytes():
+    async def handler(ex):
+        ex.start_stream(200, [(b"content-type", b"text/event-stream")])
+        assert ex.committed
+        await ex.send(b"data: a\n\n")
+        await ex.send(b"")  # must not terminate the body
+        await ex.send(b"x" * 300)
+        ex.end_stream()
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    head, _, body = t.data.partition(b"\r\n\r\n")
+    assert b"transfer-encoding: chunked" in head
+    assert b"content-length" not in head
+    assert body == b"9\r\ndata: a\n\n\r\n12c\r\n" + b"x" * 300 + b"\r\n0\r\n\r\n"
+    # each chunk is a single write
+    assert t.chunks[1] == b"9\r\ndata: a\n\n\r\n"
+    assert one_response(t).body == b"data: a\n\n" + b"x" * 300
+    assert not t.closed
+
+
+async def test_exception_mid_stream_aborts_connection():
+    async def handler(ex):
+        ex.start_stream(200, [])
+        await ex.send(b"partial")
+        raise HelixError(ErrorKind.READ_TIMEOUT, "upstream died")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert t.aborted
+    assert not t.data.endswith(b"0\r\n\r\n")
+    assert b"partial" in t.data
+
+
+async def test_handler_returning_with_open_stream_aborts():
+    async def handler(ex):
+        ex.start_stream(200, [])
+        await ex.send(b"partial")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert t.aborted
+
+
+async def test_double_respond_is_an_error():
+    async def handler(ex):
+        ex.respond(200, [], b"one")
+        ex.respond(200, [], b"two")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    r = one_response(t)
+    assert r.body == b"one"
+
+
+# --------------------------------------------------------------------------
+# disconnects and flow control
+# --------------------------------------------------------------------------
+async def test_client_disconnect_cancels_handler():
+    started = asyncio.Event()
+    cancelled = asyncio.Event()
+
+    async def handler(ex):
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            cancelled.set()
+            raise
+
+    proto, _t, server = conn(handler)
+    proto.data_received(post(b"{}"))
+    await started.wait()
+    assert server.active_requests == 1
+    proto.connection_lost(ConnectionResetError())
+    await asyncio.wait_for(cancelled.wait(), 1)
+    await settle()
+    assert server.active_requests == 0
+    assert server.connections == 0
+
+
+async def test_post_response_work_is_not_cancelled():
+    done = asyncio.Event()
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        ex.respond(200, [], b"ok")
+        await gate.wait()  # e.g. usage accounting after the response
+        done.set()
+
+    proto, _t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    proto.connection_lost(None)
+    gate.set()
+    await asyncio.wait_for(done.wait(), 1)
+
+
+async def test_write_backpressure_makes_send_wait():
+    progress = []
+
+    async def handler(ex):
+        ex.start_stream(200, [])
+        for i in range(3):
+            await ex.send(b"chunk%d" % i)
+            progress.append(i)
+        ex.end_stream()
+
+    proto, t, _ = conn(handler)
+    t.pause_on_write = True
+    proto.data_received(GET)
+    await settle()
+    assert progress == []  # first send wrote, then waits for the transport
+    assert b"chunk0" in t.data and b"chunk1" not in t.data
+    proto.resume_writing()
+    await settle()
+    assert progress == [0]
+    assert b"chunk1" in t.data and b"chunk2" not in t.data
+    t.pause_on_write = False
+    proto.resume_writing()
+    proto.resume_writing()  # a spurious resume is harmless
+    await settle()
+    assert progress == [0, 1, 2]
+    assert one_response(t).body == b"chunk0chunk1chunk2"
+
+
+async def test_disconnect_while_paused_raises_client_disconnected():
+    outcome = []
+
+    async def handler(ex):
+        ex.start_stream(200, [])
+        try:
+            await ex.send(b"x")
+            await ex.send(b"y")
+        except ClientDisconnected:
+            outcome.append("disconnected")
+            assert ex.client_gone
+            raise
+
+    proto, t, _ = conn(handler)
+    proto.pause_writing()
+    proto.data_received(GET)
+    await settle()
+    proto.connection_lost(BrokenPipeError())
+    await settle()
+    # either the send saw ClientDisconnected or the task got cancelled first
+    assert outcome in ([], ["disconnected"])
+    assert t.data.count(b"\r\n1\r\n") == 1
+
+
+async def test_send_after_disconnect_raises():
+    result = []
+
+    async def handler2(ex):
+        ex.start_stream(200, [])
+        ex._conn.connection_lost(None)
+        try:
+            await ex.send(b"x")
+        except ClientDisconnected:
+            result.append("raised")
+        ex.end_stream()
+
+    proto, _t, _ = conn(handler2)
+    proto.data_received(GET)
+    await settle()
+    assert result == ["raised"]
+
+
+# --------------------------------------------------------------------------
+# timeouts (real loop, short limits)
+# --------------------------------------------------------------------------
+async def test_header_timeout_is_408():
+    proto, t, _ = conn(header_timeout=0.05)
+    proto.data_received(b"GET / HTTP/1.1\r\nHo")
+    await asyncio.sleep(0.02)
+    proto.data_received(b"st: h\r\n")  # trickling does not extend the deadline
+    await asyncio.sleep(0.1)
+    assert_error(one_response(t), 408, "request_timeout")
+    assert t.closed or t.eof_written
+
+
+async def test_header_timeout_from_connection_open():
+    _proto, t, _ = conn(header_timeout=0.05)
+    await asyncio.sleep(0.1)
+    assert_error(one_response(t), 408)
+
+
+async def test_body_timeout_is_408():
+    proto, t, _ = conn(body_timeout=0.05, header_timeout=5)
+    proto.data_received(post(b"0123456789")[:-5])
+    await asyncio.sleep(0.12)
+    assert_error(one_response(t), 408)
+
+
+async def test_keepalive_timeout_closes_silently():
+    proto, t, _ = conn(keepalive_timeout=0.05, header_timeout=5)
+    proto.data_received(GET)
+    await settle()
+    n = len(t.data)
+    await asyncio.sleep(0.12)
+    assert t.closed
+    assert len(t.data) == n
+
+
+async def test_keepalive_timer_rearms_between_requests():
+    proto, t, _ = conn(keepalive_timeout=0.08, header_timeout=5)
+    for _ in range(4):
+        proto.data_received(GET)
+        await asyncio.sleep(0.04)
+    assert not t.closed
+    await asyncio.sleep(0.12)
+    assert t.closed
+    assert len(parse_responses(t.data)) == 4
+
+
+async def test_no_timeout_while_handler_runs():
+    async def handler(ex):
+        await asyncio.sleep(0.15)
+        ex.respond(200, [], b"slow")
+
+    proto, t, _ = conn(handler, header_timeout=0.03, body_timeout=0.03, keepalive_timeout=0.03)
+    proto.data_received(GET)
+    await asyncio.sleep(0.2)
+    assert one_response(t).body == b"slow"
