@@ -152,10 +152,12 @@ class Connection(asyncio.Protocol):
         if state in (BODY, HEAD):
             self.got_bytes = True
             if state == HEAD:
-                self._head_size += len(data)
+                # Checked before adding: a read that completes the head may carry
+                # plenty of body bytes too.
                 if self._head_size > MAX_HEAD_BYTES:
                     self.fail(HelixError(_PROTO, f"response head from {self.label} too large"))
                     return
+                self._head_size += len(data)
             try:
                 self._parser.feed_data(data)
             except (HttpParserError, HttpParserUpgrade) as exc:

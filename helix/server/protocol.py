@@ -424,6 +424,8 @@ class HttpProtocol(asyncio.Protocol):
             self._body.append(body)
 
     def on_message_complete(self) -> None:
+        # A deferred "100 Continue" is moot once the whole body is here.
+        self._continue_pending = False
         parts = self._body
         if parts is None:
             body = b""
@@ -542,6 +544,8 @@ class HttpProtocol(asyncio.Protocol):
             if self._current is not None or self.closing:
                 return
         if self._continue_pending:
+            # The request waiting for it is still mid-body (else the flag
+            # would have been cleared at its message end).
             self._continue_pending = False
             self.transport.write(CONTINUE_100)
         self._arm_timer()

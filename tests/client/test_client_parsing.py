@@ -456,3 +456,22 @@ def test_parse_url(url, origin, path):
 def test_parse_url_rejects(url):
     with pytest.raises(HelixError):
         parse_url(url)
+
+
+def test_oversized_head_rejected_but_large_first_read_ok():
+    async def go():
+        conn, _ = make_conn()
+        fut = send(conn)
+        conn.data_received(b"HTTP/1.1 200 OK\r\n")
+        for _ in range(400):
+            conn.data_received(b"x-filler: " + b"a" * 1000 + b"\r\n")
+        with pytest.raises(HelixError) as ei:
+            await fut
+        assert ei.value.kind is ErrorKind.UPSTREAM_PROTOCOL
+
+        big = b"b" * 300_000
+        raw = b"HTTP/1.1 200 OK\r\ncontent-length: %d\r\n\r\n" % len(big) + big
+        _resp, body, _conn, _ = await exchange(raw, [10])
+        assert body == big
+
+    asyncio.run(go())

@@ -294,6 +294,50 @@ async def test_expect_100_continue():
     assert rs[1].body.endswith(b"|hello")
 
 
+async def test_expect_100_continue_deferred_while_pipeline_busy():
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        if ex.request.path == "/first":
+            await gate.wait()
+        ex.respond(200, [], ex.request.path.encode())
+
+    proto, t, _ = conn(handler)
+    proto.data_received(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    proto.data_received(
+        b"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\n"
+    )
+    await settle()
+    assert t.data == b""  # a 100 now would land inside the first response
+    gate.set()
+    await settle()
+    assert t.data.endswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+    proto.data_received(b"ok")
+    await settle()
+    assert [r.status for r in parse_responses(t.data)] == [200, 100, 200]
+
+
+async def test_expect_100_continue_not_sent_when_body_already_arrived():
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        if ex.request.path == "/first":
+            await gate.wait()
+        ex.respond(200, [], ex.request.path.encode())
+
+    proto, t, _ = conn(handler)
+    proto.data_received(
+        b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n"
+        b"POST /second HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nExpect: 100-continue\r\n\r\nok"
+    )
+    await settle()
+    gate.set()
+    await settle()
+    assert b"100 Continue" not in t.data
+    assert [r.body for r in parse_responses(t.data)] == [b"/first", b"/second"]
+
+
 async def test_expect_100_continue_over_limit_is_413_without_reading():
     called = []
 

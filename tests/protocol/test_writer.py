@@ -19,10 +19,17 @@ def test_status_lines_precomputed():
         writer.status_line(1000)
 
 
-def test_date_header_cached_per_second():
+def test_date_header_cached_per_second(monkeypatch):
+    now = [1_700_000_000.1]
+    monkeypatch.setattr(time, "time", lambda: now[0])
     a = writer.date_header()
-    assert re.fullmatch(rb"date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", a)
-    assert writer.date_header() is a or int(time.time()) != writer._date_second - 0
+    assert a == b"date: Tue, 14 Nov 2023 22:13:20 GMT\r\n"
+    now[0] += 0.8
+    assert writer.date_header() is a  # same second: cached object
+    now[0] += 0.2
+    b = writer.date_header()
+    assert b == b"date: Tue, 14 Nov 2023 22:13:21 GMT\r\n"
+    assert re.fullmatch(rb"date: \w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT\r\n", b)
 
 
 def test_build_head_variants():
