@@ -57,6 +57,7 @@ def test_pipelined_requests_answered_in_order(helix):
     bodies = []
     for _ in range(6):
         conn.send(h11.Request(method="GET", target="/", headers=[("host", "x")]))
+        conn.send(h11.EndOfMessage())
         status = None
         body = b""
         while True:
