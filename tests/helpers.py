@@ -39,8 +39,14 @@ class HelixProcess:
     never block on a full pipe); every wait has a timeout; stop() always kills.
     """
 
-    def __init__(self, config_text: str, *, workers: int = 2, env: dict | None = None,
-                 args: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        config_text: str,
+        *,
+        workers: int = 2,
+        env: dict | None = None,
+        args: tuple[str, ...] = (),
+    ) -> None:
         self.port = free_port()
         fd, self.config_path = tempfile.mkstemp(suffix=".yaml", prefix="helix-test-")
         with os.fdopen(fd, "w") as fh:
@@ -62,10 +68,26 @@ class HelixProcess:
         for var in ("OPENAI_API_KEY", "HELIX_CONFIG", "HELIX_PORT", "HELIX_HOST"):
             if self.env is None:
                 env.pop(var, None)
-        cmd = [sys.executable, "-m", "helix", "--config", self.config_path,
-               "--port", str(self.port), "--workers", str(self.workers), *self.args]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                     env=env, start_new_session=True, text=True)
+        cmd = [
+            sys.executable,
+            "-m",
+            "helix",
+            "--config",
+            self.config_path,
+            "--port",
+            str(self.port),
+            "--workers",
+            str(self.workers),
+            *self.args,
+        ]
+        self.proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            text=True,
+        )
         self._reader = threading.Thread(target=self._drain, daemon=True)
         self._reader.start()
         self.wait_healthy(timeout)
@@ -101,8 +123,9 @@ class HelixProcess:
 
     def worker_pids(self) -> list[int]:
         assert self.proc is not None
-        out = subprocess.run(["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True,
-                             timeout=5)
+        out = subprocess.run(
+            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, timeout=5
+        )
         return sorted(int(p) for p in out.stdout.split())
 
     def stop(self) -> None:
@@ -137,9 +160,14 @@ class HelixProcess:
         self.stop()
 
 
-def mock_config(mock_url: str, *, name: str = "mock", key: str = "sk-upstream-secret-1234",
-                models: str = "[gpt-4o-mini, text-embedding-3-small, {name: alias-fast, id: real-model-id}]",
-                extra: str = "") -> str:
+def mock_config(
+    mock_url: str,
+    *,
+    name: str = "mock",
+    key: str = "sk-upstream-secret-1234",
+    models: str = "[gpt-4o-mini, text-embedding-3-small, {name: alias-fast, id: real-model-id}]",
+    extra: str = "",
+) -> str:
     return f"""
 providers:
   - name: {name}

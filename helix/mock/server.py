@@ -4,6 +4,20 @@ Used by Helix's integration tests and as the upstream in benchmarks. Independent
 ``helix.server`` on purpose. Provider wire formats live in route modules (see ``base``).
 
 Run: ``python -m helix.mock --port 0`` prints ``mock listening on http://HOST:PORT``.
+
+Per-request controls (headers; CLI flags give the defaults):
+
+* ``x-mock-latency-ms``: delay before the response head
+* ``x-mock-chunks``: content (or tool-argument) deltas per stream
+* ``x-mock-chunk-interval-ms``: spacing between stream chunks
+* ``x-mock-status``: answer with this error status (provider-shaped body; 429 adds retry-after,
+  value from ``x-mock-retry-after``, default 1)
+* ``x-mock-fail``: ``reset`` (RST before answering), ``hang`` (never answer), ``close`` (FIN,
+  no response), ``reset-mid-stream`` (send about half the stream / body, then RST)
+
+Test helpers: ``GET /_mock/requests`` (recorded requests as JSON), ``DELETE /_mock/requests``,
+``GET /_mock/health``. With ``--workers N`` each process records its own requests, so tests
+that read the recording should use one worker.
 """
 
 from __future__ import annotations

@@ -24,7 +24,7 @@ def feed_all(cls, chunks):
 
 def test_basic_events(parser_cls):
     stream = (
-        b": keep-alive\n\nevent: message_start\ndata: {\"a\":1}\n\n"
+        b': keep-alive\n\nevent: message_start\ndata: {"a":1}\n\n'
         b"data: line1\ndata: line2\n\ndata:nospace\r\n\r\ndata: [DONE]\r\r"
     )
     expected = [
@@ -53,7 +53,10 @@ def test_compiled_twin_is_built_when_extensions_are_expected():
 
 lines = st.lists(
     st.one_of(
-        st.builds(lambda s: b"data: " + s, st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b)),
+        st.builds(
+            lambda s: b"data: " + s,
+            st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b),
+        ),
         st.sampled_from([b"", b": c", b"event: x", b"id: 1", b"retry: 5", b"data"]),
     ),
     max_size=30,
@@ -66,7 +69,7 @@ def test_parity_random_streams_and_splits(ls, eol, cuts):
     stream = eol.join(ls) + eol + eol
     points = sorted({min(c, len(stream)) for c in cuts})
     chunks, prev = [], 0
-    for p in points + [len(stream)]:
+    for p in [*points, len(stream)]:
         chunks.append(stream[prev:p])
         prev = p
     whole = feed_all(SSEParserPy, [stream])

@@ -19,15 +19,24 @@ def gateway_config(mock_url: str) -> str:
     headers: {headers}
     {extra}"""
 
-    return "providers:" + "".join([
-        provider("mock", extra="models: [gpt-4o-mini, text-embedding-3-small, "
-                 "{name: alias-fast, id: real-model-id}]"),
-        provider("slow", '{x-mock-latency-ms: "5000"}', "timeout: 1s"),
-        provider("limited", '{x-mock-status: "429"}'),
-        provider("broken", '{x-mock-fail: reset-mid-stream}'),
-        provider("streamy", '{x-mock-chunks: "6", x-mock-chunk-interval-ms: "250"}'),
-        provider("down", base=down),
-    ]) + "\nserver:\n  max_body_bytes: 200000\n"
+    return (
+        "providers:"
+        + "".join(
+            [
+                provider(
+                    "mock",
+                    extra="models: [gpt-4o-mini, text-embedding-3-small, "
+                    "{name: alias-fast, id: real-model-id}]",
+                ),
+                provider("slow", '{x-mock-latency-ms: "5000"}', "timeout: 1s"),
+                provider("limited", '{x-mock-status: "429"}'),
+                provider("broken", "{x-mock-fail: reset-mid-stream}"),
+                provider("streamy", '{x-mock-chunks: "6", x-mock-chunk-interval-ms: "250"}'),
+                provider("down", base=down),
+            ]
+        )
+        + "\nserver:\n  max_body_bytes: 200000\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -46,6 +55,7 @@ def helix(mock):
 def client(helix, mock):
     openai = pytest.importorskip("openai")
     mock.clear()
-    with openai.OpenAI(base_url=helix.base_url, api_key="client-own-key-must-not-leak",
-                       max_retries=0, timeout=15) as c:
+    with openai.OpenAI(
+        base_url=helix.base_url, api_key="client-own-key-must-not-leak", max_retries=0, timeout=15
+    ) as c:
         yield c

@@ -32,8 +32,10 @@ def test_malformed_request_gets_400_and_close(helix):
 
 
 def test_smuggling_cl_and_te_rejected(helix):
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
-           b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n")
+    req = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n"
+    )
     with connect(helix) as s:
         s.sendall(req)
         data = recv_until_closed_or(s, lambda d: False)
@@ -41,12 +43,15 @@ def test_smuggling_cl_and_te_rejected(helix):
 
 
 def test_pipelined_requests_answered_in_order(helix):
-    one = (f"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-           f"Content-Length: {{n}}\r\n\r\n{{b}}")
+    one = (
+        "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        "Content-Length: {n}\r\n\r\n{b}"
+    )
     reqs = b""
     for i in range(5):
-        b = json.dumps({"model": "gpt-4o-mini",
-                        "messages": [{"role": "user", "content": f"pipe{i}"}]})
+        b = json.dumps(
+            {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": f"pipe{i}"}]}
+        )
         reqs += one.format(n=len(b), b=b).encode()
     reqs += b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
     with connect(helix) as s:
@@ -80,9 +85,13 @@ def test_pipelined_requests_answered_in_order(helix):
 
 def test_chunked_request_body(helix):
     b = BODY.encode()
-    chunked = b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b[:10], b[10:30], b[30:])) + b"0\r\n\r\n"
-    req = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
-           b"Content-Type: application/json\r\nConnection: close\r\n\r\n" + chunked)
+    chunked = (
+        b"".join(b"%x\r\n%s\r\n" % (len(p), p) for p in (b[:10], b[10:30], b[30:])) + b"0\r\n\r\n"
+    )
+    req = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n\r\n" + chunked
+    )
     with connect(helix) as s:
         s.sendall(req)
         data = recv_until_closed_or(s, lambda d: False)
@@ -92,9 +101,11 @@ def test_chunked_request_body(helix):
 
 def test_expect_100_continue(helix):
     b = BODY.encode()
-    head = (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
-            b"Content-Type: application/json\r\nConnection: close\r\n"
-            b"Content-Length: %d\r\n\r\n" % len(b))
+    head = (
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n"
+        b"Content-Type: application/json\r\nConnection: close\r\n"
+        b"Content-Length: %d\r\n\r\n" % len(b)
+    )
     with connect(helix) as s:
         s.sendall(head)
         interim = recv_until_closed_or(s, lambda d: b"\r\n\r\n" in d)
@@ -105,13 +116,24 @@ def test_expect_100_continue(helix):
 
 
 def test_h11_strict_peer_streamed_response(helix):
-    body = json.dumps({"model": "gpt-4o-mini", "stream": True,
-                       "messages": [{"role": "user", "content": "h11"}]}).encode()
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "stream": True, "messages": [{"role": "user", "content": "h11"}]}
+    ).encode()
     conn = h11.Connection(h11.CLIENT)
     with connect(helix) as s:
-        s.sendall(conn.send(h11.Request(method="POST", target="/v1/chat/completions", headers=[
-            ("host", "127.0.0.1"), ("content-type", "application/json"),
-            ("content-length", str(len(body)))])))
+        s.sendall(
+            conn.send(
+                h11.Request(
+                    method="POST",
+                    target="/v1/chat/completions",
+                    headers=[
+                        ("host", "127.0.0.1"),
+                        ("content-type", "application/json"),
+                        ("content-length", str(len(body))),
+                    ],
+                )
+            )
+        )
         s.sendall(conn.send(h11.Data(data=body)))
         s.sendall(conn.send(h11.EndOfMessage()))
         events, data = [], b""

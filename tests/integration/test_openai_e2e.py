@@ -43,16 +43,20 @@ def test_chat_stream_reassembles_exactly(client):
 
 def test_async_client_stream_and_non_stream(helix):
     async def run():
-        async with openai.AsyncOpenAI(base_url=helix.base_url, api_key="x", max_retries=0,
-                                      timeout=15) as ac:
+        async with openai.AsyncOpenAI(
+            base_url=helix.base_url, api_key="x", max_retries=0, timeout=15
+        ) as ac:
             r = await ac.chat.completions.create(model="gpt-4o-mini", messages=MSGS)
             s = await ac.chat.completions.create(model="gpt-4o-mini", messages=MSGS, stream=True)
             parts = [c.choices[0].delta.content or "" async for c in s if c.choices]
-            many = await asyncio.gather(*[
-                ac.chat.completions.create(model="gpt-4o-mini",
-                                           messages=[{"role": "user", "content": f"n{i}"}])
-                for i in range(40)
-            ])
+            many = await asyncio.gather(
+                *[
+                    ac.chat.completions.create(
+                        model="gpt-4o-mini", messages=[{"role": "user", "content": f"n{i}"}]
+                    )
+                    for i in range(40)
+                ]
+            )
             return r, "".join(parts), many
 
     r, streamed, many = asyncio.run(run())
@@ -87,8 +91,9 @@ def test_alias_and_provider_prefix_rewrite_model(client, mock):
 
 
 def test_unknown_fields_pass_through(client, mock):
-    client.chat.completions.create(model="gpt-4o-mini", messages=MSGS, seed=7,
-                                   extra_body={"vendor_thing": {"deep": [1, 2]}})
+    client.chat.completions.create(
+        model="gpt-4o-mini", messages=MSGS, seed=7, extra_body={"vendor_thing": {"deep": [1, 2]}}
+    )
     [rec] = mock.requests()
     assert rec["body"]["seed"] == 7 and rec["body"]["vendor_thing"] == {"deep": [1, 2]}
 
@@ -123,8 +128,7 @@ def test_upstream_down_is_502(client):
 
 
 def test_mid_stream_failure_raises_in_the_sdk(client):
-    stream = client.chat.completions.create(model="broken/gpt-4o-mini", messages=MSGS,
-                                            stream=True)
+    stream = client.chat.completions.create(model="broken/gpt-4o-mini", messages=MSGS, stream=True)
     with pytest.raises((openai.APIError, json.JSONDecodeError)):
         for _ in stream:
             pass
@@ -132,8 +136,7 @@ def test_mid_stream_failure_raises_in_the_sdk(client):
 
 def test_stream_is_relayed_as_it_arrives(client):
     t0 = time.monotonic()
-    stream = client.chat.completions.create(model="streamy/gpt-4o-mini", messages=MSGS,
-                                            stream=True)
+    stream = client.chat.completions.create(model="streamy/gpt-4o-mini", messages=MSGS, stream=True)
     arrivals = [time.monotonic() - t0 for c in stream if c.choices and c.choices[0].delta.content]
     # 6 chunks 250 ms apart: the first arrives long before the last was sent.
     assert len(arrivals) >= 5
@@ -142,8 +145,9 @@ def test_stream_is_relayed_as_it_arrives(client):
 
 def test_bad_json_is_400_openai_shape(helix):
     conn = http.client.HTTPConnection("127.0.0.1", helix.port, timeout=5)
-    conn.request("POST", "/v1/chat/completions", body=b"{nope",
-                 headers={"content-type": "application/json"})
+    conn.request(
+        "POST", "/v1/chat/completions", body=b"{nope", headers={"content-type": "application/json"}
+    )
     resp = conn.getresponse()
     doc = json.loads(resp.read())
     conn.close()
@@ -164,11 +168,13 @@ def test_unknown_path_and_method(helix):
 
 def test_body_over_limit_is_413(helix):
     conn = http.client.HTTPConnection("127.0.0.1", helix.port, timeout=5)
-    body = json.dumps({"model": "gpt-4o-mini", "messages": [{"role": "user",
-                                                            "content": "x" * 300_000}]})
+    body = json.dumps(
+        {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "x" * 300_000}]}
+    )
     try:
-        conn.request("POST", "/v1/chat/completions", body=body,
-                     headers={"content-type": "application/json"})
+        conn.request(
+            "POST", "/v1/chat/completions", body=body, headers={"content-type": "application/json"}
+        )
         r = conn.getresponse()
         assert r.status == 413 and json.loads(r.read())["error"]["code"]
     except (BrokenPipeError, ConnectionResetError):

@@ -40,8 +40,11 @@ def test_kill_9_worker_is_respawned_and_traffic_flows(mock):
         pids = helix.worker_pids()
         assert len(pids) == 2
         os.kill(pids[0], signal.SIGKILL)
-        wait_for(lambda: len(helix.worker_pids()) == 2 and pids[0] not in helix.worker_pids(),
-                 10, "respawn")
+        wait_for(
+            lambda: len(helix.worker_pids()) == 2 and pids[0] not in helix.worker_pids(),
+            10,
+            "respawn",
+        )
         for _ in range(20):
             assert c.chat.completions.create(model="gpt-4o-mini", messages=MSGS).choices
 
@@ -53,8 +56,9 @@ def test_sigterm_during_stream_completes_the_stream(mock):
         "    headers: {x-mock-chunks: '8', x-mock-chunk-interval-ms: '250'}\n"
     )
     with HelixProcess(cfg, workers=1) as helix, sdk(helix) as c:
-        stream = c.chat.completions.create(model="slowstream/gpt-4o-mini", messages=MSGS,
-                                           stream=True)
+        stream = c.chat.completions.create(
+            model="slowstream/gpt-4o-mini", messages=MSGS, stream=True
+        )
         first = next(iter(stream))
         helix.signal(signal.SIGTERM)
         rest = list(stream)
@@ -87,8 +91,11 @@ def test_sighup_under_load_fails_no_request(mock):
             time.sleep(0.5)
             old = set(helix.worker_pids())
             helix.signal(signal.SIGHUP)
-            wait_for(lambda: not (old & set(helix.worker_pids()))
-                     and len(helix.worker_pids()) == 2, 20, "new generation")
+            wait_for(
+                lambda: not (old & set(helix.worker_pids())) and len(helix.worker_pids()) == 2,
+                20,
+                "new generation",
+            )
             time.sleep(0.5)
         finally:
             stop.set()
@@ -103,8 +110,14 @@ def test_starts_without_config_or_keys_and_explains(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.endswith("_API_KEY")}
     env.update(PYTHONPATH=ROOT, HELIX_PORT=str(port), HELIX_WORKERS="1")
     env.pop("HELIX_CONFIG", None)
-    proc = subprocess.Popen([sys.executable, "-m", "helix"], env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helix"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         wait_for(lambda: _healthy(port) or proc.poll() is not None, 20, "start")
         assert proc.poll() is None
@@ -128,8 +141,13 @@ def _healthy(port):
 def run_helix(*args, env=None, timeout=20):
     e = dict(os.environ, PYTHONPATH=ROOT)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "helix", *args], capture_output=True, text=True,
-                          timeout=timeout, env=e)
+    return subprocess.run(
+        [sys.executable, "-m", "helix", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=e,
+    )
 
 
 def test_bad_config_exits_nonzero_before_binding(tmp_path):

@@ -131,13 +131,13 @@ def test_env_redis_url_is_refused_until_caching_exists():
 
 
 def test_mask_secrets():
-    tree = c.to_builtins(
-        c.load_env({"OPENAI_API_KEY": "sk-abcdefghijklmnop"})
-    )
+    tree = c.to_builtins(c.load_env({"OPENAI_API_KEY": "sk-abcdefghijklmnop"}))
     masked = c.mask_secrets(tree)
     assert masked["providers"][0]["api_key"] == "sk-…mnop"
     assert "abcdefghijkl" not in repr(masked)
-    assert c.mask_secrets({"redis_url": "redis://u:pw@h:1/0"}) == {"redis_url": "redis://u:****@h:1/0"}
+    assert c.mask_secrets({"redis_url": "redis://u:pw@h:1/0"}) == {
+        "redis_url": "redis://u:****@h:1/0"
+    }
     assert c.mask_secrets({"headers": {"Authorization": "Bearer xyzxyzxyzxyz"}})["headers"][
         "Authorization"
     ].startswith("Bea…")
@@ -148,4 +148,7 @@ def test_model_entries_shorthand_and_mapping(tmp_path):
         tmp_path,
         "providers: [{name: a, type: openai, api_key: k, models: [x, {name: fast, id: y}]}]",
     )
-    assert [(m.name, m.id) for m in cfg.providers[0].model_entries()] == [("x", None), ("fast", "y")]
+    assert [(m.name, m.id) for m in cfg.providers[0].model_entries()] == [
+        ("x", None),
+        ("fast", "y"),
+    ]

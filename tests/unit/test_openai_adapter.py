@@ -32,27 +32,36 @@ def test_provider_prefix_rewrites_model_and_keeps_unknown_fields():
     body = b'{"model":"openai/gpt-5-preview","messages":[{"role":"user","content":"hi"}],"seed":7}'
     up = dep.adapter.chat_request(dep, decode_request(chat_request_decoder, body), body)
     doc = msgspec.json.decode(up.body)
-    assert doc == {"model": "gpt-5-preview", "messages": [{"role": "user", "content": "hi"}],
-                   "seed": 7}
+    assert doc == {
+        "model": "gpt-5-preview",
+        "messages": [{"role": "user", "content": "hi"}],
+        "seed": 7,
+    }
 
 
 def test_alias_maps_to_provider_id(tmp_path):
-    reg = registry(tmp_path, """
+    reg = registry(
+        tmp_path,
+        """
 providers:
   - {name: local, type: openai_compatible, base_url: "http://127.0.0.1:9/v1",
      models: [{name: fast, id: llama-3}]}
-""")
+""",
+    )
     dep = reg.resolve("fast")[0]
     assert (dep.model_id, dep.origin.port, dep.base_path) == ("llama-3", 9, "/v1")
     assert not any(k == b"authorization" for k, _ in dep.static_headers)  # no key, no header
 
 
 def test_azure_url_and_header(tmp_path):
-    reg = registry(tmp_path, """
+    reg = registry(
+        tmp_path,
+        """
 providers:
   - {name: az, type: azure, base_url: "https://res.openai.azure.com", api_key: azkey,
      api_version: "2024-06-01", models: [{name: gpt-4o, id: my-deploy}]}
-""")
+""",
+    )
     dep = reg.resolve("gpt-4o")[0]
     body = b'{"model":"gpt-4o","messages":[{"role":"user","content":"x"}]}'
     up = dep.adapter.chat_request(dep, decode_request(chat_request_decoder, body), body)
@@ -95,7 +104,10 @@ def test_bad_bodies_are_400_in_openai_shape(body, message):
 
 
 def test_provider_error_passes_through_with_status_and_message():
-    body = b'{"error":{"message":"Rate limit reached","type":"requests","param":null,"code":"rate_limit_exceeded"}}'
+    body = (
+        b'{"error":{"message":"Rate limit reached","type":"requests",'
+        b'"param":null,"code":"rate_limit_exceeded"}}'
+    )
     err = upstream_error("openai", 429, [(b"retry-after", b"2")], body)
     assert err.status == 429 and err.retry is Retry.YES and err.kind is ErrorKind.RATE_LIMITED
     assert msgspec.json.decode(err.to_json())["error"]["message"] == "Rate limit reached"
