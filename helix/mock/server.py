@@ -453,7 +453,7 @@ async def serve(config: MockConfig, sock: socket.socket) -> None:
     server = await loop.create_server(lambda: MockProtocol(state), sock=sock, backlog=4096)
     stop = loop.create_future()
     for sig in (signal.SIGTERM, signal.SIGINT):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(RuntimeError, ValueError):
             loop.add_signal_handler(sig, lambda: stop.done() or stop.set_result(None))
     try:
         await stop

@@ -9,6 +9,8 @@ truncated "success".
 
 from __future__ import annotations
 
+import time
+
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
@@ -53,6 +55,7 @@ def make_forward(pool: UpstreamPool):
             dep.origin, up.method, up.target, up.headers, up.body, dep.timeouts,
             verify_tls=dep.verify_tls,
         )
+        ctx.head_at = time.monotonic()
         try:
             status = resp.status
             if status >= 400:
@@ -77,17 +80,23 @@ def make_forward(pool: UpstreamPool):
 
 
 async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None:
+    # The head goes out with the first chunk, not before: a stream that fails
+    # before its first byte is still uncommitted, so it gets a proper error
+    # status (and, with retries, another attempt).
+    chunk = await resp.next_chunk()
+    ctx.first_chunk_at = time.monotonic()
     exchange = ctx.exchange
     exchange.start_stream(status, headers)
     ctx.committed = True
     send = exchange.send
     tail = b"\n\n"
     try:
-        while (chunk := await resp.next_chunk()) is not None:
+        while chunk is not None:
             out = relay.feed(chunk)
             if out:
                 tail = out[-4:]
                 await send(out)
+            chunk = await resp.next_chunk()
         out = relay.close()
         if out:
             await send(out)

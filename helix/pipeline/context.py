@@ -11,7 +11,9 @@ status           forward/runner   record
 committed        forward          runner (no retry, no error body after it)
 usage            forward          record (token counts, when known)
 error            runner           record
-started          runner           record (loop time at start)
+started          runner           record (monotonic time at start)
+head_at          forward          record (upstream response head arrived)
+first_chunk_at   forward          record (first streamed chunk relayed: TTFT)
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ class RequestContext:
         "endpoint",
         "error",
         "exchange",
+        "first_chunk_at",
+        "head_at",
         "started",
         "status",
         "usage",
@@ -48,4 +52,6 @@ class RequestContext:
         self.status = 0
         self.committed = False
         self.usage = None
+        self.head_at = 0.0
+        self.first_chunk_at = 0.0
         self.error: HelixError | None = None
