@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     fn = {"openloop": openloop, "ttfb": ttfb, "streams": streams}[args.mode]
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
         out = runner.run(fn(args))
+    # JSON has no infinity; "inf" marks latencies of failed/unfinished requests.
+    out = {k: ("inf" if isinstance(v, float) and math.isinf(v) else v) for k, v in out.items()}
     sys.stdout.write(orjson.dumps(out).decode() + "\n")
     return 0
 

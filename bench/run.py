@@ -475,7 +475,8 @@ def run_loadgen(mode: str, port: int, *args: str, timeout: float) -> dict[str, A
     r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
     if r.returncode != 0 or not r.stdout.strip():
         raise RuntimeError(f"loadgen {mode} failed: {r.stderr[-800:]}")
-    return json.loads(r.stdout.strip().splitlines()[-1])
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    return {k: (math.inf if v == "inf" else v) for k, v in out.items()}
 
 
 def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
@@ -596,7 +597,7 @@ def fmt(v: Any, nd: int = 1) -> str:
         if math.isnan(v):
             return "—"
         if math.isinf(v):
-            return "timeout"
+            return "> timeout"
         return f"{v:,.{nd}f}"
     return str(v)
 

@@ -266,67 +266,6 @@ class Config(msgspec.Struct, **_STRUCT):
     source: str = "env"
 
 
-# --- provider catalogue -----------------------------------------------------------------
-
-# type -> (default base_url, env var with the key, key required, default models)
-# Only the OpenAI wire-format family is built in this version; the other types of
-# the README are recognised so the error can say exactly what is missing.
-OPENAI_FAMILY: dict[str, tuple[str | None, str | None, bool]] = {
-    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY", True),
-    "azure": (None, "AZURE_OPENAI_API_KEY", True),
-    "groq": ("https://api.groq.com/openai/v1", "GROQ_API_KEY", True),
-    "together": ("https://api.together.xyz/v1", "TOGETHER_API_KEY", True),
-    "mistral": ("https://api.mistral.ai/v1", "MISTRAL_API_KEY", True),
-    "perplexity": ("https://api.perplexity.ai", "PERPLEXITY_API_KEY", True),
-    "deepseek": ("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY", True),
-    "fireworks": ("https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY", True),
-    "xai": ("https://api.x.ai/v1", "XAI_API_KEY", True),
-    "openrouter": ("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY", True),
-    "ollama": ("http://127.0.0.1:11434/v1", None, False),
-    "vllm": (None, "VLLM_API_KEY", False),
-    "openai_compatible": (None, None, False),
-}
-NOT_BUILT_TYPES = {
-    "anthropic": "ANTHROPIC_API_KEY",
-    "gemini": "GEMINI_API_KEY",
-    "vertex": None,
-    "bedrock": None,
-    "cohere": "COHERE_API_KEY",
-}
-DEFAULT_MODELS: dict[str, list[str]] = {
-    "openai": [
-        "gpt-4o",
-        "gpt-4o-mini",
-        "gpt-4.1",
-        "gpt-4.1-mini",
-        "gpt-4.1-nano",
-        "o3-mini",
-        "o4-mini",
-        "gpt-3.5-turbo",
-        "text-embedding-3-small",
-        "text-embedding-3-large",
-        "text-embedding-ada-002",
-    ],
-    "groq": ["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "gemma2-9b-it"],
-    "together": [
-        "meta-llama/Llama-3.3-70B-Instruct-Turbo",
-        "Qwen/Qwen2.5-72B-Instruct-Turbo",
-        "mistralai/Mixtral-8x7B-Instruct-v0.1",
-    ],
-    "mistral": [
-        "mistral-large-latest",
-        "mistral-medium-latest",
-        "mistral-small-latest",
-        "mistral-embed",
-    ],
-    "perplexity": ["sonar", "sonar-pro", "sonar-reasoning"],
-    "deepseek": ["deepseek-chat", "deepseek-reasoner"],
-    "fireworks": ["accounts/fireworks/models/llama-v3p3-70b-instruct"],
-    "xai": ["grok-3", "grok-3-mini"],
-    "openrouter": [],
-}
-EMBEDDING_HINTS = ("embed", "embedding")
-
 _SECRET_FIELDS = re.compile(r"(api[-_]?key|secret|password|token|credentials|authorization)", re.I)
 
 
@@ -440,24 +379,21 @@ def load_file(path: str, env: dict[str, str] | None = None) -> Config:
 
 def load_env(env: dict[str, str] | None = None) -> Config:
     """Env-only mode: every ``<PROVIDER>_API_KEY`` found configures that provider."""
+    from helix.providers import catalog
+
     env = dict(os.environ) if env is None else env
     providers: list[dict] = []
-    for ptype, (_base, key_var, _required) in OPENAI_FAMILY.items():
-        if key_var and env.get(key_var) and ptype not in ("azure", "vllm"):
-            providers.append({"name": ptype, "type": ptype, "api_key": env[key_var],
-                              "models": DEFAULT_MODELS.get(ptype, [])})
-    if env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT"):
-        names = env.get("AZURE_OPENAI_DEPLOYMENTS", "").split(",")
-        models = [m.strip() for m in names if m.strip()]
-        providers.append({"name": "azure", "type": "azure", "api_key": env["AZURE_OPENAI_API_KEY"],
-                          "base_url": env["AZURE_OPENAI_ENDPOINT"], "models": models,
-                          "api_version": env.get("AZURE_OPENAI_API_VERSION") or None})
-    if env.get("OLLAMA_BASE_URL"):
-        providers.append({"name": "ollama", "type": "ollama", "base_url": env["OLLAMA_BASE_URL"],
-                          "models": []})
-    if env.get("VLLM_BASE_URL"):
-        providers.append({"name": "vllm", "type": "vllm", "base_url": env["VLLM_BASE_URL"],
-                          "api_key": env.get("VLLM_API_KEY") or None, "models": []})
+    for ptype in catalog.available_types():
+        spec = catalog.spec(ptype)
+        if spec.from_env is not None:
+            doc = spec.from_env(env)
+        elif spec.key_env and env.get(spec.key_env):
+            doc = {"name": ptype, "type": ptype, "api_key": env[spec.key_env],
+                   "models": list(spec.default_models)}
+        else:
+            doc = None
+        if doc is not None:
+            providers.append(doc)
     tree: dict[str, Any] = {"providers": providers}
     if env.get("REDIS_URL"):
         tree["caching"] = {"backend": "redis", "redis_url": env["REDIS_URL"]}
@@ -466,8 +402,14 @@ def load_env(env: dict[str, str] | None = None) -> Config:
 
 def env_providers_not_built(env: dict[str, str] | None = None) -> list[str]:
     """Keys in the environment for provider types this version cannot serve yet."""
+    from helix.providers import catalog
+
     env = dict(os.environ) if env is None else env
-    return [f"{var} ({ptype})" for ptype, var in NOT_BUILT_TYPES.items() if var and env.get(var)]
+    return [
+        f"{var} ({ptype})"
+        for ptype, var in catalog.KEY_ENV_HINTS.items()
+        if env.get(var) and not catalog.is_built(ptype)
+    ]
 
 
 def _apply_env_overrides(tree: dict, env: dict[str, str]) -> dict:
@@ -497,6 +439,8 @@ def load(path: str | None = None, env: dict[str, str] | None = None) -> Config:
 
 
 def _validate(cfg: Config) -> None:
+    from helix.providers import catalog
+
     seen: set[str] = set()
     for i, p in enumerate(cfg.providers):
         where = f"providers[{i}]"
@@ -505,20 +449,22 @@ def _validate(cfg: Config) -> None:
         if p.name in seen:
             raise ConfigError(f"{where}.name: duplicate provider name {p.name!r}")
         seen.add(p.name)
-        if p.type in NOT_BUILT_TYPES:
-            continue  # refused by check_supported() with its own message
-        if p.type not in OPENAI_FAMILY:
-            known = ", ".join([*OPENAI_FAMILY, *NOT_BUILT_TYPES])
+        if p.type not in catalog.TYPE_MODULES:
+            known = ", ".join(catalog.TYPE_MODULES)
             raise ConfigError(
                 f"{where}.type: unknown provider type {p.type!r} (expected one of {known})"
             )
-        default_base, _key_var, key_required = OPENAI_FAMILY[p.type]
-        if p.base_url is None and default_base is None:
+        if not catalog.is_built(p.type):
+            continue  # refused by check_supported() with its own message
+        spec = catalog.spec(p.type)
+        if p.base_url is None and spec.default_base_url is None:
             raise ConfigError(f"{where}.base_url: required for type {p.type!r}")
         if p.base_url is not None and not re.match(r"^https?://[^/]+", p.base_url):
             raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {p.base_url!r}")
-        if key_required and not p.api_key:
+        if spec.key_required and not p.api_key:
             raise ConfigError(f"{where}.api_key: required for type {p.type!r}")
+        if spec.validate is not None:
+            spec.validate(p, where)
         names: set[str] = set()
         for j, m in enumerate(p.model_entries()):
             if not m.name:
@@ -532,11 +478,13 @@ def _validate(cfg: Config) -> None:
 
 def check_supported(cfg: Config) -> None:
     """Refuse config for features this version does not have yet (never ignore it)."""
+    from helix.providers import catalog
+
     for i, p in enumerate(cfg.providers):
-        if p.type in NOT_BUILT_TYPES:
+        if not catalog.is_built(p.type):
             raise ConfigError(
                 f"providers[{i}].type: provider type {p.type!r} is not available in this version "
-                f"of Helix yet (built now: {', '.join(OPENAI_FAMILY)})"
+                f"of Helix yet (built now: {', '.join(catalog.available_types())})"
             )
     unbuilt = {
         "load_balancing": cfg.load_balancing,

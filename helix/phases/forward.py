@@ -38,6 +38,13 @@ def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[byte
     return out
 
 
+def _sse_headers(headers):
+    # A translated stream is OpenAI SSE whatever the provider sent.
+    out = [(k, v) for k, v in headers if k != b"content-type" and k != b"content-encoding"]
+    out.append((b"content-type", b"text/event-stream; charset=utf-8"))
+    return out
+
+
 def make_forward(pool: UpstreamPool):
     request = pool.request
 
@@ -51,6 +58,8 @@ def make_forward(pool: UpstreamPool):
             up = adapter.chat_request(dep, view, exchange.request.body)
         else:
             up = adapter.embeddings_request(dep, view, exchange.request.body)
+        if dep.signer is not None:
+            up = await dep.signer.sign(dep, up)
         resp = await request(
             dep.origin, up.method, up.target, up.headers, up.body, dep.timeouts,
             verify_tls=dep.verify_tls,
@@ -65,13 +74,18 @@ def make_forward(pool: UpstreamPool):
             if (
                 ctx.endpoint == "chat"
                 and view.stream
-                and (resp.header(b"content-type") or b"").startswith(b"text/event-stream")
+                and not (resp.header(b"content-type") or b"").startswith(b"application/json")
             ):
-                await _relay(ctx, resp, adapter.stream_relay(dep, view), status, headers)
+                relay = adapter.stream_relay(dep, view)
+                if not relay.passthrough:
+                    headers = _sse_headers(headers)
+                await _relay(ctx, resp, relay, status, headers)
                 return
             body = await resp.read()
             if ctx.endpoint == "chat":
                 body = adapter.chat_response(dep, body)
+            else:
+                body = adapter.embeddings_response(dep, body)
             exchange.respond(status, headers, body)
         finally:
             resp.close()

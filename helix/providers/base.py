@@ -33,6 +33,7 @@ class Deployment:
         "provider_type",
         "query",
         "route_headers",
+        "signer",
         "static_headers",
         "timeouts",
         "verify_tls",
@@ -53,6 +54,7 @@ class Deployment:
         adapter: Adapter,
         query: str = "",
         index: int = -1,
+        signer: Signer | None = None,
     ) -> None:
         self.provider = provider
         self.provider_type = provider_type
@@ -65,6 +67,7 @@ class Deployment:
         self.verify_tls = verify_tls
         self.adapter = adapter
         self.query = query
+        self.signer = signer  # per-request auth (SigV4, OAuth); None for static-header auth
         self.index = index  # row in the shared-memory tables (assigned by the registry)
         # Sent back to the client so it can see where its request went.
         self.route_headers = [
@@ -89,15 +92,37 @@ class UpstreamRequest:
 
 
 class StreamRelay(Protocol):
-    """Per-stream state: bytes from the provider in, OpenAI SSE bytes out."""
+    """Per-stream state: bytes from the provider in, OpenAI SSE bytes out.
+
+    Created per request (it holds the stream's id, model, tool-call indices,
+    partial events).  ``feed`` may return b"" while an event is incomplete;
+    it raises HelixError for an error event from the provider.  ``usage`` is
+    the stream's OpenAI-shaped usage dict once known, else None.
+    """
+
+    usage: dict | None
+    passthrough: bool  # True: provider bytes are already OpenAI SSE (keep its headers)
 
     def feed(self, data: bytes) -> bytes: ...
     def close(self) -> bytes: ...
 
 
+class Signer(Protocol):
+    """Per-request auth computed at send time (SigV4 signature, OAuth bearer)."""
+
+    async def sign(self, dep: Deployment, up: UpstreamRequest) -> UpstreamRequest: ...
+
+
 class Adapter(Protocol):
+    """Sans-IO translation between OpenAI's wire format and one provider's.
+
+    ``view`` is the decoded view Struct (``schema/openai.py``); ``body`` the
+    client's raw JSON, which translating adapters decode fully themselves.
+    """
+
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
     def chat_response(self, dep: Deployment, body: bytes) -> bytes: ...
+    def embeddings_response(self, dep: Deployment, body: bytes) -> bytes: ...
     def stream_relay(self, dep: Deployment, view) -> StreamRelay: ...
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError: ...

@@ -13,6 +13,7 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError, Retry, Source, error_body
 from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.catalog import ProviderSpec
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -110,6 +111,8 @@ class OpenAIStreamRelay:
     """
 
     __slots__ = ()
+    usage = None
+    passthrough = True  # bytes go out exactly as the provider sent them
 
     def feed(self, data: bytes) -> bytes:
         return data
@@ -142,6 +145,9 @@ class OpenAIAdapter:
     def chat_response(self, dep: Deployment, body: bytes) -> bytes:
         return body
 
+    def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
+        return body
+
     def stream_relay(self, dep: Deployment, view) -> OpenAIStreamRelay:
         return _RELAY
 
@@ -160,22 +166,132 @@ class AzureOpenAIAdapter(OpenAIAdapter):
         return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
 
 
-def static_headers(
-    ptype: str, api_key: str | None, organization: str | None, extra: dict[str, str]
-) -> list[tuple[bytes, bytes]]:
-    """Headers sent on every request to this provider, built once at start-up."""
+def base_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:
+    """What every upstream request carries, plus the provider's configured extras."""
     headers = [
         (b"content-type", _JSON),
-        (b"accept-encoding", b"identity"),
+        (b"accept-encoding", b"identity"),  # bodies are relayed as they come: never compressed
         (b"user-agent", b"helix-gateway"),
     ]
-    if api_key:
-        if ptype == "azure":
-            headers.append((b"api-key", api_key.encode("latin-1")))
-        else:
-            headers.append((b"authorization", b"Bearer " + api_key.encode("latin-1")))
-    if organization:
-        headers.append((b"openai-organization", organization.encode("latin-1")))
     for k, v in extra.items():
         headers.append((k.lower().encode("latin-1"), v.encode("latin-1")))
     return headers
+
+
+def bearer_headers(cfg) -> list[tuple[bytes, bytes]]:
+    headers = base_headers(cfg.headers)
+    if cfg.api_key:
+        headers.append((b"authorization", b"Bearer " + cfg.api_key.encode("latin-1")))
+    if cfg.organization:
+        headers.append((b"openai-organization", cfg.organization.encode("latin-1")))
+    return headers
+
+
+def azure_headers(cfg) -> list[tuple[bytes, bytes]]:
+    headers = base_headers(cfg.headers)
+    if cfg.api_key:
+        headers.append((b"api-key", cfg.api_key.encode("latin-1")))
+    return headers
+
+
+def _azure_query(cfg) -> str:
+    return f"api-version={cfg.api_version or AZURE_DEFAULT_API_VERSION}"
+
+
+def _azure_from_env(env: dict[str, str]) -> dict | None:
+    if not (env.get("AZURE_OPENAI_API_KEY") and env.get("AZURE_OPENAI_ENDPOINT")):
+        return None
+    names = env.get("AZURE_OPENAI_DEPLOYMENTS", "").split(",")
+    return {
+        "name": "azure",
+        "type": "azure",
+        "api_key": env["AZURE_OPENAI_API_KEY"],
+        "base_url": env["AZURE_OPENAI_ENDPOINT"],
+        "models": [m.strip() for m in names if m.strip()],
+        "api_version": env.get("AZURE_OPENAI_API_VERSION") or None,
+    }
+
+
+def _url_from_env(ptype: str, url_var: str, key_var: str | None):
+    def from_env(env: dict[str, str]) -> dict | None:
+        if not env.get(url_var):
+            return None
+        doc = {"name": ptype, "type": ptype, "base_url": env[url_var], "models": []}
+        if key_var and env.get(key_var):
+            doc["api_key"] = env[key_var]
+        return doc
+
+    return from_env
+
+
+_ADAPTER = OpenAIAdapter()
+
+
+def _family(ptype, base_url, key_env, models=(), **kw) -> ProviderSpec:
+    return ProviderSpec(
+        type=ptype,
+        adapter=_ADAPTER,
+        headers=bearer_headers,
+        default_base_url=base_url,
+        key_env=key_env,
+        default_models=tuple(models),
+        **kw,
+    )
+
+
+SPECS: dict[str, ProviderSpec] = {
+    s.type: s
+    for s in (
+        _family(
+            "openai",
+            "https://api.openai.com/v1",
+            "OPENAI_API_KEY",
+            [
+                "gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini", "gpt-4.1-nano", "o3-mini",
+                "o4-mini", "gpt-3.5-turbo", "text-embedding-3-small", "text-embedding-3-large",
+                "text-embedding-ada-002",
+            ],
+        ),
+        _family(
+            "groq",
+            "https://api.groq.com/openai/v1",
+            "GROQ_API_KEY",
+            ["llama-3.3-70b-versatile", "llama-3.1-8b-instant", "gemma2-9b-it"],
+        ),
+        _family(
+            "together",
+            "https://api.together.xyz/v1",
+            "TOGETHER_API_KEY",
+            ["meta-llama/Llama-3.3-70B-Instruct-Turbo", "Qwen/Qwen2.5-72B-Instruct-Turbo"],
+        ),
+        _family(
+            "mistral",
+            "https://api.mistral.ai/v1",
+            "MISTRAL_API_KEY",
+            ["mistral-large-latest", "mistral-medium-latest", "mistral-small-latest",
+             "mistral-embed"],
+        ),
+        _family("perplexity", "https://api.perplexity.ai", "PERPLEXITY_API_KEY",
+                ["sonar", "sonar-pro", "sonar-reasoning"]),
+        _family("deepseek", "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY",
+                ["deepseek-chat", "deepseek-reasoner"]),
+        _family("fireworks", "https://api.fireworks.ai/inference/v1", "FIREWORKS_API_KEY",
+                ["accounts/fireworks/models/llama-v3p3-70b-instruct"]),
+        _family("xai", "https://api.x.ai/v1", "XAI_API_KEY", ["grok-3", "grok-3-mini"]),
+        _family("openrouter", "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+        _family("ollama", "http://127.0.0.1:11434/v1", None, key_required=False,
+                from_env=_url_from_env("ollama", "OLLAMA_BASE_URL", None)),
+        _family("vllm", None, None, key_required=False,
+                from_env=_url_from_env("vllm", "VLLM_BASE_URL", "VLLM_API_KEY")),
+        _family("openai_compatible", None, None, key_required=False),
+        ProviderSpec(
+            type="azure",
+            adapter=AzureOpenAIAdapter(),
+            headers=azure_headers,
+            default_base_url=None,
+            key_env=None,
+            query=_azure_query,
+            from_env=_azure_from_env,
+        ),
+    )
+}

@@ -10,18 +10,10 @@ there is one and the remainder as the provider's model id when there is not
 from __future__ import annotations
 
 from helix.client import Timeouts, parse_url
-from helix.config import OPENAI_FAMILY, Config, ProviderConfig
+from helix.config import Config, ProviderConfig
 from helix.errors import ErrorKind, HelixError
+from helix.providers import catalog
 from helix.providers.base import Deployment
-from helix.providers.openai import (
-    AZURE_DEFAULT_API_VERSION,
-    AzureOpenAIAdapter,
-    OpenAIAdapter,
-    static_headers,
-)
-
-ADAPTERS = {"azure": AzureOpenAIAdapter()}
-_OPENAI = OpenAIAdapter()
 
 
 class ProviderEndpoint:
@@ -35,14 +27,18 @@ class ProviderEndpoint:
         "headers",
         "origin",
         "query",
+        "signer",
         "timeouts",
     )
 
     def __init__(self, cfg: ProviderConfig, config: Config) -> None:
         self.cfg = cfg
-        base_url = cfg.base_url or OPENAI_FAMILY[cfg.type][0]
-        self.origin, self.base_path = parse_url(base_url)
-        self.headers = static_headers(cfg.type, cfg.api_key, cfg.organization, cfg.headers)
+        spec = catalog.spec(cfg.type)
+        self.origin, self.base_path = parse_url(cfg.base_url or spec.default_base_url)
+        self.headers = spec.headers(cfg)
+        self.adapter = spec.adapter
+        self.query = spec.query(cfg)
+        self.signer = spec.signer(cfg) if spec.signer is not None else None
         up = config.upstream
         total = cfg.timeout if cfg.timeout is not None else up.request_timeout
         self.timeouts = Timeouts(
@@ -50,12 +46,6 @@ class ProviderEndpoint:
             first_byte=float(up.first_byte_timeout),
             read=float(up.read_timeout),
             total=float(total) if total is not None else None,
-        )
-        self.adapter = ADAPTERS.get(cfg.type, _OPENAI)
-        self.query = (
-            f"api-version={cfg.api_version or AZURE_DEFAULT_API_VERSION}"
-            if cfg.type == "azure"
-            else ""
         )
         self.deployments: dict[str, Deployment] = {}
 
@@ -74,6 +64,7 @@ class ProviderEndpoint:
                 verify_tls=self.cfg.tls_verify,
                 adapter=self.adapter,
                 query=self.query,
+                signer=self.signer,
             )
             if cache:
                 self.deployments[model] = dep

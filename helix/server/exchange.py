@@ -137,7 +137,7 @@ class Exchange:
             raise RuntimeError("response already started")
         if status < 200:
             raise ValueError("1xx responses are sent by the server itself")
-        keep = self.request.keep_alive and not self._conn.closing
+        keep = self.request.keep_alive and not self._conn.closing and not self._conn.draining
         self._keep_alive = keep
         return keep
 

@@ -50,6 +50,9 @@ _T_HEADER = 2
 _T_BODY = 3
 
 # After answering an error on a connection whose request body we did not
+# During a graceful shutdown an idle keep-alive connection is kept this long
+# so a request already on its way is answered (with "connection: close").
+_DRAIN_IDLE = 1.0
 # read, keep draining input for this long before closing: closing with unread
 # data makes the kernel send RST, which can destroy our error response before
 # the client reads it.
@@ -115,6 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         "_url",
         "_version",
         "closing",
+        "draining",
         "flow",
         "lost",
         "server_header",
@@ -137,6 +141,11 @@ class HttpProtocol(asyncio.Protocol):
         # input.  lost: the transport is gone.
         self.closing = False
         self._dead = False
+        # draining: the server is shutting down; every response from now on
+        # says "connection: close", and an idle connection gets _DRAIN_IDLE
+        # seconds before it is closed (closing it at once races a client that
+        # is reusing it right now, and that client would see a reset).
+        self.draining = False
         self.lost = False
         self._linger: asyncio.TimerHandle | None = None
         self._queue: deque[Exchange] = deque()
@@ -617,22 +626,20 @@ class HttpProtocol(asyncio.Protocol):
     # shutdown (driven by Server)
     # ==================================================================
     def begin_shutdown(self) -> None:
-        """Close now if idle; otherwise close after the current response."""
-        if self.lost:
+        """Drain: answer what comes with "connection: close", then close.
+
+        A busy connection finishes its response (possibly a long stream); if
+        that response was committed with keep-alive, the connection is then
+        idle.  Idle connections are closed after a short grace, during which a
+        request the client was already sending is still served (with
+        "connection: close") instead of being lost to a reset.
+        """
+        if self.lost or self.draining:
             return
-        self.closing = True
-        self._queue.clear()
-        if self._current is None:
-            if self._pstate == _P_IDLE:
-                self._dead = True
-                self.transport.close()
-            # else: a request is arriving; it is still served (answered with
-            # "connection: close") unless the shutdown deadline hits first.
-            return
-        # The in-flight response (possibly a long stream) finishes; its head
-        # says "connection: close" if not yet committed.  Stop taking input.
-        self._dead = True
-        self.flow.pause_reading()
+        self.draining = True
+        if self._current is None and self._pstate == _P_IDLE and not self._queue:
+            self._timer_kind = _T_NONE  # re-arm with the drain grace
+            self._arm_timer()
 
     def force_close(self) -> None:
         """Shutdown deadline passed: cancel the handler and drop the connection."""
@@ -663,7 +670,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         limits = self._limits
         if kind == _T_KEEPALIVE:
-            delay = limits.keepalive_timeout
+            delay = _DRAIN_IDLE if self.draining else limits.keepalive_timeout
         elif kind == _T_HEADER:
             delay = limits.header_timeout
         else:

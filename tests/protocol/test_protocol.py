@@ -878,3 +878,30 @@ async def test_no_timeout_while_handler_runs():
     proto.data_received(GET)
     await asyncio.sleep(0.2)
     assert one_response(t).body == b"slow"
+
+
+async def test_drain_serves_a_request_racing_the_shutdown_with_connection_close():
+    # A keep-alive response already went out; the client reuses the
+    # connection just as the server starts draining.  Closing the idle
+    # connection at once would reset that request; it must be answered.
+    proto, t, _ = conn()
+    proto.data_received(post(b"first"))
+    await settle()
+    assert parse_responses(t.data)[0].header("connection") != "close"
+    proto.begin_shutdown()
+    assert not t.closed
+    proto.data_received(post(b"second"))
+    await settle()
+    rs = parse_responses(t.data)
+    assert [r.body.rsplit(b"|", 1)[1] for r in rs] == [b"first", b"second"]
+    assert rs[1].header("connection") == "close"
+    assert t.closed
+
+
+async def test_drain_closes_an_idle_connection_after_the_grace():
+    proto, t, _ = conn()
+    proto.data_received(post(b"x"))
+    await settle()
+    proto.begin_shutdown()
+    await asyncio.sleep(1.3)
+    assert t.closed

@@ -1,0 +1,115 @@
+"""Provider types -> their :class:`ProviderSpec`, imported only when configured.
+
+Each provider module (``helix/providers/<module>.py``) exports ``SPECS``, a
+dict of the types it serves.  A type whose module does not exist yet is known
+but "not built": config naming it is refused with a clear message.  Importing
+lazily also keeps start-up cheap: a gateway that only talks to OpenAI never
+imports the SigV4 or service-account code.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from helix.config import ProviderConfig
+    from helix.providers.base import Adapter, Signer
+
+__all__ = ["TYPE_MODULES", "NotBuilt", "ProviderSpec", "available_types", "is_built", "spec"]
+
+
+def _no_query(cfg: ProviderConfig) -> str:
+    return ""
+
+
+@dataclass(frozen=True)
+class ProviderSpec:
+    """Everything Helix needs to know about one provider type."""
+
+    type: str
+    adapter: Adapter
+    # Static headers sent on every request (auth included), built once per provider.
+    headers: Callable[[ProviderConfig], list[tuple[bytes, bytes]]]
+    default_base_url: str | None = None
+    key_env: str | None = None  # env-only mode: this variable configures the provider
+    key_required: bool = True
+    default_models: tuple[str, ...] = ()
+    query: Callable[[ProviderConfig], str] = _no_query
+    # Extra config checks; raise helix.config.ConfigError naming `where`.
+    validate: Callable[[ProviderConfig, str], None] | None = None
+    # Per-request auth that cannot be a static header (SigV4, OAuth bearer tokens).
+    signer: Callable[[ProviderConfig], Signer | None] | None = None
+    # Env-only mode for types that need more than a key; returns a provider dict or None.
+    from_env: Callable[[dict[str, str]], dict[str, Any] | None] | None = None
+    notes: dict[str, str] = field(default_factory=dict)
+
+
+# type -> module under helix.providers (the module exports SPECS[type]).
+TYPE_MODULES: dict[str, str] = {
+    "openai": "openai",
+    "azure": "openai",
+    "groq": "openai",
+    "together": "openai",
+    "mistral": "openai",
+    "perplexity": "openai",
+    "deepseek": "openai",
+    "fireworks": "openai",
+    "xai": "openai",
+    "openrouter": "openai",
+    "ollama": "openai",
+    "vllm": "openai",
+    "openai_compatible": "openai",
+    "anthropic": "anthropic",
+    "gemini": "gemini",
+    "vertex": "vertex",
+    "bedrock": "bedrock",
+    "cohere": "cohere",
+}
+# Key variables of types whose module may not exist yet (for the start-up warning).
+KEY_ENV_HINTS = {
+    "anthropic": "ANTHROPIC_API_KEY",
+    "gemini": "GEMINI_API_KEY",
+    "cohere": "COHERE_API_KEY",
+}
+
+
+class NotBuilt(LookupError):
+    pass
+
+
+_cache: dict[str, ProviderSpec] = {}
+
+
+def spec(ptype: str) -> ProviderSpec:
+    """The spec of a provider type; KeyError if unknown, NotBuilt if not in this version."""
+    found = _cache.get(ptype)
+    if found is not None:
+        return found
+    module = TYPE_MODULES[ptype]
+    name = f"helix.providers.{module}"
+    try:
+        mod = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name == name:
+            raise NotBuilt(ptype) from None
+        raise
+    specs = getattr(mod, "SPECS", {})
+    if ptype not in specs:
+        raise NotBuilt(ptype)
+    _cache[ptype] = specs[ptype]
+    return specs[ptype]
+
+
+def is_built(ptype: str) -> bool:
+    try:
+        spec(ptype)
+    except (KeyError, NotBuilt):
+        return False
+    return True
+
+
+def available_types() -> list[str]:
+    return [t for t in TYPE_MODULES if is_built(t)]
