@@ -146,13 +146,18 @@ class ProviderConfig(msgspec.Struct, **_STRUCT):
     organization: str | None = None  # OpenAI-Organization
     timeout: Duration | None = None  # total per-request budget for this provider
     tls_verify: bool = True
-    # Bedrock / Vertex / Gemini fields from the README contract, used by later adapters.
+    # Anthropic
+    anthropic_version: str | None = None  # anthropic-version header (default 2023-06-01)
+    # AWS Bedrock (credentials fall back to the standard AWS_* environment variables)
     aws_access_key_id: str | None = None
     aws_secret_access_key: str | None = None
     aws_session_token: str | None = None
+    # Google Vertex AI (service account: a file path or the JSON itself)
     project: str | None = None
     location: str | None = None
     credentials_file: str | None = None
+    credentials_json: str | None = None
+    token_url: str | None = None  # OAuth2 token endpoint override (default: the key's token_uri)
 
     def model_entries(self) -> list[ModelEntry]:
         return [ModelEntry(name=m) if isinstance(m, str) else m for m in self.models]

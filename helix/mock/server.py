@@ -46,7 +46,20 @@ import uvloop
 from . import openai_routes
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply
 
-PROVIDERS: list[ModuleType] = [openai_routes]
+
+def _route_modules() -> list[ModuleType]:
+    """openai_routes plus every other provider wire format that exists in this tree."""
+    import importlib
+    import importlib.util
+
+    mods = [openai_routes]
+    for name in ("anthropic_routes", "gemini_routes", "bedrock_routes", "cohere_routes"):
+        if importlib.util.find_spec(f"helix.mock.{name}") is not None:
+            mods.append(importlib.import_module(f"helix.mock.{name}"))
+    return mods
+
+
+PROVIDERS: list[ModuleType] = _route_modules()
 FAIL_MODES = ("reset", "hang", "reset-mid-stream", "close")
 
 
