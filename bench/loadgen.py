@@ -5,7 +5,8 @@ Modes (each prints one JSON object on stdout):
 * ``openloop``: fixed-rate open-loop load. Requests are scheduled on a fixed timetable over a
   pool of keep-alive connections; latency is measured from the *scheduled* start, so a slow
   target cannot hide queueing (no coordinated omission). Failures count as infinite latency.
-* ``ttfb``: c=1 streaming requests; time from sending the request to the first body byte.
+* ``ttfb``: c=1 streaming requests, each read to its end; time from sending the request to
+  the first body byte.
 * ``streams``: N concurrent streaming requests on N connections; verifies every stream
   completes with the exact content, every chunk, finish_reason "stop" and ``[DONE]``.
 
@@ -312,6 +313,11 @@ async def ttfb(args: argparse.Namespace) -> dict[str, Any]:
                 raise ValueError(f"status {r.status}")
             if i >= 2:  # first two are warmup
                 vals.append((r.first_body - t0) * 1000.0)
+            # Read the stream to its end, as a real client does: hanging up
+            # early makes a proxy abort its upstream request (correctly: that
+            # stops the generation), and the next request would then measure
+            # a fresh upstream connect instead of the proxy's relay.
+            await asyncio.wait([r.done], timeout=args.timeout)
         except Exception as exc:
             key = str(exc) if isinstance(exc, ValueError) else type(exc).__name__
             errors[key] = errors.get(key, 0) + 1

@@ -19,6 +19,7 @@ from helix.phases.decode import decode
 from helix.phases.forward import make_forward
 from helix.phases.route import make_route
 from helix.pipeline.runner import Pipeline
+from helix.routing.models import Registry
 from helix.routing.registry import ModelRegistry
 from helix.server import Exchange, ServerLimits
 
@@ -53,7 +54,8 @@ class App:
         recorders = []
         if config.observability.logging.access_log:
             recorders.append(_log_access)
-        upstream = [decode, make_route(self.registry), make_forward(self.pool)]
+        self.model_table = Registry.from_config(config)
+        upstream = [decode, make_route(self.registry), make_forward(self.pool, self.model_table)]
         chat = Pipeline("chat", upstream, recorders).run
         embeddings = Pipeline("embeddings", upstream, recorders).run
         self._models_body = self._models_json()
@@ -112,8 +114,13 @@ class App:
 def _log_access(ctx) -> None:
     req = ctx.exchange.request
     dep = ctx.deployment
+    usage = ctx.usage
+    if usage is not None:
+        tokens = f"{usage.get('prompt_tokens', '-')}/{usage.get('completion_tokens', '-')}"
+    else:
+        tokens = "-"
     access_log.info(
-        '%s "%s %s" %d %.1fms model=%s provider=%s',
+        '%s "%s %s" %d %.1fms model=%s provider=%s tokens=%s cost=%s',
         req.client[0] if req.client else "-",
         req.method,
         req.path,
@@ -121,6 +128,8 @@ def _log_access(ctx) -> None:
         (time.monotonic() - ctx.started) * 1000.0,
         dep.model_id if dep else "-",
         dep.provider if dep else "-",
+        tokens,
+        f"{ctx.cost:.8f}" if ctx.cost is not None else "-",
     )
 
 

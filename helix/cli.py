@@ -119,6 +119,7 @@ def cmd_serve(argv: list[str]) -> int:
     from helix.master.arbiter import Arbiter
     from helix.master.worker import check_bindable
 
+    _raise_fd_limit()
     try:
         check_bindable(cfg.server.host, cfg.server.port)
     except OSError as exc:
@@ -129,6 +130,23 @@ def cmd_serve(argv: list[str]) -> int:
         return _load(args)
 
     return Arbiter(cfg, load_config=reload_config).run()
+
+
+def _raise_fd_limit() -> None:
+    """Each proxied stream holds two sockets; lift the soft fd limit to the hard one."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = hard if hard != resource.RLIM_INFINITY else max(soft, 65536)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("could not raise the open-file limit from %d: %s", soft, exc)
+            return
+    if target < 4096:
+        log.warning("open-file limit is %d: fewer than ~%d concurrent streams fit", target,
+                    target // 2)
 
 
 def _announce(cfg) -> None:

@@ -27,6 +27,7 @@ __all__ = [
     "ConfigError",
     "Duration",
     "ModelEntry",
+    "ModelOverride",
     "ProviderConfig",
     "ServerConfig",
     "UpstreamConfig",
@@ -116,7 +117,9 @@ class UpstreamConfig(msgspec.Struct, **_STRUCT):
     first_byte_timeout: Duration = Duration(600.0)
     read_timeout: Duration = Duration(300.0)
     request_timeout: Duration | None = None
-    max_connections_per_origin: int = 256
+    # Streams hold their connection for the whole answer: 1,000 concurrent
+    # streams to one provider need 1,000 connections, not a queue.
+    max_connections_per_origin: int = 2048
     max_idle_per_origin: int = 64
     idle_timeout: Duration = Duration(60.0)
     pool_timeout: Duration = Duration(30.0)
@@ -258,6 +261,28 @@ class ObservabilityConfig(msgspec.Struct, **_STRUCT):
     logging: LoggingConfig = LoggingConfig()
 
 
+class ModelOverride(msgspec.Struct, **_STRUCT):
+    """A ``models:`` entry: adds to or overrides the packaged model table.
+
+    ``id`` (or an alias of a packaged model) names the model; the fields given
+    replace the packaged ones, ``aliases`` and ``provider_ids`` are added to
+    them.  With ``provider`` naming another type than the packaged model's,
+    the entry prices the model at that provider only.  Prices are USD per
+    million tokens.
+    """
+
+    id: str
+    provider: str | None = None
+    mode: Literal["chat", "embedding"] | None = None
+    aliases: list[str] = []
+    provider_ids: dict[str, str] = {}
+    context_window: int | None = None
+    max_output: int | None = None
+    input_per_mtok: float | None = None
+    output_per_mtok: float | None = None
+    cached_input_per_mtok: float | None = None
+
+
 class Config(msgspec.Struct, **_STRUCT):
     server: ServerConfig = ServerConfig()
     upstream: UpstreamConfig = UpstreamConfig()
@@ -267,6 +292,8 @@ class Config(msgspec.Struct, **_STRUCT):
     caching: CachingConfig | None = None
     resilience: ResilienceConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    # Model table entries merged over the packaged one (helix/data/models.json).
+    models: list[ModelOverride] = []
     # Where this config came from ("env" or a file path); set by the loader.
     source: str = "env"
 
@@ -479,6 +506,38 @@ def _validate(cfg: Config) -> None:
             names.add(m.name)
     if cfg.resilience and cfg.resilience.retries and cfg.resilience.retries.max_attempts < 1:
         raise ConfigError("resilience.retries.max_attempts: must be >= 1")
+    _validate_models(cfg.models)
+
+
+def _validate_models(models: list[ModelOverride]) -> None:
+    from helix.providers import catalog
+
+    seen: set[tuple[str | None, str]] = set()
+    for i, m in enumerate(models):
+        where = f"models[{i}]"
+        if not m.id.strip():
+            raise ConfigError(f"{where}.id: must be non-empty")
+        key = (m.provider, m.id.lower())
+        if key in seen:
+            raise ConfigError(f"{where}.id: duplicate model {m.id!r} in models")
+        seen.add(key)
+        for ptype in ([m.provider] if m.provider else []) + list(m.provider_ids):
+            if ptype not in catalog.TYPE_MODULES:
+                known = ", ".join(catalog.TYPE_MODULES)
+                raise ConfigError(
+                    f"{where}: unknown provider type {ptype!r} (expected one of {known})"
+                )
+        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok"):
+            value = getattr(m, field)
+            if value is not None and not 0 <= value < float("inf"):
+                raise ConfigError(
+                    f"{where}.{field}: must be a price >= 0 in USD per million tokens, "
+                    f"got {value!r}"
+                )
+        for field in ("context_window", "max_output"):
+            value = getattr(m, field)
+            if value is not None and value <= 0:
+                raise ConfigError(f"{where}.{field}: must be a positive token count, got {value}")
 
 
 def check_supported(cfg: Config) -> None:

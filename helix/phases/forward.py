@@ -5,6 +5,14 @@ failure is an OpenAI-shaped error with the right status; after it (a stream
 already flowing), the failure is reported in-band as an SSE ``error`` event,
 which the OpenAI SDKs raise, and the stream is closed -- never a hang, never a
 truncated "success".
+
+Usage and cost: a JSON answer's ``usage`` is decoded (that object only) from
+the body the client gets; a stream's comes from its relay once the stream
+ends (None when the stream carried none).  ``ctx.cost`` is priced from the
+model registry by the deployment's provider type and model id; a model the
+registry does not know costs None, never an error.  A JSON answer also
+carries ``x-helix-cost-usd`` when the cost is known (a stream's head is sent
+before its usage exists).
 """
 
 from __future__ import annotations
@@ -14,6 +22,8 @@ import time
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
+from helix.providers.openai import decode_usage
+from helix.routing.models import DEFAULT, Registry, cost
 
 # Provider response headers worth keeping; everything else (cookies, server,
 # hop-by-hop, the provider's own framing) stays behind.
@@ -45,8 +55,20 @@ def _sse_headers(headers):
     return out
 
 
-def make_forward(pool: UpstreamPool):
+def _price(models: Registry, ctx: RequestContext, dep, usage: dict | None) -> None:
+    ctx.usage = usage
+    if usage is not None:
+        # cost() answers None for a malformed usage: it never fails a request.
+        ctx.cost = cost(models.lookup(dep.model_id, dep.provider_type), usage)
+
+
+def _cost_header(usd: float) -> tuple[bytes, bytes]:
+    return (b"x-helix-cost-usd", b"%.10f" % usd)
+
+
+def make_forward(pool: UpstreamPool, models: Registry | None = None):
     request = pool.request
+    models = DEFAULT if models is None else models
 
     async def forward(ctx: RequestContext) -> None:
         dep = ctx.candidates[0]
@@ -79,13 +101,19 @@ def make_forward(pool: UpstreamPool):
                 relay = adapter.stream_relay(dep, view)
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
-                await _relay(ctx, resp, relay, status, headers)
+                try:
+                    await _relay(ctx, resp, relay, status, headers)
+                finally:
+                    _price(models, ctx, dep, getattr(relay, "usage", None))
                 return
             body = await resp.read()
             if ctx.endpoint == "chat":
                 body = adapter.chat_response(dep, body)
             else:
                 body = adapter.embeddings_response(dep, body)
+            _price(models, ctx, dep, decode_usage(body))
+            if ctx.cost is not None:
+                headers.append(_cost_header(ctx.cost))
             exchange.respond(status, headers, body)
         finally:
             resp.close()
@@ -100,11 +128,14 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None
     chunk = await resp.next_chunk()
     ctx.first_chunk_at = time.monotonic()
     exchange = ctx.exchange
-    exchange.start_stream(status, headers)
+    first = relay.feed(chunk) if chunk is not None else b""
+    exchange.start_stream(status, headers, first)
     ctx.committed = True
     send = exchange.send
-    tail = b"\n\n"
+    tail = first[-4:] if first else b"\n\n"
     try:
+        if chunk is not None:
+            chunk = await resp.next_chunk()
         while chunk is not None:
             out = relay.feed(chunk)
             if out:

@@ -9,7 +9,8 @@ candidates       route            forward (deployments, best first)
 deployment       forward          record (the one that answered)
 status           forward/runner   record
 committed        forward          runner (no retry, no error body after it)
-usage            forward          record (token counts, when known)
+usage            forward          record (OpenAI usage dict, when known)
+cost             forward          record (USD for this response; None if unknown)
 error            runner           record
 started          runner           record (monotonic time at start)
 head_at          forward          record (upstream response head arrived)
@@ -30,6 +31,7 @@ class RequestContext:
     __slots__ = (
         "candidates",
         "committed",
+        "cost",
         "deployment",
         "endpoint",
         "error",
@@ -51,7 +53,8 @@ class RequestContext:
         self.deployment: Deployment | None = None
         self.status = 0
         self.committed = False
-        self.usage = None
+        self.usage: dict | None = None
+        self.cost: float | None = None
         self.head_at = 0.0
         self.first_chunk_at = 0.0
         self.error: HelixError | None = None

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
+from helix._fast import SSEParser
 from helix.errors import ErrorKind, HelixError, Retry, Source, error_body
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
@@ -103,16 +104,79 @@ def upstream_error(
     )
 
 
+class _UsageOnly(msgspec.Struct):
+    """Any OpenAI response or stream chunk, reduced to its ``usage`` object."""
+
+    usage: dict | None = None
+
+
+_usage_decoder = msgspec.json.Decoder(_UsageOnly)
+
+
+def decode_usage(body: bytes) -> dict | None:
+    """The OpenAI ``usage`` dict of a JSON response body or chunk; None when absent or bad.
+
+    Only ``usage`` is built: every other field is skipped by the decoder.
+    """
+    try:
+        usage = _usage_decoder.decode(body).usage
+    except msgspec.DecodeError:  # ValidationError included: ``usage`` of the wrong type
+        return None
+    return usage
+
+
+_USAGE_KEY = b'"usage"'
+_JSON_SPACE = b" \t\r\n:"
+
+
+def _has_usage(data: bytes) -> bool:
+    """Cheap pre-check: a top-level-looking ``"usage":`` that is not ``null``."""
+    i = data.find(_USAGE_KEY)
+    if i < 0:
+        return False
+    i += len(_USAGE_KEY)
+    n = len(data)
+    while i < n and data[i] in _JSON_SPACE:
+        i += 1
+    return i < n and data[i] != 110  # "n": null
+
+
 class OpenAIStreamRelay:
-    """Relays OpenAI SSE bytes unchanged, as they arrive.
+    """Relays OpenAI SSE bytes unchanged, as they arrive, and notes the usage.
 
     The relay does not wait for whole events: a byte that reached Helix goes
-    to the client in the same loop turn.
+    to the client in the same loop turn.  The bytes also run through an SSE
+    parser so that a chunk carrying ``usage`` (the last one, when the client
+    asked for ``stream_options.include_usage``) is decoded -- only that one:
+    other events cost a substring search.
     """
+
+    __slots__ = ("_parser", "usage")
+    passthrough = True  # bytes go out exactly as the provider sent them
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage: dict | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        for _event, payload in self._parser.feed(data):
+            if _USAGE_KEY in payload and _has_usage(payload):
+                usage = decode_usage(payload)
+                if usage is not None:
+                    self.usage = usage
+        return data
+
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
+
+
+class _PlainRelay:
+    """Relays bytes unchanged and keeps no state: for streams that carry no usage."""
 
     __slots__ = ()
     usage = None
-    passthrough = True  # bytes go out exactly as the provider sent them
+    passthrough = True
 
     def feed(self, data: bytes) -> bytes:
         return data
@@ -121,7 +185,17 @@ class OpenAIStreamRelay:
         return b""
 
 
-_RELAY = OpenAIStreamRelay()
+_RELAY = _PlainRelay()
+# OpenAI and Azure send usage in a stream only when the client asked for it;
+# compatible servers (Mistral, Together, vLLM ...) may send it unasked.
+_USAGE_ONLY_WHEN_ASKED = frozenset({"openai", "azure"})
+
+
+def wants_usage(dep: Deployment, view) -> bool:
+    opts = view.stream_options
+    if opts is not None and opts.include_usage:
+        return True
+    return dep.provider_type not in _USAGE_ONLY_WHEN_ASKED
 
 
 class OpenAIAdapter:
@@ -148,8 +222,9 @@ class OpenAIAdapter:
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
         return body
 
-    def stream_relay(self, dep: Deployment, view) -> OpenAIStreamRelay:
-        return _RELAY
+    def stream_relay(self, dep: Deployment, view) -> OpenAIStreamRelay | _PlainRelay:
+        # Usage is never injected into the request: the client gets what it asked for.
+        return OpenAIStreamRelay() if wants_usage(dep, view) else _RELAY
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         return upstream_error(dep.provider, status, headers, body)

@@ -189,7 +189,11 @@ class Exchange:
         self.respond(err.status, headers, err.to_json())
 
     # -- streaming responses ----------------------------------------------------
-    def start_stream(self, status: int, headers: list[tuple[bytes, bytes]]) -> None:
+    def start_stream(
+        self, status: int, headers: list[tuple[bytes, bytes]], first: bytes = b""
+    ) -> None:
+        """Send the head of a streamed response; ``first``, if given, goes in the
+        same write as the head (one syscall and one packet for the first byte)."""
         conn = self._conn
         req = self.request
         if req.http_version == "1.0":
@@ -208,6 +212,9 @@ class Exchange:
         self._status = status
         self._chunked = chunked
         self._state = _STREAMING
+        if first and req.method != "HEAD":
+            head += frame_chunk(first) if chunked else first
+            self._bytes += len(first)
         if not conn.lost:
             conn.transport.write(head)
 

@@ -1,0 +1,430 @@
+"""Google wire formats for the mock provider: the Gemini API, Vertex AI and an OAuth token endpoint.
+
+* ``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent?alt=sse`` /
+  ``:embedContent`` / ``:batchEmbedContents`` -- Gemini API (``x-goog-api-key``).
+* ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` /
+  ``:streamGenerateContent?alt=sse`` / ``:predict`` -- Vertex AI, and
+  ``.../publishers/anthropic/models/{model}:rawPredict`` / ``:streamRawPredict`` (Claude on
+  Vertex: the Anthropic mock's answer, when that route module exists).  Vertex calls need
+  ``authorization: Bearer <token>`` with a token this mock issued.
+* ``POST /token`` -- Google's OAuth2 JWT-bearer grant.  The assertion's structure and
+  claims are checked (RS256, ``iss``, ``scope``, ``aud``, ``iat``, ``exp``, at most one hour);
+  its signature too when the account's public key was registered with
+  ``POST /token/keys`` ``{"client_email": ..., "public_key": "<PEM>"}``.
+
+Replies are deterministic: ``mock reply to: <last user text>``; ``call tool`` in the last
+user text makes the model call the first declared function; a function response is
+answered with ``tool said: <response JSON>``; JSON mode answers JSON (shaped by
+``responseSchema`` when given).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import itertools
+import os
+import time
+from typing import Any
+from urllib.parse import parse_qs
+
+import orjson
+
+from .base import BadRequest, Controls, MockRequest, Reply, StreamReply, count_tokens, split_text
+from .openai_routes import embedding_vector
+
+NAME = "gemini"
+
+DEFAULT_EMBEDDING_DIM = 16
+JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
+CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
+
+_ids = itertools.count(1)
+_id_prefix = os.urandom(3).hex()
+_issued: dict[str, float] = {}  # access token -> expiry (time.time())
+_public_keys: dict[str, bytes] = {}  # client_email -> PEM public key
+_STATUS = {
+    400: "INVALID_ARGUMENT",
+    401: "UNAUTHENTICATED",
+    403: "PERMISSION_DENIED",
+    404: "NOT_FOUND",
+    409: "ABORTED",
+    429: "RESOURCE_EXHAUSTED",
+    500: "INTERNAL",
+    501: "UNIMPLEMENTED",
+    503: "UNAVAILABLE",
+    504: "DEADLINE_EXCEEDED",
+}
+
+
+def error_reply(
+    status: int, message: str | None = None, code: str | None = None, param: str | None = None
+) -> Reply:
+    if message is None:
+        message = f"mock error (status {status})"
+        if status == 429:
+            message = "Resource has been exhausted (e.g. check quota). (mock)"
+    body = {"error": {"code": status, "message": message, "status": _STATUS.get(status, "UNKNOWN")}}
+    return Reply(status, orjson.dumps(body))
+
+
+def check_auth(req: MockRequest, key: str) -> bool:
+    if req.path.startswith("/token"):
+        return True
+    if req.path.startswith("/v1/projects/"):
+        return _bearer_ok(req)
+    return req.headers.get("x-goog-api-key") == key or parse_qs(req.query).get("key") == [key]
+
+
+def _bearer_ok(req: MockRequest) -> bool:
+    auth = req.headers.get("authorization", "")
+    if not auth.startswith("Bearer "):
+        return False
+    expiry = _issued.get(auth[7:])
+    return expiry is not None and expiry > time.time()
+
+
+def _new_id() -> str:
+    return f"{_id_prefix}{next(_ids):08d}"
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _body(req: MockRequest) -> dict[str, Any]:
+    if not isinstance(req.json, dict):
+        raise BadRequest("Invalid JSON payload received.")
+    return req.json
+
+
+_PART_KEYS = frozenset(
+    {"text", "inlineData", "fileData", "functionCall", "functionResponse", "thought",
+     "thoughtSignature"}
+)
+_REQUEST_KEYS = frozenset(
+    {"contents", "systemInstruction", "generationConfig", "tools", "toolConfig",
+     "safetySettings", "cachedContent", "labels"}
+)
+
+
+def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
+    for key in body:
+        if key not in _REQUEST_KEYS:
+            raise BadRequest(f'Invalid JSON payload received. Unknown name "{key}": '
+                             "Cannot find field.")
+    contents = body.get("contents")
+    if not isinstance(contents, list) or not contents:
+        raise BadRequest("* GenerateContentRequest.contents: contents is not specified")
+    for i, content in enumerate(contents):
+        if not isinstance(content, dict) or content.get("role") not in ("user", "model"):
+            raise BadRequest(f"* GenerateContentRequest.contents[{i}].role: must be user or model")
+        parts = content.get("parts")
+        if not isinstance(parts, list) or not parts:
+            raise BadRequest(f"* GenerateContentRequest.contents[{i}].parts: must not be empty")
+        for part in parts:
+            if not isinstance(part, dict) or not part or not set(part) <= _PART_KEYS:
+                raise BadRequest(f"* GenerateContentRequest.contents[{i}].parts: invalid part")
+    return contents
+
+
+def _last_user(contents: list[dict[str, Any]]) -> dict[str, Any]:
+    for content in reversed(contents):
+        if content.get("role") == "user":
+            return content
+    return {"parts": []}
+
+
+def _text(content: dict[str, Any]) -> str:
+    return " ".join(p["text"] for p in content.get("parts", []) if isinstance(p.get("text"), str))
+
+
+def _mock_value(schema: Any) -> Any:
+    if not isinstance(schema, dict):
+        return "mock"
+    if schema.get("enum"):
+        return schema["enum"][0]
+    t = str(schema.get("type") or "STRING").upper()
+    if t == "OBJECT":
+        props = schema.get("properties") or {}
+        names = schema.get("required") or list(props)
+        return {n: _mock_value(props.get(n)) for n in names}
+    if t == "ARRAY":
+        return [_mock_value(schema.get("items"))]
+    return {"INTEGER": 1, "NUMBER": 1.5, "BOOLEAN": True}.get(t, "mock")
+
+
+def _wants_tool(body: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
+    mode = (((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode"))
+    if mode == "NONE":
+        return None
+    decls = [d for t in body.get("tools") or [] for d in t.get("functionDeclarations") or []]
+    if not decls:
+        return None
+    allowed = (((body.get("toolConfig") or {}).get("functionCallingConfig") or {})
+               .get("allowedFunctionNames"))
+    if allowed:
+        decls = [d for d in decls if d.get("name") in allowed] or decls
+    if mode == "ANY" or "call tool" in _text(last).lower():
+        return decls[0]
+    return None
+
+
+def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, dict | None]:
+    """(text, functionCall or None) for a request."""
+    last = _last_user(contents)
+    responses = [p["functionResponse"] for p in last["parts"] if "functionResponse" in p]
+    if responses:
+        text = "tool said: " + orjson.dumps(responses[0].get("response")).decode()
+    else:
+        tool = _wants_tool(body, last)
+        if tool is not None:
+            return "", {"name": tool["name"], "args": _mock_value(tool.get("parameters"))}
+        text = f"mock reply to: {_text(last)[:40]}"
+    gen = body.get("generationConfig") or {}
+    if gen.get("responseMimeType") == "application/json":
+        schema = gen.get("responseSchema")
+        value = _mock_value(schema) if schema else {"reply": text}
+        text = orjson.dumps(value).decode()
+    return text, None
+
+
+def _usage(body: dict[str, Any], contents: list[dict[str, Any]], out_tokens: int) -> dict:
+    prompt = sum(count_tokens(_text(c)) for c in contents)
+    system = body.get("systemInstruction")
+    if isinstance(system, dict):
+        prompt += count_tokens(_text(system))
+    return {
+        "promptTokenCount": prompt,
+        "candidatesTokenCount": out_tokens,
+        "totalTokenCount": prompt + out_tokens,
+    }
+
+
+def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply | StreamReply:
+    body = _body(req)
+    contents = _validate(body)
+    text, call = _answer(body, contents)
+    gen = body.get("generationConfig") or {}
+    n = gen.get("candidateCount") or 1
+    max_out = gen.get("maxOutputTokens")
+    finish = "STOP"
+    if call is None and isinstance(max_out, int) and count_tokens(text) > max_out:
+        text = " ".join(text.split()[:max_out])
+        finish = "MAX_TOKENS"
+    out_tokens = count_tokens(orjson.dumps(call).decode()) if call else count_tokens(text)
+    usage = _usage(body, contents, out_tokens * n)
+    rid = _new_id()
+    head = {"modelVersion": model, "responseId": rid}
+    parts: list[dict] = [{"functionCall": call}] if call else [{"text": text}]
+    if not stream:
+        cands = [
+            {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
+            for i in range(n)
+        ]
+        return Reply(200, orjson.dumps({"candidates": cands, "usageMetadata": usage, **head}))
+    events = []
+    pieces = [] if call else split_text(text, ctl.chunks)
+    for i in range(n):
+        for piece in pieces[:-1]:
+            cand = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}
+            events.append({"candidates": [cand], **head})
+        last_parts = parts if call else [{"text": pieces[-1] if pieces else ""}]
+        cand = {"content": {"role": "model", "parts": last_parts}, "finishReason": finish,
+                "index": i}
+        ev: dict = {"candidates": [cand], **head}
+        if i == n - 1:
+            ev["usageMetadata"] = usage
+        events.append(ev)
+    return StreamReply(200, [b"data: " + orjson.dumps(e) + b"\r\n\r\n" for e in events])
+
+
+def _embed_text(content: Any) -> str:
+    if not isinstance(content, dict) or not isinstance(content.get("parts"), list):
+        raise BadRequest("* EmbedContentRequest.content: content is not specified")
+    return _text(content)
+
+
+def _dim(value: Any) -> int:
+    dim = value or DEFAULT_EMBEDDING_DIM
+    if not isinstance(dim, int) or not 1 <= dim <= 3072:
+        raise BadRequest("* outputDimensionality: must be between 1 and 3072")
+    return dim
+
+
+def _embed(req: MockRequest, model: str, batch: bool) -> Reply:
+    body = _body(req)
+    if not batch:
+        text = _embed_text(body.get("content"))
+        vec = embedding_vector(text, _dim(body.get("outputDimensionality")))
+        return Reply(200, orjson.dumps({"embedding": {"values": vec}}))
+    requests = body.get("requests")
+    if not isinstance(requests, list) or not requests:
+        raise BadRequest("* BatchEmbedContentsRequest.requests: requests is not specified")
+    out = []
+    for r in requests:
+        if r.get("model") != f"models/{model}":
+            raise BadRequest(f"* BatchEmbedContentsRequest.model: model must be models/{model}")
+        out.append(
+            {"values": embedding_vector(_embed_text(r.get("content")),
+                                        _dim(r.get("outputDimensionality")))}
+        )
+    return Reply(200, orjson.dumps({"embeddings": out}))
+
+
+def _predict(req: MockRequest) -> Reply:
+    body = _body(req)
+    instances = body.get("instances")
+    if not isinstance(instances, list) or not instances:
+        raise BadRequest("instances must be a non-empty list")
+    dim = _dim((body.get("parameters") or {}).get("outputDimensionality"))
+    preds = []
+    for inst in instances:
+        text = inst.get("content") if isinstance(inst, dict) else None
+        if not isinstance(text, str):
+            raise BadRequest("instances[].content must be a string")
+        stats = {"token_count": count_tokens(text), "truncated": False}
+        preds.append({"embeddings": {"values": embedding_vector(text, dim), "statistics": stats}})
+    return Reply(200, orjson.dumps({"predictions": preds}))
+
+
+def _split_method(tail: str) -> tuple[str, str]:
+    model, sep, method = tail.rpartition(":")
+    if not sep or not model or "/" in model:
+        raise BadRequest(f"Invalid model path {tail!r}", status=404)
+    return model, method
+
+
+def _dispatch(req: MockRequest, ctl: Controls, model: str, method: str, vertex: bool):
+    if method == "generateContent":
+        return _generate(req, ctl, model, False)
+    if method == "streamGenerateContent":
+        if "alt=sse" not in req.query:
+            raise BadRequest("mock only streams with ?alt=sse")
+        return _generate(req, ctl, model, True)
+    if vertex and method == "predict":
+        return _predict(req)
+    if not vertex and method in ("embedContent", "batchEmbedContents"):
+        return _embed(req, model, method == "batchEmbedContents")
+    return error_reply(404, f"Method {method} not found for models/{model}.")
+
+
+def gemini_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
+    model, method = _split_method(req.path[len("/v1beta/models/"):])
+    return _dispatch(req, ctl, model, method, False)
+
+
+def vertex_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
+    # /v1/projects/{p}/locations/{l}/publishers/{pub}/models/{model}:{method}
+    segs = req.path.split("/")
+    if len(segs) != 10 or segs[3] != "locations" or segs[5] != "publishers" or segs[7] != "models":
+        return error_reply(404, f"Invalid Vertex AI resource path {req.path}")
+    if not _bearer_ok(req):
+        return error_reply(
+            401, "Request had invalid authentication credentials. Expected OAuth 2 access token."
+        )
+    publisher = segs[6]
+    model, method = _split_method(segs[9])
+    if publisher == "google":
+        return _dispatch(req, ctl, model, method, True)
+    if publisher == "anthropic" and method in ("rawPredict", "streamRawPredict"):
+        return _claude(req, ctl, model, method == "streamRawPredict")
+    return error_reply(404, f"Publisher model {publisher}/{model}:{method} not found.")
+
+
+def _claude(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply | StreamReply:
+    try:
+        from . import anthropic_routes
+    except ImportError:
+        return error_reply(501, "the Anthropic mock is not available")
+    body = _body(req)
+    if body.get("anthropic_version") != "vertex-2023-10-16":
+        raise BadRequest("anthropic_version: must be vertex-2023-10-16")
+    if "model" in body:
+        raise BadRequest("model: Extra inputs are not permitted (the model is in the URL)")
+    if bool(body.get("stream")) != stream:
+        raise BadRequest("stream must match rawPredict / streamRawPredict")
+    inner = {k: v for k, v in body.items() if k != "anthropic_version"}
+    inner["model"] = model
+    sub = MockRequest(req.method, req.path, req.query, req.headers, orjson.dumps(inner), inner)
+    return anthropic_routes.messages_create(sub, ctl)
+
+
+# ------------------------------------------------------------------------------- OAuth
+
+
+def _b64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _token_error(error: str, description: str) -> Reply:
+    return Reply(400, orjson.dumps({"error": error, "error_description": description}))
+
+
+def token(req: MockRequest, ctl: Controls) -> Reply:
+    form = parse_qs(req.body.decode("ascii", "replace"))
+    if req.headers.get("content-type", "").split(";")[0] != "application/x-www-form-urlencoded":
+        return _token_error("invalid_request", "expected a form-encoded body")
+    if form.get("grant_type") != [JWT_BEARER]:
+        return _token_error("unsupported_grant_type", "Invalid grant_type")
+    assertion = (form.get("assertion") or [""])[0]
+    segs = assertion.split(".")
+    if len(segs) != 3:
+        return _token_error("invalid_grant", "Invalid JWT: not three segments")
+    try:
+        header = orjson.loads(_b64url(segs[0]))
+        claims = orjson.loads(_b64url(segs[1]))
+        signature = _b64url(segs[2])
+    except (binascii.Error, ValueError):
+        return _token_error("invalid_grant", "Invalid JWT: bad encoding")
+    if header.get("alg") != "RS256" or not signature:
+        return _token_error("invalid_grant", "Invalid JWT: alg must be RS256")
+    now = time.time()
+    iss = claims.get("iss")
+    iat, exp = claims.get("iat"), claims.get("exp")
+    if not isinstance(iss, str) or "@" not in iss:
+        return _token_error("invalid_grant", "Invalid JWT: iss")
+    if claims.get("scope") != CLOUD_PLATFORM_SCOPE:
+        return _token_error("invalid_scope", "Invalid JWT: scope")
+    if not isinstance(claims.get("aud"), str) or not claims["aud"].startswith("http"):
+        return _token_error("invalid_grant", "Invalid JWT: aud")
+    if not (isinstance(iat, int) and isinstance(exp, int)) or not 0 < exp - iat <= 3600:
+        return _token_error("invalid_grant", "Invalid JWT: iat/exp")
+    if abs(iat - now) > 300 or exp < now:
+        return _token_error("invalid_grant", "Invalid JWT: Token must be a short-lived token")
+    pem = _public_keys.get(iss)
+    if pem is not None and not _verify(pem, f"{segs[0]}.{segs[1]}".encode(), signature):
+        return _token_error("invalid_grant", "Invalid JWT Signature.")
+    lifetime = int(req.headers.get("x-mock-token-lifetime", "3600"))
+    access = f"ya29.mock-{_new_id()}"
+    _issued[access] = now + lifetime
+    body = {"access_token": access, "expires_in": lifetime, "token_type": "Bearer"}
+    return Reply(200, orjson.dumps(body))
+
+
+def _verify(pem: bytes, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    key = serialization.load_pem_public_key(pem)
+    try:
+        key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
+    except InvalidSignature:
+        return False
+    return True
+
+
+def register_key(req: MockRequest, ctl: Controls) -> Reply:
+    body = _body(req)
+    email, pem = body.get("client_email"), body.get("public_key")
+    if not isinstance(email, str) or not isinstance(pem, str):
+        raise BadRequest("client_email and public_key are required")
+    _public_keys[email] = pem.encode()
+    return Reply(200, b'{"ok":true}')
+
+
+ROUTES = {("POST", "/token"): token, ("POST", "/token/keys"): register_key}
+PREFIX_ROUTES = [
+    ("POST", "/v1beta/models/", gemini_model),
+    ("POST", "/v1/projects/", vertex_model),
+]

@@ -1,0 +1,719 @@
+"""AWS Bedrock Runtime: Converse / ConverseStream for chat, InvokeModel for embeddings.
+
+The adapter is sans-IO like every other: OpenAI JSON in, Bedrock JSON out, and
+back.  Authentication is SigV4 (service ``bedrock``), computed per request by
+:class:`BedrockSigner` just before sending; the credentials come from config or
+the standard ``AWS_*`` variables, read once when the signer is built.
+
+Streaming answers are binary AWS event-stream frames; :class:`BedrockStreamRelay`
+decodes them incrementally and writes OpenAI ``chat.completion.chunk`` SSE.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import quote
+
+import msgspec
+
+from helix.errors import ErrorKind, HelixError, Retry, Source
+from helix.providers import sigv4
+from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.catalog import ProviderSpec
+from helix.providers.eventstream import EventStreamDecoder
+from helix.providers.openai import base_headers
+from helix.schema import bedrock as schema
+
+__all__ = [
+    "SPECS",
+    "BedrockAdapter",
+    "BedrockSigner",
+    "BedrockStreamRelay",
+    "base_url_for",
+    "bedrock_error",
+    "to_converse",
+]
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+SERVICE = "bedrock"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+_IMAGE_FORMATS = {"png": "png", "jpeg": "jpeg", "jpg": "jpeg", "gif": "gif", "webp": "webp"}
+STOP_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "content_filtered": "content_filter",
+    "guardrail_intervened": "content_filter",
+}
+# Bedrock error types worth another attempt, whatever their status says.
+_RETRYABLE_ERRORS = frozenset(
+    {
+        "ThrottlingException",
+        "ServiceUnavailableException",
+        "ModelNotReadyException",
+        "InternalServerException",
+        "ModelTimeoutException",
+        "ServiceQuotaExceededException",
+    }
+)
+
+
+def _new_id(prefix: str) -> str:
+    return prefix + os.urandom(12).hex()
+
+
+def _now() -> int:
+    return int(time.time())
+
+
+def _bad(message: str, param: str | None = None) -> HelixError:
+    return HelixError(ErrorKind.INVALID_REQUEST, message, param=param)
+
+
+# --- OpenAI request -> Converse ---------------------------------------------------------
+
+
+def _image_block(url: Any, where: str) -> dict:
+    if not isinstance(url, str):
+        raise _bad("image_url.url must be a string", where)
+    if not url.startswith("data:"):
+        raise _bad(
+            "Bedrock cannot fetch image URLs: send the image inline as a data URL "
+            "(data:image/png;base64,...)",
+            where,
+        )
+    meta, sep, data = url[5:].partition(",")
+    mime, _, enc = meta.partition(";")
+    fmt = _IMAGE_FORMATS.get(mime.removeprefix("image/").lower()) if mime else None
+    if not sep or enc != "base64" or fmt is None:
+        raise _bad(
+            "image data URLs must be data:image/{png,jpeg,gif,webp};base64,<data>", where
+        )
+    try:
+        base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError):
+        raise _bad("image data URL is not valid base64", where) from None
+    return {"image": {"format": fmt, "source": {"bytes": data}}}
+
+
+def _content_blocks(content: Any, where: str, *, images: bool) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}] if content else []
+    if not isinstance(content, list):
+        raise _bad("content must be a string or an array of content parts", where)
+    blocks: list[dict] = []
+    for j, part in enumerate(content):
+        pw = f"{where}[{j}]"
+        ptype = part.get("type") if isinstance(part, dict) else None
+        if ptype == "text":
+            text = part.get("text")
+            if not isinstance(text, str):
+                raise _bad("text parts need a string 'text'", pw)
+            if text:
+                blocks.append({"text": text})
+        elif ptype == "image_url" and images:
+            img = part.get("image_url")
+            blocks.append(_image_block(img.get("url") if isinstance(img, dict) else img, pw))
+        else:
+            raise _bad(f"content part type {ptype!r} is not supported for Bedrock here", pw)
+    return blocks
+
+
+def _text_of(content: Any, where: str) -> str:
+    return "".join(b["text"] for b in _content_blocks(content, where, images=False))
+
+
+def _tool_use(call: Any, where: str) -> dict:
+    fn = call.get("function") if isinstance(call, dict) else None
+    if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+        raise _bad("tool_calls entries need function.name", where)
+    args = fn.get("arguments") or "{}"
+    try:
+        parsed = _decode(args) if isinstance(args, str) else args
+    except msgspec.DecodeError:
+        raise _bad("tool_calls function.arguments must be JSON", where) from None
+    if not isinstance(parsed, dict):
+        raise _bad("tool_calls function.arguments must be a JSON object for Bedrock", where)
+    call_id = str(call.get("id") or "")
+    return {"toolUse": {"toolUseId": call_id, "name": fn["name"], "input": parsed}}
+
+
+def _tool_result(msg: dict, where: str) -> dict:
+    call_id = msg.get("tool_call_id")
+    if not isinstance(call_id, str) or not call_id:
+        raise _bad("tool messages need tool_call_id", f"{where}.tool_call_id")
+    text = _text_of(msg.get("content"), f"{where}.content")
+    try:
+        parsed = _decode(text) if text.lstrip().startswith("{") else None
+    except msgspec.DecodeError:
+        parsed = None
+    # A JSON object goes as json; anything else as text (Bedrock refuses a blank one).
+    block = {"json": parsed} if isinstance(parsed, dict) else {"text": text or " "}
+    return {"toolResult": {"toolUseId": call_id, "content": [block]}}
+
+
+def _tool_config(doc: dict) -> dict | None:
+    tools = doc.get("tools")
+    choice = doc.get("tool_choice")
+    if not tools or choice == "none":
+        return None
+    if not isinstance(tools, list):
+        raise _bad("tools must be an array", "tools")
+    specs = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad("tools entries need function.name", f"tools[{i}]")
+        spec: dict[str, Any] = {"name": fn["name"]}
+        if fn.get("description"):
+            spec["description"] = fn["description"]
+        spec["inputSchema"] = {"json": fn.get("parameters") or {"type": "object", "properties": {}}}
+        specs.append({"toolSpec": spec})
+    cfg: dict[str, Any] = {"tools": specs}
+    if choice == "required":
+        cfg["toolChoice"] = {"any": {}}
+    elif choice == "auto":
+        cfg["toolChoice"] = {"auto": {}}
+    elif isinstance(choice, dict):
+        name = (choice.get("function") or {}).get("name")
+        if not isinstance(name, str):
+            raise _bad("tool_choice needs function.name", "tool_choice")
+        cfg["toolChoice"] = {"tool": {"name": name}}
+    elif choice is not None:
+        raise _bad(f"tool_choice {choice!r} is not supported", "tool_choice")
+    return cfg
+
+
+def to_converse(doc: dict) -> dict:
+    """An OpenAI chat request (decoded JSON) -> a Converse request body (no modelId)."""
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("messages must be a non-empty array", "messages")
+    if (doc.get("n") or 1) != 1:
+        raise _bad("Bedrock returns one choice per request: n must be 1", "n")
+    system: list[dict] = []
+    out: list[dict] = []
+    for i, msg in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise _bad("each message must be an object", where)
+        role = msg.get("role")
+        if role in ("system", "developer"):
+            text = _text_of(msg.get("content"), f"{where}.content")
+            if text:
+                system.append({"text": text})
+            continue
+        if role == "user":
+            brole = "user"
+            blocks = _content_blocks(msg.get("content"), f"{where}.content", images=True)
+        elif role == "assistant":
+            brole = "assistant"
+            blocks = _content_blocks(msg.get("content"), f"{where}.content", images=False)
+            for j, call in enumerate(msg.get("tool_calls") or ()):
+                blocks.append(_tool_use(call, f"{where}.tool_calls[{j}]"))
+        elif role == "tool":
+            brole = "user"
+            blocks = [_tool_result(msg, where)]
+        else:
+            raise _bad(f"unsupported message role {role!r}", f"{where}.role")
+        if not blocks:
+            continue
+        if out and out[-1]["role"] == brole:
+            out[-1]["content"].extend(blocks)  # Bedrock wants roles to alternate
+        else:
+            out.append({"role": brole, "content": blocks})
+    body: dict[str, Any] = {"messages": out}
+    if system:
+        body["system"] = system
+    inference: dict[str, Any] = {}
+    max_tokens = doc.get("max_completion_tokens") or doc.get("max_tokens")
+    if max_tokens is not None:
+        inference["maxTokens"] = max_tokens
+    if doc.get("temperature") is not None:
+        inference["temperature"] = doc["temperature"]
+    if doc.get("top_p") is not None:
+        inference["topP"] = doc["top_p"]
+    stop = doc.get("stop")
+    if stop:
+        inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    if inference:
+        body["inferenceConfig"] = inference
+    tool_config = _tool_config(doc)
+    if tool_config is not None:
+        body["toolConfig"] = tool_config
+    return body
+
+
+# --- Converse -> OpenAI -----------------------------------------------------------------
+
+
+def openai_usage(u: schema.TokenUsage | None) -> dict | None:
+    """Bedrock counts cache reads/writes apart from inputTokens; OpenAI's prompt_tokens has all."""
+    if u is None:
+        return None
+    cached = u.cacheReadInputTokens or 0
+    prompt = u.inputTokens + cached + (u.cacheWriteInputTokens or 0)
+    total = u.totalTokens if u.totalTokens is not None else prompt + u.outputTokens
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": u.outputTokens,
+        "total_tokens": total,
+    }
+    if u.cacheReadInputTokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    return usage
+
+
+def _json_args(value: Any) -> str:
+    return _encode(value if value is not None else {}).decode()
+
+
+def from_converse(resp: schema.ConverseResponse, model: str) -> dict:
+    text_parts: list[str] = []
+    calls: list[dict] = []
+    msg = resp.output.message if resp.output is not None else None
+    for block in msg.content if msg is not None else ():
+        if block.text is not None:
+            text_parts.append(block.text)
+        elif block.toolUse is not None:
+            tu = block.toolUse
+            calls.append(
+                {
+                    "id": tu.toolUseId,
+                    "type": "function",
+                    "function": {"name": tu.name, "arguments": _json_args(tu.input)},
+                }
+            )
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(text_parts) if text_parts or not calls else None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    out: dict[str, Any] = {
+        "id": _new_id("chatcmpl-"),
+        "object": "chat.completion",
+        "created": _now(),
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": STOP_REASONS.get(resp.stopReason or "end_turn", "stop"),
+            }
+        ],
+    }
+    usage = openai_usage(resp.usage)
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def bedrock_error(
+    provider: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> HelixError:
+    """``{"message": ...}`` + ``x-amzn-errortype: ThrottlingException:http://...``."""
+    etype = ""
+    extra = []
+    for k, v in headers:
+        if k == b"x-amzn-errortype":
+            etype = v.decode("latin-1").split(":", 1)[0].strip()
+        elif k == b"retry-after":
+            extra.append((k, v))
+    try:
+        doc = schema.error_decoder.decode(body) if body else None
+    except msgspec.DecodeError:
+        doc = None
+    text = (doc.message or doc.Message) if doc is not None else None
+    if not text:
+        text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
+    retry = (
+        Retry.YES
+        if etype in _RETRYABLE_ERRORS or status in (408, 429) or status >= 500
+        else Retry.NO
+    )
+    kind = ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS
+    label = f"{etype}: " if etype else ""
+    return HelixError(
+        kind,
+        f"{provider} (Bedrock) returned HTTP {status}: {label}{text}",
+        status=status,
+        code=etype or None,
+        type="rate_limit_error" if status == 429 else "upstream_error",
+        source=Source.UPSTREAM,
+        retry=retry,
+        headers=extra,
+    )
+
+
+def _stream_exception(headers: dict, payload: bytes) -> HelixError:
+    if headers.get(":message-type") == "error":
+        etype = str(headers.get(":error-code") or "error")
+        text = str(headers.get(":error-message") or "")
+    else:
+        etype = str(headers.get(":exception-type") or "exception")
+        try:
+            doc = schema.error_decoder.decode(payload) if payload else None
+        except msgspec.DecodeError:
+            doc = None
+        text = ((doc.message or doc.Message) if doc is not None else None) or ""
+    retryable = etype[:1].upper() + etype[1:] in _RETRYABLE_ERRORS
+    throttled = etype.lower().startswith("throttling")
+    return HelixError(
+        ErrorKind.RATE_LIMITED if throttled else ErrorKind.UPSTREAM_STATUS,
+        f"Bedrock stream error {etype}: {text or '(no message)'}",
+        code=etype,
+        type="upstream_error",
+        source=Source.UPSTREAM,
+        retry=Retry.YES if retryable else Retry.NO,
+    )
+
+
+# --- streaming ----------------------------------------------------------------------------
+
+
+class BedrockStreamRelay:
+    """ConverseStream event-stream frames in, OpenAI chunk SSE out (one per request)."""
+
+    __slots__ = (
+        "_blocks",
+        "_created",
+        "_decoder",
+        "_finished",
+        "_id",
+        "_include_usage",
+        "_model",
+        "_n_tools",
+        "_prefix",
+        "_role_sent",
+        "usage",
+    )
+    passthrough = False
+
+    def __init__(self, model: str, include_usage: bool) -> None:
+        self._decoder = EventStreamDecoder()
+        self._id = _new_id("chatcmpl-")
+        self._created = _now()
+        self._model = model
+        self._include_usage = include_usage
+        self._role_sent = False
+        self._finished = False
+        self._blocks: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
+        self._n_tools = 0
+        self.usage: dict | None = None
+        self._prefix = (
+            b'{"id":' + _encode(self._id) + b',"object":"chat.completion.chunk","created":'
+            + str(self._created).encode() + b',"model":' + _encode(model) + b',"choices":'
+        )
+
+    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return b"data: " + self._prefix + _encode([choice]) + b"}\n\n"
+
+    def _delta(self, delta: dict) -> bytes:
+        if not self._role_sent:
+            self._role_sent = True
+            delta = {"role": "assistant", **delta}
+        return self._chunk(delta)
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for msg in self._decoder.feed(data):
+            headers = msg.headers
+            mtype = headers.get(":message-type", "event")
+            if mtype != "event":
+                raise _stream_exception(headers, msg.payload)
+            etype = headers.get(":event-type")
+            dec = schema.STREAM_EVENT_DECODERS.get(etype)
+            if dec is None:
+                continue  # contentBlockStop and events Helix has no use for
+            try:
+                ev = dec.decode(msg.payload)
+            except msgspec.DecodeError as exc:
+                raise HelixError(
+                    ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed {etype} event: {exc}"
+                ) from None
+            if etype == "contentBlockDelta":
+                d = ev.delta
+                if d is None:
+                    continue
+                if d.text is not None:
+                    if d.text:
+                        out.append(self._delta({"content": d.text}))
+                elif d.toolUse is not None:
+                    idx = self._blocks.get(ev.contentBlockIndex)
+                    if idx is None:
+                        raise HelixError(
+                            ErrorKind.UPSTREAM_PROTOCOL,
+                            "Bedrock sent tool input for a block it never started",
+                        )
+                    fn = {"arguments": d.toolUse.input}
+                    out.append(self._delta({"tool_calls": [{"index": idx, "function": fn}]}))
+            elif etype == "contentBlockStart":
+                tu = ev.start.toolUse if ev.start is not None else None
+                if tu is not None:
+                    idx = self._n_tools
+                    self._n_tools += 1
+                    self._blocks[ev.contentBlockIndex] = idx
+                    call = {
+                        "index": idx,
+                        "id": tu.toolUseId,
+                        "type": "function",
+                        "function": {"name": tu.name, "arguments": ""},
+                    }
+                    out.append(self._delta({"content": None, "tool_calls": [call]}))
+            elif etype == "messageStart":
+                if not self._role_sent:
+                    self._role_sent = True
+                    out.append(self._chunk({"role": "assistant", "content": ""}))
+            elif etype == "messageStop":
+                self._finished = True
+                finish = STOP_REASONS.get(ev.stopReason or "end_turn", "stop")
+                out.append(self._chunk({}, finish))
+            elif etype == "metadata":
+                self.usage = openai_usage(ev.usage)
+                if self._include_usage and self.usage is not None:
+                    out.append(
+                        b"data: " + self._prefix + b"[],\"usage\":" + _encode(self.usage) + b"}\n\n"
+                    )
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if self._decoder.pending:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, "Bedrock stream ended in the middle of a frame"
+            )
+        if not self._finished:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, "Bedrock stream ended before messageStop"
+            )
+        return b"data: [DONE]\n\n"
+
+
+# --- embeddings ---------------------------------------------------------------------------
+
+
+def _embedding_family(model_id: str) -> str:
+    if "titan-embed" in model_id:
+        return "titan"
+    if "cohere.embed" in model_id:
+        return "cohere"
+    raise _bad(
+        f"embeddings with Bedrock model {model_id!r} are not supported: use an Amazon Titan "
+        f"(amazon.titan-embed-*) or Cohere (cohere.embed-*) embedding model",
+        "model",
+    )
+
+
+def _embedding_texts(raw: Any) -> list[str]:
+    if isinstance(raw, str):
+        return [raw]
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return raw
+    raise _bad("Bedrock embeddings take 'input' as a string or an array of strings", "input")
+
+
+def _embedding_list(vectors: list[list[float]], model: str, tokens: int) -> bytes:
+    data = [{"object": "embedding", "index": i, "embedding": v} for i, v in enumerate(vectors)]
+    return _encode(
+        {
+            "object": "list",
+            "data": data,
+            "model": model,
+            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        }
+    )
+
+
+# --- adapter ------------------------------------------------------------------------------
+
+
+class BedrockAdapter:
+    """OpenAI <-> Bedrock Converse / InvokeModel (stateless: one per process)."""
+
+    def _target(self, dep: Deployment, action: str) -> bytes:
+        # The model id is one path segment: ':' and '/' (ARNs) are percent-encoded.
+        return f"{dep.base_path}/model/{quote(dep.model_id, safe='')}/{action}".encode()
+
+    def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        try:
+            doc = _decode(body)
+        except msgspec.DecodeError as exc:
+            raise _bad(f"We could not parse the JSON body of your request ({exc}).") from None
+        action = "converse-stream" if doc.get("stream") else "converse"
+        converse = _encode(to_converse(doc))
+        return UpstreamRequest(b"POST", self._target(dep, action), dep.static_headers, converse)
+
+    def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        doc = _decode(body)
+        family = _embedding_family(dep.model_id)
+        texts = _embedding_texts(doc.get("input"))
+        if family == "titan":
+            if len(texts) != 1:
+                raise _bad(
+                    f"Amazon Titan embeds one text per request; got {len(texts)} inputs. "
+                    "Send one string per request.",
+                    "input",
+                )
+            payload: dict[str, Any] = {"inputText": texts[0]}
+            if doc.get("dimensions") is not None:
+                payload["dimensions"] = doc["dimensions"]
+        else:
+            payload = {"texts": texts, "input_type": "search_document"}
+        return UpstreamRequest(
+            b"POST", self._target(dep, "invoke"), dep.static_headers, _encode(payload)
+        )
+
+    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+        try:
+            resp = schema.converse_response_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed Converse response: {exc}"
+            ) from None
+        return _encode(from_converse(resp, dep.model_id))
+
+    def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
+        try:
+            if _embedding_family(dep.model_id) == "titan":
+                titan = schema.titan_embed_decoder.decode(body)
+                return _embedding_list([titan.embedding], dep.model_id, titan.inputTextTokenCount)
+            emb = schema.cohere_embed_decoder.decode(body).embeddings
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed embedding response: {exc}"
+            ) from None
+        vectors = emb.get("float", []) if isinstance(emb, dict) else emb
+        return _embedding_list(vectors, dep.model_id, 0)
+
+    def stream_relay(self, dep: Deployment, view) -> BedrockStreamRelay:
+        opts = view.stream_options
+        return BedrockStreamRelay(dep.model_id, bool(opts is not None and opts.include_usage))
+
+    def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
+        return bedrock_error(dep.provider, status, headers, body)
+
+
+# --- SigV4 signer -------------------------------------------------------------------------
+
+
+def _credentials(cfg, env: dict[str, str]) -> sigv4.Credentials | None:
+    if cfg.aws_access_key_id or cfg.aws_secret_access_key:
+        if not (cfg.aws_access_key_id and cfg.aws_secret_access_key):
+            return None
+        return sigv4.Credentials(
+            cfg.aws_access_key_id, cfg.aws_secret_access_key, cfg.aws_session_token or None
+        )
+    akid = env.get("AWS_ACCESS_KEY_ID")
+    secret = env.get("AWS_SECRET_ACCESS_KEY")
+    if not (akid and secret):
+        return None
+    return sigv4.Credentials(akid, secret, env.get("AWS_SESSION_TOKEN") or None)
+
+
+class BedrockSigner:
+    """SigV4 for one configured provider; credentials resolved once, at construction."""
+
+    __slots__ = ("credentials", "keys", "region")
+
+    def __init__(self, cfg, env: dict[str, str] | None = None) -> None:
+        creds = _credentials(cfg, dict(os.environ) if env is None else env)
+        if creds is None:
+            raise HelixError(
+                ErrorKind.AUTH,
+                f"provider {cfg.name!r}: no AWS credentials (set aws_access_key_id and "
+                "aws_secret_access_key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
+            )
+        self.credentials = creds
+        self.region = cfg.region
+        self.keys = sigv4.SigningKeyCache()
+
+    def sign_now(self, dep: Deployment, up: UpstreamRequest, now: datetime) -> UpstreamRequest:
+        origin = dep.origin
+        host = f"[{origin.host}]" if ":" in origin.host else origin.host
+        if origin.port != _DEFAULT_PORTS.get(origin.scheme):
+            host = f"{host}:{origin.port}"
+        target = up.target.decode("latin-1")
+        path, _, query = target.partition("?")
+        headers = sigv4.sign(
+            up.method, host, path, query, up.headers, up.body, self.region, SERVICE,
+            self.credentials, now, key_cache=self.keys,
+        )
+        return UpstreamRequest(up.method, up.target, headers, up.body)
+
+    async def sign(self, dep: Deployment, up: UpstreamRequest) -> UpstreamRequest:
+        return self.sign_now(dep, up, datetime.now(UTC))
+
+
+# --- spec ---------------------------------------------------------------------------------
+
+
+def base_url_for(cfg) -> str | None:
+    """The provider's URL: ``base_url`` if set, else the region's public endpoint."""
+    if cfg.base_url:
+        return cfg.base_url
+    if cfg.region:
+        return f"https://bedrock-runtime.{cfg.region}.amazonaws.com"
+    return None
+
+
+def _validate(cfg, where: str) -> None:
+    from helix.config import ConfigError
+
+    if not cfg.region:
+        raise ConfigError(f"{where}.region: required for type 'bedrock' (e.g. us-east-1)")
+    if not all(c.isalnum() or c == "-" for c in cfg.region):
+        raise ConfigError(f"{where}.region: not an AWS region name: {cfg.region!r}")
+    if bool(cfg.aws_access_key_id) != bool(cfg.aws_secret_access_key):
+        missing = "aws_secret_access_key" if cfg.aws_access_key_id else "aws_access_key_id"
+        raise ConfigError(f"{where}.{missing}: required when the other AWS key is set")
+    if cfg.aws_session_token and not cfg.aws_access_key_id:
+        raise ConfigError(
+            f"{where}.aws_session_token: needs aws_access_key_id and aws_secret_access_key"
+        )
+    if _credentials(cfg, dict(os.environ)) is None:
+        raise ConfigError(
+            f"{where}.aws_access_key_id: no AWS credentials (set aws_access_key_id and "
+            "aws_secret_access_key, or the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables)"
+        )
+
+
+def _headers(cfg) -> list[tuple[bytes, bytes]]:
+    return base_headers(cfg.headers)
+
+
+SPECS: dict[str, ProviderSpec] = {
+    "bedrock": ProviderSpec(
+        type="bedrock",
+        adapter=BedrockAdapter(),
+        headers=_headers,
+        default_base_url=None,  # per region: see base_url_for
+        key_env=None,
+        key_required=False,
+        default_models=(
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "anthropic.claude-3-5-haiku-20241022-v1:0",
+            "amazon.nova-pro-v1:0",
+            "meta.llama3-1-70b-instruct-v1:0",
+            "amazon.titan-embed-text-v2:0",
+            "cohere.embed-english-v3",
+        ),
+        validate=_validate,
+        signer=BedrockSigner,
+    )
+}

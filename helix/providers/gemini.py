@@ -1,0 +1,923 @@
+"""Google Gemini: OpenAI chat/embeddings <-> ``generateContent`` / ``embedContent``.
+
+The Gemini API (``type: gemini``, key in ``x-goog-api-key``) and Gemini models
+on Vertex AI (``helix.providers.vertex``) share this translation; only the URL
+and the auth differ.  The module-level functions are pure (ids and ``created``
+are arguments) so they are tested byte for byte; the adapter methods supply
+the clock and the random ids.
+
+Request: OpenAI ``messages`` -> ``contents`` (roles ``user``/``model``,
+consecutive turns of one role merged), system/developer -> ``systemInstruction``,
+sampling knobs -> ``generationConfig``, tools -> ``functionDeclarations``.
+Response: the first part of each candidate's text -> ``content``,
+``functionCall`` parts -> ``tool_calls``, ``usageMetadata`` -> ``usage``.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextvars
+import mimetypes
+import secrets
+import struct
+import time
+from urllib.parse import urlsplit
+
+import msgspec
+
+from helix._fast import SSEParser
+from helix.errors import ErrorKind, HelixError, Source, error_body
+from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.catalog import ProviderSpec
+from helix.providers.openai import base_headers, retry_for_status, upstream_error
+from helix.schema.gemini import (
+    GenerateContentResponse,
+    UsageMetadata,
+    embed_decoder,
+    error_decoder,
+    error_list_decoder,
+    response_decoder,
+)
+
+__all__ = [
+    "SPECS",
+    "GeminiAdapter",
+    "GeminiStreamRelay",
+    "clean_schema",
+    "gemini_error",
+    "gemini_to_openai_embeddings",
+    "gemini_to_openai_response",
+    "openai_to_gemini_embeddings",
+    "openai_to_gemini_request",
+]
+
+_decode = msgspec.json.decode
+_encode = msgspec.json.Encoder().encode
+
+GEMINI_BASE_URL = "https://generativelanguage.googleapis.com"
+
+# --------------------------------------------------------------------------- request
+
+
+def _bad(message: str, param: str | None = None) -> HelixError:
+    return HelixError(ErrorKind.INVALID_REQUEST, message, param=param)
+
+
+# JSON-schema keywords Gemini's Schema (an OpenAPI 3.0 subset) accepts; anything
+# else ($schema, additionalProperties, strict, $id, examples ...) is dropped.
+_SCHEMA_KEYS = frozenset(
+    {
+        "description",
+        "title",
+        "nullable",
+        "maxItems",
+        "minItems",
+        "minProperties",
+        "maxProperties",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "minimum",
+        "maximum",
+        "propertyOrdering",
+    }
+)
+_STRING_FORMATS = frozenset({"enum", "date-time"})
+_NUMBER_FORMATS = frozenset({"int32", "int64", "float", "double"})
+_MAX_SCHEMA_DEPTH = 64
+
+
+def clean_schema(schema, defs: dict | None = None, _depth: int = 0, _refs: tuple = ()) -> dict:
+    """An OpenAI/JSON schema as Gemini's ``Schema``: local ``$ref`` inlined,
+    ``type: [x, "null"]`` -> ``nullable``, ``const`` -> ``enum``, types upper-cased,
+    unsupported keys (``additionalProperties``, ``$schema`` ...) dropped."""
+    if not isinstance(schema, dict):
+        return {}
+    if _depth > _MAX_SCHEMA_DEPTH:
+        raise _bad("The JSON schema is nested too deeply for Gemini.")
+    if defs is None:
+        defs = {**schema.get("definitions", {}), **schema.get("$defs", {})}
+    ref = schema.get("$ref")
+    if isinstance(ref, str):
+        name = ref.rsplit("/", 1)[-1]
+        if name in _refs:
+            raise _bad(f"Gemini does not support recursive schemas ($ref {ref!r}).")
+        target = defs.get(name)
+        if not isinstance(target, dict):
+            raise _bad(f"Unresolvable $ref {ref!r} in the JSON schema.")
+        merged = {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+        return clean_schema(merged, defs, _depth + 1, (*_refs, name))
+    out: dict = {}
+    nullable = False
+    t = schema.get("type")
+    if isinstance(t, list):
+        kinds = [x for x in t if x != "null"]
+        nullable = len(kinds) < len(t)
+        if len(kinds) == 1:
+            t = kinds[0]
+        elif kinds:
+            out["anyOf"] = [{"type": k.upper()} for k in kinds if isinstance(k, str)]
+            t = None
+        else:
+            t = None
+    if isinstance(t, str) and t != "null":
+        out["type"] = t.upper()
+    elif t == "null":
+        nullable = True
+    for key, value in schema.items():
+        if key in _SCHEMA_KEYS:
+            out[key] = value
+    fmt = schema.get("format")
+    if (t == "string" and fmt in _STRING_FORMATS) or (
+        t in ("number", "integer") and fmt in _NUMBER_FORMATS
+    ):
+        out["format"] = fmt
+    if "const" in schema:
+        out["enum"] = [schema["const"]]
+    elif isinstance(schema.get("enum"), list):
+        out["enum"] = schema["enum"]
+    if "enum" in out and "type" not in out:
+        out["type"] = "STRING"
+    props = schema.get("properties")
+    if isinstance(props, dict):
+        out["properties"] = {
+            k: clean_schema(v, defs, _depth + 1, _refs) for k, v in props.items()
+        }
+        if "type" not in out:
+            out["type"] = "OBJECT"
+        req = schema.get("required")
+        if isinstance(req, list):
+            kept = [r for r in req if r in props]
+            if kept:
+                out["required"] = kept
+    items = schema.get("items")
+    if isinstance(items, dict):
+        out["items"] = clean_schema(items, defs, _depth + 1, _refs)
+    alts = schema.get("anyOf") or schema.get("oneOf")
+    if isinstance(alts, list):
+        cleaned = []
+        for alt in alts:
+            if isinstance(alt, dict) and alt.get("type") == "null" and len(alt) == 1:
+                nullable = True
+            else:
+                cleaned.append(clean_schema(alt, defs, _depth + 1, _refs))
+        if len(cleaned) == 1 and "type" not in out:
+            for k, v in cleaned[0].items():
+                out.setdefault(k, v)
+        elif cleaned:
+            out["anyOf"] = cleaned
+    all_of = schema.get("allOf")
+    if isinstance(all_of, list):
+        for sub in all_of:
+            for k, v in clean_schema(sub, defs, _depth + 1, _refs).items():
+                if k == "properties" and isinstance(out.get("properties"), dict):
+                    out["properties"] = {**out["properties"], **v}
+                elif k == "required" and isinstance(out.get("required"), list):
+                    out["required"] = out["required"] + [r for r in v if r not in out["required"]]
+                else:
+                    out.setdefault(k, v)
+    if nullable:
+        out["nullable"] = True
+    return out
+
+
+def _text_of(content, param: str) -> str:
+    """A system/tool message's content as plain text."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        texts = []
+        for i, part in enumerate(content):
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                texts.append(part["text"])
+            elif isinstance(part, str):
+                texts.append(part)
+            else:
+                raise _bad(f"Only text parts are supported in {param}.", f"{param}[{i}]")
+        return "\n".join(texts)
+    raise _bad(f"Invalid content in {param}.", param)
+
+
+def _data_url(url: str, param: str) -> dict:
+    head, sep, data = url.partition(",")
+    if not sep or not head.endswith(";base64"):
+        raise _bad("Data URLs must be base64-encoded ('data:<mime>;base64,...').", param)
+    mime = head[5:-7] or "application/octet-stream"
+    return {"inlineData": {"mimeType": mime, "data": data}}
+
+
+def _file_url(url: str) -> dict:
+    path = urlsplit(url).path
+    mime = mimetypes.guess_type(path)[0] or "image/jpeg"
+    return {"fileData": {"mimeType": mime, "fileUri": url}}
+
+
+_AUDIO_MIME = {"wav": "audio/wav", "mp3": "audio/mp3", "flac": "audio/flac", "ogg": "audio/ogg"}
+
+
+def _user_parts(content, param: str) -> list[dict]:
+    if content is None:
+        return []
+    if isinstance(content, str):
+        return [{"text": content}]
+    if not isinstance(content, list):
+        raise _bad(f"Invalid content in {param}.", param)
+    parts: list[dict] = []
+    for i, part in enumerate(content):
+        where = f"{param}[{i}]"
+        if isinstance(part, str):
+            parts.append({"text": part})
+            continue
+        if not isinstance(part, dict):
+            raise _bad("Each content part must be an object.", where)
+        kind = part.get("type")
+        if kind == "text" or (kind is None and "text" in part):
+            parts.append({"text": part.get("text") or ""})
+        elif kind == "image_url":
+            image = part.get("image_url")
+            url = image.get("url") if isinstance(image, dict) else image
+            if not isinstance(url, str) or not url:
+                raise _bad("image_url.url is required.", f"{where}.image_url.url")
+            parts.append(_data_url(url, where) if url.startswith("data:") else _file_url(url))
+        elif kind == "input_audio":
+            audio = part.get("input_audio") or {}
+            fmt = audio.get("format") or "wav"
+            parts.append(
+                {
+                    "inlineData": {
+                        "mimeType": _AUDIO_MIME.get(fmt, f"audio/{fmt}"),
+                        "data": audio.get("data") or "",
+                    }
+                }
+            )
+        elif kind == "file":
+            f = part.get("file") or {}
+            data = f.get("file_data")
+            if isinstance(data, str) and data.startswith("data:"):
+                parts.append(_data_url(data, where))
+            elif isinstance(data, str) and data:
+                mime = mimetypes.guess_type(f.get("filename") or "")[0] or "application/pdf"
+                parts.append({"inlineData": {"mimeType": mime, "data": data}})
+            elif isinstance(f.get("file_id"), str):
+                parts.append({"fileData": {"mimeType": "application/pdf", "fileUri": f["file_id"]}})
+            else:
+                raise _bad("file parts need file_data or file_id.", where)
+        else:
+            raise _bad(f"Content part type {kind!r} is not supported by Gemini.", where)
+    return parts
+
+
+def _tool_call_args(arguments, param: str) -> dict:
+    if arguments is None or arguments == "":
+        return {}
+    if isinstance(arguments, dict):
+        return arguments
+    try:
+        args = _decode(arguments)
+    except (msgspec.DecodeError, TypeError):
+        raise _bad("Tool call arguments must be a JSON object.", param) from None
+    if not isinstance(args, dict):
+        raise _bad("Tool call arguments must be a JSON object.", param)
+    return args
+
+
+def _function_response(content, param: str) -> dict:
+    text = _text_of(content, param)
+    try:
+        value = _decode(text) if text else ""
+    except msgspec.DecodeError:
+        value = text
+    # Gemini wants an object; anything else is wrapped as {"output": ...} (its convention).
+    return value if isinstance(value, dict) else {"output": value}
+
+
+def _contents(messages, system: list[str]) -> list[dict]:
+    contents: list[dict] = []
+    names: dict[str, str] = {}  # tool_call id -> function name, from assistant turns
+
+    def add(role: str, parts: list[dict]) -> None:
+        if not parts:
+            return
+        if contents and contents[-1]["role"] == role:
+            contents[-1]["parts"].extend(parts)
+        else:
+            contents.append({"role": role, "parts": parts})
+
+    for i, msg in enumerate(messages):
+        param = f"messages[{i}]"
+        if not isinstance(msg, dict):
+            raise _bad("Each message must be an object.", param)
+        role = msg.get("role")
+        content = msg.get("content")
+        if role in ("system", "developer"):
+            text = _text_of(content, f"{param}.content")
+            if text:
+                system.append(text)
+        elif role == "user":
+            add("user", _user_parts(content, f"{param}.content"))
+        elif role == "assistant":
+            parts: list[dict] = []
+            if isinstance(content, str):
+                if content:
+                    parts.append({"text": content})
+            elif isinstance(content, list):
+                for j, part in enumerate(content):
+                    if isinstance(part, dict):
+                        text = part.get("text") if "text" in part else part.get("refusal")
+                        if isinstance(text, str) and text:
+                            parts.append({"text": text})
+                    elif isinstance(part, str):
+                        parts.append({"text": part})
+                    else:
+                        raise _bad("Invalid assistant content part.", f"{param}.content[{j}]")
+            calls = msg.get("tool_calls") or []
+            for j, call in enumerate(calls):
+                where = f"{param}.tool_calls[{j}]"
+                fn = call.get("function") if isinstance(call, dict) else None
+                if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+                    raise _bad("Each tool call needs function.name.", where)
+                if isinstance(call.get("id"), str):
+                    names[call["id"]] = fn["name"]
+                parts.append(
+                    {
+                        "functionCall": {
+                            "name": fn["name"],
+                            "args": _tool_call_args(fn.get("arguments"), f"{where}.function"),
+                        }
+                    }
+                )
+            add("model", parts)
+        elif role in ("tool", "function"):
+            call_id = msg.get("tool_call_id")
+            name = names.get(call_id) if isinstance(call_id, str) else None
+            if name is None:
+                name = msg.get("name")
+            if not isinstance(name, str) or not name:
+                raise _bad(
+                    f"No assistant tool call with id {call_id!r} precedes this tool message.",
+                    f"{param}.tool_call_id",
+                )
+            resp = _function_response(content, f"{param}.content")
+            add("user", [{"functionResponse": {"name": name, "response": resp}}])
+        else:
+            raise _bad(f"Unsupported message role {role!r}.", f"{param}.role")
+    return contents
+
+
+def _tools(doc: dict) -> list[dict] | None:
+    tools = doc.get("tools")
+    if not tools:
+        return None
+    decls = []
+    for i, tool in enumerate(tools):
+        fn = tool.get("function") if isinstance(tool, dict) else None
+        if not isinstance(fn, dict) or not isinstance(fn.get("name"), str):
+            raise _bad("Each tool needs type 'function' and function.name.", f"tools[{i}]")
+        decl: dict = {"name": fn["name"]}
+        if fn.get("description"):
+            decl["description"] = fn["description"]
+        params = fn.get("parameters")
+        if isinstance(params, dict):
+            cleaned = clean_schema(params)
+            # Gemini refuses an OBJECT without properties: a no-argument function has none.
+            if cleaned.get("properties") or cleaned.get("type") not in (None, "OBJECT"):
+                decl["parameters"] = cleaned
+        decls.append(decl)
+    return [{"functionDeclarations": decls}]
+
+
+def _tool_config(choice) -> dict | None:
+    if choice is None:
+        return None
+    if choice == "auto":
+        mode: dict = {"mode": "AUTO"}
+    elif choice == "none":
+        mode = {"mode": "NONE"}
+    elif choice == "required":
+        mode = {"mode": "ANY"}
+    elif isinstance(choice, dict):
+        fn = choice.get("function")
+        name = fn.get("name") if isinstance(fn, dict) else None
+        if not isinstance(name, str):
+            raise _bad("tool_choice.function.name is required.", "tool_choice")
+        mode = {"mode": "ANY", "allowedFunctionNames": [name]}
+    else:
+        raise _bad(f"Invalid tool_choice {choice!r}.", "tool_choice")
+    return {"functionCallingConfig": mode}
+
+
+def _generation_config(doc: dict) -> dict:
+    cfg: dict = {}
+    max_tokens = doc.get("max_completion_tokens")
+    if max_tokens is None:
+        max_tokens = doc.get("max_tokens")
+    if max_tokens is not None:
+        cfg["maxOutputTokens"] = max_tokens
+    for src, dst in (
+        ("temperature", "temperature"),
+        ("top_p", "topP"),
+        ("presence_penalty", "presencePenalty"),
+        ("frequency_penalty", "frequencyPenalty"),
+        ("seed", "seed"),
+    ):
+        if doc.get(src) is not None:
+            cfg[dst] = doc[src]
+    stop = doc.get("stop")
+    if isinstance(stop, str):
+        cfg["stopSequences"] = [stop]
+    elif isinstance(stop, list) and stop:
+        cfg["stopSequences"] = stop
+    if doc.get("n") is not None:
+        cfg["candidateCount"] = doc["n"]
+    fmt = doc.get("response_format")
+    if isinstance(fmt, dict):
+        kind = fmt.get("type")
+        if kind == "json_object":
+            cfg["responseMimeType"] = "application/json"
+        elif kind == "json_schema":
+            cfg["responseMimeType"] = "application/json"
+            spec = fmt.get("json_schema") or {}
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            if isinstance(schema, dict):
+                cfg["responseSchema"] = clean_schema(schema)
+    return cfg
+
+
+def openai_to_gemini_request(doc: dict) -> dict:
+    """An OpenAI chat request (decoded JSON) as a Gemini ``GenerateContentRequest`` body."""
+    messages = doc.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise _bad("'messages' must be a non-empty array.", "messages")
+    system: list[str] = []
+    out: dict = {"contents": _contents(messages, system)}
+    if system:
+        out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
+    tools = _tools(doc)
+    if tools:
+        out["tools"] = tools
+    tool_config = _tool_config(doc.get("tool_choice")) if tools else None
+    if tool_config:
+        out["toolConfig"] = tool_config
+    gen = _generation_config(doc)
+    if gen:
+        out["generationConfig"] = gen
+    return out
+
+
+# -------------------------------------------------------------------------- response
+
+_FINISH = {
+    "STOP": "stop",
+    "MAX_TOKENS": "length",
+    "SAFETY": "content_filter",
+    "RECITATION": "content_filter",
+    "BLOCKLIST": "content_filter",
+    "PROHIBITED_CONTENT": "content_filter",
+    "SPII": "content_filter",
+    "IMAGE_SAFETY": "content_filter",
+    "IMAGE_PROHIBITED_CONTENT": "content_filter",
+    "MODEL_ARMOR": "content_filter",
+}
+
+
+def finish_reason(reason: str | None, has_calls: bool) -> str:
+    if has_calls and reason in (None, "STOP"):
+        return "tool_calls"
+    return _FINISH.get(reason or "STOP", "stop")
+
+
+def openai_usage(u: UsageMetadata) -> dict:
+    completion = u.candidates_token_count + u.thoughts_token_count
+    prompt = u.prompt_token_count + u.tool_use_prompt_token_count
+    total = u.total_token_count if u.total_token_count is not None else prompt + completion
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": total,
+        "prompt_tokens_details": {"cached_tokens": u.cached_content_token_count},
+        "completion_tokens_details": {"reasoning_tokens": u.thoughts_token_count},
+    }
+
+
+def _tool_call(fc, call_id: str) -> dict:
+    return {
+        "id": fc.id or call_id,
+        "type": "function",
+        "function": {"name": fc.name, "arguments": _encode(fc.args or {}).decode()},
+    }
+
+
+def gemini_to_openai_response(
+    resp: GenerateContentResponse, model: str, created: int, id_base: str
+) -> dict:
+    """A decoded ``GenerateContentResponse`` as an OpenAI ``chat.completion`` dict.
+
+    ``id_base`` makes the completion id (``chatcmpl-<id_base>``) and tool-call
+    ids (``call_<id_base>_<n>``) when Google gives none.
+    """
+    choices = []
+    n = 0
+    for cand in sorted(resp.candidates, key=lambda c: c.index):
+        texts = []
+        calls = []
+        if cand.content is not None:
+            for part in cand.content.parts:
+                if part.function_call is not None:
+                    calls.append(_tool_call(part.function_call, f"call_{id_base}_{n}"))
+                    n += 1
+                elif part.text is not None and not part.thought:
+                    texts.append(part.text)
+        message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+        if calls:
+            message["tool_calls"] = calls
+        elif message["content"] is None:
+            message["content"] = ""
+        choices.append(
+            {
+                "index": cand.index,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(cand.finish_reason, bool(calls)),
+            }
+        )
+    if not choices:  # the prompt itself was blocked
+        choices.append(
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": ""},
+                "logprobs": None,
+                "finish_reason": "content_filter",
+            }
+        )
+    out = {
+        "id": f"chatcmpl-{resp.response_id or id_base}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": choices,
+    }
+    if resp.usage_metadata is not None:
+        out["usage"] = openai_usage(resp.usage_metadata)
+    return out
+
+
+def _decode_response(provider: str, body: bytes) -> GenerateContentResponse:
+    try:
+        resp = response_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HelixError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"{provider} returned a response Helix could not read ({exc}).",
+        ) from None
+    if resp.error is not None:
+        raise _error_from(provider, resp.error.code or 500, resp.error, [])
+    return resp
+
+
+# ------------------------------------------------------------------------- streaming
+
+
+class GeminiStreamRelay:
+    """``streamGenerateContent?alt=sse`` events -> OpenAI ``chat.completion.chunk`` SSE.
+
+    Gemini sends whole parts: text pieces and complete function calls.  Each
+    becomes one chunk (role on a choice's first chunk; tool calls complete,
+    with their running index); a finish chunk follows a candidate's
+    ``finishReason``; ``close`` adds the usage chunk when asked and ``[DONE]``.
+    """
+
+    __slots__ = (
+        "_calls",
+        "_finished",
+        "_id_base",
+        "_include_usage",
+        "_parser",
+        "_prefix",
+        "_provider",
+        "_seen",
+        "_started",
+        "usage",
+    )
+    passthrough = False
+
+    def __init__(
+        self, provider: str, model: str, created: int, id_base: str, include_usage: bool
+    ) -> None:
+        self._provider = provider
+        self._id_base = id_base
+        self._include_usage = include_usage
+        self._parser = SSEParser()
+        head = {
+            "id": f"chatcmpl-{id_base}",
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+        }
+        # Every chunk is this prefix + its choices: encoded once per stream.
+        self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":'
+        self._started: set[int] = set()
+        self._finished: dict[int, str] = {}
+        self._calls: dict[int, int] = {}  # candidate index -> tool calls sent
+        self._seen = False
+        self.usage: dict | None = None
+
+    def _chunk(self, choices: list[dict]) -> bytes:
+        return self._prefix + _encode(choices) + b"}\n\n"
+
+    def _event(self, resp: GenerateContentResponse, out: list[bytes]) -> None:
+        self._seen = True
+        if resp.usage_metadata is not None:
+            self.usage = openai_usage(resp.usage_metadata)
+        for cand in resp.candidates:
+            idx = cand.index
+            delta: dict = {}
+            if idx not in self._started:
+                self._started.add(idx)
+                delta["role"] = "assistant"
+            texts = []
+            calls = []
+            if cand.content is not None:
+                for part in cand.content.parts:
+                    if part.function_call is not None:
+                        n = self._calls.get(idx, 0)
+                        self._calls[idx] = n + 1
+                        call = _tool_call(part.function_call, f"call_{self._id_base}_{idx}_{n}")
+                        call["index"] = n
+                        calls.append(call)
+                    elif part.text and not part.thought:
+                        texts.append(part.text)
+            if texts:
+                delta["content"] = "".join(texts)
+            if calls:
+                delta["tool_calls"] = calls
+            if delta:
+                if "role" in delta and "content" not in delta:
+                    delta["content"] = None if calls else ""
+                out.append(
+                    self._chunk(
+                        [{"index": idx, "delta": delta, "logprobs": None, "finish_reason": None}]
+                    )
+                )
+            if cand.finish_reason and idx not in self._finished:
+                self._finish(idx, finish_reason(cand.finish_reason, idx in self._calls), out)
+        feedback = resp.prompt_feedback
+        blocked = feedback is not None and feedback.block_reason
+        if blocked and not resp.candidates and 0 not in self._finished:
+            # The prompt was blocked: nothing else will come.
+            if 0 not in self._started:
+                self._started.add(0)
+                delta = {"role": "assistant", "content": ""}
+                out.append(
+                    self._chunk(
+                        [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
+                    )
+                )
+            self._finish(0, "content_filter", out)
+
+    def _finish(self, idx: int, reason: str, out: list[bytes]) -> None:
+        self._finished[idx] = reason
+        out.append(
+            self._chunk([{"index": idx, "delta": {}, "logprobs": None, "finish_reason": reason}])
+        )
+
+    def _events(self, events) -> bytes:
+        out: list[bytes] = []
+        for _name, data in events:
+            if not data or data == b"[DONE]":
+                continue
+            if data.startswith(b"["):  # a JSON-array error body sent as an event
+                raise gemini_error(self._provider, 500, [], data)
+            self._event(_decode_response(self._provider, data), out)
+        return b"".join(out)
+
+    def feed(self, data: bytes) -> bytes:
+        events = self._parser.feed(data)
+        return self._events(events) if events else b""
+
+    def close(self) -> bytes:
+        out = [self._events(self._parser.feed(b"\n\n"))]
+        if not self._seen:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                f"{self._provider} ended the stream without sending a response.",
+            )
+        tail: list[bytes] = []
+        for idx in sorted(self._started):
+            if idx not in self._finished:
+                self._finish(idx, "tool_calls" if idx in self._calls else "stop", tail)
+        out.extend(tail)
+        if self._include_usage and self.usage is not None:
+            out.append(self._prefix + b"[],\"usage\":" + _encode(self.usage) + b"}\n\n")
+        out.append(b"data: [DONE]\n\n")
+        return b"".join(out)
+
+
+# ------------------------------------------------------------------------ embeddings
+
+
+def _embedding_inputs(doc: dict) -> tuple[list[str], bool]:
+    """The texts to embed and whether the client sent a single string."""
+    raw = doc.get("input")
+    if isinstance(raw, str):
+        return [raw], True
+    if isinstance(raw, list) and raw and all(isinstance(x, str) for x in raw):
+        return raw, False
+    raise _bad(
+        "Gemini embeddings take a string or an array of strings (not token arrays).", "input"
+    )
+
+
+def openai_to_gemini_embeddings(doc: dict, model_id: str) -> tuple[str, dict]:
+    """``(method, body)``: ``embedContent`` for one string, ``batchEmbedContents`` for a list."""
+    texts, single = _embedding_inputs(doc)
+    dims = doc.get("dimensions")
+    if single:
+        body: dict = {"content": {"parts": [{"text": texts[0]}]}}
+        if dims is not None:
+            body["outputDimensionality"] = dims
+        return "embedContent", body
+    requests = []
+    for text in texts:
+        req: dict = {"model": f"models/{model_id}", "content": {"parts": [{"text": text}]}}
+        if dims is not None:
+            req["outputDimensionality"] = dims
+        requests.append(req)
+    return "batchEmbedContents", {"requests": requests}
+
+
+def _embedding_value(values: list[float], b64: bool):
+    if b64:
+        return base64.b64encode(struct.pack(f"<{len(values)}f", *values)).decode("ascii")
+    return values
+
+
+def openai_embeddings(
+    vectors: list[list[float]], model: str, b64: bool, prompt_tokens: int = 0
+) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"object": "embedding", "index": i, "embedding": _embedding_value(v, b64)}
+            for i, v in enumerate(vectors)
+        ],
+        "model": model,
+        "usage": {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens},
+    }
+
+
+def gemini_to_openai_embeddings(body: bytes, model: str, b64: bool, provider: str) -> dict:
+    try:
+        resp = embed_decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise HelixError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"{provider} returned embeddings Helix could not read ({exc}).",
+        ) from None
+    if resp.embeddings is not None:
+        vectors = [e.values for e in resp.embeddings]
+    elif resp.embedding is not None:
+        vectors = [resp.embedding.values]
+    else:
+        raise HelixError(ErrorKind.UPSTREAM_PROTOCOL, f"{provider} returned no embeddings.")
+    return openai_embeddings(vectors, model, b64)
+
+
+# The embeddings response needs the request's encoding_format; the forward phase
+# runs request and response translation in one task, so a context variable
+# carries it from one to the other without touching shared adapter state.
+EMBED_BASE64: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "helix_gemini_embed_base64", default=False
+)
+
+
+# ----------------------------------------------------------------------------- errors
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "invalid_request_error",
+    429: "rate_limit_error",
+}
+
+
+def _error_from(provider: str, status: int, err, headers) -> HelixError:
+    message = err.message or f"{provider} returned HTTP {status}"
+    etype = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    code = err.status.lower() if err.status else None
+    return HelixError(
+        ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS,
+        message,
+        status=status,
+        code=code,
+        type=etype,
+        source=Source.UPSTREAM,
+        retry=retry_for_status(status),
+        body=error_body(message, etype, None, code),
+        headers=headers,
+    )
+
+
+def gemini_error(
+    provider: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> HelixError:
+    """Google's ``{"error": {"code", "message", "status"}}`` (or a list of them) as a
+    HelixError with the provider's status and message, in OpenAI's shape."""
+    extra = [(k, v) for k, v in headers if k == b"retry-after"]
+    env = None
+    try:
+        if body[:1] == b"[":
+            found = error_list_decoder.decode(body)
+            env = found[0] if found else None
+        elif body:
+            env = error_decoder.decode(body)
+    except msgspec.DecodeError:
+        env = None
+    if env is not None and env.error is not None and env.error.message:
+        return _error_from(provider, status, env.error, extra)
+    return upstream_error(provider, status, headers, body)
+
+
+# --------------------------------------------------------------------------- adapter
+
+
+def _new_id() -> str:
+    return secrets.token_hex(12)
+
+
+def _decode_body(body: bytes) -> dict:
+    try:
+        doc = _decode(body)
+    except msgspec.DecodeError as exc:
+        raise _bad(f"We could not parse the JSON body of your request ({exc}).") from None
+    if not isinstance(doc, dict):
+        raise _bad("The request body must be a JSON object.")
+    return doc
+
+
+def model_path(model_id: str) -> str:
+    return model_id[7:] if model_id.startswith("models/") else model_id
+
+
+class GeminiAdapter:
+    """Adapter for the Gemini API (stateless: one instance per process)."""
+
+    def _target(self, dep: Deployment, method: str, stream: bool = False) -> bytes:
+        path = f"{dep.base_path}/v1beta/models/{model_path(dep.model_id)}:{method}"
+        return (path + "?alt=sse" if stream else path).encode()
+
+    def _headers(self, dep: Deployment) -> list[tuple[bytes, bytes]]:
+        return dep.static_headers
+
+    def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        doc = _decode_body(body)
+        out = openai_to_gemini_request(doc)
+        stream = bool(view.stream)
+        method = "streamGenerateContent" if stream else "generateContent"
+        return UpstreamRequest(
+            b"POST", self._target(dep, method, stream), self._headers(dep), _encode(out)
+        )
+
+    def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        doc = _decode_body(body)
+        EMBED_BASE64.set(doc.get("encoding_format") == "base64")
+        method, out = openai_to_gemini_embeddings(doc, model_path(dep.model_id))
+        return UpstreamRequest(b"POST", self._target(dep, method), self._headers(dep), _encode(out))
+
+    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+        resp = _decode_response(dep.provider, body)
+        return _encode(gemini_to_openai_response(resp, dep.model, int(time.time()), _new_id()))
+
+    def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
+        out = gemini_to_openai_embeddings(body, dep.model, EMBED_BASE64.get(), dep.provider)
+        return _encode(out)
+
+    def stream_relay(self, dep: Deployment, view) -> GeminiStreamRelay:
+        opts = view.stream_options
+        include = bool(opts is not None and opts.include_usage)
+        return GeminiStreamRelay(dep.provider, dep.model, int(time.time()), _new_id(), include)
+
+    def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
+        return gemini_error(dep.provider, status, headers, body)
+
+
+def gemini_headers(cfg) -> list[tuple[bytes, bytes]]:
+    headers = base_headers(cfg.headers)
+    if cfg.api_key:
+        headers.append((b"x-goog-api-key", cfg.api_key.encode("latin-1")))
+    return headers
+
+
+SPECS: dict[str, ProviderSpec] = {
+    "gemini": ProviderSpec(
+        type="gemini",
+        adapter=GeminiAdapter(),
+        headers=gemini_headers,
+        default_base_url=GEMINI_BASE_URL,
+        key_env="GEMINI_API_KEY",
+        default_models=("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.0-flash",
+                        "text-embedding-004"),
+    )
+}

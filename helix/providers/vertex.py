@@ -1,0 +1,281 @@
+"""Google Vertex AI (``type: vertex``): Gemini models and Anthropic models.
+
+Auth is a service account (``credentials_file``, ``credentials_json`` or the
+``GOOGLE_APPLICATION_CREDENTIALS`` file), turned into an OAuth2 bearer token
+by :mod:`helix.providers.google_auth` and added per request by the signer
+(:class:`VertexAuth`).  URLs name the project, location and model::
+
+    https://{location}-aiplatform.googleapis.com/v1/projects/{project}/locations/{location}
+        /publishers/google/models/{model}:generateContent        (Gemini; the Gemini translation)
+        /publishers/google/models/{model}:predict                (text-embedding models)
+        /publishers/anthropic/models/{model}:rawPredict          (Claude; Anthropic Messages
+                                                                   with anthropic_version
+                                                                   "vertex-2023-10-16", no model)
+
+Location ``global`` uses ``aiplatform.googleapis.com``.  ``base_url``, when set,
+replaces only the host (tests point it at the mock).  Models whose id starts
+with ``claude`` are Anthropic's; every other model is Google's.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+
+import msgspec
+
+from helix.errors import ErrorKind, HelixError, Source
+from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.catalog import ProviderSpec
+from helix.providers.gemini import (
+    EMBED_BASE64,
+    GeminiAdapter,
+    _decode_body,
+    _embedding_inputs,
+    gemini_error,
+    model_path,
+    openai_embeddings,
+)
+from helix.providers.openai import base_headers
+from helix.schema.gemini import vertex_predict_decoder
+
+__all__ = ["DEFAULT_LOCATION", "SPECS", "VertexAdapter", "VertexAuth", "vertex_base_url"]
+
+log = logging.getLogger("helix.providers.vertex")
+
+DEFAULT_LOCATION = "us-central1"
+VERTEX_ANTHROPIC_VERSION = "vertex-2023-10-16"
+_LOCATION_RE = re.compile(r"^[a-z0-9][a-z0-9-]*$")
+_encode = msgspec.json.Encoder().encode
+
+
+def vertex_host(location: str) -> str:
+    if location == "global":
+        return "https://aiplatform.googleapis.com"
+    return f"https://{location}-aiplatform.googleapis.com"
+
+
+def vertex_base_url(cfg) -> str:
+    """The provider's base URL: ``base_url`` when set, else the location's host."""
+    return cfg.base_url or vertex_host(cfg.location or DEFAULT_LOCATION)
+
+
+def is_anthropic(model_id: str) -> bool:
+    return model_id.startswith("claude")
+
+
+class VertexAuth:
+    """The signer of one ``type: vertex`` provider: adds ``authorization: Bearer <token>``.
+
+    It also carries the provider's resource path (``/v1/projects/.../locations/...``),
+    which the stateless adapter reads from ``dep.signer``.  Credentials are
+    read when the signer is built (in the worker); a problem there is logged
+    and every request to this provider fails with it, the rest of the gateway
+    keeps serving.  The token endpoint is reached through :meth:`bind`'s pool,
+    or a small pool of the signer's own, created on first use.
+    """
+
+    def __init__(self, cfg, env=None) -> None:
+        from helix.providers.google_auth import TokenSource, load_service_account
+
+        self.provider = cfg.name
+        self.project = cfg.project
+        self.location = cfg.location or DEFAULT_LOCATION
+        self.resource = f"/v1/projects/{self.project}/locations/{self.location}"
+        self.source: TokenSource | None = None
+        self.problem: str | None = None
+        try:
+            sa = load_service_account(cfg.credentials_json, cfg.credentials_file, env)
+            self.source = TokenSource(
+                sa, token_url=cfg.token_url, verify_tls=cfg.tls_verify, label=cfg.name
+            )
+        except (ValueError, HelixError) as exc:
+            self.problem = f"{cfg.name}: {getattr(exc, 'message', exc)}"
+            log.error("vertex provider %s is unusable: %s", cfg.name, self.problem)
+
+    def bind(self, pool) -> None:
+        if self.source is not None:
+            self.source.bind(pool)
+
+    async def sign(self, dep: Deployment, up: UpstreamRequest) -> UpstreamRequest:
+        source = self.source
+        if source is None:
+            raise HelixError(
+                ErrorKind.INTERNAL,
+                f"Vertex AI provider misconfigured: {self.problem}",
+                status=500,
+                source=Source.INTERNAL,
+            )
+        token = await source.token()
+        headers = [*up.headers, (b"authorization", b"Bearer " + token.encode("latin-1"))]
+        return UpstreamRequest(up.method, up.target, headers, up.body)
+
+
+def _resource(dep: Deployment) -> str:
+    signer = dep.signer
+    resource = getattr(signer, "resource", None)
+    if resource is None:
+        raise HelixError(ErrorKind.INTERNAL, f"{dep.provider}: Vertex deployment without signer")
+    return resource
+
+
+def _anthropic():
+    from helix.providers import anthropic
+
+    return anthropic
+
+
+class VertexAdapter(GeminiAdapter):
+    """Gemini translation on Vertex URLs; Claude models through the Anthropic translation."""
+
+    def _model_url(self, dep: Deployment, publisher: str, method: str, stream: bool) -> bytes:
+        model = model_path(dep.model_id)
+        path = f"{dep.base_path}{_resource(dep)}/publishers/{publisher}/models/{model}:{method}"
+        return (path + "?alt=sse" if stream else path).encode()
+
+    def _target(self, dep: Deployment, method: str, stream: bool = False) -> bytes:
+        return self._model_url(dep, "google", method, stream)
+
+    def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        if not is_anthropic(dep.model_id):
+            return super().chat_request(dep, view, body)
+        anthropic = _anthropic()
+        doc = _decode_body(body)
+        out = anthropic.openai_to_anthropic_request(
+            doc, None, anthropic.default_max_tokens(dep.model_id)
+        )
+        out["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
+        method = "streamRawPredict" if view.stream else "rawPredict"
+        target = self._model_url(dep, "anthropic", method, False)
+        return UpstreamRequest(b"POST", target, dep.static_headers, _encode(out))
+
+    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+        if is_anthropic(dep.model_id):
+            return _anthropic().AnthropicAdapter().chat_response(dep, body)
+        return super().chat_response(dep, body)
+
+    def stream_relay(self, dep: Deployment, view):
+        if is_anthropic(dep.model_id):
+            return _anthropic().AnthropicAdapter().stream_relay(dep, view)
+        return super().stream_relay(dep, view)
+
+    def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        if is_anthropic(dep.model_id):
+            return _anthropic().AnthropicAdapter().embeddings_request(dep, view, body)
+        doc = _decode_body(body)
+        EMBED_BASE64.set(doc.get("encoding_format") == "base64")
+        texts, _single = _embedding_inputs(doc)
+        out: dict = {"instances": [{"content": t} for t in texts]}
+        if doc.get("dimensions") is not None:
+            out["parameters"] = {"outputDimensionality": doc["dimensions"]}
+        target = self._target(dep, "predict")
+        return UpstreamRequest(b"POST", target, dep.static_headers, _encode(out))
+
+    def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
+        try:
+            resp = vertex_predict_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                f"{dep.provider} returned embeddings Helix could not read ({exc}).",
+            ) from None
+        vectors = []
+        tokens = 0
+        for pred in resp.predictions:
+            if pred.embeddings is None:
+                raise HelixError(
+                    ErrorKind.UPSTREAM_PROTOCOL, f"{dep.provider} returned a prediction without "
+                    "embeddings (is the model an embedding model?)."
+                )
+            vectors.append(pred.embeddings.values)
+            if pred.embeddings.statistics is not None:
+                tokens += int(pred.embeddings.statistics.token_count)
+        return _encode(openai_embeddings(vectors, dep.model, EMBED_BASE64.get(), tokens))
+
+    def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
+        err = gemini_error(dep.provider, status, headers, body)
+        if is_anthropic(dep.model_id) and err.body is None:
+            # Not Google's envelope: Anthropic's own error shape, relayed by Vertex.
+            return _anthropic().AnthropicAdapter().error(dep, status, headers, body)
+        return err
+
+
+def vertex_headers(cfg) -> list[tuple[bytes, bytes]]:
+    return base_headers(cfg.headers)  # the bearer token is added per request by VertexAuth
+
+
+def _validate(cfg, where: str) -> None:
+    from helix.config import ConfigError
+    from helix.providers.google_auth import load_service_account
+
+    if not cfg.project:
+        raise ConfigError(f"{where}.project: required for type 'vertex' (the GCP project id)")
+    location = cfg.location or DEFAULT_LOCATION
+    if not _LOCATION_RE.match(location):
+        raise ConfigError(
+            f"{where}.location: expected a Vertex AI location such as 'us-central1' or "
+            f"'global', got {cfg.location!r}"
+        )
+    if cfg.credentials_json and cfg.credentials_file:
+        raise ConfigError(f"{where}: set credentials_json or credentials_file, not both")
+    if cfg.credentials_json or cfg.credentials_file:
+        # Explicit credentials are checked now; GOOGLE_APPLICATION_CREDENTIALS when the
+        # signer is built (validation never reads the environment).
+        try:
+            load_service_account(cfg.credentials_json, cfg.credentials_file, {})
+        except ValueError as exc:
+            key = "credentials_json" if cfg.credentials_json else "credentials_file"
+            raise ConfigError(f"{where}.{key}: {exc}") from None
+    if cfg.token_url is not None and not re.match(r"^https?://[^/]+", cfg.token_url):
+        raise ConfigError(f"{where}.token_url: expected an http(s) URL, got {cfg.token_url!r}")
+    if cfg.base_url is None and location != DEFAULT_LOCATION and not _HAS_BASE_URL_FROM:
+        raise ConfigError(
+            f"{where}.base_url: location {location!r} is served at {vertex_host(location)}; "
+            f"set base_url: {vertex_host(location)}"
+        )
+
+
+def _from_env(env: dict[str, str]) -> dict | None:
+    creds = env.get("GOOGLE_APPLICATION_CREDENTIALS")
+    project = env.get("VERTEX_PROJECT") or env.get("GOOGLE_CLOUD_PROJECT")
+    if not (creds and project):
+        return None
+    location = env.get("VERTEX_LOCATION") or env.get("GOOGLE_CLOUD_LOCATION") or DEFAULT_LOCATION
+    return {
+        "name": "vertex",
+        "type": "vertex",
+        "project": project,
+        "location": location,
+        "credentials_file": creds,
+        "base_url": vertex_host(location),
+        "models": list(DEFAULT_MODELS),
+    }
+
+
+DEFAULT_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.0-flash", "text-embedding-005")
+
+# A catalog with ``base_url_from`` (the base URL computed from the provider's config)
+# serves any location without an explicit base_url; without it, only the default one.
+_HAS_BASE_URL_FROM = "base_url_from" in {f.name for f in dataclasses.fields(ProviderSpec)}
+_EXTRA = {"base_url_from": vertex_base_url} if _HAS_BASE_URL_FROM else {}
+
+SPECS: dict[str, ProviderSpec] = {
+    "vertex": ProviderSpec(
+        type="vertex",
+        adapter=VertexAdapter(),
+        headers=vertex_headers,
+        default_base_url=vertex_host(DEFAULT_LOCATION),
+        key_env=None,
+        key_required=False,
+        default_models=DEFAULT_MODELS,
+        validate=_validate,
+        signer=VertexAuth,
+        from_env=_from_env,
+        notes={
+            "auth": "service account -> OAuth2 bearer token (cached, refreshed before expiry)",
+            "anthropic": "model ids starting with 'claude' use the Anthropic Messages format",
+        },
+        **_EXTRA,
+    )
+}
