@@ -32,6 +32,7 @@ def gateway_config(mock_url: str) -> str:
                 provider("limited", '{x-mock-status: "429"}'),
                 provider("broken", "{x-mock-fail: reset-mid-stream}"),
                 provider("streamy", '{x-mock-chunks: "6", x-mock-chunk-interval-ms: "250"}'),
+            provider("hang", "{x-mock-fail: hang}"),  # never answers; no timeout configured
                 provider("down", base=down),
             ]
         )

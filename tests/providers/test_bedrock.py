@@ -103,7 +103,9 @@ def test_full_translation_is_valid_converse_input():
                                         "input": {"city": "Paris"}}}
     assert assistant[2]["toolUse"]["input"] == {}
     results = body["messages"][2]["content"]
-    assert results[0] == {"toolResult": {"toolUseId": "call_1", "content": [{"json": {"temp": 21}}]}}
+    assert results[0] == {
+        "toolResult": {"toolUseId": "call_1", "content": [{"json": {"temp": 21}}]}
+    }
     assert results[1] == {"toolResult": {"toolUseId": "call_2", "content": [{"text": "sunny"}]}}
     assert results[2] == {"text": "thanks"}
     assert body["inferenceConfig"] == {"maxTokens": 100, "temperature": 0.2, "topP": 0.9,
@@ -117,7 +119,8 @@ def test_full_translation_is_valid_converse_input():
 @pytest.mark.parametrize(
     ("choice", "expected"),
     [("auto", {"auto": {}}), (None, None),
-     ({"type": "function", "function": {"name": "get_weather"}}, {"tool": {"name": "get_weather"}})],
+     ({"type": "function", "function": {"name": "get_weather"}},
+      {"tool": {"name": "get_weather"}})],
 )
 def test_tool_choice(choice, expected):
     doc = {"messages": [{"role": "user", "content": "hi"}], "tools": [WEATHER], "stream": True}
@@ -404,8 +407,12 @@ def test_config_validation(monkeypatch):
         validate(cfg(region=None, aws_access_key_id="a", aws_secret_access_key="b"), "providers[0]")
     with pytest.raises(ConfigError, match="aws_secret_access_key"):
         validate(cfg(aws_access_key_id="a"), "providers[0]")
-    with pytest.raises(ConfigError, match="no AWS credentials"):
-        validate(cfg(), "providers[0]")
+    validate(cfg(), "providers[0]")  # credentials may come from the environment
+    signer = bedrock.BedrockSigner(cfg(), env={})
+    up = UpstreamRequest(b"POST", b"/model/x/converse", [], b"{}")
+    with pytest.raises(HelixError, match="no AWS credentials") as ei:
+        signer.sign_now(dep(), up, datetime(2025, 1, 1, tzinfo=UTC))
+    assert ei.value.status == 503
     validate(cfg(aws_access_key_id="a", aws_secret_access_key="b"), "providers[0]")
     assert bedrock.base_url_for(cfg()) == "https://bedrock-runtime.us-east-1.amazonaws.com"
     assert bedrock.base_url_for(cfg(base_url="http://x")) == "http://x"

@@ -1,5 +1,6 @@
 """helix.providers.eventstream against botocore's EventStreamBuffer (the oracle)."""
 
+import itertools
 import struct
 import uuid
 from zlib import crc32
@@ -95,7 +96,7 @@ def test_one_byte_at_a_time():
 def test_random_split_points(cuts):
     cuts = sorted(set(cuts))
     bounds = [0, *cuts, len(STREAM)]
-    pieces = [STREAM[a:b] for a, b in zip(bounds, bounds[1:], strict=False)]
+    pieces = [STREAM[a:b] for a, b in itertools.pairwise(bounds)]
     assert ours_decode(STREAM, pieces) == botocore_decode(STREAM)
 
 
