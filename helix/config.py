@@ -489,14 +489,14 @@ def _validate(cfg: Config) -> None:
         if not catalog.is_built(p.type):
             continue  # refused by check_supported() with its own message
         spec = catalog.spec(p.type)
-        if p.base_url is None and spec.default_base_url is None:
+        if spec.validate is not None:
+            spec.validate(p, where)
+        if catalog.base_url(spec, p) is None:
             raise ConfigError(f"{where}.base_url: required for type {p.type!r}")
         if p.base_url is not None and not re.match(r"^https?://[^/]+", p.base_url):
             raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {p.base_url!r}")
         if spec.key_required and not p.api_key:
             raise ConfigError(f"{where}.api_key: required for type {p.type!r}")
-        if spec.validate is not None:
-            spec.validate(p, where)
         names: set[str] = set()
         for j, m in enumerate(p.model_entries()):
             if not m.name:

@@ -316,13 +316,13 @@ def gemini_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
 def vertex_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     # /v1/projects/{p}/locations/{l}/publishers/{pub}/models/{model}:{method}
     segs = req.path.split("/")
-    if len(segs) != 10 or segs[3] != "locations" or segs[5] != "publishers" or segs[7] != "models":
+    if len(segs) != 10 or segs[4] != "locations" or segs[6] != "publishers" or segs[8] != "models":
         return error_reply(404, f"Invalid Vertex AI resource path {req.path}")
     if not _bearer_ok(req):
         return error_reply(
             401, "Request had invalid authentication credentials. Expected OAuth 2 access token."
         )
-    publisher = segs[6]
+    publisher = segs[7]
     model, method = _split_method(segs[9])
     if publisher == "google":
         return _dispatch(req, ctl, model, method, True)

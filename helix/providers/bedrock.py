@@ -629,21 +629,25 @@ def _credentials(cfg, env: dict[str, str]) -> sigv4.Credentials | None:
 class BedrockSigner:
     """SigV4 for one configured provider; credentials resolved once, at construction."""
 
-    __slots__ = ("credentials", "keys", "region")
+    __slots__ = ("credentials", "keys", "name", "region")
 
     def __init__(self, cfg, env: dict[str, str] | None = None) -> None:
-        creds = _credentials(cfg, dict(os.environ) if env is None else env)
-        if creds is None:
-            raise HelixError(
-                ErrorKind.AUTH,
-                f"provider {cfg.name!r}: no AWS credentials (set aws_access_key_id and "
-                "aws_secret_access_key, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
-            )
-        self.credentials = creds
+        # None: no credentials anywhere; requests then fail with a clear 503 (the config
+        # loader cannot see the process environment, so this is not a config error).
+        self.credentials = _credentials(cfg, dict(os.environ) if env is None else env)
+        self.name = cfg.name
         self.region = cfg.region
         self.keys = sigv4.SigningKeyCache()
 
     def sign_now(self, dep: Deployment, up: UpstreamRequest, now: datetime) -> UpstreamRequest:
+        if self.credentials is None:
+            raise HelixError(
+                ErrorKind.UNAVAILABLE,
+                f"provider {self.name!r} has no AWS credentials: set aws_access_key_id and "
+                "aws_secret_access_key in its config, or AWS_ACCESS_KEY_ID and "
+                "AWS_SECRET_ACCESS_KEY in Helix's environment",
+                code="provider_credentials_missing",
+            )
         origin = dep.origin
         host = f"[{origin.host}]" if ":" in origin.host else origin.host
         if origin.port != _DEFAULT_PORTS.get(origin.scheme):
@@ -686,16 +690,16 @@ def _validate(cfg, where: str) -> None:
         raise ConfigError(
             f"{where}.aws_session_token: needs aws_access_key_id and aws_secret_access_key"
         )
-    if _credentials(cfg, dict(os.environ)) is None:
-        raise ConfigError(
-            f"{where}.aws_access_key_id: no AWS credentials (set aws_access_key_id and "
-            "aws_secret_access_key, or the AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY variables)"
-        )
 
 
 def _headers(cfg) -> list[tuple[bytes, bytes]]:
     return base_headers(cfg.headers)
 
+
+# Once ProviderSpec has ``base_url_for`` (a per-config default URL), Bedrock uses it.
+_PER_CONFIG_URL = (
+    {"base_url_for": base_url_for} if "base_url_for" in ProviderSpec.__dataclass_fields__ else {}
+)
 
 SPECS: dict[str, ProviderSpec] = {
     "bedrock": ProviderSpec(
@@ -715,5 +719,6 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         validate=_validate,
         signer=BedrockSigner,
+        **_PER_CONFIG_URL,
     )
 }

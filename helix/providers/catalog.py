@@ -34,6 +34,8 @@ class ProviderSpec:
     # Static headers sent on every request (auth included), built once per provider.
     headers: Callable[[ProviderConfig], list[tuple[bytes, bytes]]]
     default_base_url: str | None = None
+    # When the default endpoint depends on the config (Bedrock's region, Vertex's location).
+    base_url_for: Callable[[ProviderConfig], str | None] | None = None
     key_env: str | None = None  # env-only mode: this variable configures the provider
     key_required: bool = True
     default_models: tuple[str, ...] = ()
@@ -101,6 +103,15 @@ def spec(ptype: str) -> ProviderSpec:
         raise NotBuilt(ptype)
     _cache[ptype] = specs[ptype]
     return specs[ptype]
+
+
+def base_url(s: ProviderSpec, cfg: ProviderConfig) -> str | None:
+    """The endpoint for this provider entry: config's base_url, else the type's default."""
+    if cfg.base_url:
+        return cfg.base_url
+    if s.base_url_for is not None:
+        return s.base_url_for(cfg)
+    return s.default_base_url
 
 
 def is_built(ptype: str) -> bool:

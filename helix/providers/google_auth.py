@@ -51,6 +51,7 @@ JWT_BEARER = "urn:ietf:params:oauth:grant-type:jwt-bearer"
 TOKEN_LIFETIME = 3600  # seconds asked for in the JWT (Google's maximum)
 REFRESH_MARGIN = 300.0  # start refreshing this long before expiry
 HARD_MARGIN = 10.0  # below this, a token is not used any more
+RETRY_BACKOFF = 10.0  # after a failed background refresh, keep the valid token this long
 
 _encode = msgspec.json.Encoder().encode
 
@@ -228,6 +229,7 @@ class TokenSource:
         self._token: str | None = None
         self._expires_at = 0.0
         self._refresh_at = 0.0
+        self._retry_at = 0.0
         self._inflight: asyncio.Task | None = None
         self.fetches = 0  # token endpoint round trips (for tests and stats)
 
@@ -245,11 +247,14 @@ class TokenSource:
         token = self._token
         if token is not None and now < self._refresh_at:
             return token
+        valid = token is not None and now < self._expires_at - HARD_MARGIN
         task = self._inflight
         if task is None or task.done():
+            if valid and now < self._retry_at:
+                return token  # a background refresh failed a moment ago: not again yet
             task = self._inflight = asyncio.get_running_loop().create_task(self._refresh())
             task.add_done_callback(_consume)
-        if token is not None and now < self._expires_at - HARD_MARGIN:
+        if valid:
             return token  # still valid: the refresh runs in the background
         return await asyncio.shield(task)
 
@@ -257,10 +262,12 @@ class TokenSource:
         try:
             token, lifetime = await self._fetch()
         except HelixError as err:
+            self._retry_at = self.clock() + RETRY_BACKOFF
             if self._token is not None:
                 log.warning("%s: token refresh failed: %s", self.label, err.message)
             raise
         except Exception as exc:  # a bad key, an unexpected answer: a clear 5xx, not a crash
+            self._retry_at = self.clock() + RETRY_BACKOFF
             raise _auth_error(
                 f"{self.label}: could not get a Google access token: {exc}", 500, Retry.NO
             ) from exc

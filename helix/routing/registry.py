@@ -34,7 +34,7 @@ class ProviderEndpoint:
     def __init__(self, cfg: ProviderConfig, config: Config) -> None:
         self.cfg = cfg
         spec = catalog.spec(cfg.type)
-        self.origin, self.base_path = parse_url(cfg.base_url or spec.default_base_url)
+        self.origin, self.base_path = parse_url(catalog.base_url(spec, cfg))
         self.headers = spec.headers(cfg)
         self.adapter = spec.adapter
         self.query = spec.query(cfg)
