@@ -696,17 +696,12 @@ def _headers(cfg) -> list[tuple[bytes, bytes]]:
     return base_headers(cfg.headers)
 
 
-# Once ProviderSpec has ``base_url_for`` (a per-config default URL), Bedrock uses it.
-_PER_CONFIG_URL = (
-    {"base_url_for": base_url_for} if "base_url_for" in ProviderSpec.__dataclass_fields__ else {}
-)
-
 SPECS: dict[str, ProviderSpec] = {
     "bedrock": ProviderSpec(
         type="bedrock",
         adapter=BedrockAdapter(),
         headers=_headers,
-        default_base_url=None,  # per region: see base_url_for
+        base_url_for=base_url_for,  # bedrock-runtime.{region}.amazonaws.com
         key_env=None,
         key_required=False,
         default_models=(
@@ -719,6 +714,5 @@ SPECS: dict[str, ProviderSpec] = {
         ),
         validate=_validate,
         signer=BedrockSigner,
-        **_PER_CONFIG_URL,
     )
 }

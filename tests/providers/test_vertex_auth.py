@@ -371,3 +371,26 @@ def test_missing_env_credentials_fail_requests_not_startup(tmp_path, rsa_key, mo
     with pytest.raises(HelixError) as ei:
         asyncio.run(sign())
     assert ei.value.status == 500 and "GOOGLE_APPLICATION_CREDENTIALS" in ei.value.message
+
+
+def test_failed_background_refresh_keeps_the_valid_token_and_backs_off(rsa_key, public_pem):
+    async def run():
+        async with TokenServer(public_pem) as srv:
+            clock = Clock(1_000_000.0)
+            src = TokenSource(parse_service_account(sa_json(rsa_key)), token_url=srv.url,
+                              clock=clock)
+            assert await src.token() == "tok-1"
+            srv.status = 500
+            clock.now += 3400  # in the refresh window, still valid
+            assert await src.token() == "tok-1"
+            await asyncio.sleep(0.1)
+            assert await src.token() == "tok-1"
+            await asyncio.sleep(0.1)
+            assert len(srv.requests) == 2  # no hammering of a failing endpoint
+            srv.status = 200
+            clock.now += 11
+            assert await src.token() == "tok-1"
+            await asyncio.sleep(0.1)
+            assert len(srv.requests) == 3 and await src.token() == "tok-3"
+
+    asyncio.run(run())
