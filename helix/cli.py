@@ -129,7 +129,9 @@ def cmd_serve(argv: list[str]) -> int:
     def reload_config():
         return _load(args)
 
-    return Arbiter(cfg, load_config=reload_config).run()
+    from helix import tables
+
+    return Arbiter(cfg, load_config=reload_config, plan_shm=tables.plan).run()
 
 
 def _raise_fd_limit() -> None:

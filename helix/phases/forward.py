@@ -92,6 +92,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             if status >= 400:
                 raise adapter.error(dep, status, resp.headers, await resp.read())
             headers = response_headers(resp.headers, dep.route_headers)
+            if ctx.response_headers:
+                headers.extend(ctx.response_headers)
             ctx.status = status
             if (
                 ctx.endpoint == "chat"

@@ -12,6 +12,8 @@ committed        forward          runner (no retry, no error body after it)
 usage            forward          record (OpenAI usage dict, when known)
 cost             forward          record (USD for this response; None if unknown)
 error            runner           record
+response_headers any phase        forward, runner (added to whatever response is sent:
+                                  x-ratelimit-*, x-request-id, attempts ...)
 started          runner           record (monotonic time at start)
 head_at          forward          record (upstream response head arrived)
 first_chunk_at   forward          record (first streamed chunk relayed: TTFT)
@@ -38,6 +40,7 @@ class RequestContext:
         "exchange",
         "first_chunk_at",
         "head_at",
+        "response_headers",
         "started",
         "status",
         "usage",
@@ -58,3 +61,4 @@ class RequestContext:
         self.head_at = 0.0
         self.first_chunk_at = 0.0
         self.error: HelixError | None = None
+        self.response_headers: list[tuple[bytes, bytes]] = []

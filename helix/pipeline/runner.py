@@ -47,7 +47,7 @@ class Pipeline:
             ctx.status = err.status
             if exchange.committed:
                 raise
-            exchange.respond_error(err)
+            _respond_error(exchange, err, ctx)
         except Exception as exc:
             if exchange.committed:
                 raise
@@ -55,10 +55,16 @@ class Pipeline:
             err = HelixError(ErrorKind.INTERNAL, "Helix hit an internal error.", cause=exc)
             ctx.error = err
             ctx.status = err.status
-            exchange.respond_error(err)
+            _respond_error(exchange, err, ctx)
         finally:
             for record in self._recorders:
                 try:
                     record(ctx)
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
+
+
+def _respond_error(exchange, err: HelixError, ctx: RequestContext) -> None:
+    if ctx.response_headers:
+        err.headers = [*err.headers, *ctx.response_headers]
+    exchange.respond_error(err)

@@ -19,7 +19,6 @@ with ``claude`` are Anthropic's; every other model is Google's.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 
@@ -229,11 +228,6 @@ def _validate(cfg, where: str) -> None:
             raise ConfigError(f"{where}.{key}: {exc}") from None
     if cfg.token_url is not None and not re.match(r"^https?://[^/]+", cfg.token_url):
         raise ConfigError(f"{where}.token_url: expected an http(s) URL, got {cfg.token_url!r}")
-    if cfg.base_url is None and location != DEFAULT_LOCATION and not _HAS_BASE_URL_FROM:
-        raise ConfigError(
-            f"{where}.base_url: location {location!r} is served at {vertex_host(location)}; "
-            f"set base_url: {vertex_host(location)}"
-        )
 
 
 def _from_env(env: dict[str, str]) -> dict | None:
@@ -255,17 +249,12 @@ def _from_env(env: dict[str, str]) -> dict | None:
 
 DEFAULT_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.0-flash", "text-embedding-005")
 
-# A catalog with ``base_url_from`` (the base URL computed from the provider's config)
-# serves any location without an explicit base_url; without it, only the default one.
-_HAS_BASE_URL_FROM = "base_url_from" in {f.name for f in dataclasses.fields(ProviderSpec)}
-_EXTRA = {"base_url_from": vertex_base_url} if _HAS_BASE_URL_FROM else {}
-
 SPECS: dict[str, ProviderSpec] = {
     "vertex": ProviderSpec(
         type="vertex",
         adapter=VertexAdapter(),
         headers=vertex_headers,
-        default_base_url=vertex_host(DEFAULT_LOCATION),
+        base_url_for=vertex_base_url,  # {location}-aiplatform.googleapis.com
         key_env=None,
         key_required=False,
         default_models=DEFAULT_MODELS,
@@ -276,6 +265,5 @@ SPECS: dict[str, ProviderSpec] = {
             "auth": "service account -> OAuth2 bearer token (cached, refreshed before expiry)",
             "anthropic": "model ids starting with 'claude' use the Anthropic Messages format",
         },
-        **_EXTRA,
     )
 }

@@ -352,11 +352,10 @@ def test_default_location_and_regional_hosts(tmp_path, rsa_key):
     dep = reg.resolve("gemini-2.5-flash")[0]
     assert dep.origin.host == "us-central1-aiplatform.googleapis.com"
     assert dep.signer.resource == "/v1/projects/proj-x/locations/us-central1"
-    from helix.providers import vertex
-
-    if not vertex._HAS_BASE_URL_FROM:
-        with pytest.raises(ConfigError, match=r"europe-west4-aiplatform\.googleapis\.com"):
-            load(tmp_path, vertex_yaml(rsa_key, "    location: europe-west4\n"))
+    eu = ModelRegistry(load(tmp_path, vertex_yaml(rsa_key, "    location: europe-west4\n")))
+    dep = eu.resolve("gemini-2.5-flash")[0]
+    assert dep.origin.host == "europe-west4-aiplatform.googleapis.com"
+    assert dep.signer.resource == "/v1/projects/proj-x/locations/europe-west4"
 
 
 def test_missing_env_credentials_fail_requests_not_startup(tmp_path, rsa_key, monkeypatch):
