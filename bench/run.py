@@ -374,6 +374,7 @@ class LiteLLM(Target):
 class Helix(Target):
     name = "helix"
     ready_timeout = 60.0
+    workers = 1
 
     def command(self) -> list[str] | None:
         exe = shutil.which("helix")
@@ -414,7 +415,10 @@ class Helix(Target):
             "    api_key: sk-mock\n"
             f"    models: [{MODEL}]\n"
         )
-        cmd = [*(self.command() or []), "--config", str(cfg), "--workers", "1", "--port", str(port)]
+        cmd = [
+            *(self.command() or []),
+            "--config", str(cfg), "--workers", str(self.workers), "--port", str(port),
+        ]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
         return Proc("helix", cmd, PROXY_CPU, cwd=ROOT, env=env, log_path=d / f"log-{port}.txt")
 
@@ -538,6 +542,41 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     finally:
         proc.stop()
         ctx.restart_mock(FAST_MOCK)
+    return res
+
+
+def soak(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
+    """Memory over a long open-loop run: idle, then PSS after each segment of load.
+
+    Helix runs with 2 workers here (the issue's memory target is master + 2
+    workers); growth is the last segment's PSS minus the first's.
+    """
+    port = free_port()
+    proc = target.start(port)
+    res: dict[str, Any] = {"workers": getattr(target, "workers", 1), "segments": []}
+    try:
+        wait_ready(port, proc, target.ready_timeout, poll=0.05)
+        for _ in range(20):
+            chat_ok(port)
+        time.sleep(1.0)
+        res["pss_idle_kb"] = pss_kb(proc.pid)
+        seg = min(30.0, opts.soak)
+        n = max(1, int(opts.soak // seg))
+        with PssSampler(proc.pid) as sampler:
+            for i in range(n):
+                log(f"{target.name}: (f) soak {i + 1}/{n}: {seg:.0f} s at {opts.rate:.0f}/s")
+                r = run_loadgen(
+                    "openloop", port, "--rate", str(opts.rate), "--duration", str(seg),
+                    "--timeout", "10", timeout=seg + 60,
+                )
+                res["segments"].append({"pss_kb": pss_kb(proc.pid), "ok": r.get("ok"),
+                                        "scheduled": r.get("scheduled"),
+                                        "p99_ms": r.get("p99_ms")})
+        res["pss_max_kb"] = sampler.max_kb
+        first, last = res["segments"][0]["pss_kb"], res["segments"][-1]["pss_kb"]
+        res["growth_kb"] = last - first
+    finally:
+        proc.stop()
     return res
 
 
@@ -773,6 +812,25 @@ def write_report(
             f"| {ratio(med, get(results, 'nginx', 'cold', 'median_s'))} |"
         )
     add("")
+    soaked = {n: r["soak"] for n, r in results.items() if isinstance(r, dict) and r.get("soak")}
+    if soaked:
+        add(f"## (f) Memory soak ({opts.soak:.0f} s open loop at {opts.rate:.0f} req/s)\n")
+        add("PSS summed over master + workers, sampled after each 30 s segment; growth = last "
+            "segment minus first.\n")
+        add("| target | workers | idle MiB | max under load MiB | first seg MiB | last seg MiB "
+            "| growth MiB | requests ok / scheduled |")
+        add("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for n, s in soaked.items():
+            segs = s.get("segments") or [{}]
+            ok = sum(x.get("ok") or 0 for x in segs)
+            sched = sum(x.get("scheduled") or 0 for x in segs)
+            add(
+                f"| {n} | {s.get('workers')} | {fmt(s['pss_idle_kb'] / 1024)} "
+                f"| {fmt(s['pss_max_kb'] / 1024)} | {fmt(segs[0]['pss_kb'] / 1024)} "
+                f"| {fmt(segs[-1]['pss_kb'] / 1024)} | {fmt(s['growth_kb'] / 1024, 2)} "
+                f"| {ok} / {sched} |"
+            )
+        add("")
     failed = {n: r["error"] for n, r in results.items() if isinstance(r, dict) and r.get("error")}
     if failed:
         add("## Failures\n")
@@ -796,6 +854,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--output", default=str(BENCH / "RESULTS.md"))
+    p.add_argument(
+        "--soak", type=float, default=0.0,
+        help="seconds of open-loop load for the memory soak (f), helix with 2 workers; 0 = skip",
+    )
     opts = p.parse_args(argv)
     opts.targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
     bad = [t for t in opts.targets if t not in TARGET_CLASSES]
@@ -845,6 +907,10 @@ def main(argv: list[str] | None = None) -> int:
                 res = scenario_target(target, opts)
                 log(f"{name}: (e) cold start x{opts.cold_runs}")
                 res["cold"] = cold_start(target, opts.cold_runs)
+                if opts.soak > 0 and isinstance(target, Helix):
+                    target.workers = 2
+                    res["soak"] = soak(target, opts)
+                    target.workers = 1
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
                 log(f"{name} failed: {exc}")
                 res = {"error": str(exc)[:500]}
