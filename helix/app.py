@@ -7,14 +7,15 @@ decided here, so the request path only looks things up.
 
 from __future__ import annotations
 
-import logging
-import time
-
 import msgspec
 
 from helix.client import PoolLimits, UpstreamPool
 from helix.config import Config
 from helix.errors import ErrorKind, HelixError
+from helix.observe import Observability
+from helix.phases import admit as limits
+from helix.phases import cache as cache_phase
+from helix.phases.authenticate import guard, make_authenticate
 from helix.phases.decode import decode
 from helix.phases.forward import make_forward
 from helix.phases.route import make_route
@@ -23,7 +24,6 @@ from helix.routing.models import Registry
 from helix.routing.registry import ModelRegistry
 from helix.server import Exchange, ServerLimits
 
-access_log = logging.getLogger("helix.access")
 _JSON = [(b"content-type", b"application/json")]
 _encode = msgspec.json.Encoder().encode
 
@@ -51,13 +51,35 @@ class App:
             body_timeout=float(s.body_timeout),
             keepalive_timeout=float(s.keepalive_timeout),
         )
-        recorders = []
-        if config.observability.logging.access_log:
-            recorders.append(_log_access)
+        # Metrics, traces, request ids, the access line, Helicone: only what config enables.
+        self.observe = Observability(config, worker, self.registry)
+        recorders = self.observe.recorders
         self.model_table = Registry.from_config(config)
-        upstream = [decode, make_route(self.registry), make_forward(self.pool, self.model_table)]
-        chat = Pipeline("chat", upstream, recorders).run
-        embeddings = Pipeline("embeddings", upstream, recorders).run
+        upstream = [
+            *self.observe.phases,
+            decode,
+            make_route(self.registry, worker),
+            make_forward(self.pool, self.model_table),
+        ]
+        # Gateway keys (authenticate, before decode) and limits (admit, after it; settle
+        # recorder): absent unless configured.
+        self.keys, self.gate = limits.build(
+            config, worker, self.model_table, getattr(self.observe, "metrics", None)
+        )
+        if self.gate is not None:
+            upstream.insert(upstream.index(decode) + 1, self.gate.admit)
+            recorders = [*recorders, self.gate.settle]
+        if self.keys is not None:
+            principals = self.gate.principals if self.gate is not None else None
+            upstream.insert(upstream.index(decode), make_authenticate(self.keys, principals))
+        chat_phases = embeddings_phases = upstream
+        self.cache = None
+        if config.caching is not None:  # response caching: absent unless configured
+            self.cache, chat_phases, embeddings_phases, recorders = cache_phase.build(
+                config, self.pool, upstream, recorders
+            )
+        chat = Pipeline("chat", chat_phases, recorders).run
+        embeddings = Pipeline("embeddings", embeddings_phases, recorders).run
         self._models_body = self._models_json()
         # path -> {method: handler}; both the /v1 and the bare OpenAI paths.
         self.routes = {
@@ -68,7 +90,14 @@ class App:
             "/v1/models": {"GET": self.models},
             "/models": {"GET": self.models},
             "/health": {"GET": self.health, "HEAD": self.health},
+            **self.observe.routes,
         }
+        if self.cache is not None and self.cache.admin_key:
+            self.routes["/admin/cache/purge"] = {"POST": cache_phase.make_purge(self.cache)}
+        if self.keys is not None:  # gateway keys guard /v1/* (the model list too), not /health
+            self.routes["/v1/models"] = self.routes["/models"] = {
+                "GET": guard(self.keys, self.models)
+            }
 
     async def handle(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -108,30 +137,15 @@ class App:
         return _encode({"object": "list", "data": data})
 
     async def close(self) -> None:
+        if self.cache is not None:
+            await self.cache.close()
         await self.pool.close()
-
-
-def _log_access(ctx) -> None:
-    req = ctx.exchange.request
-    dep = ctx.deployment
-    usage = ctx.usage
-    if usage is not None:
-        tokens = f"{usage.get('prompt_tokens', '-')}/{usage.get('completion_tokens', '-')}"
-    else:
-        tokens = "-"
-    access_log.info(
-        '%s "%s %s" %d %.1fms model=%s provider=%s tokens=%s cost=%s',
-        req.client[0] if req.client else "-",
-        req.method,
-        req.path,
-        ctx.status,
-        (time.monotonic() - ctx.started) * 1000.0,
-        dep.model_id if dep else "-",
-        dep.provider if dep else "-",
-        tokens,
-        f"{ctx.cost:.8f}" if ctx.cost is not None else "-",
-    )
+        await self.observe.close()
+        if self.gate is not None:
+            await self.gate.close()
 
 
 async def create_app(config: Config, worker=None) -> App:
-    return App(config, worker)
+    app = App(config, worker)
+    app.observe.start()
+    return app

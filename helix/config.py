@@ -170,10 +170,36 @@ class ProviderConfig(msgspec.Struct, **_STRUCT):
 # validated now; check_supported() refuses the ones not built in this version.
 
 
+class HealthConfig(msgspec.Struct, **_STRUCT):
+    """Passive health thresholds (Helix addition; see helix/routing/health.py)."""
+
+    consecutive_failures: int = 5
+    error_rate: float = 0.5  # open when errors >= error_rate * requests over the window ...
+    min_requests: int = 20  # ... and at least this many requests were seen in it
+    window: Duration = Duration(30.0)
+    cooldown: Duration = Duration(30.0)  # open -> half-open
+    connect_cooldown: Duration = Duration(2.0)
+    rate_limit_cooldown: Duration = Duration(5.0)  # 429/529 without a reset header
+    max_rate_limit_cooldown: Duration = Duration(300.0)
+    trial_timeout: Duration = Duration(60.0)
+
+
+class ModelBalancingConfig(msgspec.Struct, **_STRUCT):
+    """Per-model override of the strategy (``load_balancing.models.<name>``)."""
+
+    strategy: Literal["latency_based", "weighted", "cost_based", "round_robin"] | None = None
+    fallback: Literal["latency_based", "weighted", "round_robin"] | None = None
+    weights: dict[str, float] = {}
+
+
 class LoadBalancingConfig(msgspec.Struct, **_STRUCT):
     strategy: Literal["latency_based", "weighted", "cost_based", "round_robin"] = "latency_based"
     fallback: Literal["latency_based", "weighted", "round_robin"] | None = None
     weights: dict[str, float] = {}
+    # Helix additions.
+    models: dict[str, ModelBalancingConfig] = {}
+    ewma_decay: Duration = Duration(10.0)  # PeakEWMA time constant
+    health: HealthConfig | None = None
 
 
 class LimitSpec(msgspec.Struct, **_STRUCT):
@@ -195,6 +221,27 @@ class RateLimitsConfig(msgspec.Struct, **_STRUCT):
     per_user: LimitSpec | None = None
     per_team: LimitSpec | None = None
     per_key: LimitSpec | None = None
+    # Helix additions: redis call timeout (then failure_policy applies), rows of the local
+    # shared table (scopes active within a day), and the completion-token estimate used
+    # at admission when a request sets no max_tokens.
+    redis_timeout: Duration = Duration(0.05)
+    local_capacity: int = 16384
+    default_max_tokens: int = 1024
+
+
+class GatewayKeyConfig(msgspec.Struct, **_STRUCT):
+    """A gateway API key (``key`` itself or its ``sha256`` hex digest), who it is, its limits."""
+
+    key: str | None = None
+    sha256: str | None = None
+    name: str | None = None
+    user: str | None = None
+    team: str | None = None
+    limits: LimitSpec | None = None
+
+
+class AuthConfig(msgspec.Struct, **_STRUCT):
+    keys: list[GatewayKeyConfig] = []
 
 
 class CacheRule(msgspec.Struct, **_STRUCT):
@@ -213,6 +260,22 @@ class CachingConfig(msgspec.Struct, **_STRUCT):
     s3_region: str | None = None
     s3_endpoint: str | None = None
     s3_prefix: str | None = None
+    # Helix additions (helix/cache; checked by helix.cache.check_config).
+    max_entry_bytes: int = 1024 * 1024  # larger answers are not stored
+    memory_max_bytes: int | None = None  # memory backend bound, per worker (LRU); 256 MiB
+    shared_across_tenants: bool = False  # True: one tenant may be served another's answer
+    single_flight: bool = True  # concurrent identical misses in a worker: one upstream call
+    single_flight_timeout: Duration = Duration(30.0)  # how long followers wait for the leader
+    redis_timeout: Duration | None = None  # per Redis call, then a miss; default 250ms
+    redis_prefix: str | None = None  # default "helix:cache:"
+    s3_timeout: Duration | None = None  # per S3 call, then a miss; default 2s
+    s3_addressing_style: Literal["path", "virtual"] | None = None  # default: path with
+    # s3_endpoint (MinIO, R2, moto ...), virtual for AWS
+    s3_access_key_id: str | None = None  # default: AWS_ACCESS_KEY_ID
+    s3_secret_access_key: str | None = None  # default: AWS_SECRET_ACCESS_KEY
+    s3_session_token: str | None = None  # default: AWS_SESSION_TOKEN
+    s3_tls_verify: bool | None = None  # default True
+    admin_api_key: str | None = None  # enables POST /admin/cache/purge (Bearer this key)
 
 
 class RetriesConfig(msgspec.Struct, **_STRUCT):
@@ -230,28 +293,96 @@ class FallbackRule(msgspec.Struct, **_STRUCT):
 class ResilienceConfig(msgspec.Struct, **_STRUCT):
     retries: RetriesConfig | None = None
     fallbacks: list[FallbackRule] = []
+    # Helix additions: no attempt or backoff starts past this (from the request's arrival).
+    deadline: Duration | None = None
+    # model -> larger-context model, used when the provider says the prompt is too long.
+    context_window_fallbacks: dict[str, str] = {}
 
 
 class HeliconeConfig(msgspec.Struct, **_STRUCT):
+    """Export each request/response to Helicone's async logging API (on when api_key is set)."""
+
     api_key: str | None = None
     base_url: str = "https://api.helicone.ai"
     properties: dict[str, str] = {}
+    # Helix additions.
+    bodies: bool = True  # include request and (non-stream) response bodies
+    max_queue: int = 1000  # records waiting for export; more are dropped (and counted)
+    max_queue_bytes: int = 32 * 1024 * 1024  # body bytes waiting for export
+    batch_size: int = 50  # records sent per flush (concurrently, over keep-alive connections)
+    flush_interval: Duration = Duration(1.0)
+    max_retries: int = 3  # per record, with exponential backoff
+    timeout: Duration = Duration(10.0)
+
+    def __post_init__(self) -> None:
+        if self.max_queue < 1 or self.batch_size < 1 or self.max_retries < 0:
+            raise ValueError("max_queue and batch_size must be >= 1, max_retries >= 0")
+        if not re.match(r"^https?://[^/]+", self.base_url):
+            raise ValueError(f"base_url must be an http(s) URL, got {self.base_url!r}")
 
 
 class TracingConfig(msgspec.Struct, **_STRUCT):
     enabled: bool = False
-    endpoint: str | None = None
+    endpoint: str | None = None  # OTLP/HTTP; default http://127.0.0.1:4318 (+ /v1/traces)
+    # Helix additions.
+    headers: dict[str, str] = {}  # sent with every export (e.g. an API key of the backend)
+    sample_ratio: float = 1.0  # of new traces; a client's traceparent decides for its own
+    service_name: str = "helix"
+    max_queue: int = 2048  # spans waiting for export; more are dropped (and counted)
+    batch_size: int = 512
+    flush_interval: Duration = Duration(1.0)
+    max_retries: int = 3
+    timeout: Duration = Duration(10.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.sample_ratio <= 1.0:
+            raise ValueError(f"sample_ratio must be within 0..1, got {self.sample_ratio}")
+        if self.max_queue < 1 or self.batch_size < 1 or self.max_retries < 0:
+            raise ValueError("max_queue and batch_size must be >= 1, max_retries >= 0")
+        if self.endpoint is not None and not re.match(r"^https?://[^/]+", self.endpoint):
+            raise ValueError(f"endpoint must be an http(s) URL, got {self.endpoint!r}")
 
 
 class MetricsConfig(msgspec.Struct, **_STRUCT):
     enabled: bool = False
     prometheus_endpoint: str = "/metrics"
+    # Helix addition: label sets (endpoint, model, provider, status) kept per worker; more
+    # share one "other" series.  Fixed at master start (shared memory).
+    max_series: int = 512
+
+    def __post_init__(self) -> None:
+        if not self.prometheus_endpoint.startswith("/"):
+            raise ValueError("prometheus_endpoint must be a path starting with '/'")
+        if self.max_series < 2:
+            raise ValueError("max_series must be >= 2")
 
 
 class LoggingConfig(msgspec.Struct, **_STRUCT):
     level: Literal["debug", "info", "warning", "error", "critical"] = "info"
     format: Literal["text", "json"] = "text"
     access_log: bool = False
+    # Helix addition: accept the client's X-Request-Id (else generate one) and return it.
+    request_id: bool = True
+
+
+class AdminConfig(msgspec.Struct, **_STRUCT):
+    """Who may read /metrics and /status (Helix addition).  Unset: anyone who can connect.
+
+    With ``api_key``, a request must carry ``Authorization: Bearer <api_key>``; with
+    ``allow_from`` (addresses or CIDRs), it must come from one of them.  Both: either.
+    """
+
+    api_key: str | None = None
+    allow_from: list[str] = []
+
+    def __post_init__(self) -> None:
+        import ipaddress
+
+        for net in self.allow_from:
+            try:
+                ipaddress.ip_network(net, strict=False)
+            except ValueError:
+                raise ValueError(f"allow_from: not an address or CIDR: {net!r}") from None
 
 
 class ObservabilityConfig(msgspec.Struct, **_STRUCT):
@@ -259,6 +390,7 @@ class ObservabilityConfig(msgspec.Struct, **_STRUCT):
     tracing: TracingConfig | None = None
     metrics: MetricsConfig | None = None
     logging: LoggingConfig = LoggingConfig()
+    admin: AdminConfig = AdminConfig()
 
 
 class ModelOverride(msgspec.Struct, **_STRUCT):
@@ -289,6 +421,7 @@ class Config(msgspec.Struct, **_STRUCT):
     providers: list[ProviderConfig] = []
     load_balancing: LoadBalancingConfig | None = None
     rate_limits: RateLimitsConfig | None = None
+    auth: AuthConfig | None = None  # gateway API keys (Helix addition; HELIX_API_KEYS too)
     caching: CachingConfig | None = None
     resilience: ResilienceConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
@@ -298,7 +431,9 @@ class Config(msgspec.Struct, **_STRUCT):
     source: str = "env"
 
 
-_SECRET_FIELDS = re.compile(r"(api[-_]?key|secret|password|token|credentials|authorization)", re.I)
+_SECRET_FIELDS = re.compile(
+    r"(api[-_]?key|secret|password|token|credentials|authorization|^key$)", re.I
+)
 
 
 # --- interpolation ----------------------------------------------------------------------
@@ -458,6 +593,11 @@ def _apply_env_overrides(tree: dict, env: dict[str, str]) -> dict:
                 raise ConfigError(f"{var}: expected an integer, got {env[var]!r}") from None
     if server:
         tree = {**tree, "server": server}
+    if env.get("HELIX_API_KEYS"):
+        auth = dict(tree.get("auth") or {})
+        extra = [{"key": k.strip()} for k in env["HELIX_API_KEYS"].split(",") if k.strip()]
+        auth["keys"] = [*(auth.get("keys") or []), *extra]
+        tree = {**tree, "auth": auth}
     return tree
 
 
@@ -507,6 +647,64 @@ def _validate(cfg: Config) -> None:
     if cfg.resilience and cfg.resilience.retries and cfg.resilience.retries.max_attempts < 1:
         raise ConfigError("resilience.retries.max_attempts: must be >= 1")
     _validate_models(cfg.models)
+    _validate_limits(cfg)
+
+
+def _validate_limits(cfg: Config) -> None:
+    rl, auth = cfg.rate_limits, cfg.auth
+    digests: set[str] = set()
+    names: set[str] = set()
+    for i, k in enumerate(auth.keys if auth else []):
+        where = f"auth.keys[{i}]"
+        if (k.key is None) == (k.sha256 is None):
+            raise ConfigError(f"{where}: give exactly one of 'key' or 'sha256'")
+        if k.key is not None:
+            if len(k.key) < 8 or k.key != k.key.strip() or " " in k.key:
+                raise ConfigError(f"{where}.key: must be at least 8 characters, no spaces")
+            import hashlib
+
+            d = hashlib.sha256(k.key.encode()).hexdigest()
+        else:
+            d = k.sha256.lower()
+            if not re.fullmatch(r"[0-9a-f]{64}", d):
+                raise ConfigError(
+                    f"{where}.sha256: expected 64 hex digits (sha256 of the key), got {k.sha256!r}"
+                )
+        if d in digests:
+            raise ConfigError(f"{where}: duplicate key")
+        digests.add(d)
+        name = k.name or f"key-{d[:12]}"
+        if name in names:
+            raise ConfigError(f"{where}.name: duplicate key name {name!r}")
+        names.add(name)
+    specs = [(f"auth.keys[{i}].limits", k.limits) for i, k in enumerate(auth.keys if auth else [])]
+    if rl is not None:
+        if rl.backend == "redis" and not rl.redis_url:
+            raise ConfigError("rate_limits.redis_url: required with backend: redis")
+        if rl.local_capacity < 64:
+            raise ConfigError("rate_limits.local_capacity: must be >= 64 rows")
+        if rl.default_max_tokens < 0:
+            raise ConfigError("rate_limits.default_max_tokens: must be >= 0")
+        if not 0 < rl.redis_timeout <= 10:
+            raise ConfigError("rate_limits.redis_timeout: must be > 0 and at most 10s")
+        if rl.per_key is not None and not (auth and auth.keys):
+            raise ConfigError(
+                "rate_limits.per_key: needs gateway keys (auth.keys or HELIX_API_KEYS); "
+                "without keys there is no key to limit"
+            )
+        specs += [(f"rate_limits.{n}", getattr(rl, a)) for n, a in (
+            ("global", "global_"), ("per_user", "per_user"), ("per_team", "per_team"),
+            ("per_key", "per_key"))]
+    elif any(k.limits is not None for k in (auth.keys if auth else [])):
+        raise ConfigError(
+            "auth.keys[].limits: needs a rate_limits section (at least 'rate_limits: {}') "
+            "to choose the backend"
+        )
+    for where, spec in specs:
+        for field in LimitSpec.__struct_fields__:
+            value = getattr(spec, field) if spec is not None else None
+            if value is not None and not 0 < value < float("inf"):
+                raise ConfigError(f"{where}.{field}: must be > 0, got {value!r}")
 
 
 def _validate_models(models: list[ModelOverride]) -> None:
@@ -550,21 +748,15 @@ def check_supported(cfg: Config) -> None:
                 f"providers[{i}].type: provider type {p.type!r} is not available in this version "
                 f"of Helix yet (built now: {', '.join(catalog.available_types())})"
             )
-    unbuilt = {
-        "load_balancing": cfg.load_balancing,
-        "rate_limits": cfg.rate_limits,
-        "caching": cfg.caching,
-        "resilience": cfg.resilience,
-        "observability.helicone": cfg.observability.helicone,
-        "observability.tracing": cfg.observability.tracing,
-        "observability.metrics": cfg.observability.metrics,
-    }
-    for key, section in unbuilt.items():
-        if section is not None:
-            raise ConfigError(
-                f"{key}: this feature is not available in this version of Helix yet; "
-                f"remove the section (Helix refuses config it would otherwise ignore)"
-            )
+    if cfg.caching is not None:
+        from helix.cache import check_config
+
+        check_config(cfg.caching)  # refuses the caching keys/values Helix would not honour
+    from helix.routing.balancer import check_config as check_balancing
+    from helix.routing.resilience import check_config as check_resilience
+
+    check_balancing(cfg)  # refuses load_balancing keys/values Helix would not honour
+    check_resilience(cfg)
 
 
 # --- output -----------------------------------------------------------------------------

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import os
 
+from helix._fast.ewma_py import LatencyTable as LatencyTablePy
+from helix._fast.shmlock_py import RowLocks as RowLocksPy
 from helix._fast.sse_py import SSEParser as SSEParserPy
 
 NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
@@ -39,6 +41,35 @@ else:
     SSEParser = SSEParserC
     IMPLEMENTATION = "compiled"
     REASON = None
+
+
+def _load_shmlock():
+    try:
+        from helix._fast import shmlock_c
+    except ImportError:
+        return None
+    return shmlock_c.RowLocks
+
+
+# Owner-pid locks for the local rate limiter's shared table (helix/limit/local.py).
+RowLocksC = _load_shmlock()
+RowLocks = RowLocksPy if NO_EXTENSIONS or RowLocksC is None else RowLocksC
+
+
+
+def _load_ewma():
+    try:
+        from helix._fast import ewma_c
+    except ImportError:
+        return None
+    if not (ewma_c.__file__ or "").endswith((".so", ".pyd")):
+        return None
+    return ewma_c.LatencyTable
+
+
+# The balancer's shared PeakEWMA table (helix/routing/balancer.py).
+LatencyTableC = _load_ewma()
+LatencyTable = LatencyTablePy if NO_EXTENSIONS or LatencyTableC is None else LatencyTableC
 
 
 def describe() -> str:

@@ -37,13 +37,15 @@ _KEEP = frozenset(
     }
 )
 _SSE_TAIL = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# The provider's request id; x-request-id is Helix's own (observe.access).
+_UPSTREAM_RID = b"x-upstream-request-id"
 
 
 def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]]):
     out = []
     for k, v in upstream:
         if k == b"content-type" or k in _KEEP or k.startswith(b"x-ratelimit-"):
-            out.append((k, v))
+            out.append((_UPSTREAM_RID if k == b"x-request-id" else k, v))
     out.extend(route)
     return out
 
@@ -71,8 +73,10 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
     models = DEFAULT if models is None else models
 
     async def forward(ctx: RequestContext) -> None:
-        dep = ctx.candidates[0]
-        ctx.deployment = dep
+        dep = ctx.deployment  # chosen by route / the attempt loop
+        if dep is None:
+            dep = ctx.candidates[0]
+            ctx.deployment = dep
         adapter = dep.adapter
         view = ctx.view
         exchange = ctx.exchange
@@ -80,8 +84,12 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             up = adapter.chat_request(dep, view, exchange.request.body)
         else:
             up = adapter.embeddings_request(dep, view, exchange.request.body)
+        if ctx.upstream_headers:
+            up.headers = [*up.headers, *ctx.upstream_headers]
         if dep.signer is not None:
             up = await dep.signer.sign(dep, up)
+        ctx.attempts += 1
+        ctx.upstream_started = time.monotonic()
         resp = await request(
             dep.origin, up.method, up.target, up.headers, up.body, dep.timeouts,
             verify_tls=dep.verify_tls,
@@ -114,6 +122,7 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             else:
                 body = adapter.embeddings_response(dep, body)
             _price(models, ctx, dep, decode_usage(body))
+            ctx.response_body = body
             if ctx.cost is not None:
                 headers.append(_cost_header(ctx.cost))
             exchange.respond(status, headers, body)
@@ -121,6 +130,14 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             resp.close()
 
     return forward
+
+
+def _capturing(send, capture):
+    async def send_and_capture(data: bytes) -> None:
+        capture.append(data)
+        await send(data)
+
+    return send_and_capture
 
 
 async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None:
@@ -134,6 +151,10 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None
     exchange.start_stream(status, headers, first)
     ctx.committed = True
     send = exchange.send
+    capture = ctx.capture  # the cache's: it stores the stream once complete
+    if capture is not None:
+        capture.append(first)
+        send = _capturing(send, capture)
     tail = first[-4:] if first else b"\n\n"
     try:
         if chunk is not None:

@@ -1,15 +1,52 @@
-"""route: requested model -> candidate deployments (best first)."""
+"""route: requested model -> candidate deployments, and the one for the first attempt.
+
+The balancer decides synchronously (no await): ``ctx.candidates`` is the
+model's deployment list, ``ctx.deployment`` the one the strategy and the
+health table pick.  The route phase also carries ``wrap_forward``: the
+pipeline uses it to put the attempt loop (in-flight and latency bookkeeping,
+health events, and -- when ``resilience`` is configured -- retries and
+fallbacks) around the forward phase.
+"""
 
 from __future__ import annotations
 
+import time
+
 from helix.pipeline.context import RequestContext
+from helix.routing.balancer import Balancer, install
 from helix.routing.registry import ModelRegistry
+from helix.routing.resilience import Policy
 
 
-def make_route(registry: ModelRegistry):
+def make_route(registry: ModelRegistry, worker=None):
     resolve = registry.resolve
+    config = registry.config
+    balancer = install(
+        Balancer(
+            registry,
+            config,
+            shm=worker.shm if worker is not None else None,
+            row=worker.index if worker is not None else 0,
+        )
+    )
+    select = balancer.select
+    clock = time.monotonic
+    policy = Policy(config.resilience) if config.resilience is not None else None
+    fallbacks = policy.fallbacks if policy is not None else {}
 
     def route(ctx: RequestContext) -> None:
-        ctx.candidates = resolve(ctx.view.model)
+        model = ctx.view.model
+        cands = resolve(model)
+        ctx.candidates = cands
+        # With a fallback model left, an all-unavailable list yields None (go
+        # straight to the fallback); without one, the strategy runs anyway.
+        ctx.deployment = select(cands, clock(), ctx.view, None, model not in fallbacks)
 
+    def wrap_forward(forward):
+        from helix.pipeline.runner import make_attempts
+
+        return make_attempts(forward, balancer, policy, resolve, clock)
+
+    route.wrap_forward = wrap_forward
+    route.balancer = balancer
     return route

@@ -31,6 +31,7 @@ class Pipeline:
 
     def __init__(self, endpoint: str, phases: list[Phase], recorders: list[Recorder]) -> None:
         self.endpoint = endpoint
+        phases = _wrap_forward(phases)
         self._phases = [(p, inspect.iscoroutinefunction(p)) for p in phases]
         self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
@@ -62,6 +63,166 @@ class Pipeline:
                     record(ctx)
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
+
+
+def _wrap_forward(phases: list[Phase]) -> list[Phase]:
+    """Put the route phase's attempt loop around the ``forward`` phase that follows it.
+
+    The list keeps its shape (the wrapped phase is still named ``forward``):
+    a route phase with ``wrap_forward`` (phases/route.py) hands over the
+    balancer and the resilience policy, built once from config.
+    """
+    out: list[Phase] = []
+    wrap = None
+    for p in phases:
+        if wrap is not None and getattr(p, "__name__", "") == "forward":
+            p = wrap(p)
+            wrap = None
+        else:
+            wrap = getattr(p, "wrap_forward", None) or wrap
+        out.append(p)
+    return out
+
+
+_ATTEMPTS = b"x-helix-attempts"
+_ATTEMPT_VALUES = [str(i).encode() for i in range(64)]
+
+
+def make_attempts(forward: Phase, balancer, policy, resolve, clock) -> Phase:
+    """The attempt loop around ``forward``: bookkeeping always, retries when configured.
+
+    Every attempt brackets ``forward`` with ``balancer.begin``/``end``: the
+    in-flight count, the latency sample (time to first chunk for a stream,
+    the whole answer otherwise; failures give none) and the health event.
+
+    ``policy`` None (no ``resilience`` section): exactly one attempt, nothing
+    else per request.  Otherwise: up to ``max_attempts`` per model, each retry
+    after a backoff and on a deployment not yet tried when there is one, only
+    for retryable failures (connect errors, timeouts, 429, 5xx), never once
+    the response is committed, and none starting past ``deadline``; then the
+    model's fallback chain, and on a context-window overflow the configured
+    larger-context model.  ``x-helix-attempts`` says how many were made.
+    """
+    from helix.routing.health import SUCCESS
+    from helix.routing.resilience import backoff, classify, is_context_overflow
+
+    begin = balancer.begin
+    end = balancer.end
+    select = balancer.select
+    rnd = balancer._rnd
+
+    async def attempt(ctx: RequestContext, dep) -> None:
+        start = clock()
+        begin(dep)
+        try:
+            await forward(ctx)
+        except HelixError as err:
+            event, _, wait = classify(err)
+            end(dep, event, clock(), None, wait)
+            raise
+        except BaseException:
+            end(dep, -1, clock())  # cancelled (client gone) or internal: no verdict
+            raise
+        now = clock()
+        if ctx.error is not None:  # broke mid-stream, after commit
+            end(dep, classify(ctx.error)[0], now)
+        elif ctx.first_chunk_at:
+            end(dep, SUCCESS, now, ctx.first_chunk_at - start)
+        else:
+            end(dep, SUCCESS, now, now - start)
+
+    if policy is None:
+
+        async def forward_once(ctx: RequestContext) -> None:
+            dep = ctx.deployment
+            if dep is None:
+                dep = ctx.deployment = ctx.candidates[0]
+            await attempt(ctx, dep)
+
+        forward_once.__name__ = "forward"
+        return forward_once
+
+    import asyncio
+
+    max_attempts = policy.max_attempts
+    fallbacks = policy.fallbacks
+    context_fallbacks = policy.context_fallbacks
+    deadline_s = policy.deadline
+
+    async def forward_resilient(ctx: RequestContext) -> None:
+        deadline = ctx.started + deadline_s if deadline_s is not None else None
+        model = ctx.view.model
+        chain = [model, *fallbacks.get(model, ())]
+        headers = ctx.response_headers
+        slot = len(headers)
+        headers.append((_ATTEMPTS, b"0"))
+        cands = ctx.candidates
+        dep = ctx.deployment
+        attempts = 0
+        last: HelixError | None = None
+        ci = 0
+        while ci < len(chain):
+            name = chain[ci]
+            more = ci + 1 < len(chain)
+            if ci > 0:
+                try:
+                    cands = resolve(name)
+                except HelixError as err:
+                    last = last or err
+                    ci += 1
+                    continue
+                dep = None
+            tried: list = []
+            overflow = False
+            for n in range(max_attempts):
+                if n > 0:
+                    delay = backoff(n, policy.backoff, policy.initial_delay, policy.max_delay,
+                                    rnd())
+                    if deadline is not None and clock() + delay >= deadline:
+                        break
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if deadline is not None and clock() >= deadline:
+                    break
+                if dep is None:
+                    dep = select(cands, clock(), ctx.view, tried, not more)
+                    if dep is None:
+                        break  # nothing available here: on to the fallback model
+                attempts += 1
+                headers[slot] = (_ATTEMPTS, _ATTEMPT_VALUES[attempts] if attempts < 64
+                                 else str(attempts).encode())
+                ctx.candidates = cands
+                ctx.deployment = dep
+                try:
+                    await attempt(ctx, dep)
+                    return
+                except HelixError as err:
+                    last = err
+                    if ctx.committed or ctx.exchange.committed:
+                        raise
+                    if is_context_overflow(err) and name in context_fallbacks:
+                        target = context_fallbacks[name]
+                        if target not in chain[ci + 1:]:
+                            chain.insert(ci + 1, target)
+                        overflow = True
+                        break
+                    if not classify(err)[1]:
+                        raise
+                    tried.append(dep)
+                    dep = None
+            if deadline is not None and clock() >= deadline and not overflow:
+                break
+            ci += 1
+        if last is None:
+            raise HelixError(
+                ErrorKind.NO_DEPLOYMENT,
+                f"No deployment of '{model}' is available right now (all are cooling down "
+                f"or their circuit is open), and no fallback answered.",
+            )
+        raise last
+
+    forward_resilient.__name__ = "forward"
+    return forward_resilient
 
 
 def _respond_error(exchange, err: HelixError, ctx: RequestContext) -> None:

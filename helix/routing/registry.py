@@ -77,6 +77,7 @@ class ModelRegistry:
     MAX_DYNAMIC = 1024
 
     def __init__(self, config: Config) -> None:
+        self.config = config
         self.providers: dict[str, ProviderEndpoint] = {}
         self.by_name: dict[str, list[Deployment]] = {}
         self._dynamic = 0

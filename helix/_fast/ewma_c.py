@@ -1,0 +1,1 @@
+ewma_py.py

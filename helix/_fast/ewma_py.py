@@ -1,0 +1,141 @@
+"""Shared PeakEWMA latency table: the balancer's hot read/update path.
+
+Single source: this file runs as plain Python, and the build compiles the very
+same file with Cython as ``helix._fast.ewma_c`` (``ewma_c.py`` is a link to
+it, ``ewma_c.pxd`` adds C types), so the two cannot drift.
+
+Layout (a flat float64 view of a shared-memory region): one *block* per worker
+slot, and in each block one cell of ``COLS`` doubles per deployment::
+
+    cell(row, dep) = row * stride + dep * COLS      stride = ndeps*COLS rounded up to 8
+    col 0  value     PeakEWMA latency (seconds) as of ``stamp``
+    col 1  stamp     time of the sample that produced ``value`` (0: never sampled)
+    col 2  inflight  requests this worker has in flight to the deployment
+
+Each worker writes only its own block (single writer, no locks, no atomics).
+A reader folds the blocks: the EWMA is the *newest* block's value (a writer
+folds before it writes, so the newest block always holds the estimate as if
+one cell were updated by every worker in turn); in-flight is the sum.
+
+PeakEWMA (time constant ``tau``): a sample above the estimate replaces it at
+once; a lower one is blended in with weight ``1 - exp(-dt/tau)``, dt the time
+since the previous sample.  Read at ``now``, the estimate is decayed by
+``exp(-(now - stamp)/tau)``, so an idle deployment's cost drifts down and it
+is tried again.  Never-sampled deployments read 0 (explored first).
+"""
+
+from math import exp
+
+COLS = 4
+VALUE = 0
+STAMP = 1
+INFLIGHT = 2
+
+
+def stride_for(ndeps):
+    """Doubles per worker block (a whole number of 64-byte lines)."""
+    return (ndeps * COLS + 7) // 8 * 8
+
+
+class LatencyTable:
+    def __init__(self, view, rows, ndeps, tau, floor):
+        self.view = view
+        self.rows = rows
+        self.ndeps = ndeps
+        self.stride = stride_for(ndeps)
+        self.tau = tau
+        self.floor = floor
+
+    def _newest(self, dep):
+        # Offset of the most recently stamped cell for ``dep`` (-1: none).
+        view = self.view
+        best = -1
+        best_t = 0.0
+        off = dep * COLS
+        for _i in range(self.rows):
+            t = view[off + STAMP]
+            if t > best_t:
+                best_t = t
+                best = off
+            off += self.stride
+        return best
+
+    def estimate(self, dep, now):
+        """The folded PeakEWMA latency in seconds, decayed to ``now`` (0 if never sampled)."""
+        off = self._newest(dep)
+        if off < 0:
+            return 0.0
+        view = self.view
+        t = view[off + STAMP]
+        v = view[off + VALUE]
+        if now > t:
+            v = v * exp((t - now) / self.tau)
+        return v
+
+    def inflight(self, dep):
+        view = self.view
+        total = 0.0
+        off = dep * COLS + INFLIGHT
+        for _i in range(self.rows):
+            total += view[off]
+            off += self.stride
+        return total
+
+    def cost(self, dep, now):
+        """(estimate + floor) * (in-flight + 1): what power-of-two-choices compares."""
+        view = self.view
+        best_t = 0.0
+        v = 0.0
+        total = 0.0
+        off = dep * COLS
+        for _i in range(self.rows):
+            t = view[off + STAMP]
+            if t > best_t:
+                best_t = t
+                v = view[off + VALUE]
+            total += view[off + INFLIGHT]
+            off += self.stride
+        if best_t > 0.0 and now > best_t:
+            v = v * exp((best_t - now) / self.tau)
+        if total < 0.0:  # a worker slot reset mid-request
+            total = 0.0
+        return (v + self.floor) * (total + 1.0)
+
+    def choose(self, a, b, now):
+        """Of deployments ``a`` and ``b``, the one with the lower cost (``a`` on a tie)."""
+        if self.cost(b, now) < self.cost(a, now):
+            return b
+        return a
+
+    def observe(self, row, dep, now, sample):
+        """Fold the newest estimate, apply one PeakEWMA step, write it to ``row``'s cell."""
+        view = self.view
+        off = self._newest(dep)
+        if off < 0:
+            v = sample
+        else:
+            t = view[off + STAMP]
+            v = view[off + VALUE]
+            if sample <= v:
+                w = exp((t - now) / self.tau) if now > t else 1.0
+                v = v * w + sample * (1.0 - w)
+            else:
+                v = sample
+        mine = row * self.stride + dep * COLS
+        # Value first, then stamp: a reader that picks this cell by its new
+        # stamp already sees the new value.
+        view[mine + VALUE] = v
+        view[mine + STAMP] = now if now > 0.0 else 1e-9
+        return v
+
+    def add(self, row, dep, delta):
+        """Change ``row``'s in-flight count for ``dep`` by ``delta`` (single writer)."""
+        off = row * self.stride + dep * COLS + INFLIGHT
+        self.view[off] = self.view[off] + delta
+
+    def clear_row(self, row):
+        """Forget a worker block (a new worker taking over a slot)."""
+        view = self.view
+        base = row * self.stride
+        for i in range(self.stride):
+            view[base + i] = 0.0
