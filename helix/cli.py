@@ -3,6 +3,7 @@
     helix [--config FILE] [--host H] [--port N] [--workers N] [--log-level L]
     helix check [--config FILE]      validate, print the resolved config (secrets masked)
     helix mock [...]                 the bundled mock provider (OpenAI wire format)
+    helix try [...]                  send a test request through a running Helix (--run-forever)
     helix --version
 """
 
@@ -169,10 +170,18 @@ def _announce(cfg) -> None:
     for var in cfgmod.env_providers_not_built():
         log.warning("%s is set, but that provider type is not available in this version yet", var)
     exposed = cfg.server.host not in ("127.0.0.1", "localhost", "::1")
-    (log.warning if exposed else log.info)(
-        "no gateway API keys are configured: anyone who can reach %s:%d can use the "
-        "configured provider keys", cfg.server.host, cfg.server.port,
-    )
+    keys = cfg.auth.keys if cfg.auth is not None else []
+    if keys:
+        log.info("gateway API keys: %d configured; /v1/* requires Authorization: Bearer <key>",
+                 len(keys))
+    else:
+        (log.warning if exposed else log.info)(
+            "no gateway API keys are configured: anyone who can reach %s:%d can use the "
+            "configured provider keys", cfg.server.host, cfg.server.port,
+        )
+    if cfg.rate_limits is not None:
+        log.info("rate limits: %s backend (%s)", cfg.rate_limits.backend,
+                 cfg.rate_limits.failure_policy)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -181,6 +190,10 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_check(argv[1:])
     if argv and argv[0] == "mock":
         return cmd_mock(argv[1:])
+    if argv and argv[0] == "try":
+        from helix.devtools import main as try_main
+
+        return try_main(argv[1:])
     if argv and argv[0] == "serve":
         argv = argv[1:]
     return cmd_serve(argv)

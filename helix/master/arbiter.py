@@ -67,13 +67,23 @@ from helix.master.shm import (
 )
 from helix.master.worker import BOOT_ERROR, WorkerContext, check_bindable, run_worker
 
-__all__ = ["EXIT_BOOT_ERROR", "EXIT_ERROR", "EXIT_OK", "MIGRATE_REQ_PATH", "Arbiter"]
+__all__ = [
+    "EXIT_BOOT_ERROR",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "MIGRATE_REQ_PATH",
+    "RESTARTS_TABLE",
+    "Arbiter",
+]
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BOOT_ERROR = BOOT_ERROR
 
 MIGRATE_REQ_PATH = "/proc/sys/net/ipv4/tcp_migrate_req"
+# Shared table written only by the master: workers respawned after an unexpected
+# exit, one 'Q' cell per worker number (read by /metrics and /status).
+RESTARTS_TABLE = "worker_restarts"
 
 Config = Any
 
@@ -234,6 +244,7 @@ class Arbiter:
     def _create_shm(self, config: Config) -> SharedMemory:
         layout = ShmLayout()
         layout.alloc(WORKER_TABLE, rows=self.capacity, cols=len(WORKER_FIELDS), dtype="Q")
+        layout.alloc(RESTARTS_TABLE, rows=self.capacity, cols=1, dtype="Q")
         if self.plan_shm is not None:
             self.plan_shm(layout, config, self.capacity)
         return SharedMemory(layout)
@@ -549,6 +560,9 @@ class Arbiter:
             self.log.critical("workers cannot start; stopping the master")
             self._begin_stop(EXIT_BOOT_ERROR)
             return
+        if self.shm is not None:  # it will be respawned: count the restart
+            restarts = self.shm.table(RESTARTS_TABLE)
+            restarts.view[w.number % restarts.rows] += 1
         now = time.monotonic()
         deaths = self._deaths.setdefault(w.number, deque())
         deaths.append(now)

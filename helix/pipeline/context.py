@@ -17,6 +17,15 @@ response_headers any phase        forward, runner (added to whatever response is
 started          runner           record (monotonic time at start)
 head_at          forward          record (upstream response head arrived)
 first_chunk_at   forward          record (first streamed chunk relayed: TTFT)
+attempts         forward          record (upstream attempts made)
+upstream_started forward          record (monotonic time the last attempt was sent)
+upstream_headers trace_context    forward (extra upstream headers: traceparent; None if none)
+response_body    forward          record (the JSON answer sent, non-stream only)
+request_id       request_id       record (X-Request-Id; None when request ids are off)
+trace            trace_context    record (observe.tracing.TraceState; None when off)
+cache            cache (future)   record ("hit" / "miss"; None when no cache ran)
+capture          cache            forward (None, or an object whose append(bytes) receives
+                                  each relayed SSE chunk of a stream, as sent)
 """
 
 from __future__ import annotations
@@ -31,7 +40,10 @@ if TYPE_CHECKING:
 
 class RequestContext:
     __slots__ = (
+        "attempts",
+        "cache",
         "candidates",
+        "capture",
         "committed",
         "cost",
         "deployment",
@@ -40,9 +52,14 @@ class RequestContext:
         "exchange",
         "first_chunk_at",
         "head_at",
+        "request_id",
+        "response_body",
         "response_headers",
         "started",
         "status",
+        "trace",
+        "upstream_headers",
+        "upstream_started",
         "usage",
         "view",
     )
@@ -62,3 +79,11 @@ class RequestContext:
         self.first_chunk_at = 0.0
         self.error: HelixError | None = None
         self.response_headers: list[tuple[bytes, bytes]] = []
+        self.attempts = 0
+        self.upstream_started = 0.0
+        self.upstream_headers: list[tuple[bytes, bytes]] | None = None
+        self.response_body: bytes | None = None
+        self.request_id: str | None = None
+        self.trace = None
+        self.cache: str | None = None
+        self.capture = None

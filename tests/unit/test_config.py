@@ -124,10 +124,10 @@ def test_env_only_mode():
     assert empty.providers == [] and empty.source == "env"
 
 
-def test_env_redis_url_is_refused_until_caching_exists():
+def test_env_redis_url_enables_redis_caching():
     cfg = c.load_env({"REDIS_URL": "redis://localhost:6379"})
-    with pytest.raises(c.ConfigError, match="caching"):
-        c.check_supported(cfg)
+    c.check_supported(cfg)
+    assert (cfg.caching.backend, cfg.caching.redis_url) == ("redis", "redis://localhost:6379")
 
 
 def test_mask_secrets():

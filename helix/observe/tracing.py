@@ -1,0 +1,324 @@
+"""OpenTelemetry traces over OTLP/HTTP, recorded off the request path.
+
+Per request, when tracing is on:
+
+* the ``trace_context`` phase (first in the pipeline) reads the client's W3C
+  ``traceparent`` (a valid one decides sampling, as OpenTelemetry's
+  ParentBased sampler does; otherwise ``sample_ratio`` of new trace ids are
+  sampled) and sets ``ctx.trace`` and ``ctx.upstream_headers``, so the
+  provider gets a ``traceparent`` naming the upstream-attempt span (and the
+  client's ``tracestate``), sampled or not;
+* the ``record_span`` recorder, for sampled requests only, queues one small
+  record; the exporter task turns batches of them into an OTLP
+  ``ExportTraceServiceRequest`` (protobuf, via ``opentelemetry-proto``) and
+  POSTs it to ``<endpoint>/v1/traces``.  The queue is bounded; drops are
+  counted (``helix_tracing_requests_dropped_total``).
+
+Spans: one SERVER span per request (``{operation} {request model}``) and one
+CLIENT child span per upstream attempt, with the GenAI semantic-convention
+attributes (``gen_ai.operation.name``, ``gen_ai.system`` and
+``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.response.model``,
+``gen_ai.response.id``, ``gen_ai.response.finish_reasons``,
+``gen_ai.usage.input_tokens`` / ``output_tokens``) plus HTTP ones.  This
+module imports OpenTelemetry only when the exporter is built (tracing on).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+import msgspec
+
+from helix import __version__
+
+_MASK64 = (1 << 64) - 1
+
+
+class TraceState:
+    """The request's place in a trace (``ctx.trace``)."""
+
+    __slots__ = ("attempt_id", "flags", "parent_id", "sampled", "span_id", "trace_id")
+
+    def __init__(self, trace_id: int, parent_id: int, sampled: bool) -> None:
+        getrandbits = random.getrandbits
+        self.trace_id = trace_id
+        self.parent_id = parent_id
+        self.span_id = getrandbits(64) or 1
+        self.attempt_id = getrandbits(64) or 1
+        self.sampled = sampled
+        self.flags = 1 if sampled else 0
+
+    def traceparent(self, span_id: int) -> bytes:
+        return b"00-%032x-%016x-%02x" % (self.trace_id, span_id, self.flags)
+
+
+def parse_traceparent(value: str) -> tuple[int, int, int] | None:
+    """``(trace_id, parent span id, flags)`` of a valid W3C traceparent, else None."""
+    parts = value.strip().split("-")
+    if len(parts) < 4:
+        return None
+    version, tid, pid, flags = parts[:4]
+    if len(version) != 2 or version == "ff" or len(tid) != 32 or len(pid) != 16 or \
+            len(flags) != 2:
+        return None
+    if version == "00" and len(parts) != 4:
+        return None
+    try:
+        int(version, 16)
+        trace_id, parent_id, bits = int(tid, 16), int(pid, 16), int(flags, 16)
+    except ValueError:
+        return None
+    if not trace_id or not parent_id or tid != tid.lower() or pid != pid.lower():
+        return None
+    return trace_id, parent_id, bits
+
+
+def make_trace_phase(sample_ratio: float):
+    bound = int(sample_ratio * (1 << 64))
+    getrandbits = random.getrandbits
+
+    def trace_context(ctx) -> None:
+        headers = ctx.exchange.request.headers
+        tp = headers.get("traceparent")
+        parsed = parse_traceparent(tp) if tp else None
+        if parsed is not None:
+            trace = TraceState(parsed[0], parsed[1], bool(parsed[2] & 1))
+        else:
+            trace_id = getrandbits(128) or 1
+            trace = TraceState(trace_id, 0, (trace_id & _MASK64) < bound)
+        ctx.trace = trace
+        up = [(b"traceparent", trace.traceparent(trace.attempt_id))]
+        ts = headers.get("tracestate")
+        if ts and parsed is not None:
+            up.append((b"tracestate", ts.encode("latin-1")))
+        ctx.upstream_headers = up
+
+    return trace_context
+
+
+class _Choice(msgspec.Struct):
+    finish_reason: str | None = None
+
+
+class _Answer(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    choices: list[_Choice] = []
+
+
+_decode_answer = msgspec.json.Decoder(_Answer).decode
+
+
+def answer_fields(body: bytes | None) -> tuple[str | None, str | None, list[str] | None]:
+    """``(response id, response model, finish reasons)`` of an OpenAI JSON answer."""
+    if not body:
+        return None, None, None
+    try:
+        a = _decode_answer(body)
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        return None, None, None
+    reasons = [c.finish_reason for c in a.choices if c.finish_reason]
+    return a.id, a.model, reasons or None
+
+
+def make_span_recorder(exporter):
+    offer = exporter.offer
+    monotonic = time.monotonic
+    wall = time.time
+
+    def record_span(ctx) -> None:
+        trace = ctx.trace
+        if trace is None or not trace.sampled:
+            return
+        end = monotonic()
+        ex = ctx.exchange
+        view = ctx.view
+        rid, rmodel, reasons = answer_fields(ctx.response_body)
+        offer((
+            trace, ctx.endpoint, ex.request.method, ex.request.path,
+            getattr(view, "model", None), ctx.deployment, ctx.status, ctx.usage, ctx.cost,
+            ctx.error, ctx.attempts, ctx.request_id,
+            ctx.started, ctx.upstream_started, ctx.head_at, ctx.first_chunk_at, end,
+            wall() - end, rid, rmodel, reasons, ctx.committed,
+        ))
+
+    return record_span
+
+
+# -- OTLP encoding (only imported with tracing on) --------------------------------------
+
+
+class OtlpEncoder:
+    def __init__(self, service_name: str) -> None:
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+        from opentelemetry.proto.common.v1 import common_pb2
+        from opentelemetry.proto.trace.v1 import trace_pb2
+
+        self._Request = trace_service_pb2.ExportTraceServiceRequest
+        self._KeyValue = common_pb2.KeyValue
+        self._AnyValue = common_pb2.AnyValue
+        self._ArrayValue = common_pb2.ArrayValue
+        self._Span = trace_pb2.Span
+        self._Status = trace_pb2.Status
+        self.service_name = service_name
+        import os
+        import socket
+
+        self.resource = [
+            ("service.name", service_name),
+            ("service.version", __version__),
+            ("telemetry.sdk.name", "helix"),
+            ("telemetry.sdk.language", "python"),
+            ("host.name", socket.gethostname()),
+            ("process.pid", os.getpid()),
+        ]
+
+    def _value(self, v):
+        AnyValue = self._AnyValue
+        if isinstance(v, bool):
+            return AnyValue(bool_value=v)
+        if isinstance(v, int):
+            return AnyValue(int_value=v)
+        if isinstance(v, float):
+            return AnyValue(double_value=v)
+        if isinstance(v, list | tuple):
+            return AnyValue(array_value=self._ArrayValue(values=[self._value(x) for x in v]))
+        return AnyValue(string_value=str(v))
+
+    def _attrs(self, items) -> list:
+        KeyValue = self._KeyValue
+        return [KeyValue(key=k, value=self._value(v)) for k, v in items if v is not None]
+
+    def encode(self, records: list) -> bytes:
+        req = self._Request()
+        rs = req.resource_spans.add()
+        rs.resource.attributes.extend(self._attrs(self.resource))
+        ss = rs.scope_spans.add()
+        ss.scope.name = "helix"
+        ss.scope.version = __version__
+        for rec in records:
+            self._spans(ss.spans, rec)
+        return req.SerializeToString()
+
+    def _spans(self, spans, rec) -> None:
+        (trace, endpoint, method, path, req_model, dep, status, usage, cost, error, attempts,
+         request_id, started, up_started, head_at, first_at, end, offset, resp_id, resp_model,
+         reasons, committed) = rec
+        Span = self._Span
+        Status = self._Status
+
+        def ns(t: float) -> int:
+            return int((t + offset) * 1e9)
+
+        trace_id = trace.trace_id.to_bytes(16, "big")
+        operation = "chat" if endpoint == "chat" else "embeddings"
+        model_id = dep.model_id if dep is not None else None
+        gen_ai = [
+            ("gen_ai.operation.name", operation),
+            ("gen_ai.system", dep.provider_type if dep is not None else None),
+            ("gen_ai.provider.name", dep.provider_type if dep is not None else None),
+            ("gen_ai.request.model", req_model),
+            ("gen_ai.response.model", resp_model or model_id),
+            ("gen_ai.response.id", resp_id),
+            ("gen_ai.response.finish_reasons", reasons),
+        ]
+        if usage:
+            for key, name in (("prompt_tokens", "gen_ai.usage.input_tokens"),
+                              ("completion_tokens", "gen_ai.usage.output_tokens")):
+                n = usage.get(key)
+                if type(n) is int:
+                    gen_ai.append((name, n))
+        error_type = None
+        if error is not None:
+            error_type = error.kind.name.lower()
+        elif status >= 500:
+            error_type = str(status)
+        server_error = status >= 500 or (error is not None and committed)
+        server = spans.add()
+        server.trace_id = trace_id
+        server.span_id = trace.span_id.to_bytes(8, "big")
+        if trace.parent_id:
+            server.parent_span_id = trace.parent_id.to_bytes(8, "big")
+        server.name = f"{operation} {req_model}" if req_model else operation
+        server.kind = Span.SpanKind.SPAN_KIND_SERVER
+        server.start_time_unix_nano = ns(started)
+        server.end_time_unix_nano = ns(end)
+        server.attributes.extend(self._attrs([
+            *gen_ai,
+            ("http.request.method", method),
+            ("url.path", path),
+            ("http.response.status_code", status or None),
+            ("error.type", error_type if server_error or status >= 400 else None),
+            ("helix.request_id", request_id),
+            ("helix.provider", dep.provider if dep is not None else None),
+            ("helix.cost_usd", cost),
+            ("helix.attempts", attempts),
+            ("helix.time_to_first_token_s", (first_at - started) if first_at else None),
+        ]))
+        if server_error:
+            server.status.code = Status.StatusCode.STATUS_CODE_ERROR
+            if error is not None:
+                server.status.message = str(error)[:256]
+        if not up_started or dep is None:
+            return
+        client = spans.add()
+        client.trace_id = trace_id
+        client.span_id = trace.attempt_id.to_bytes(8, "big")
+        client.parent_span_id = server.span_id
+        client.name = f"{operation} {model_id}"
+        client.kind = Span.SpanKind.SPAN_KIND_CLIENT
+        client.start_time_unix_nano = ns(up_started)
+        client.end_time_unix_nano = ns(end)
+        client.attributes.extend(self._attrs([
+            *gen_ai[:3],
+            ("gen_ai.request.model", model_id),
+            *gen_ai[4:],
+            ("server.address", dep.origin.host),
+            ("server.port", dep.origin.port),
+            ("http.response.status_code", status or None),
+            ("error.type", error_type if status >= 400 or error is not None else None),
+            ("helix.attempt", attempts or 1),
+            ("helix.time_to_head_s", (head_at - up_started) if head_at else None),
+        ]))
+        if status >= 400 or error is not None:
+            client.status.code = Status.StatusCode.STATUS_CODE_ERROR
+
+
+def otlp_url(endpoint: str | None) -> str:
+    """The OTLP/HTTP traces URL: a bare endpoint gets ``/v1/traces`` appended."""
+    url = (endpoint or "http://127.0.0.1:4318").rstrip("/")
+    rest = url.split("://", 1)[-1]
+    if "/" not in rest:
+        url += "/v1/traces"
+    return url
+
+
+def build_tracer(config, metrics):
+    """(phase, recorder, exporter) for tracing, or None when it is off."""
+    tcfg = config.observability.tracing
+    if tcfg is None or not tcfg.enabled:
+        return None
+    from helix.observe.export import BatchExporter, HttpSender
+
+    encoder = OtlpEncoder(tcfg.service_name)
+    headers = [(b"content-type", b"application/x-protobuf")]
+    headers += [(k.lower().encode("latin-1"), v.encode("latin-1"))
+                for k, v in tcfg.headers.items()]
+    sender = HttpSender(otlp_url(tcfg.endpoint), headers, float(tcfg.timeout))
+
+    async def send(batch: list) -> list:
+        await sender.post(encoder.encode(batch))
+        return [], 0
+
+    def on_count(outcome: str, n: int) -> None:
+        if metrics is not None:
+            metrics.add(f"helix_tracing_requests_{outcome}_total", (), float(n))
+
+    exporter = BatchExporter(
+        "tracing", send, max_queue=tcfg.max_queue, batch_size=tcfg.batch_size,
+        interval=float(tcfg.flush_interval), max_retries=tcfg.max_retries, on_count=on_count,
+    )
+    exporter.sender = sender
+    exporter.url = sender.label
+    return make_trace_phase(tcfg.sample_ratio), make_span_recorder(exporter), exporter
