@@ -20,6 +20,7 @@ from helix.phases.decode import decode
 from helix.phases.forward import make_forward
 from helix.phases.route import make_route
 from helix.pipeline.runner import Pipeline
+from helix.routing.balancer import gauges as balancer_gauges
 from helix.routing.models import Registry
 from helix.routing.registry import ModelRegistry
 from helix.server import Exchange, ServerLimits
@@ -55,18 +56,23 @@ class App:
         self.observe = Observability(config, worker, self.registry)
         recorders = self.observe.recorders
         self.model_table = Registry.from_config(config)
+        metrics = getattr(self.observe, "metrics", None)
+        route = make_route(self.registry, worker, metrics)
         upstream = [
             *self.observe.phases,
             decode,
-            make_route(self.registry, worker),
+            route,
             make_forward(self.pool, self.model_table),
         ]
+        # Balancer health/latency: read from shared memory by /status and /metrics only.
+        self.observe.status.deployment_state = route.balancer.snapshot
+        if metrics is not None:
+            metrics.gauges.append(balancer_gauges(route.balancer))
         # Gateway keys (authenticate, before decode) and limits (admit, after it; settle
         # recorder): absent unless configured.
-        self.keys, self.gate = limits.build(
-            config, worker, self.model_table, getattr(self.observe, "metrics", None)
-        )
+        self.keys, self.gate = limits.build(config, worker, self.model_table, metrics)
         if self.gate is not None:
+            self.observe.status.components["rate_limits"] = self.gate.state
             upstream.insert(upstream.index(decode) + 1, self.gate.admit)
             recorders = [*recorders, self.gate.settle]
         if self.keys is not None:

@@ -169,6 +169,7 @@ class RedisStore:
         self._settle = self.client.register_script(SETTLE_LUA)
         self.clock = clock
         self.errors = 0  # calls that failed or timed out (the metric)
+        self.on_error = None  # set by the gate: counts the failure in the shared metrics
         self._down_until = 0.0
         self._down = False
         self._logged_at = -LOG_INTERVAL
@@ -189,6 +190,8 @@ class RedisStore:
 
     def _failed(self, exc: BaseException) -> None:
         self.errors += 1
+        if self.on_error is not None:
+            self.on_error()
         now = self.clock()
         self._down_until = now + RETRY_INTERVAL
         self._down = True

@@ -111,6 +111,9 @@ AUX_FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "counter", "Response cache lookups by result (hit or miss).", ("result",), "sum"),
     "helix_ratelimit_rejected_requests_total": (
         "counter", "Requests refused by a rate limit, by limit scope.", ("scope",), "sum"),
+    "helix_ratelimit_backend_errors_total": (
+        "counter", "Rate-limit backend (Redis) calls that failed or timed out; the "
+        "failure_policy decided those requests.", (), "sum"),
     "helix_resilience_retries_total": (
         "counter", "Upstream attempts retried, by provider and model.",
         ("provider", "model"), "sum"),
@@ -122,6 +125,9 @@ AUX_FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         ("provider", "model"), "min"),
     "helix_deployment_in_flight_requests": (
         "gauge", "Requests in flight to a deployment.", ("provider", "model"), "sum"),
+    "helix_deployment_latency_ewma_seconds": (
+        "gauge", "PeakEWMA latency of a deployment (time to first token for streams).",
+        ("provider", "model"), "sum"),
     "helix_tracing_requests_exported_total": (
         "counter", "Sampled requests whose spans the OTLP collector accepted.", (), "sum"),
     "helix_tracing_requests_dropped_total": (
@@ -235,6 +241,10 @@ class Metrics:
 
     def __init__(self, shm, slot: int, capacity: int, per_worker: int) -> None:
         self.shm = shm
+        # Scrape-time providers of gauge values ({(family, *labels): value}) for state
+        # another feature already keeps in shared memory (the balancer's health table):
+        # read when /metrics is served, never on the request path.
+        self.gauges: list[Callable[[], dict[tuple, float]]] = []
         self.slot = slot
         self.capacity = capacity
         self.per_worker = per_worker
@@ -386,7 +396,10 @@ class Metrics:
         lines: list[str] = []
         rows = self.fold_requests()
         _render_requests(lines, rows)
-        _render_aux(lines, self.fold_aux())
+        aux = self.fold_aux()
+        for gauges in self.gauges:  # state other features keep in shared memory already
+            aux.update(gauges())
+        _render_aux(lines, aux)
         _render_workers(lines, self.shm)
         if extra is not None:
             extra(lines)

@@ -79,6 +79,8 @@ class Status:
         self.master_started = (_proc_start(master) if master else None) or self.started
         # Other features report their backend here: name -> () -> dict.
         self.components: dict = {}
+        # Per-deployment health and latency from the balancer's shared tables.
+        self.deployment_state = None
 
     def document(self) -> dict:
         from helix._fast import IMPLEMENTATION, describe
@@ -156,6 +158,9 @@ class Status:
                 n_tt = len(m.TTFT_BOUNDS) + 1
                 s["ttft_sum"] += v[m.C_TTFT]
                 s["ttft_n"] += sum(v[m.C_TTFT + 1 : m.C_TTFT + 1 + n_tt])
+        state = {}
+        if self.deployment_state is not None:
+            state = {s["index"]: s for s in self.deployment_state()}
         out = []
         for dep in self.registry.all_deployments():
             entry = {
@@ -166,6 +171,14 @@ class Status:
                 "host": f"{dep.origin.host}:{dep.origin.port}",
                 "health": "not configured",
             }
+            s = state.get(dep.index)
+            if s is not None:
+                entry["health"] = {
+                    k: s.get(k)
+                    for k in ("state", "reason", "strategy", "latency_ms", "in_flight",
+                              "error_rate", "window_requests", "consecutive_failures",
+                              "cooldown_left_s")
+                }
             s = stats.get((dep.provider, dep.model_id))
             if self.metrics is None:
                 entry["latency"] = "metrics disabled"

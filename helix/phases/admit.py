@@ -81,6 +81,17 @@ class Gate:
             self.store = _local_store(worker, rl)
         self.is_async = rl.backend == "redis" if store is None else hasattr(store, "client")
         self.admit = self._admit_async if self.is_async else self._admit_sync
+        if metrics is not None and hasattr(self.store, "on_error"):
+            self.store.on_error = lambda: metrics.add("helix_ratelimit_backend_errors_total", ())
+
+    def state(self) -> dict:
+        """For GET /status: the backend and, for Redis, whether it answers (this worker's view)."""
+        out = {"state": "enabled", "backend": self.config.backend,
+               "failure_policy": self.config.failure_policy}
+        if hasattr(self.store, "errors"):
+            out["redis_reachable"] = not getattr(self.store, "_down", False)
+            out["redis_errors_this_worker"] = self.store.errors
+        return out
 
     # -- the request's checks and estimate -----------------------------------------
 

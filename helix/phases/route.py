@@ -18,7 +18,7 @@ from helix.routing.registry import ModelRegistry
 from helix.routing.resilience import Policy
 
 
-def make_route(registry: ModelRegistry, worker=None):
+def make_route(registry: ModelRegistry, worker=None, metrics=None):
     resolve = registry.resolve
     config = registry.config
     balancer = install(
@@ -45,7 +45,7 @@ def make_route(registry: ModelRegistry, worker=None):
     def wrap_forward(forward):
         from helix.pipeline.runner import make_attempts
 
-        return make_attempts(forward, balancer, policy, resolve, clock)
+        return make_attempts(forward, balancer, policy, resolve, clock, metrics)
 
     route.wrap_forward = wrap_forward
     route.balancer = balancer

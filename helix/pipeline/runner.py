@@ -88,7 +88,7 @@ _ATTEMPTS = b"x-helix-attempts"
 _ATTEMPT_VALUES = [str(i).encode() for i in range(64)]
 
 
-def make_attempts(forward: Phase, balancer, policy, resolve, clock) -> Phase:
+def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None) -> Phase:
     """The attempt loop around ``forward``: bookkeeping always, retries when configured.
 
     Every attempt brackets ``forward`` with ``balancer.begin``/``end``: the
@@ -191,6 +191,11 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock) -> Phase:
                 attempts += 1
                 headers[slot] = (_ATTEMPTS, _ATTEMPT_VALUES[attempts] if attempts < 64
                                  else str(attempts).encode())
+                if metrics is not None and attempts > 1:
+                    if n == 0:  # the first attempt on a fallback model
+                        metrics.fallback(model, name)
+                    else:
+                        metrics.retry(dep.provider, dep.model_id)
                 ctx.candidates = cands
                 ctx.deployment = dep
                 try:

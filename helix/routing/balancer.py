@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from helix._fast import LatencyTable
 from helix.routing import health as hmod
@@ -272,6 +273,22 @@ class Balancer:
             item.update(self.health.status(i, now))
             out.append(item)
         return out
+
+
+def gauges(balancer: Balancer) -> Callable[[], dict[tuple, float]]:
+    """Prometheus gauge values from the shared health and latency tables (read at scrape)."""
+
+    def collect() -> dict[tuple, float]:
+        out: dict[tuple, float] = {}
+        for s in balancer.snapshot():
+            labels = (s["provider"], s["model_id"])
+            out[("helix_deployment_healthy", *labels)] = 1.0 if s["state"] == "healthy" else 0.0
+            out[("helix_deployment_in_flight_requests", *labels)] = float(s["in_flight"])
+            if s["latency_ms"] is not None:
+                out[("helix_deployment_latency_ewma_seconds", *labels)] = s["latency_ms"] / 1e3
+        return out
+
+    return collect
 
 
 def _estimate_tokens(view) -> tuple[float, float]:

@@ -158,11 +158,12 @@ def test_bad_config_exits_nonzero_before_binding(tmp_path):
     assert "server.port" in r.stderr and "eighty" in r.stderr
 
 
-def test_unbuilt_section_is_refused(tmp_path):
+def test_config_that_could_not_take_effect_is_refused(tmp_path):
+    # A per-key limit with no gateway keys would silently limit nothing: refused at start.
     p = tmp_path / "c.yaml"
-    p.write_text("rate_limits:\n  global: {requests_per_minute: 10}\n")
+    p.write_text("rate_limits:\n  per_key: {requests_per_minute: 10}\n")
     r = run_helix("--config", str(p))
-    assert r.returncode == 2 and "rate_limits" in r.stderr and "not available" in r.stderr
+    assert r.returncode == 2 and "rate_limits.per_key" in r.stderr
 
 
 def test_port_in_use_fails_cleanly(mock):
