@@ -36,7 +36,7 @@ from helix.cache import Cache  # noqa: E402
 from helix.cache.store import Answer, Entry  # noqa: E402
 from helix.client import UpstreamPool  # noqa: E402
 from helix.mock import MockProcess  # noqa: E402
-from helix.phases.cache import make_cache_lookup  # noqa: E402
+from helix.phases.cache import cache_store, make_cache_lookup  # noqa: E402
 from helix.pipeline.context import RequestContext  # noqa: E402
 from helix.schema.openai import chat_request_decoder  # noqa: E402
 from tests.helpers import HelixProcess  # noqa: E402
@@ -59,7 +59,7 @@ class _Conn:
     lost = closing = draining = False
     server_header = b"helix"
 
-    class transport:  # noqa: N801 - a stand-in object
+    class transport:
         @staticmethod
         def write(data):
             pass
@@ -99,6 +99,7 @@ async def server_side(cache: Cache, n: int) -> list[float]:
     ctx = _ctx()
     assert not await lookup(ctx)  # a miss: learn the key
     key = ctx.capture.key
+    cache_store(ctx)  # the recorder: finishes this miss's single-flight
     now = time.time()
     entry = Entry([Answer(0, ANSWER, now, now + 3600, None)])
     if cache.memory is not None:
@@ -156,6 +157,9 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=2000)
     ap.add_argument("--backends", default="memory,redis,s3")
     args = ap.parse_args()
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     rows = []
     with contextlib.ExitStack() as stack:
         mock = stack.enter_context(MockProcess())

@@ -13,7 +13,6 @@ from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.cache.singleflight import SingleFlight
 from helix.cache.store import (
     JSON,
-    SSE,
     Answer,
     Entry,
     Stats,
@@ -183,7 +182,7 @@ def test_single_flight_one_leader_many_followers():
     asyncio.run(run())
 
 
-# -- replay ------------------------------------------------------------------------------------------
+# -- replay ------------------------------------------------------------------------------------
 
 
 COMPLETION = {
@@ -259,7 +258,7 @@ def test_stream_stored_with_usage_replayed_to_a_client_that_did_not_ask():
     assert doc["choices"][0]["message"]["content"] == "ab" and doc["usage"] == usage
 
 
-# -- config --------------------------------------------------------------------------------------------
+# -- config ------------------------------------------------------------------------------------
 
 
 def caching(**kw):
@@ -267,7 +266,8 @@ def caching(**kw):
 
 
 def test_rule_paths_match_sensibly():
-    for p in ("//chat/completions", "/v1/chat/completions", "chat/completions", "/chat/completions/"):
+    paths = ("//chat/completions", "/v1/chat/completions", "chat/completions", "/chat/completions/")
+    for p in paths:
         assert endpoint_of(p) == "chat"
     assert endpoint_of("//embeddings") == "embeddings"
     assert endpoint_of("/v1/models") is None
