@@ -84,6 +84,7 @@ class App:
             self.cache, chat_phases, embeddings_phases, recorders = cache_phase.build(
                 config, self.pool, upstream, recorders
             )
+            self.observe.status.components["cache"] = self.cache.state
         chat = Pipeline("chat", chat_phases, recorders).run
         embeddings = Pipeline("embeddings", embeddings_phases, recorders).run
         self._models_body = self._models_json()

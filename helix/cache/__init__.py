@@ -220,6 +220,15 @@ class Cache:
             self.store = Store(_s3_backend(cfg, pool), s3_timeout(cfg), self.stats)
             self.backend_name = "s3"
 
+    def state(self) -> dict:
+        """For GET /status: the backend and this worker's counters (memory is per worker)."""
+        out = {"state": "enabled" if self.enabled else "configured, off by default",
+               "backend": self.backend_name, "scope": "per worker" if self.memory else "shared",
+               "endpoints": sorted(self.rules), "this_worker": self.stats.as_dict()}
+        if self.memory is not None:
+            out["memory_bytes"] = self.memory.bytes
+        return out
+
     def save(self, key: str, entry: Entry, ttl: float) -> None:
         """Store an entry: now for memory, in a background task for a remote backend."""
         if self.memory is not None:

@@ -283,6 +283,7 @@ class Metrics:
         dur_b, ttft_b, tok_b = DURATION_BOUNDS, TTFT_BOUNDS, TOKEN_BOUNDS
         c_dur1, c_up1, c_ttft1 = C_DUR + 1, C_UP + 1, C_TTFT + 1
         c_in1, c_out1 = C_TOK_IN + 1, C_TOK_OUT + 1
+        cache_result = self.cache_result
 
         def record_metrics(ctx) -> None:
             now = monotonic()
@@ -321,6 +322,8 @@ class Metrics:
             cost = ctx.cost
             if cost is not None:
                 view[b + C_COST] += cost
+            if ctx.cache is not None:  # set by the cache phase only when caching applies
+                cache_result(ctx.cache == "hit")
 
         return record_metrics
 

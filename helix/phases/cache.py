@@ -43,9 +43,9 @@ _MISS = (b"helicone-cache", b"MISS")
 
 
 def tenant_of(ctx: RequestContext) -> str:
-    """Whose cache this request reads: the one function to re-point once gateway keys put a
-    principal on the context.  Today: the client's bearer token (hashed, never kept raw)
-    and ``Helicone-User-Id``, both when given."""
+    """Whose cache this request reads: the client's bearer token -- with gateway keys
+    configured, that is its Helix key -- hashed, never kept raw, and ``Helicone-User-Id``,
+    both when given."""
     headers = ctx.exchange.request.headers
     auth = headers.get("authorization", "")
     parts = []

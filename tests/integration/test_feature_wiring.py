@@ -8,8 +8,6 @@ import openai
 from helix.mock import MockProcess
 from tests.helpers import HelixProcess, free_port, http_get
 
-MSGS = [{"role": "user", "content": "wired"}]
-
 
 def config(mock_url: str) -> str:
     down = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens: connect refused
@@ -22,6 +20,7 @@ resilience:
   retries: {{max_attempts: 3, initial_delay: 1ms, max_delay: 5ms}}
 rate_limits:
   global: {{requests_per_minute: 100000}}
+caching: {{backend: memory}}
 observability:
   metrics: {{enabled: true}}
 """
@@ -30,10 +29,12 @@ observability:
 def test_retries_health_and_limits_are_visible():
     with MockProcess() as mock, HelixProcess(config(mock.url), workers=2) as helix:
         with openai.OpenAI(base_url=helix.base_url, api_key="x", max_retries=0) as c:
-            for _ in range(6):
-                r = c.chat.completions.with_raw_response.create(model="m", messages=MSGS)
-                assert r.parse().choices[0].message.content == "mock reply to: wired"
-                assert r.headers["x-helix-provider"] == "live"
+            for i in [0, 1, 2, 3, 4, 5, 0, 0, 0, 0]:  # six distinct prompts, then repeats
+                msgs = [{"role": "user", "content": f"wired {i}"}]
+                r = c.chat.completions.with_raw_response.create(model="m", messages=msgs)
+                assert r.parse().choices[0].message.content == f"mock reply to: wired {i}"
+                if r.headers["helicone-cache"] == "MISS":
+                    assert r.headers["x-helix-provider"] == "live"
         status, body = http_get(helix.port, "/metrics")
         assert status == 200
         text = body.decode()
@@ -50,3 +51,12 @@ def test_retries_health_and_limits_are_visible():
         assert health["live"]["state"] == "healthy"
         assert health["dead"]["state"] in ("cooling", "open")
         assert doc["rate_limits"]["backend"] == "local"
+        assert doc["cache"]["backend"] == "memory"
+        lookups = {
+            line.split('result="')[1].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("helix_cache_lookups_total{")
+        }
+        # Per-worker memory caches: the repeats miss at most once more (on the other worker).
+        assert lookups.get("hit", 0) + lookups.get("miss", 0) == 10
+        assert 6 <= lookups.get("miss", 0) <= 7
