@@ -43,7 +43,7 @@ MASTER_KEY = "sk-bench-" + secrets.token_hex(16)
 FAST_MOCK = ["--chunks", "10"]
 STREAM_CHUNKS = 20
 STREAM_MOCK = ["--chunks", str(STREAM_CHUNKS), "--chunk-interval-ms", "50"]
-ALL_TARGETS = ("direct", "nginx", "litellm", "helix")
+ALL_TARGETS = ("direct", "nginx", "litellm", "helix", "helix-features")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -402,8 +402,10 @@ class Helix(Target):
             return False
         return True
 
+    extra_config = ""
+
     def start(self, port: int) -> Proc:
-        d = self.ctx.tmp / "helix"
+        d = self.ctx.tmp / self.name
         d.mkdir(exist_ok=True)
         cfg = d / "config.yaml"
         cfg.write_text(
@@ -413,7 +415,7 @@ class Helix(Target):
             "    type: openai_compatible\n"
             f"    base_url: http://127.0.0.1:{self.ctx.mock_port}/v1\n"
             "    api_key: sk-mock\n"
-            f"    models: [{MODEL}]\n"
+            f"    models: [{MODEL}]\n" + self.extra_config
         )
         cmd = [
             *(self.command() or []),
@@ -423,11 +425,28 @@ class Helix(Target):
         return Proc("helix", cmd, PROXY_CPU, cwd=ROOT, env=env, log_path=d / f"log-{port}.txt")
 
 
+class HelixFeatures(Helix):
+    """Helix with the request-path features on: metrics, request ids, the access line (to a
+    file), a local rate limit, retries and the balancer's bookkeeping.  Caching stays off: hits
+    would measure the cache, not the proxy."""
+
+    name = "helix-features"
+    extra_config = (
+        "load_balancing: {strategy: latency_based}\n"
+        "resilience:\n  retries: {max_attempts: 2}\n"
+        "rate_limits:\n  global: {requests_per_minute: 100000000}\n"
+        "observability:\n"
+        "  metrics: {enabled: true}\n"
+        "  logging: {level: info, access_log: true, request_id: true}\n"
+    )
+
+
 TARGET_CLASSES: dict[str, type[Target]] = {
     "direct": Direct,
     "nginx": Nginx,
     "litellm": LiteLLM,
     "helix": Helix,
+    "helix-features": HelixFeatures,
 }
 
 
@@ -907,7 +926,7 @@ def main(argv: list[str] | None = None) -> int:
                 res = scenario_target(target, opts)
                 log(f"{name}: (e) cold start x{opts.cold_runs}")
                 res["cold"] = cold_start(target, opts.cold_runs)
-                if opts.soak > 0 and isinstance(target, Helix):
+                if opts.soak > 0 and type(target) is Helix:
                     target.workers = 2
                     res["soak"] = soak(target, opts)
                     target.workers = 1
