@@ -24,6 +24,7 @@ from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
 from helix.providers.openai import decode_usage
 from helix.routing.models import DEFAULT, Registry, cost
+from helix.schema.openai import embeddings_as_base64
 
 # Provider response headers worth keeping; everything else (cookies, server,
 # hop-by-hop, the provider's own framing) stays behind.
@@ -121,6 +122,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 body = adapter.chat_response(dep, body)
             else:
                 body = adapter.embeddings_response(dep, body)
+                if view.encoding_format == "base64" and not adapter.passthrough:
+                    body = embeddings_as_base64(body)
             _price(models, ctx, dep, decode_usage(body))
             ctx.response_body = body
             if ctx.cost is not None:

@@ -871,6 +871,8 @@ class AnthropicStreamRelay:
 class AnthropicAdapter:
     """Adapter for Anthropic's Messages API (stateless: one instance per process)."""
 
+    passthrough = False  # translates both ways (see base.Adapter)
+
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         doc = json_decode(body)
         out = openai_to_anthropic_request(doc, dep.model_id, default_max_tokens(dep.model_id))

@@ -120,6 +120,10 @@ class Adapter(Protocol):
     client's raw JSON, which translating adapters decode fully themselves.
     """
 
+    # True when request and response bodies are already OpenAI-shaped (OpenAI family):
+    # generic post-processing such as base64 embeddings is then the provider's business.
+    passthrough: bool
+
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
     def chat_response(self, dep: Deployment, body: bytes) -> bytes: ...

@@ -546,6 +546,8 @@ def _embedding_list(vectors: list[list[float]], model: str, tokens: int) -> byte
 class BedrockAdapter:
     """OpenAI <-> Bedrock Converse / InvokeModel (stateless: one per process)."""
 
+    passthrough = False  # translates both ways (see base.Adapter)
+
     def _target(self, dep: Deployment, action: str) -> bytes:
         # The model id is one path segment: ':' and '/' (ARNs) are percent-encoded.
         return f"{dep.base_path}/model/{quote(dep.model_id, safe='')}/{action}".encode()

@@ -389,6 +389,8 @@ def _embedding_texts(raw: Any) -> list[str]:
 class CohereAdapter:
     """OpenAI <-> Cohere v2 (stateless: one per process)."""
 
+    passthrough = False  # translates both ways (see base.Adapter)
+
     def _decode(self, body: bytes) -> dict:
         try:
             return _decode(body)

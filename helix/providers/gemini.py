@@ -16,7 +16,6 @@ Response: the first part of each candidate's text -> ``content``,
 from __future__ import annotations
 
 import base64
-import contextvars
 import mimetypes
 import secrets
 import struct
@@ -784,12 +783,6 @@ def gemini_to_openai_embeddings(body: bytes, model: str, b64: bool, provider: st
     return openai_embeddings(vectors, model, b64)
 
 
-# The embeddings response needs the request's encoding_format; the forward phase
-# runs request and response translation in one task, so a context variable
-# carries it from one to the other without touching shared adapter state.
-EMBED_BASE64: contextvars.ContextVar[bool] = contextvars.ContextVar(
-    "helix_gemini_embed_base64", default=False
-)
 
 
 # ----------------------------------------------------------------------------- errors
@@ -864,6 +857,8 @@ def model_path(model_id: str) -> str:
 class GeminiAdapter:
     """Adapter for the Gemini API (stateless: one instance per process)."""
 
+    passthrough = False  # translates both ways (see base.Adapter)
+
     def _target(self, dep: Deployment, method: str, stream: bool = False) -> bytes:
         path = f"{dep.base_path}/v1beta/models/{model_path(dep.model_id)}:{method}"
         return (path + "?alt=sse" if stream else path).encode()
@@ -882,7 +877,6 @@ class GeminiAdapter:
 
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         doc = _decode_body(body)
-        EMBED_BASE64.set(doc.get("encoding_format") == "base64")
         method, out = openai_to_gemini_embeddings(doc, model_path(dep.model_id))
         return UpstreamRequest(b"POST", self._target(dep, method), self._headers(dep), _encode(out))
 
@@ -891,7 +885,8 @@ class GeminiAdapter:
         return _encode(gemini_to_openai_response(resp, dep.model, int(time.time()), _new_id()))
 
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
-        out = gemini_to_openai_embeddings(body, dep.model, EMBED_BASE64.get(), dep.provider)
+        # Floats; forward turns them into base64 when the client asked for that.
+        out = gemini_to_openai_embeddings(body, dep.model, False, dep.provider)
         return _encode(out)
 
     def stream_relay(self, dep: Deployment, view) -> GeminiStreamRelay:

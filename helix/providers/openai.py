@@ -201,6 +201,9 @@ def wants_usage(dep: Deployment, view) -> bool:
 class OpenAIAdapter:
     """Adapter for the OpenAI wire format (stateless: one instance per process)."""
 
+    # Bodies go both ways as the provider speaks them (only ``model`` may be rewritten).
+    passthrough = True
+
     def _target(self, dep: Deployment, endpoint: str) -> bytes:
         path = f"{dep.base_path}/{endpoint}"
         return (f"{path}?{dep.query}" if dep.query else path).encode()

@@ -28,7 +28,6 @@ from helix.errors import ErrorKind, HelixError, Source
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.gemini import (
-    EMBED_BASE64,
     GeminiAdapter,
     _decode_body,
     _embedding_inputs,
@@ -163,7 +162,6 @@ class VertexAdapter(GeminiAdapter):
         if is_anthropic(dep.model_id):
             return _anthropic().AnthropicAdapter().embeddings_request(dep, view, body)
         doc = _decode_body(body)
-        EMBED_BASE64.set(doc.get("encoding_format") == "base64")
         texts, _single = _embedding_inputs(doc)
         out: dict = {"instances": [{"content": t} for t in texts]}
         if doc.get("dimensions") is not None:
@@ -190,7 +188,7 @@ class VertexAdapter(GeminiAdapter):
             vectors.append(pred.embeddings.values)
             if pred.embeddings.statistics is not None:
                 tokens += int(pred.embeddings.statistics.token_count)
-        return _encode(openai_embeddings(vectors, dep.model, EMBED_BASE64.get(), tokens))
+        return _encode(openai_embeddings(vectors, dep.model, False, tokens))
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         err = gemini_error(dep.provider, status, headers, body)

@@ -8,6 +8,9 @@ Decoders and encoders are module globals (built once, reused per request).
 
 from __future__ import annotations
 
+import base64
+import struct
+
 import msgspec
 
 from helix.errors import ErrorKind, HelixError
@@ -53,6 +56,21 @@ embeddings_request_decoder = msgspec.json.Decoder(EmbeddingsRequestView)
 usage_decoder = msgspec.json.Decoder(UsageView)
 json_decode = msgspec.json.decode
 json_encode = msgspec.json.Encoder().encode
+
+
+def embeddings_as_base64(body: bytes) -> bytes:
+    """An OpenAI embedding list with float vectors -> the same with base64 vectors.
+
+    ``encoding_format: "base64"`` means little-endian float32 bytes, base64-encoded, as
+    OpenAI sends them.  Translating adapters produce floats; this one step turns them into
+    what the client asked for.  Vectors that are already strings are left alone.
+    """
+    doc = json_decode(body)
+    for item in doc.get("data") or ():
+        vec = item.get("embedding")
+        if isinstance(vec, list):
+            item["embedding"] = base64.b64encode(struct.pack(f"<{len(vec)}f", *vec)).decode()
+    return json_encode(doc)
 
 
 def _param_of(exc: msgspec.ValidationError) -> str | None:

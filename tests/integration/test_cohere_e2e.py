@@ -109,6 +109,21 @@ def test_embeddings(client, mock):
     assert rec["path"] == "/v2/embed" and rec["body"]["input_type"] == "search_document"
 
 
+def test_embeddings_base64_when_asked(client):
+    import base64
+    import json
+    import struct
+
+    floats = client.embeddings.create(model="embed-english-v3.0", input="a").data[0].embedding
+    raw = client.embeddings.with_raw_response.create(
+        model="embed-english-v3.0", input="a", encoding_format="base64"
+    )
+    b64 = json.loads(raw.http_response.content)["data"][0]["embedding"]
+    assert isinstance(b64, str)
+    decoded = struct.unpack(f"<{len(floats)}f", base64.b64decode(b64))
+    assert decoded == pytest.approx(floats, rel=1e-6)
+
+
 def test_provider_error_passes_through(client):
     with pytest.raises(openai.RateLimitError):
         client.chat.completions.create(model="limited/command-r", messages=MSGS)

@@ -116,3 +116,19 @@ def test_provider_error_passes_through_with_status_and_message():
     assert odd.status == 400 and odd.retry is Retry.NO and "bad things" in odd.message
     html = upstream_error("x", 502, [], b"<html>Bad gateway</html>")
     assert html.status == 502 and "Bad gateway" in html.message
+
+
+def test_embeddings_as_base64_matches_openai_encoding():
+    import base64
+    import struct
+
+    from helix.schema.openai import embeddings_as_base64
+
+    body = msgspec.json.encode(
+        {"object": "list", "data": [{"index": 0, "embedding": [0.5, -1.25]},
+                                    {"index": 1, "embedding": "already"}]}
+    )
+    doc = msgspec.json.decode(embeddings_as_base64(body))
+    raw = base64.b64decode(doc["data"][0]["embedding"])
+    assert struct.unpack("<2f", raw) == (0.5, -1.25)
+    assert doc["data"][1]["embedding"] == "already"
