@@ -38,7 +38,8 @@ _MASK64 = (1 << 64) - 1
 class TraceState:
     """The request's place in a trace (``ctx.trace``)."""
 
-    __slots__ = ("attempt_id", "flags", "parent_id", "sampled", "span_id", "trace_id")
+    __slots__ = ("attempt_id", "failed", "flags", "parent_id", "sampled", "span_id",
+                 "trace_id")
 
     def __init__(self, trace_id: int, parent_id: int, sampled: bool) -> None:
         getrandbits = random.getrandbits
@@ -48,9 +49,21 @@ class TraceState:
         self.attempt_id = getrandbits(64) or 1
         self.sampled = sampled
         self.flags = 1 if sampled else 0
+        # Attempts that failed and were retried: (span id, deployment, start, end, error).
+        self.failed: list[tuple] | None = None
 
     def traceparent(self, span_id: int) -> bytes:
         return b"00-%032x-%016x-%02x" % (self.trace_id, span_id, self.flags)
+
+    def attempt_failed(self, ctx, dep, start: float, end: float, error) -> None:
+        """The attempt loop is retrying: keep this attempt's span, give the next its own id
+        (and its own ``traceparent`` upstream)."""
+        if self.failed is None:
+            self.failed = []
+        self.failed.append((self.attempt_id, dep, start, end, error))
+        self.attempt_id = random.getrandbits(64) or 1
+        if ctx.upstream_headers:
+            ctx.upstream_headers[0] = (b"traceparent", self.traceparent(self.attempt_id))
 
 
 def parse_traceparent(value: str) -> tuple[int, int, int] | None:
@@ -260,6 +273,27 @@ class OtlpEncoder:
             server.status.code = Status.StatusCode.STATUS_CODE_ERROR
             if error is not None:
                 server.status.message = str(error)[:256]
+        for i, (span_id, fdep, f_start, f_end, ferr) in enumerate(trace.failed or (), 1):
+            span = spans.add()
+            span.trace_id = trace_id
+            span.span_id = span_id.to_bytes(8, "big")
+            span.parent_span_id = server.span_id
+            span.name = f"{operation} {fdep.model_id}"
+            span.kind = Span.SpanKind.SPAN_KIND_CLIENT
+            span.start_time_unix_nano = ns(f_start)
+            span.end_time_unix_nano = ns(f_end)
+            span.attributes.extend(self._attrs([
+                *gen_ai[:3],
+                ("gen_ai.request.model", fdep.model_id),
+                ("server.address", fdep.origin.host),
+                ("server.port", fdep.origin.port),
+                ("http.response.status_code", ferr.status),
+                ("error.type", ferr.kind.name.lower()),
+                ("helix.provider", fdep.provider),
+                ("helix.attempt", i),
+            ]))
+            span.status.code = Status.StatusCode.STATUS_CODE_ERROR
+            span.status.message = str(ferr)[:256]
         if not up_started or dep is None:
             return
         client = spans.add()

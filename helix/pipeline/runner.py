@@ -159,6 +159,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         cands = ctx.candidates
         dep = ctx.deployment
         attempts = 0
+        failed = None  # the previous attempt, if it failed: traced once a retry starts
         last: HelixError | None = None
         ci = 0
         while ci < len(chain):
@@ -198,11 +199,17 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         metrics.retry(dep.provider, dep.model_id)
                 ctx.candidates = cands
                 ctx.deployment = dep
+                if failed is not None and ctx.trace is not None and ctx.trace.sampled:
+                    # Another attempt does start: the failed one gets its own span.
+                    ctx.trace.attempt_failed(ctx, *failed)
+                failed = None
+                started = clock()
                 try:
                     await attempt(ctx, dep)
                     return
                 except HelixError as err:
                     last = err
+                    failed = (dep, started, clock(), err)
                     if ctx.committed or ctx.exchange.committed:
                         raise
                     if is_context_overflow(err) and name in context_fallbacks:

@@ -419,3 +419,47 @@ def test_collectors_down_requests_unaffected_and_bounded(mock):
         assert sample(text, "helix_helicone_records_dropped_total") > 0
         assert sample(text, "helix_http_requests_total", status="200") == 200
         assert http_get(helix.port, "/health")[0] == 200
+
+
+def test_each_retried_attempt_gets_its_own_span_and_traceparent(mock, otlp, helicone):
+    from tests.helpers import free_port
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"
+    extra = """load_balancing: {strategy: round_robin}
+resilience:
+  retries: {max_attempts: 3, initial_delay: 1ms, max_delay: 2ms}
+"""
+    cfg = _config(mock.url, otlp.url, helicone.url, extra).replace(
+        "providers:\n",
+        f"providers:\n  - {{name: dead, type: openai_compatible, base_url: \"{dead}\", "
+        f"api_key: k, models: [gpt-4o-mini]}}\n",
+    )
+    with HelixProcess(cfg, workers=1) as helix:
+        for n in range(6):  # round robin: some request starts on the dead deployment
+            trace_id = f"{n + 1:032x}"
+            mock.clear()
+            status, headers, _ = post(helix.port, "/v1/chat/completions", BODY,
+                                      {"traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+            assert status == 200
+            if headers.get("x-helix-attempts") == "2":
+                break
+        else:
+            pytest.fail("no request needed a retry")
+
+        def mine():
+            spans = [s for s in _spans(otlp) if s.trace_id.hex() == trace_id]
+            return spans if len(spans) >= 3 else None
+
+        spans = wait_for(mine, 10, "three spans for the retried request")
+        server = next(s for s in spans if s.kind == s.SPAN_KIND_SERVER)
+        clients = [s for s in spans if s.kind == s.SPAN_KIND_CLIENT]
+        assert len(clients) == 2 and len({c.span_id for c in clients}) == 2
+        assert all(c.parent_span_id == server.span_id for c in clients)
+        failed = next(c for c in clients if _attrs(c).get("helix.attempt") == 1)
+        assert failed.status.code == failed.status.STATUS_CODE_ERROR
+        assert _attrs(failed)["helix.provider"] == "dead"
+        ok = next(c for c in clients if c is not failed)
+        # The provider that answered saw the second attempt's own span id.
+        [rec] = [r for r in mock.requests() if r["path"].endswith("/chat/completions")]
+        tp = {k.lower(): v for k, v in rec["headers"].items()}["traceparent"]
+        assert tp == f"00-{trace_id}-{ok.span_id.hex()}-01"
