@@ -28,6 +28,7 @@ from helix.providers.catalog import ProviderSpec
 from helix.providers.eventstream import EventStreamDecoder
 from helix.providers.openai import base_headers
 from helix.schema import bedrock as schema
+from helix.schema.openai import chat_completion, chunk_prefix, sse_chunk, sse_usage_chunk
 
 __all__ = [
     "SPECS",
@@ -301,24 +302,10 @@ def from_converse(resp: schema.ConverseResponse, model: str) -> dict:
     }
     if calls:
         message["tool_calls"] = calls
-    out: dict[str, Any] = {
-        "id": _new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": _now(),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": STOP_REASONS.get(resp.stopReason or "end_turn", "stop"),
-            }
-        ],
-    }
-    usage = openai_usage(resp.usage)
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    finish = STOP_REASONS.get(resp.stopReason or "end_turn", "stop")
+    return chat_completion(
+        _new_id("chatcmpl-"), _now(), model, message, finish, openai_usage(resp.usage)
+    )
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -416,14 +403,10 @@ class BedrockStreamRelay:
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
         self._n_tools = 0
         self.usage: dict | None = None
-        self._prefix = (
-            b'{"id":' + _encode(self._id) + b',"object":"chat.completion.chunk","created":'
-            + str(self._created).encode() + b',"model":' + _encode(model) + b',"choices":'
-        )
+        self._prefix = chunk_prefix(self._id, self._created, model)
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + self._prefix + _encode([choice]) + b"}\n\n"
+        return sse_chunk(self._prefix, delta, finish)
 
     def _delta(self, delta: dict) -> bytes:
         if not self._role_sent:
@@ -489,7 +472,7 @@ class BedrockStreamRelay:
                 self.usage = openai_usage(ev.usage)
                 if self._include_usage and self.usage is not None:
                     out.append(
-                        b"data: " + self._prefix + b"[],\"usage\":" + _encode(self.usage) + b"}\n\n"
+                        sse_usage_chunk(self._prefix, self.usage)
                     )
         return b"".join(out)
 

@@ -19,6 +19,7 @@ from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.openai import bearer_headers, upstream_error
 from helix.schema import cohere as schema
+from helix.schema.openai import chat_completion, chunk_prefix, sse_chunk, sse_usage_chunk
 
 __all__ = ["SPECS", "CohereAdapter", "CohereStreamRelay", "from_cohere", "to_cohere"]
 
@@ -234,24 +235,10 @@ def from_cohere(resp: schema.ChatResponse, model: str) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": text if text or not calls else None}
     if calls:
         message["tool_calls"] = calls
-    out: dict[str, Any] = {
-        "id": resp.id or _new_id("chatcmpl-"),
-        "object": "chat.completion",
-        "created": _now(),
-        "model": model,
-        "choices": [
-            {
-                "index": 0,
-                "message": message,
-                "logprobs": None,
-                "finish_reason": FINISH_REASONS.get(resp.finish_reason or "COMPLETE", "stop"),
-            }
-        ],
-    }
-    usage = openai_usage(resp.usage)
-    if usage is not None:
-        out["usage"] = usage
-    return out
+    finish = FINISH_REASONS.get(resp.finish_reason or "COMPLETE", "stop")
+    return chat_completion(
+        resp.id or _new_id("chatcmpl-"), _now(), model, message, finish, openai_usage(resp.usage)
+    )
 
 
 class CohereStreamRelay:
@@ -282,15 +269,10 @@ class CohereStreamRelay:
         self._prefix = b""
 
     def _set_id(self, cid: str | None) -> None:
-        self._prefix = (
-            b'{"id":' + _encode(cid or _new_id("chatcmpl-"))
-            + b',"object":"chat.completion.chunk","created":' + str(_now()).encode()
-            + b',"model":' + _encode(self._model) + b',"choices":'
-        )
+        self._prefix = chunk_prefix(cid or _new_id("chatcmpl-"), _now(), self._model)
 
     def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
-        return b"data: " + self._prefix + _encode([choice]) + b"}\n\n"
+        return sse_chunk(self._prefix, delta, finish)
 
     def _delta(self, delta: dict) -> bytes:
         if not self._role_sent:
@@ -363,8 +345,7 @@ class CohereStreamRelay:
             out.append(self._chunk({}, finish))
             self.usage = openai_usage(delta.usage)
             if self._include_usage and self.usage is not None:
-                usage = _encode(self.usage)
-                out.append(b"data: " + self._prefix + b'[],"usage":' + usage + b"}\n\n")
+                out.append(sse_usage_chunk(self._prefix, self.usage))
         # tool-plan-delta, content-start/end, tool-call-end, citations: nothing to say in OpenAI
 
     def close(self) -> bytes:

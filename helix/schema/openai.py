@@ -58,6 +58,46 @@ json_decode = msgspec.json.decode
 json_encode = msgspec.json.Encoder().encode
 
 
+# --- building OpenAI responses (for translating adapters) ---------------------------------
+
+
+def chunk_prefix(chunk_id: str, created: int, model: str) -> bytes:
+    """Everything of a ``chat.completion.chunk`` before its choices: encoded once per stream."""
+    return (
+        b'{"id":' + json_encode(chunk_id) + b',"object":"chat.completion.chunk","created":'
+        + str(created).encode() + b',"model":' + json_encode(model) + b',"choices":'
+    )
+
+
+def sse_chunk(prefix: bytes, delta: dict, finish: str | None = None) -> bytes:
+    """One SSE event carrying choice 0's ``delta`` (and ``finish_reason`` when given)."""
+    choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+    return b"data: " + prefix + json_encode([choice]) + b"}\n\n"
+
+
+def sse_usage_chunk(prefix: bytes, usage: dict) -> bytes:
+    """The ``stream_options.include_usage`` event: no choices, the stream's usage."""
+    return b"data: " + prefix + b'[],"usage":' + json_encode(usage) + b"}\n\n"
+
+
+def chat_completion(
+    cid: str, created: int, model: str, message: dict, finish_reason: str, usage: dict | None
+) -> dict:
+    """A one-choice ``chat.completion`` object (usage left out when unknown)."""
+    out = {
+        "id": cid,
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
+        ],
+    }
+    if usage is not None:
+        out["usage"] = usage
+    return out
+
+
 def embeddings_as_base64(body: bytes) -> bytes:
     """An OpenAI embedding list with float vectors -> the same with base64 vectors.
 
