@@ -550,7 +550,9 @@ def load_env(env: dict[str, str] | None = None) -> Config:
 
     env = dict(os.environ) if env is None else env
     providers: list[dict] = []
-    for ptype in catalog.available_types():
+    for ptype, trigger in catalog.ENV_TRIGGERS.items():
+        if not env.get(trigger) or not catalog.is_built(ptype):
+            continue
         spec = catalog.spec(ptype)
         if spec.from_env is not None:
             doc = spec.from_env(env)

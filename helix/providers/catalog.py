@@ -70,12 +70,29 @@ TYPE_MODULES: dict[str, str] = {
     "bedrock": "bedrock",
     "cohere": "cohere",
 }
-# Key variables of types whose module may not exist yet (for the start-up warning).
-KEY_ENV_HINTS = {
+# Env-only mode: the variable whose presence makes a type worth looking at.  Kept here,
+# not read from the specs, so that start-up imports only the providers the environment
+# names (a spec's own key_env/from_env then decides).
+ENV_TRIGGERS = {
+    "openai": "OPENAI_API_KEY",
+    "azure": "AZURE_OPENAI_API_KEY",
+    "groq": "GROQ_API_KEY",
+    "together": "TOGETHER_API_KEY",
+    "mistral": "MISTRAL_API_KEY",
+    "perplexity": "PERPLEXITY_API_KEY",
+    "deepseek": "DEEPSEEK_API_KEY",
+    "fireworks": "FIREWORKS_API_KEY",
+    "xai": "XAI_API_KEY",
+    "openrouter": "OPENROUTER_API_KEY",
+    "ollama": "OLLAMA_BASE_URL",
+    "vllm": "VLLM_BASE_URL",
     "anthropic": "ANTHROPIC_API_KEY",
     "gemini": "GEMINI_API_KEY",
+    "vertex": "GOOGLE_APPLICATION_CREDENTIALS",
     "cohere": "COHERE_API_KEY",
 }
+# Key variables of types whose module may not exist (for the start-up warning).
+KEY_ENV_HINTS = {t: ENV_TRIGGERS[t] for t in ("anthropic", "gemini", "cohere")}
 
 
 class NotBuilt(LookupError):
