@@ -122,11 +122,23 @@ class HelixProcess:
         return self.proc.wait(timeout=timeout)
 
     def worker_pids(self) -> list[int]:
+        """Live children of the master (read from /proc, no procps needed)."""
         assert self.proc is not None
-        out = subprocess.run(
-            ["pgrep", "-P", str(self.proc.pid)], capture_output=True, text=True, timeout=5
-        )
-        return sorted(int(p) for p in out.stdout.split())
+        master = self.proc.pid
+        pids = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as fh:
+                    stat = fh.read()
+            except OSError:
+                continue
+            # "pid (comm) state ppid ...": comm may contain spaces, so split after ")".
+            rest = stat.rsplit(")", 1)[1].split()
+            if rest[0] != "Z" and int(rest[1]) == master:
+                pids.append(int(entry))
+        return sorted(pids)
 
     def stop(self) -> None:
         proc = self.proc

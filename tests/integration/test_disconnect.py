@@ -2,18 +2,22 @@
 
 import json
 import socket
-import subprocess
 import time
 
 from tests.integration.conftest import UPSTREAM_KEY  # noqa: F401  (shared fixtures)
 
 
 def upstream_connections(mock_port: int) -> int:
-    out = subprocess.run(
-        ["ss", "-Htn", "state", "established", f"( dport = :{mock_port} )"],
-        capture_output=True, text=True, timeout=5,
-    ).stdout
-    return len([line for line in out.splitlines() if line.strip()])
+    """Established TCP connections to the mock's port (read from /proc/net/tcp)."""
+    n = 0
+    with open("/proc/net/tcp") as fh:
+        next(fh)
+        for line in fh:
+            fields = line.split()
+            remote, state = fields[2], fields[3]
+            if state == "01" and int(remote.rsplit(":", 1)[1], 16) == mock_port:
+                n += 1
+    return n
 
 
 def wait_for(pred, timeout):
