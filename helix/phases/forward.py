@@ -30,7 +30,6 @@ from helix.schema.openai import embeddings_as_base64
 # hop-by-hop, the provider's own framing) stays behind.
 _KEEP = frozenset(
     {
-        b"x-request-id",
         b"openai-processing-ms",
         b"openai-version",
         b"retry-after",
@@ -38,15 +37,21 @@ _KEEP = frozenset(
     }
 )
 _SSE_TAIL = (b"\n\n", b"\r\n\r\n", b"\r\r")
-# The provider's request id; x-request-id is Helix's own (observe.access).
+# The provider's request id, whatever the provider calls it (OpenAI family, Anthropic,
+# Bedrock), goes back as x-upstream-request-id; x-request-id is Helix's own.
 _UPSTREAM_RID = b"x-upstream-request-id"
+_RID_NAMES = frozenset({b"x-request-id", b"request-id", b"x-amzn-requestid"})
 
 
 def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]]):
     out = []
     for k, v in upstream:
         if k == b"content-type" or k in _KEEP or k.startswith(b"x-ratelimit-"):
-            out.append((_UPSTREAM_RID if k == b"x-request-id" else k, v))
+            out.append((k, v))
+        elif k in _RID_NAMES:
+            out.append((_UPSTREAM_RID, v))
+        elif k.startswith(b"anthropic-ratelimit-"):
+            out.append((k, v))
     out.extend(route)
     return out
 

@@ -286,3 +286,9 @@ def test_embeddings_refused(client, mock):
         client.embeddings.create(model="claude-3-5-sonnet", input="hi")
     assert ei.value.body["param"] == "model"
     assert mock.requests() == []
+
+
+def test_provider_request_id_is_returned(client):
+    raw = client.chat.completions.with_raw_response.create(model="claude-3-5-sonnet", messages=MSGS)
+    assert raw.headers["x-upstream-request-id"].startswith("req_")
+    assert raw.headers["x-upstream-request-id"] != raw.headers.get("x-request-id")
