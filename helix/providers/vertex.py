@@ -191,6 +191,10 @@ class VertexAdapter(GeminiAdapter):
         return _encode(openai_embeddings(vectors, dep.model, False, tokens))
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
+        if status == 401 and dep.signer is not None and dep.signer.source is not None:
+            # A token Google no longer accepts (revoked, rotated key): the next request
+            # fetches a fresh one instead of reusing it until its expiry.
+            dep.signer.source.invalidate()
         err = gemini_error(dep.provider, status, headers, body)
         if is_anthropic(dep.model_id) and err.body is None:
             # Not Google's envelope: Anthropic's own error shape, relayed by Vertex.

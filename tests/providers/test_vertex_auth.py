@@ -338,12 +338,21 @@ def test_signer_and_targets(tmp_path, rsa_key, public_pem):
             assert dep.signer.source.token_url == srv.url
             first = await dep.signer.sign(dep, up)
             second = await dep.signer.sign(dep, up)
-            return first, second, len(srv.requests)
+            fetched = len(srv.requests)
+            # Google refuses the token (revoked): the next request fetches a new one.
+            body401 = msgspec.json.encode(
+                {"error": {"code": 401, "message": "Request had invalid authentication "
+                           "credentials.", "status": "UNAUTHENTICATED"}})
+            err = dep.adapter.error(dep, 401, [], body401)
+            third = await dep.signer.sign(dep, up)
+            return first, second, fetched, err, third, len(srv.requests)
 
-    signed, again, fetches = asyncio.run(sign())
+    signed, again, fetches, err, third, fetches_after = asyncio.run(sign())
     assert (b"authorization", b"Bearer tok-1") in signed.headers
     assert signed.target == up.target and signed.body == up.body
     assert (b"authorization", b"Bearer tok-1") in again.headers and fetches == 1
+    assert err.status == 401 and "invalid authentication" in err.message
+    assert fetches_after == 2 and (b"authorization", b"Bearer tok-2") in third.headers
     assert not any(k == b"authorization" for k, _ in up.headers)  # the original is untouched
 
 
