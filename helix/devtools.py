@@ -315,7 +315,7 @@ async def run_load(args, out=sys.stdout) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
+        with contextlib.suppress(RuntimeError):  # not the main thread: Ctrl-C stops it
             loop.add_signal_handler(sig, stop.set)
 
     async def one() -> None:
