@@ -160,6 +160,38 @@ class HelixError(Exception):
         if cause is not None:
             self.__cause__ = cause
 
+    @classmethod
+    def upstream(
+        cls,
+        status: int,
+        message: str,
+        *,
+        type: str = "upstream_error",
+        code: str | int | None = None,
+        param: str | None = None,
+        headers: list[tuple[bytes, bytes]] | None = None,
+        retry: Retry | None = None,
+    ) -> HelixError:
+        """A provider answered ``status``: its message passed on, in OpenAI's shape.
+
+        429 is RATE_LIMITED; 408, 409, 429 and 5xx are worth another attempt,
+        other 4xx are the client's fault -- unless the provider's adapter knows
+        better and passes ``retry``.
+        """
+        if retry is None:
+            retry = Retry.YES if status in (408, 409, 429) or status >= 500 else Retry.NO
+        return cls(
+            ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS,
+            message,
+            status=status,
+            param=param,
+            code=code,
+            type=type,
+            source=Source.UPSTREAM,
+            retry=retry,
+            headers=headers,
+        )
+
     def __repr__(self) -> str:
         return (
             f"HelixError({self.kind.name}, {self.message!r}, status={self.status}, "

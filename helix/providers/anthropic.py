@@ -58,7 +58,7 @@ from typing import Any
 import msgspec
 
 from helix._fast import SSEParser
-from helix.errors import ErrorKind, HelixError, Retry, Source, error_body
+from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.openai import base_headers, upstream_error
@@ -630,10 +630,6 @@ _ERROR_TYPES = {
 }
 
 
-def _retry(status: int) -> Retry:
-    return Retry.YES if status in (408, 409, 429) or status >= 500 else Retry.NO
-
-
 def anthropic_error(
     detail: ErrorDetail, status: int | None = None, headers: list | None = None
 ) -> HelixError:
@@ -647,17 +643,7 @@ def anthropic_error(
     default_status, otype = _ERROR_TYPES.get(etype, (502, "upstream_error"))
     status = status if status is not None else default_status
     message = detail.message or etype
-    return HelixError(
-        ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS,
-        message,
-        status=status,
-        code=etype,
-        type=otype,
-        source=Source.UPSTREAM,
-        retry=_retry(status),
-        body=error_body(message, otype, None, etype),
-        headers=headers,
-    )
+    return HelixError.upstream(status, message, type=otype, code=etype, headers=headers)
 
 
 def _keep_header(name: bytes) -> bool:

@@ -334,17 +334,14 @@ def bedrock_error(
         if etype in _RETRYABLE_ERRORS or status in (408, 429) or status >= 500
         else Retry.NO
     )
-    kind = ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS
     label = f"{etype}: " if etype else ""
-    return HelixError(
-        kind,
+    return HelixError.upstream(
+        status,
         f"{provider} (Bedrock) returned HTTP {status}: {label}{text}",
-        status=status,
-        code=etype or None,
         type="rate_limit_error" if status == 429 else "upstream_error",
-        source=Source.UPSTREAM,
-        retry=retry,
+        code=etype or None,
         headers=extra,
+        retry=retry,
     )
 
 

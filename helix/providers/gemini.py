@@ -25,10 +25,10 @@ from urllib.parse import urlsplit
 import msgspec
 
 from helix._fast import SSEParser
-from helix.errors import ErrorKind, HelixError, Source, error_body
+from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
-from helix.providers.openai import base_headers, retry_for_status, upstream_error
+from helix.providers.openai import base_headers, upstream_error
 from helix.schema.gemini import (
     GenerateContentResponse,
     UsageMetadata,
@@ -800,36 +800,39 @@ def _error_from(provider: str, status: int, err, headers) -> HelixError:
     message = err.message or f"{provider} returned HTTP {status}"
     etype = _TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
     code = err.status.lower() if err.status else None
-    return HelixError(
-        ErrorKind.RATE_LIMITED if status == 429 else ErrorKind.UPSTREAM_STATUS,
-        message,
-        status=status,
-        code=code,
-        type=etype,
-        source=Source.UPSTREAM,
-        retry=retry_for_status(status),
-        body=error_body(message, etype, None, code),
-        headers=headers,
-    )
+    return HelixError.upstream(status, message, type=etype, code=code, headers=headers)
 
 
-def gemini_error(
-    provider: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
-) -> HelixError:
-    """Google's ``{"error": {"code", "message", "status"}}`` (or a list of them) as a
-    HelixError with the provider's status and message, in OpenAI's shape."""
-    extra = [(k, v) for k, v in headers if k == b"retry-after"]
-    env = None
+def google_error(body: bytes):
+    """The ``error`` of Google's ``{"error": {"code", "message", "status"}}`` envelope (or
+    the first of a list of them); None when the body is anything else."""
     try:
         if body[:1] == b"[":
             found = error_list_decoder.decode(body)
             env = found[0] if found else None
         elif body:
             env = error_decoder.decode(body)
+        else:
+            env = None
     except msgspec.DecodeError:
-        env = None
-    if env is not None and env.error is not None and env.error.message:
-        return _error_from(provider, status, env.error, extra)
+        return None
+    err = env.error if env is not None else None
+    # Google's always has a numeric code or a status name besides the message; Anthropic's
+    # (relayed by Vertex for Claude) has a type instead.
+    if err is not None and err.message and (err.code is not None or err.status):
+        return err
+    return None
+
+
+def gemini_error(
+    provider: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
+) -> HelixError:
+    """Google's error envelope as a HelixError with the provider's status and message, in
+    OpenAI's shape; any other body is passed on as the OpenAI family does."""
+    err = google_error(body)
+    if err is not None:
+        extra = [(k, v) for k, v in headers if k == b"retry-after"]
+        return _error_from(provider, status, err, extra)
     return upstream_error(provider, status, headers, body)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import msgspec
 
 from helix._fast import SSEParser
-from helix.errors import ErrorKind, HelixError, Retry, Source, error_body
+from helix.errors import HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 
@@ -45,21 +45,6 @@ def rewrite_model(body: bytes, model_id: str) -> bytes:
     return _encode(doc)
 
 
-def retry_for_status(status: int) -> Retry:
-    # 408/409/429 and 5xx are worth another attempt; other 4xx are the client's fault.
-    if status in (408, 409, 429) or status >= 500:
-        return Retry.YES
-    return Retry.NO
-
-
-def kind_for_status(status: int) -> ErrorKind:
-    if status == 429:
-        return ErrorKind.RATE_LIMITED
-    if status in (401, 403):
-        return ErrorKind.UPSTREAM_STATUS
-    return ErrorKind.UPSTREAM_STATUS
-
-
 def upstream_error(
     provider: str, status: int, headers: list[tuple[bytes, bytes]], body: bytes
 ) -> HelixError:
@@ -75,16 +60,8 @@ def upstream_error(
         env = None
     if env is not None and isinstance(env.error, _ProviderError) and env.error.message:
         e = env.error
-        return HelixError(
-            kind_for_status(status),
-            e.message,
-            status=status,
-            param=e.param,
-            code=e.code,
-            type=e.type or "upstream_error",
-            source=Source.UPSTREAM,
-            retry=retry_for_status(status),
-            body=error_body(e.message, e.type or "upstream_error", e.param, e.code),
+        return HelixError.upstream(
+            status, e.message, type=e.type or "upstream_error", code=e.code, param=e.param,
             headers=extra,
         )
     if env is not None:
@@ -93,15 +70,7 @@ def upstream_error(
         text = None
     if not text:
         text = body[:300].decode("utf-8", "replace").strip() or "(empty body)"
-    return HelixError(
-        kind_for_status(status),
-        f"{provider} returned HTTP {status}: {text}",
-        status=status,
-        type="upstream_error",
-        source=Source.UPSTREAM,
-        retry=retry_for_status(status),
-        headers=extra,
-    )
+    return HelixError.upstream(status, f"{provider} returned HTTP {status}: {text}", headers=extra)
 
 
 class _UsageOnly(msgspec.Struct):

@@ -32,6 +32,7 @@ from helix.providers.gemini import (
     _decode_body,
     _embedding_inputs,
     gemini_error,
+    google_error,
     model_path,
     openai_embeddings,
 )
@@ -195,11 +196,10 @@ class VertexAdapter(GeminiAdapter):
             # A token Google no longer accepts (revoked, rotated key): the next request
             # fetches a fresh one instead of reusing it until its expiry.
             dep.signer.source.invalidate()
-        err = gemini_error(dep.provider, status, headers, body)
-        if is_anthropic(dep.model_id) and err.body is None:
+        if is_anthropic(dep.model_id) and google_error(body) is None:
             # Not Google's envelope: Anthropic's own error shape, relayed by Vertex.
             return _anthropic().AnthropicAdapter().error(dep, status, headers, body)
-        return err
+        return gemini_error(dep.provider, status, headers, body)
 
 
 def vertex_headers(cfg) -> list[tuple[bytes, bytes]]:

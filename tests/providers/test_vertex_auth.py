@@ -402,3 +402,16 @@ def test_failed_background_refresh_keeps_the_valid_token_and_backs_off(rsa_key, 
             assert len(srv.requests) == 3 and await src.token() == "tok-3"
 
     asyncio.run(run())
+
+
+def test_error_shapes_are_told_apart_for_claude_on_vertex(tmp_path, rsa_key):
+    reg = ModelRegistry(load(tmp_path, vertex_yaml(rsa_key)))
+    claude = reg.resolve("claude-sonnet-4@20250514")[0]
+    anthropic_body = msgspec.json.encode(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
+    err = claude.adapter.error(claude, 529, [], anthropic_body)
+    assert (err.status, err.code, err.message) == (529, "overloaded_error", "Overloaded")
+    google_body = msgspec.json.encode(
+        {"error": {"code": 429, "message": "Quota exceeded", "status": "RESOURCE_EXHAUSTED"}})
+    err = claude.adapter.error(claude, 429, [], google_body)
+    assert (err.status, err.code, err.message) == (429, "resource_exhausted", "Quota exceeded")
