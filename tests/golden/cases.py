@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import pathlib
+import secrets
 import time
 
 from helix.client import Timeouts, parse_url
@@ -54,16 +55,17 @@ def chat_view(body: dict):
 
 
 class Pinned:
-    """time.time and os.urandom pinned: every id and ``created`` is reproducible."""
+    """time.time, os.urandom and secrets.token_hex pinned: every id and ``created`` is reproducible."""
 
     def __enter__(self):
-        self._time, self._urandom = time.time, os.urandom
+        self._saved = time.time, os.urandom, secrets.token_hex
         time.time = lambda: 1700000000.25
         os.urandom = lambda n: bytes(range(n))
+        secrets.token_hex = lambda n=32: bytes(range(n)).hex()
         return self
 
     def __exit__(self, *exc):
-        time.time, os.urandom = self._time, self._urandom
+        time.time, os.urandom, secrets.token_hex = self._saved
 
 
 def _usage_plain(usage):
