@@ -23,6 +23,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from helix.config import Config, ModelOverride
+    from helix.schema.usage import Usage
 
 __all__ = [
     "DEFAULT",
@@ -245,7 +246,7 @@ class Registry:
                 return info
         return None
 
-    def cost(self, model: str, provider_type: str | None, usage: dict | None) -> float | None:
+    def cost(self, model: str, provider_type: str | None, usage: Usage | None) -> float | None:
         if usage is None:
             return None
         return cost(self.lookup(model, provider_type), usage)
@@ -263,39 +264,36 @@ def _compatible(ptype: str | None, info: ModelInfo) -> bool:
     return info.provider in _SAME_PRICES.get(ptype, ())
 
 
-def cost(info: ModelInfo | None, usage: dict | None) -> float | None:
-    """USD for one response's OpenAI-shaped ``usage``; None when a needed price is unknown.
+def cost(info: ModelInfo | None, usage: Usage | None) -> float | None:
+    """USD for one response's usage; None when a needed price is unknown.
 
-    Uncached prompt tokens at the input price, cached ones
-    (``prompt_tokens_details.cached_tokens``) at the cached price (the input
-    price when the provider has none), completion tokens at the output price.
-    A malformed usage (wrong types) costs None.
+    Prompt tokens neither read from nor written to a prompt cache at the input
+    price, cache reads at the cached price and cache writes at the cache-write
+    price (each the input price when the model has none), completion tokens
+    (reasoning included) at the output price.
     """
-    if info is None:
+    if info is None or usage is None:
         return None
     input_price = info.input_per_mtok
     if input_price is None:
         return None
-    try:
-        prompt = usage.get("prompt_tokens") or 0
-        completion = usage.get("completion_tokens") or 0
-        details = usage.get("prompt_tokens_details")
-        cached = (details.get("cached_tokens") or 0) if details else 0
-        if cached > prompt:
-            cached = prompt
-        output_price = info.output_per_mtok
-        if output_price is None:
-            if completion:
-                return None
-            output_price = 0.0
-        cached_price = info.cached_input_per_mtok
-        if cached_price is None:
-            cached_price = input_price
-        total = (
-            (prompt - cached) * input_price + cached * cached_price + completion * output_price
-        ) / 1_000_000
-    except (AttributeError, TypeError):
-        return None
+    output_price = info.output_per_mtok
+    if output_price is None:
+        if usage.output:
+            return None
+        output_price = 0.0
+    read_price = info.cached_input_per_mtok
+    if read_price is None:
+        read_price = input_price
+    write_price = getattr(info, "cache_write_per_mtok", None)
+    if write_price is None:
+        write_price = input_price
+    read = min(usage.cache_read, usage.input)
+    write = min(usage.cache_write, usage.input - read)
+    total = (
+        (usage.input - read - write) * input_price + read * read_price + write * write_price
+        + usage.output * output_price
+    ) / 1_000_000
     return total if total >= 0 else None
 
 

@@ -41,10 +41,12 @@ def unb64(text: str) -> bytes:
 
 def dep(ptype: str, model_id: str) -> Deployment:
     origin, path = parse_url("https://upstream.example")
+    spec = catalog.spec(ptype)
+    adapter = spec.adapter_for(model_id) if spec.adapter_for is not None else spec.adapter
     return Deployment(
         provider=ptype, provider_type=ptype, model="pub-" + model_id, model_id=model_id,
         origin=origin, base_path=path, static_headers=[(b"content-type", b"application/json")],
-        timeouts=Timeouts(), verify_tls=True, adapter=catalog.spec(ptype).adapter,
+        timeouts=Timeouts(), verify_tls=True, adapter=adapter,
     )
 
 
@@ -55,7 +57,7 @@ def chat_view(body: dict):
 
 
 class Pinned:
-    """time.time, os.urandom and secrets.token_hex pinned: every id and ``created`` is reproducible."""
+    """time.time, os.urandom and secrets.token_hex pinned: reproducible ids and ``created``."""
 
     def __enter__(self):
         self._saved = time.time, os.urandom, secrets.token_hex
@@ -77,22 +79,17 @@ def _usage_plain(usage):
     return to_openai() if to_openai is not None else usage
 
 
-def _chat():
-    try:
-        from helix.api import CHAT
-    except ImportError:  # before the ingress seam: today's entry points
-        return None
-    return CHAT
-
-
 def run_stream(case: dict) -> dict:
-    chat = _chat()
+    from helix.api import CHAT
+
     d = dep(case["type"], case["model_id"])
     view = chat_view(case["request"])
-    if chat is None:
-        relay = d.adapter.stream_relay(d, view)
+    if "chat" in d.adapter.native:  # as forward does: the provider's own bytes
+        relay = d.adapter.native_relay("chat", d, view)
+        sink = None
     else:
-        relay = d.adapter.stream_relay(d, view, chat.sink(view, d))
+        sink = CHAT.sink(view, d)
+        relay = d.adapter.stream_relay(d, view, sink)
     outs = []
     err = None
     try:
@@ -100,33 +97,31 @@ def run_stream(case: dict) -> dict:
             outs.append(b64(relay.feed(unb64(piece))))
         outs.append(b64(relay.close()))
     except HelixError as exc:
-        body = exc.to_json() if chat is None else chat.error_body(exc)
-        err = {"status": exc.status, "body": b64(body)}
+        err = {"status": exc.status, "body": b64(CHAT.error_body(exc))}
     return {"outputs": outs, "error": err, "usage": _usage_plain(relay.usage),
             "passthrough": bool(getattr(relay, "passthrough", False))}
 
 
 def run_response(case: dict) -> dict:
-    chat = _chat()
+    from helix.api import CHAT
+
     d = dep(case["type"], case["model_id"])
+    body = unb64(case["body"])
     try:
-        if chat is None:
-            body = d.adapter.chat_response(d, unb64(case["body"]))
-        else:
-            body = chat.translate_response(d, unb64(case["body"]))
+        if "chat" not in d.adapter.native:
+            body = CHAT.translate_response(d, body)[0]
     except HelixError as exc:
-        out = exc.to_json() if chat is None else chat.error_body(exc)
-        return {"error": {"status": exc.status, "body": b64(out)}}
+        return {"error": {"status": exc.status, "body": b64(CHAT.error_body(exc))}}
     return {"body": b64(body)}
 
 
 def run_error(case: dict) -> dict:
-    chat = _chat()
+    from helix.api import CHAT
+
     d = dep(case["type"], case["model_id"])
     headers = [(k.encode(), v.encode()) for k, v in case.get("headers", [])]
     err = d.adapter.error(d, case["status"], headers, unb64(case["body"]))
-    body = err.to_json() if chat is None else chat.error_body(err)
-    return {"status": err.status, "body": b64(body), "retry": int(err.retry),
+    return {"status": err.status, "body": b64(CHAT.error_body(err)), "retry": int(err.retry),
             "headers": [[k.decode(), v.decode()] for k, v in err.headers]}
 
 

@@ -1,0 +1,18 @@
+"""The client APIs Helix serves: one object per dialect (see :mod:`helix.api.base`)."""
+
+from __future__ import annotations
+
+from helix.api.base import Api
+from helix.api.chat import CHAT
+from helix.api.embeddings import EMBEDDINGS
+
+__all__ = ["APIS", "CHAT", "EMBEDDINGS", "Api", "by_name"]
+
+APIS: tuple[Api, ...] = (CHAT, EMBEDDINGS)
+
+
+def by_name(name: str) -> Api:
+    for api in APIS:
+        if api.name == name:
+            return api
+    raise KeyError(name)
