@@ -46,6 +46,9 @@ class Api(abc.ABC):
     streams: ClassVar[bool] = True  # the view has ``stream``
     cacheable: ClassVar[bool] = True  # answers may be stored by the response cache
     admitted: ClassVar[bool] = True  # rate limits and budgets apply
+    # Provider response headers a native answer also keeps under their own name (the
+    # client's SDK reads them); the request id is otherwise x-upstream-request-id.
+    native_headers: ClassVar[frozenset[bytes]] = frozenset()
     # Body fields given with these values are the same request as the field left out.
     cache_defaults: ClassVar[dict[str, object]] = {}
 

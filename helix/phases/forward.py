@@ -49,15 +49,21 @@ _SSE_TAIL = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # Bedrock), goes back as x-upstream-request-id; x-request-id is Helix's own.
 _UPSTREAM_RID = b"x-upstream-request-id"
 _RID_NAMES = frozenset({b"x-request-id", b"request-id", b"x-amzn-requestid"})
+_NONE: frozenset[bytes] = frozenset()
 
 
-def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]]):
+def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]],
+                     own: frozenset[bytes] = frozenset()):
+    """The provider's headers worth keeping, then Helix's route headers.  ``own``: headers
+    the client's SDK reads under the provider's name (a native answer only)."""
     out = []
     for k, v in upstream:
         if k == b"content-type" or k in _KEEP or k.startswith(b"x-ratelimit-"):
             out.append((k, v))
         elif k in _RID_NAMES:
             out.append((_UPSTREAM_RID, v))
+            if k in own:
+                out.append((k, v))
         elif k.startswith(b"anthropic-ratelimit-"):
             out.append((k, v))
     out.extend(route)
@@ -120,7 +126,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 if native:
                     raise adapter.native_error(api.name, dep, status, resp.headers, body)
                 raise adapter.error(dep, status, resp.headers, body)
-            headers = response_headers(resp.headers, dep.route_headers)
+            headers = response_headers(resp.headers, dep.route_headers,
+                                       api.native_headers if native else _NONE)
             if ctx.response_headers:
                 headers.extend(ctx.response_headers)
             ctx.status = status

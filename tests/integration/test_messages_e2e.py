@@ -239,6 +239,8 @@ def test_native_text_and_usage(client, mock, model):
     msg = client.messages.create(model=model, max_tokens=50, system="be brief",
                                  messages=[{"role": "user", "content": "Hello native"}])
     assert msg.content[0].text == "mock reply to: Hello native"
+    if model == "claude-sonnet-4-5":
+        assert msg._request_id and msg._request_id.startswith("req_")
     assert msg.stop_reason == "end_turn" and msg.usage.input_tokens > 0
     reqs = [r for r in mock.requests() if not r["path"].startswith("/token")]
     (req,) = reqs

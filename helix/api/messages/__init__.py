@@ -45,6 +45,7 @@ class MessagesApi(Api):
     decoder = messages_request_decoder
     credential_hint = "x-api-key: YOUR_KEY, or Authorization: Bearer YOUR_KEY"
     cache_defaults = {"temperature": 1}
+    native_headers = frozenset({b"request-id"})  # the SDKs' Message._request_id
 
     def credential(self, headers: dict[str, str]) -> str | None:
         """``x-api-key`` (the Anthropic SDKs) or ``Authorization: Bearer`` (Claude Code's
