@@ -179,6 +179,10 @@ def _announce(cfg) -> None:
             "no gateway API keys are configured: anyone who can reach %s:%d can use the "
             "configured provider keys", cfg.server.host, cfg.server.port,
         )
+    from helix.observe.status import exposure
+
+    line = exposure(cfg.observability.admin, keys)
+    (log.warning if exposed and "open to anyone" in line else log.info)("%s", line)
     if cfg.rate_limits is not None:
         log.info("rate limits: %s backend (%s)", cfg.rate_limits.backend,
                  cfg.rate_limits.failure_policy)

@@ -52,7 +52,9 @@ class Observability:
         access = access_enabled(config)
         if access:
             self.recorders.append(make_access_recorder(obs.logging.format))
-        self.guard = make_guard(obs.admin)
+        from helix.limit.keys import KeyTable
+
+        self.guard = make_guard(obs.admin, KeyTable.from_config(config.auth))
         self.status = Status(config, worker, registry, self.metrics, self.exporters,
                              {"access_log": access, "request_id": rid})
         self.routes: dict = {"/status": {"GET": self.status_handler}}

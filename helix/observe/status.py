@@ -8,6 +8,7 @@ own exporters.  Features that are not built or not configured say so
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 import os
 import sys
@@ -22,28 +23,76 @@ _encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
 
 
-def make_guard(admin):
-    """``guard(exchange)``: raise unless the request may read /metrics and /status."""
+def _peer(exchange):
+    """The client's address (IPv4-mapped IPv6 unwrapped), or None."""
+    client = exchange.request.client
+    if not client:
+        return None
+    try:
+        addr = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr
+
+
+def exposure(admin, keys) -> str:
+    """One line for the start-up log: who may read /status, /ui and /metrics."""
+    if admin.api_key or admin.allow_from:
+        who = []
+        if admin.api_key:
+            who.append("the admin key (observability.admin.api_key)")
+        if admin.allow_from:
+            who.append(f"clients in {', '.join(admin.allow_from)}")
+        return "/status, /ui and /metrics: served to " + " or ".join(who)
+    if keys:
+        return ("/status, /ui and /metrics: served to loopback clients and to requests with a "
+                "gateway key (set observability.admin to choose otherwise)")
+    return ("/status, /ui and /metrics: open to anyone who can connect (no gateway keys and no "
+            "observability.admin section)")
+
+
+def make_guard(admin, keys=None):
+    """``guard(exchange)``: raise unless the request may read /metrics, /status and /ui.
+
+    With ``observability.admin`` set: its bearer key (compared in constant time) or an
+    address in ``allow_from``.  Without it but with gateway keys (``keys``, a
+    :class:`~helix.limit.keys.KeyTable`): a valid gateway key or a loopback peer, so a
+    gateway whose ``/v1/*`` is protected does not expose its upstreams to anyone.  With
+    neither, ``None``: open (and the start-up log says so).
+    """
     key = admin.api_key
     nets = [ipaddress.ip_network(n, strict=False) for n in admin.allow_from]
     if not key and not nets:
-        return None
-    expected = f"Bearer {key}" if key else None
+        if not keys:
+            return None
+        verify = keys.verify
+
+        def gateway_guard(exchange) -> None:
+            addr = _peer(exchange)
+            if addr is not None and addr.is_loopback:
+                return
+            authorization = exchange.request.headers.get("authorization")
+            if verify(authorization) is not None:
+                return
+            raise HelixError(ErrorKind.AUTH, "This endpoint needs a gateway key "
+                             "(Authorization: Bearer <key>) or a loopback client; set "
+                             "observability.admin to choose who may read it.")
+
+        return gateway_guard
+    expected = f"Bearer {key}".encode() if key else None
 
     def guard(exchange) -> None:
-        req = exchange.request
-        if expected is not None and req.headers.get("authorization") == expected:
-            return
-        if nets and req.client:
-            try:
-                addr = ipaddress.ip_address(req.client[0].split("%", 1)[0])
-            except ValueError:
-                addr = None
-            if addr is not None:
-                if addr.version == 6 and addr.ipv4_mapped is not None:
-                    addr = addr.ipv4_mapped
-                if any(addr in n for n in nets):
-                    return
+        if expected is not None:
+            got = exchange.request.headers.get("authorization")
+            if got is not None and hmac.compare_digest(
+                    got.encode("utf-8", "surrogateescape"), expected):
+                return
+        if nets:
+            addr = _peer(exchange)
+            if addr is not None and any(addr in n for n in nets):
+                return
         if expected is not None:
             raise HelixError(ErrorKind.AUTH, "This endpoint needs the admin key "
                              "(Authorization: Bearer <observability.admin.api_key>).")
@@ -95,10 +144,15 @@ class Status:
             "served_by": self._self(now),
             "workers": self._workers(now),
             "deployments": self._deployments(),
+            # provider/<unlisted id> deployments are client input: only their number is shown.
+            "dynamic_deployments": sum(1 for d in self._all() if d.index < 0),
             "cache": self._component("cache", self.config.caching),
             "rate_limits": self._component("rate_limits", self.config.rate_limits),
             "observability": self._observability(),
         }
+
+    def _all(self) -> list:
+        return self.registry.all_deployments() if self.registry is not None else []
 
     def _self(self, now: float) -> dict:
         w = self.worker
@@ -162,7 +216,9 @@ class Status:
         if self.deployment_state is not None:
             state = {s["index"]: s for s in self.deployment_state()}
         out = []
-        for dep in self.registry.all_deployments():
+        for dep in self._all():
+            if dep.index < 0:  # made on the fly for provider/<unlisted id>: client input
+                continue
             entry = {
                 "provider": dep.provider,
                 "type": dep.provider_type,
