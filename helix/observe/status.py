@@ -8,7 +8,6 @@ own exporters.  Features that are not built or not configured say so
 
 from __future__ import annotations
 
-import hmac
 import ipaddress
 import os
 import sys
@@ -81,6 +80,8 @@ def make_guard(admin, keys=None):
                              "observability.admin to choose who may read it.")
 
         return gateway_guard
+    import hmac
+
     expected = f"Bearer {key}".encode() if key else None
 
     def guard(exchange) -> None:
