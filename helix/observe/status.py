@@ -115,6 +115,88 @@ def _proc_start(pid: int) -> float | None:
         return None
 
 
+HISTORY_INTERVAL = 10.0  # seconds between samples of the per-model totals
+HISTORY_POINTS = 30  # 5 minutes
+
+
+def prices_as_of() -> str | None:
+    """The price table's date (``helix/data/models.json``: ``prices_as_of`` or ``as_of``)."""
+    import json
+    from importlib import resources
+
+    try:
+        doc = json.loads(resources.files("helix.data").joinpath("models.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    for key in ("as_of", "prices_as_of"):
+        if isinstance(doc.get(key), str):
+            return doc[key]
+    return None
+
+
+class History:
+    """Requests, errors and tokens per model over the last minutes, for the status page.
+
+    Every :data:`HISTORY_INTERVAL` seconds each worker folds the shared request counters
+    (all workers, a few microseconds per series) into per-model totals and keeps the last
+    :data:`HISTORY_POINTS` samples; a reader takes differences.  So any worker answering
+    ``/status`` has the whole gateway's history, and nothing runs per request.  Only the
+    configured models are named (``known``); ids clients invented are summed as ``other``.
+    """
+
+    def __init__(self, metrics, known: set[str]) -> None:
+        from collections import deque
+
+        self.metrics = metrics
+        self.known = known
+        self.samples: deque = deque(maxlen=HISTORY_POINTS + 1)
+        self._handle = None
+
+    def totals(self) -> dict[str, list[float]]:
+        from helix.observe import metrics as m
+
+        out: dict[str, list[float]] = {}
+        for (_endpoint, model, _provider, status), v in self.metrics.fold_requests().items():
+            name = model if model in self.known else "other"
+            t = out.setdefault(name, [0.0, 0.0, 0.0])
+            t[0] += v[m.C_REQUESTS]
+            if status >= 500 or status == 0 or status == 429:
+                t[1] += v[m.C_REQUESTS]
+            t[2] += v[m.C_TOK_IN] + v[m.C_TOK_OUT]
+        return out
+
+    def sample(self) -> None:
+        self.samples.append((time.time(), self.totals()))
+
+    def start(self, loop) -> None:
+        def tick() -> None:
+            self.sample()
+            self._handle = loop.call_later(HISTORY_INTERVAL, tick)
+
+        tick()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def document(self) -> dict:
+        from itertools import pairwise
+
+        points = [*self.samples, (time.time(), self.totals())]
+        out = []
+        for (t0, a), (t1, b) in pairwise(points):
+            models = {}
+            for name, tb in b.items():
+                ta = a.get(name, [0.0, 0.0, 0.0])
+                d = [max(0.0, x - y) for x, y in zip(tb, ta, strict=True)]
+                if any(d):
+                    models[name] = {"requests": int(d[0]), "errors": int(d[1]),
+                                    "tokens": int(d[2])}
+            out.append({"t": round(t1, 3), "seconds": round(t1 - t0, 3), "models": models})
+        return {"interval_s": HISTORY_INTERVAL, "points": out}
+
+
 class Status:
     def __init__(self, config, worker, registry, metrics, exporters: dict,
                  features: dict) -> None:
@@ -131,6 +213,17 @@ class Status:
         self.components: dict = {}
         # Per-deployment health and latency from the balancer's shared tables.
         self.deployment_state = None
+        known = {d.model_id for d in self._all() if d.index >= 0}
+        self.history = History(metrics, known) if metrics is not None else None
+        self._prices_as_of: str | bool | None = False  # read on the first document()
+
+    def start(self, loop) -> None:
+        if self.history is not None:
+            self.history.start(loop)
+
+    def stop(self) -> None:
+        if self.history is not None:
+            self.history.stop()
 
     def document(self) -> dict:
         from helix._fast import IMPLEMENTATION, describe
@@ -147,10 +240,62 @@ class Status:
             "deployments": self._deployments(),
             # provider/<unlisted id> deployments are client input: only their number is shown.
             "dynamic_deployments": sum(1 for d in self._all() if d.index < 0),
-            "cache": self._component("cache", self.config.caching),
-            "rate_limits": self._component("rate_limits", self.config.rate_limits),
+            "cache": self._cache(),
+            "rate_limits": self._rate_limits(),
             "observability": self._observability(),
+            "traffic": self.history.document() if self.history is not None
+            else {"state": "needs observability.metrics.enabled"},
+            "prices_as_of": self._prices(),
         }
+
+    def _prices(self) -> str | None:
+        if self._prices_as_of is False:
+            self._prices_as_of = prices_as_of()
+        return self._prices_as_of
+
+    def _aux(self) -> dict:
+        return self.metrics.fold_aux() if self.metrics is not None else {}
+
+    def _cache(self) -> dict:
+        out = self._component("cache", self.config.caching)
+        if self.config.caching is not None and self.metrics is not None:
+            aux = self._aux()
+            hits = int(aux.get(("helix_cache_lookups_total", "hit"), 0))
+            misses = int(aux.get(("helix_cache_lookups_total", "miss"), 0))
+            out["all_workers"] = {"hits": hits, "misses": misses,
+                                  "hit_rate": round(hits / (hits + misses), 4)
+                                  if hits + misses else None}
+        return out
+
+    def _rate_limits(self) -> dict:
+        rl = self.config.rate_limits
+        out = self._component("rate_limits", rl)
+        if rl is None:
+            return out
+        from helix.config import LimitSpec
+
+        def spec(s) -> dict | None:
+            if s is None:
+                return None
+            return {f: getattr(s, f) for f in LimitSpec.__struct_fields__
+                    if getattr(s, f) is not None}
+
+        aux = self._aux()
+        scopes = {}
+        for name, attr in (("global", "global_"), ("per_team", "per_team"),
+                           ("per_user", "per_user"), ("per_key", "per_key")):
+            limits = spec(getattr(rl, attr))
+            rejected = aux.get(("helix_ratelimit_rejected_requests_total", name))
+            if limits or rejected:
+                scopes[name] = {"limits": limits or {},
+                                "rejected": int(rejected or 0) if self.metrics else None}
+        keys = self.config.auth.keys if self.config.auth is not None else []
+        own = sum(1 for k in keys if k.limits is not None)
+        if own:
+            entry = scopes.setdefault("per_key", {"limits": {}, "rejected": None})
+            entry["keys_with_own_limits"] = own
+        out["scopes"] = scopes
+        return out
 
     def _all(self) -> list:
         return self.registry.all_deployments() if self.registry is not None else []
