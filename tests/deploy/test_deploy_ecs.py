@@ -47,8 +47,8 @@ def aws_cli(env, *args: str) -> str:
     return out.stdout.strip()
 
 
-def deploy(env, **extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([repo_path("infrastructure", "deploy.sh"), "staging"],
+def deploy(env, environment: str = "staging", **extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([repo_path("infrastructure", "deploy.sh"), environment],
                           env={**env, **extra}, capture_output=True, text=True, timeout=120)
 
 
@@ -130,7 +130,7 @@ def test_keys_from_env_build_push_and_deploy(aws, tmp_path):
     names = {"STACK_NAME": "helix-fromenv", "SECRET_NAME": "helix-fromenv-keys",
              "ECR_REPOSITORY": "helix-fromenv"}
     env = {**env, **names}
-    first = deploy(env, **keys, IMAGE_TAG="t1")
+    first = deploy(env, "fromenv", **keys, IMAGE_TAG="t1")
     assert first.returncode == 0, first.stderr
     assert "created secret helix-fromenv-keys" in first.stderr
     assert "NOTAPROVIDER_API_KEY is in the secret but Helix reads no such variable" in first.stderr
@@ -157,7 +157,8 @@ def test_keys_from_env_build_push_and_deploy(aws, tmp_path):
     assert (param("UseOpenAIKey"), param("UseGroqKey"), param("UseAnthropicKey")) == (
         "true", "true", "false")
     # A second run with a changed key updates the same secret.
-    again = deploy(env, **{**keys, "OPENAI_API_KEY": "sk-openai-rotated"}, IMAGE_TAG="t1")
+    again = deploy(env, "fromenv", **{**keys, "OPENAI_API_KEY": "sk-openai-rotated"},
+                   IMAGE_TAG="t1")
     assert again.returncode == 0, again.stderr
     assert "updated secret helix-fromenv-keys" in again.stderr
     secret = json.loads(aws_cli(aws, "secretsmanager", "get-secret-value", "--secret-id",
