@@ -15,7 +15,7 @@ from helix.api.responses.store import open_store
 from helix.client import PoolLimits, UpstreamPool
 from helix.config import Config
 from helix.errors import ErrorKind, HelixError
-from helix.observe import Observability
+from helix.observe import Observability, timing
 from helix.phases import admit as limits
 from helix.phases import cache as cache_phase
 from helix.phases.authenticate import guard, make_authenticate
@@ -55,6 +55,8 @@ class App:
             body_timeout=float(s.body_timeout),
             keepalive_timeout=float(s.keepalive_timeout),
         )
+        # server-timing on every API response unless observability.server_timing is off.
+        timing.ON = bool(config.observability.server_timing)
         # Metrics, traces, request ids, the access line, Helicone: only what config enables.
         self.observe = Observability(config, worker, self.registry)
         self.model_table = Registry.from_config(config)

@@ -190,6 +190,7 @@ class ModelBalancingConfig(msgspec.Struct, **_STRUCT):
     strategy: Literal["latency_based", "weighted", "cost_based", "round_robin"] | None = None
     fallback: Literal["latency_based", "weighted", "round_robin"] | None = None
     weights: dict[str, float] = {}
+    prompt_cache_affinity: bool | None = None  # None: the global setting
 
 
 class LoadBalancingConfig(msgspec.Struct, **_STRUCT):
@@ -200,6 +201,10 @@ class LoadBalancingConfig(msgspec.Struct, **_STRUCT):
     models: dict[str, ModelBalancingConfig] = {}
     ewma_decay: Duration = Duration(10.0)  # PeakEWMA time constant
     health: HealthConfig | None = None
+    # Requests sharing a prompt prefix go to the same deployment (rendezvous hashing) while
+    # it is healthy and its expected latency is at most affinity_tolerance x the best's.
+    prompt_cache_affinity: bool = False
+    affinity_tolerance: float = 1.5
 
 
 class LimitSpec(msgspec.Struct, **_STRUCT):
@@ -211,6 +216,20 @@ class LimitSpec(msgspec.Struct, **_STRUCT):
     tokens_per_day: int | None = None
     cost_per_hour: float | None = None
     cost_per_day: float | None = None
+
+
+class QueueConfig(msgspec.Struct, **_STRUCT):
+    """``rate_limits.queue``: a request over a limit waits (in priority order) up to
+    ``max_wait`` for capacity instead of a bare 429 (Helix addition; helix/limit/queue.py)."""
+
+    max_wait: Duration = Duration(10.0)
+    max_depth: int = 1000  # requests waiting at once in one limit scope's queue
+
+    def __post_init__(self) -> None:
+        if not 0 < self.max_wait <= 3600:
+            raise ValueError("max_wait must be > 0 and at most 1h")
+        if not 1 <= self.max_depth <= 1_000_000:
+            raise ValueError("max_depth must be within 1..1000000")
 
 
 class RateLimitsConfig(msgspec.Struct, **_STRUCT):
@@ -227,6 +246,7 @@ class RateLimitsConfig(msgspec.Struct, **_STRUCT):
     redis_timeout: Duration = Duration(0.05)
     local_capacity: int = 16384
     default_max_tokens: int = 1024
+    queue: QueueConfig | None = None  # wait for capacity instead of a bare 429
 
 
 class GatewayKeyConfig(msgspec.Struct, **_STRUCT):
@@ -238,6 +258,9 @@ class GatewayKeyConfig(msgspec.Struct, **_STRUCT):
     user: str | None = None
     team: str | None = None
     limits: LimitSpec | None = None
+    # Queue priority of this key's requests (rate_limits.queue); a Helix-Priority header
+    # may lower it, never raise it.  Unset: the header decides (default normal).
+    priority: Literal["high", "normal", "low"] | None = None
 
 
 class AuthConfig(msgspec.Struct, **_STRUCT):
@@ -314,6 +337,21 @@ class FallbackRule(msgspec.Struct, **_STRUCT):
     fallback: str | list[str]
 
 
+class HedgeConfig(msgspec.Struct, **_STRUCT):
+    """``resilience.hedge``: when an attempt has no first token after ``after``, start
+    another on another deployment (up to ``max`` extra); the first token wins."""
+
+    after: Duration = Duration(0.3)
+    max: int = 1  # 0: no hedging (to turn it off for one model)
+
+
+class ModelResilienceConfig(msgspec.Struct, **_STRUCT):
+    """Per-model override (``resilience.models.<name>``); 0 / ``max: 0`` turn a feature off."""
+
+    first_token_timeout: Duration | None = None
+    hedge: HedgeConfig | None = None
+
+
 class ResilienceConfig(msgspec.Struct, **_STRUCT):
     retries: RetriesConfig | None = None
     fallbacks: list[FallbackRule] = []
@@ -321,6 +359,11 @@ class ResilienceConfig(msgspec.Struct, **_STRUCT):
     deadline: Duration | None = None
     # model -> larger-context model, used when the provider says the prompt is too long.
     context_window_fallbacks: dict[str, str] = {}
+    # An attempt whose first chunk (a stream) or response head (JSON) has not arrived in
+    # this time is abandoned and retried on another deployment (nothing reached the client).
+    first_token_timeout: Duration | None = None
+    hedge: HedgeConfig | None = None
+    models: dict[str, ModelResilienceConfig] = {}
 
 
 class HeliconeConfig(msgspec.Struct, **_STRUCT):
@@ -415,6 +458,9 @@ class ObservabilityConfig(msgspec.Struct, **_STRUCT):
     metrics: MetricsConfig | None = None
     logging: LoggingConfig = LoggingConfig()
     admin: AdminConfig = AdminConfig()
+    # Helix addition: a server-timing header (Helix's own time, the upstream's) on every
+    # API response.
+    server_timing: bool = True
 
 
 class ModelOverride(msgspec.Struct, **_STRUCT):

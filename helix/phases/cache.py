@@ -33,6 +33,7 @@ from helix.cache import MAX_BUCKET, Cache
 from helix.cache.key import model_identity, namespace, storage_key
 from helix.cache.store import JSON, SSE, Answer, Entry, merged, pick
 from helix.errors import ErrorKind, HelixError
+from helix.observe import timing
 from helix.pipeline.context import RequestContext
 from helix.schema.usage import Usage
 
@@ -123,6 +124,8 @@ def serve(ctx: RequestContext, answer: Answer, now: float, key: str) -> None:
     age = max(0, int(now - answer.stored_at))
     extra = [_HIT, (b"age", b"%d" % age), (b"x-helix-cache-key", key.encode())]
     extra.extend(ctx.response_headers)
+    if timing.ON:
+        extra.append(timing.header(ctx))
     exchange = ctx.exchange
     data = api.cache_replay(ctx, answer.kind == SSE, answer.body)
     if api.streams and ctx.view.stream:

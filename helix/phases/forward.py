@@ -30,6 +30,7 @@ import time
 
 from helix.client import UpstreamPool
 from helix.errors import HelixError
+from helix.observe import timing
 from helix.pipeline.context import RequestContext
 from helix.routing.models import DEFAULT, Registry, cost
 from helix.schema.usage import Usage
@@ -88,19 +89,45 @@ def _cost_header(usd: float) -> tuple[bytes, bytes]:
     return (b"x-helix-cost-usd", b"%.10f" % usd)
 
 
+class Prepared:
+    """One attempt's upstream answer before anything reached the client: its head and, for
+    a stream, its first chunk (``first``: None when the stream ended before any byte).
+
+    :func:`make_forward`'s ``prepare`` makes one; ``commit`` relays it.  Between the two
+    the attempt loop may race several (hedging) or give up on one (a first-token
+    deadline): the client has seen nothing yet.
+    """
+
+    __slots__ = ("dep", "first", "first_at", "head_at", "native", "resp", "started", "stream")
+
+    def __init__(self, dep, resp, native: bool, stream: bool, started: float, head_at: float,
+                 first: bytes | None, first_at: float) -> None:
+        self.dep = dep
+        self.resp = resp
+        self.native = native
+        self.stream = stream
+        self.started = started
+        self.head_at = head_at
+        self.first = first
+        self.first_at = first_at
+
+    def close(self) -> None:
+        """Give up on this answer (a hedge that lost): the connection is closed unless the
+        whole response had already arrived."""
+        self.resp.close()
+
+
 def make_forward(pool: UpstreamPool, models: Registry | None = None):
+    """The ``forward`` phase, and its two halves as ``forward.prepare(ctx, dep)`` (send, wait
+    for the head and a stream's first chunk: nothing reaches the client) and
+    ``forward.commit(ctx, prepared)`` (relay it: the first byte commits the request)."""
     request = pool.request
     models = DEFAULT if models is None else models
+    monotonic = time.monotonic
 
-    async def forward(ctx: RequestContext) -> None:
-        dep = ctx.deployment  # chosen by route / the attempt loop
-        if dep is None:
-            dep = ctx.candidates[0]
-            ctx.deployment = dep
+    async def prepare(ctx: RequestContext, dep) -> Prepared:
         api = ctx.api
         adapter = dep.adapter
-        view = ctx.view
-        exchange = ctx.exchange
         # Native: the provider speaks the client's API (body as sent, model resolved).
         # Otherwise the client's API translates, through the adapter's chat translation.
         native = api.name in adapter.native
@@ -110,12 +137,12 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         if dep.signer is not None:
             up = await dep.signer.sign(dep, up)
         ctx.attempts += 1
-        ctx.upstream_started = time.monotonic()
+        ctx.upstream_started = started = monotonic()
         resp = await request(
             dep.origin, up.method, up.target, up.headers, up.body, dep.timeouts,
             verify_tls=dep.verify_tls,
         )
-        ctx.head_at = time.monotonic()
+        ctx.head_at = head_at = monotonic()
         try:
             status = resp.status
             if status >= 400:
@@ -123,18 +150,43 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 if native:
                     raise adapter.native_error(api.name, dep, status, resp.headers, body)
                 raise adapter.error(dep, status, resp.headers, body)
+            stream = bool(
+                api.streams
+                and ctx.view.stream
+                and not (resp.header(b"content-type") or b"").startswith(b"application/json")
+            )
+            first = None
+            first_at = 0.0
+            if stream:
+                # The head goes out with the first chunk, not before: a stream that fails
+                # before its first byte is still uncommitted, so it gets a proper error
+                # status (and, with retries, another attempt).
+                first = await resp.next_chunk()
+                first_at = monotonic()
+        except BaseException:
+            resp.close()
+            raise
+        return Prepared(dep, resp, native, stream, started, head_at, first, first_at)
+
+    async def commit(ctx: RequestContext, p: Prepared) -> None:
+        dep = p.dep
+        ctx.deployment = dep
+        ctx.upstream_started = p.started
+        ctx.head_at = p.head_at
+        api = ctx.api
+        adapter = dep.adapter
+        native = p.native
+        resp = p.resp
+        try:
+            status = resp.status
             headers = response_headers(resp.headers, dep.route_headers,
                                        api.native_headers if native else _NONE)
             if ctx.response_headers:
                 headers.extend(ctx.response_headers)
             ctx.status = status
-            if (
-                api.streams
-                and view.stream
-                and not (resp.header(b"content-type") or b"").startswith(b"application/json")
-            ):
+            if p.stream:
                 if native:
-                    relay = adapter.native_relay(api.name, dep, view)
+                    relay = adapter.native_relay(api.name, dep, ctx.view)
                     sink = None
                 else:
                     sink = api.sink(ctx, dep)
@@ -142,12 +194,18 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
+                ctx.first_chunk_at = p.first_at
+                if timing.ON:
+                    headers.append(timing.header(ctx))
                 try:
-                    await _relay(ctx, resp, relay, status, headers, sink)
+                    await _relay(ctx, resp, relay, status, headers, p.first, sink)
                 finally:
                     _price(models, ctx, dep, relay.usage)
                 return
+            t = monotonic()
             body = await resp.read()
+            now = monotonic()
+            ctx.waited += now - t
             if native:
                 body = adapter.native_response(api.name, dep, body)
                 usage = api.native_usage(body)
@@ -157,10 +215,26 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             ctx.response_body = body
             if ctx.cost is not None:
                 headers.append(_cost_header(ctx.cost))
-            exchange.respond(status, headers, body)
+            if timing.ON:
+                headers.append(timing.header(ctx))
+            ctx.exchange.respond(status, headers, body)
         finally:
             resp.close()
 
+    async def forward(ctx: RequestContext) -> None:
+        dep = ctx.deployment  # chosen by route / the attempt loop
+        if dep is None:
+            dep = ctx.candidates[0]
+            ctx.deployment = dep
+        t = monotonic()
+        try:
+            p = await prepare(ctx, dep)
+        finally:
+            ctx.waited += monotonic() - t
+        await commit(ctx, p)
+
+    forward.prepare = prepare
+    forward.commit = commit
     return forward
 
 
@@ -172,12 +246,9 @@ def _capturing(send, capture):
     return send_and_capture
 
 
-async def _relay(ctx: RequestContext, resp, relay, status: int, headers, sink=None) -> None:
-    # The head goes out with the first chunk, not before: a stream that fails
-    # before its first byte is still uncommitted, so it gets a proper error
-    # status (and, with retries, another attempt).
-    chunk = await resp.next_chunk()
-    ctx.first_chunk_at = time.monotonic()
+async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: bytes | None,
+                 sink=None) -> None:
+    # ``chunk``: the first chunk, already received by ``prepare``.
     exchange = ctx.exchange
     first = relay.feed(chunk) if chunk is not None else b""
     exchange.start_stream(status, headers, first)

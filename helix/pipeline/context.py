@@ -31,6 +31,11 @@ trace            trace_context    record (observe.tracing.TraceState; None when 
 cache            cache            record ("hit" / "miss"; None when no cache ran)
 capture          cache            forward (None, or an object whose append(bytes) receives
                                   each relayed SSE chunk of a stream, as sent)
+waited           forward/attempts server-timing (seconds spent awaiting upstreams: every
+                                  attempt, hedges, backoff; Helix's own time is the rest)
+queued           admit            server-timing (seconds waited in the rate-limit queue)
+prefix           route            balancer (prompt-cache affinity key of the request, 0: none;
+                                  None: not computed)
 """
 
 from __future__ import annotations
@@ -61,7 +66,9 @@ class RequestContext:
         "head_at",
         "hub",
         "limits",
+        "prefix",
         "principal",
+        "queued",
         "relay",
         "request_id",
         "response_body",
@@ -73,6 +80,7 @@ class RequestContext:
         "upstream_started",
         "usage",
         "view",
+        "waited",
     )
 
     def __init__(self, exchange: Exchange, api: Api, started: float) -> None:
@@ -102,3 +110,6 @@ class RequestContext:
         self.trace = None
         self.cache: str | None = None
         self.capture = None
+        self.waited = 0.0
+        self.queued = 0.0
+        self.prefix = None

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from helix.errors import ErrorKind, HelixError
+from helix.observe import timing
 from helix.pipeline.context import RequestContext
 
 log = logging.getLogger("helix.server")
@@ -241,4 +242,6 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 def _respond_error(exchange, err: HelixError, ctx: RequestContext) -> None:
     if ctx.response_headers:
         err.headers = [*err.headers, *ctx.response_headers]
+    if timing.ON:
+        err.headers = [*err.headers, timing.header(ctx)]
     exchange.respond_error(err, ctx.api.error_body(err))

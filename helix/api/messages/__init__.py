@@ -22,6 +22,7 @@ from helix.api.messages import replay
 from helix.api.messages.request import to_chat
 from helix.api.messages.response import AnthropicSink, error_json, to_message
 from helix.errors import ErrorKind, HelixError
+from helix.observe import timing
 from helix.schema.anthropic import (
     count_tokens_decoder,
     messages_request_decoder,
@@ -152,6 +153,8 @@ class CountTokensApi(MessagesApi):
             body = _encode({"input_tokens": estimate_tokens(_decode(ctx.exchange.request.body))})
             headers = [(b"content-type", b"application/json"),
                        (b"x-helix-token-count", b"estimate"), *ctx.response_headers]
+            if timing.ON:
+                headers.append(timing.header(ctx))
             ctx.status = 200
             ctx.exchange.respond(200, headers, body)
             return True
