@@ -14,6 +14,8 @@ Per-request controls (headers; CLI flags give the defaults):
   value from ``x-mock-retry-after``, default 1)
 * ``x-mock-fail``: ``reset`` (RST before answering), ``hang`` (never answer), ``close`` (FIN,
   no response), ``reset-mid-stream`` (send about half the stream / body, then RST)
+* ``x-mock-slow-p`` / ``x-mock-slow-ms``, ``--prompt-cache N``: tail latency and prompt
+  caching (``knobs.py``); a request record gets ``completed`` or ``closed_early``
 
 Test helpers: ``GET /_mock/requests`` (recorded requests as JSON), ``DELETE /_mock/requests``,
 ``GET /_mock/health``. With ``--workers N`` each process records its own requests, so tests
@@ -44,7 +46,7 @@ import httptools
 import orjson
 import uvloop
 
-from . import openai_routes
+from . import knobs, openai_routes
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply
 
 
@@ -77,6 +79,9 @@ class MockConfig:
     fail_mode: str = ""
     workers: int = 1
     seed: int | None = None
+    slow_p: float = 0.0  # knobs.slow_sometimes
+    slow_ms: float = 0.0
+    prompt_cache: int = 0  # knobs.PromptCache capacity (0: off)
 
 
 class Router:
@@ -114,6 +119,7 @@ class MockState:
         self.recorded: list[dict[str, Any]] = []
         self.rng = random.Random(config.seed)
         self.connections: set[MockProtocol] = set()
+        self.prompt_cache = knobs.PromptCache(config.prompt_cache) if config.prompt_cache else None
 
 
 _date_cache = [0, b""]
@@ -206,6 +212,7 @@ class MockProtocol(asyncio.Protocol):
         self.queue: deque[_Pending] = deque()
         self.task: asyncio.Task[None] | None = None
         self.writable: asyncio.Future[None] | None = None
+        self.record: dict[str, Any] | None = None  # the request being answered
 
     # -- asyncio.Protocol --------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -213,6 +220,7 @@ class MockProtocol(asyncio.Protocol):
         self.state.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        knobs.note_closed(self.record)
         self.dead = True
         self.transport = None
         self.state.connections.discard(self)
@@ -284,38 +292,42 @@ class MockProtocol(asyncio.Protocol):
         if req.path.startswith("/_mock/"):
             self._write_reply(self._internal(req), keep_alive)
             return
+        self.record = None
         if state.config.record:
-            state.recorded.append(
-                {
-                    "method": req.method,
-                    "path": req.path,
-                    "query": req.query,
-                    "headers": dict(req.headers),
-                    "body": req.json,
-                    "body_text": None
-                    if req.json is not None
-                    else req.body.decode("utf-8", "replace"),
-                    # the exact bytes, for pass-through tests that compare them
-                    "body_b64": base64.b64encode(req.body).decode(),
-                    "time": time.time(),
-                }
-            )
+            self.record = {
+                "method": req.method,
+                "path": req.path,
+                "query": req.query,
+                "headers": dict(req.headers),
+                "body": req.json,
+                "body_text": None
+                if req.json is not None
+                else req.body.decode("utf-8", "replace"),
+                # the exact bytes, for pass-through tests that compare them
+                "body_b64": base64.b64encode(req.body).decode(),
+                "time": time.time(),
+            }
+            state.recorded.append(self.record)
+        cfg = state.config
         try:
             ctl = _controls(state.config.controls, req.headers)
+            knobs.slow_sometimes(ctl, req.headers, (cfg.slow_p, cfg.slow_ms), state.rng.random)
         except ValueError as exc:
             self._write_reply(
                 openai_routes.error_reply(400, f"bad x-mock header: {exc}"), keep_alive
             )
             return
-        cfg = state.config
         if cfg.fail_rate > 0 and state.rng.random() < cfg.fail_rate:
             if cfg.fail_mode and not ctl.fail:
                 ctl.fail = cfg.fail_mode
             elif cfg.fail_status and ctl.status < 400:
                 ctl.status = cfg.fail_status
         reply = self._build(req, ctl)
+        if state.prompt_cache is not None:
+            reply = state.prompt_cache.apply(req, reply)
         if ctl.latency_ms <= 0 and not ctl.fail and isinstance(reply, Reply):
             self._write_reply(reply, keep_alive)
+            knobs.note_completed(self.record)
             return
         self.busy = True
         self.task = asyncio.get_running_loop().create_task(self._slow(reply, ctl, keep_alive))
@@ -399,8 +411,9 @@ class MockProtocol(asyncio.Protocol):
                     await self._reset_after_flush()
                     return
                 self._write_reply(reply, keep_alive)
-            else:
-                await self._stream(reply, ctl, keep_alive)
+                knobs.note_completed(self.record)
+            elif await self._stream(reply, ctl, keep_alive):
+                knobs.note_completed(self.record)
         except asyncio.CancelledError:
             return
         finally:
@@ -409,7 +422,8 @@ class MockProtocol(asyncio.Protocol):
         while self.queue and not self.busy and not self.dead:
             self._dispatch(self.queue.popleft())
 
-    async def _stream(self, reply: StreamReply, ctl: Controls, keep_alive: bool) -> None:
+    async def _stream(self, reply: StreamReply, ctl: Controls, keep_alive: bool) -> bool:
+        """Send a streamed reply; True when all of it was written."""
         t = self.transport
         assert t is not None
         head = _head(reply.status, reply.content_type, None, keep_alive, reply.headers)
@@ -426,20 +440,21 @@ class MockProtocol(asyncio.Protocol):
             for frame in frames[1:]:
                 await asyncio.sleep(interval)
                 if self.transport is None:
-                    return
+                    return False
                 if self.writable is not None and not self.writable.done():
                     await self.writable
                 if self.transport is None:
-                    return
+                    return False
                 t.write(frame)
             if cut == len(events):
                 t.write(b"0\r\n\r\n")
         if cut < len(events):
             await self._reset_after_flush()
-            return
+            return False
         if not keep_alive:
             self.dead = True
             t.close()
+        return True
 
     async def _reset_after_flush(self) -> None:
         # Let already-written bytes reach the peer before the RST discards anything unsent.
@@ -525,7 +540,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--fail-mode; with neither, faults are status 500)",
     )
     p.add_argument("--retry-after", default="1", help="retry-after header value on 429")
-    p.add_argument("--seed", type=int, default=None, help="seed for --fail-rate sampling")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed for --fail-rate and --slow-p sampling")
+    p.add_argument("--slow-p", type=float, default=0.0,
+                   help="fraction of requests that wait --slow-ms before the head")
+    p.add_argument("--slow-ms", type=float, default=0.0, help="see --slow-p")
+    p.add_argument("--prompt-cache", type=int, default=0, metavar="N",
+                   help="report cached prompt tokens for the last N prefixes seen (0: off)")
     return p
 
 
@@ -552,6 +573,9 @@ def config_from_args(args: argparse.Namespace) -> MockConfig:
         fail_mode=args.fail_mode,
         workers=max(1, args.workers),
         seed=args.seed,
+        slow_p=args.slow_p,
+        slow_ms=args.slow_ms,
+        prompt_cache=max(0, args.prompt_cache),
     )
 
 

@@ -117,6 +117,12 @@ AUX_FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "helix_resilience_retries_total": (
         "counter", "Upstream attempts retried, by provider and model.",
         ("provider", "model"), "sum"),
+    "helix_resilience_hedges_total": (
+        "counter", "Hedged attempts started (resilience.hedge), by the deployment they went to.",
+        ("provider", "model"), "sum"),
+    "helix_resilience_first_token_timeouts_total": (
+        "counter", "Attempts abandoned at their first-token deadline "
+        "(resilience.first_token_timeout).", ("provider", "model"), "sum"),
     "helix_resilience_fallbacks_total": (
         "counter", "Requests that fell back to another model.", ("from_model", "to_model"),
         "sum"),

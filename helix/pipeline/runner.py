@@ -104,12 +104,31 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
     the response is committed, and none starting past ``deadline``; then the
     model's fallback chain, and on a context-window overflow the configured
     larger-context model.  ``x-helix-attempts`` says how many were made.
+
+    A model with a first-token deadline or hedging (``policy.timing``) runs
+    its attempts in two halves (``forward.prepare`` / ``forward.commit``):
+    nothing reaches the client until an attempt has its first chunk (a
+    stream) or its head (JSON).  An attempt past its deadline is abandoned
+    (its connection closed) and counts as a failure with a latency sample of
+    the time it was given; it is retried on another deployment, without
+    backoff (once even without a ``retries`` section).  A hedge is another
+    attempt started on another deployment when the first has nothing after
+    ``hedge.after``; the first to produce wins and commits, the others are
+    cancelled at once (connections closed; no health verdict; their elapsed
+    time raises, never lowers, their latency estimate).
     """
-    from helix.routing.health import SUCCESS
-    from helix.routing.resilience import backoff, classify, is_context_overflow
+    from helix.routing.health import FAILURE, SUCCESS
+    from helix.routing.resilience import (
+        FIRST_TOKEN_TIMEOUT,
+        backoff,
+        classify,
+        first_token_error,
+        is_context_overflow,
+    )
 
     begin = balancer.begin
     end = balancer.end
+    end_lost = balancer.end_lost
     select = balancer.select
     rnd = balancer._rnd
 
@@ -138,7 +157,8 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         async def forward_once(ctx: RequestContext) -> None:
             dep = ctx.deployment
             if dep is None:
-                dep = ctx.deployment = ctx.candidates[0]
+                dep = ctx.candidates[0]
+                ctx.deployment = dep
             await attempt(ctx, dep)
 
         forward_once.__name__ = "forward"
@@ -146,10 +166,172 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 
     import asyncio
 
+    prepare = forward.prepare
+    commit = forward.commit
     max_attempts = policy.max_attempts
     fallbacks = policy.fallbacks
     context_fallbacks = policy.context_fallbacks
     deadline_s = policy.deadline
+    timing_of = policy.timing
+    inf = float("inf")
+
+    def ttft_missed(dep) -> None:
+        if metrics is not None:
+            metrics.add("helix_resilience_first_token_timeouts_total", (dep.provider, dep.model_id))
+
+    async def finish(ctx: RequestContext, dep, p, start: float) -> None:
+        """Commit a prepared attempt, with ``attempt``'s bookkeeping."""
+        ctx.deployment = dep
+        try:
+            await commit(ctx, p)
+        except HelixError as err:
+            event, _, wait = classify(err)
+            end(dep, event, clock(), None, wait)
+            raise
+        except BaseException:
+            end(dep, -1, clock())
+            raise
+        now = clock()
+        if ctx.error is not None:
+            end(dep, classify(ctx.error)[0], now)
+        else:
+            end(dep, SUCCESS, now, (p.first_at if p.stream else now) - start)
+
+    async def deadline_attempt(ctx: RequestContext, dep, ttft: float) -> None:
+        """One attempt with a first-token deadline and no hedge: no extra task."""
+        start = clock()
+        begin(dep)
+        try:
+            async with asyncio.timeout(ttft):
+                p = await prepare(ctx, dep)
+        except TimeoutError:
+            now = clock()
+            end(dep, FAILURE, now, now - start)
+            ttft_missed(dep)
+            raise first_token_error(dep, ttft) from None
+        except HelixError as err:
+            event, _, wait = classify(err)
+            end(dep, event, clock(), None, wait)
+            raise
+        except BaseException:
+            end(dep, -1, clock())
+            raise
+        finally:
+            ctx.waited += clock() - start
+        await finish(ctx, dep, p, start)
+
+    class Run:
+        __slots__ = ("dep", "due", "start", "taken", "task")
+
+    def reaper(r: Run):
+        def reap(task) -> None:
+            # A raced attempt's task: retrieve its outcome; close an answer nobody took.
+            if task.cancelled():
+                return
+            if task.exception() is None and not r.taken:
+                task.result().close()
+
+        return reap
+
+    async def hedged_attempt(ctx: RequestContext, dep, cands, tried: list, timing, panic: bool,
+                             counted) -> None:
+        """Race up to ``1 + timing.hedges`` attempts; commit the first to produce."""
+        loop = asyncio.get_running_loop()
+        ttft = timing.ttft
+        runs: list[Run] = []
+
+        def launch(d, now: float) -> None:
+            r = Run()
+            r.dep = d
+            r.start = now
+            r.due = now + ttft if ttft else inf
+            r.taken = False
+            begin(d)
+            r.task = task = loop.create_task(prepare(ctx, d))
+            task.add_done_callback(reaper(r))
+            runs.append(r)
+
+        t0 = clock()
+        launch(dep, t0)
+        left = timing.hedges
+        next_hedge = t0 + timing.after if left > 0 else inf
+        last: HelixError | None = None
+        won = None
+        try:
+            while runs:
+                now = clock()
+                wake = next_hedge
+                for r in runs:
+                    if r.due < wake:
+                        wake = r.due
+                if wake > now:
+                    await asyncio.wait([r.task for r in runs],
+                                       timeout=None if wake == inf else wake - now,
+                                       return_when=asyncio.FIRST_COMPLETED)
+                    now = clock()
+                for r in list(runs):  # finished ones, in launch order
+                    task = r.task
+                    if not task.done():
+                        continue
+                    runs.remove(r)
+                    exc = task.exception()
+                    if exc is None:
+                        p = task.result()
+                        if won is None:
+                            r.taken = True
+                            won = (r, p)
+                        # (a second one done in the same instant stays untaken: reap closes it)
+                        else:
+                            end_lost(r.dep, now, (p.first_at or p.head_at) - r.start)
+                    elif isinstance(exc, HelixError):
+                        event, retryable, wait = classify(exc)
+                        end(r.dep, event, now, None, wait)
+                        tried.append(r.dep)
+                        last = exc
+                        if not retryable:
+                            raise exc
+                    else:
+                        end(r.dep, -1, now)
+                        raise exc
+                if won is not None:
+                    break
+                for r in list(runs):  # past the first-token deadline: abandoned
+                    if now >= r.due:
+                        runs.remove(r)
+                        r.task.cancel()
+                        end(r.dep, FAILURE, now, now - r.start)
+                        tried.append(r.dep)
+                        ttft_missed(r.dep)
+                        last = first_token_error(r.dep, ttft)
+                if runs and now >= next_hedge:
+                    busy = [*tried, *(r.dep for r in runs)]
+                    d = select(cands, now, ctx.view, busy, False, ctx.prefix)
+                    if d is None or d in busy:
+                        left = 0  # no other deployment to hedge on
+                    else:
+                        left -= 1
+                        counted(d)
+                        if metrics is not None:
+                            metrics.add("helix_resilience_hedges_total", (d.provider, d.model_id))
+                        launch(d, now)
+                    next_hedge = now + timing.after if left > 0 else inf
+        except BaseException:
+            now = clock()
+            for r in runs:
+                r.task.cancel()
+                end(r.dep, -1, now)
+            runs.clear()
+            raise
+        finally:
+            now = clock()
+            ctx.waited += now - t0
+            for r in runs:  # the losers: cancelled at once (their connections close)
+                r.task.cancel()
+                end_lost(r.dep, now, now - r.start)
+        if won is None:
+            raise last if last is not None else first_token_error(dep, ttft)
+        r, p = won
+        await finish(ctx, r.dep, p, r.start)
 
     async def forward_resilient(ctx: RequestContext) -> None:
         deadline = ctx.started + deadline_s if deadline_s is not None else None
@@ -163,6 +345,13 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         attempts = 0
         failed = None  # the previous attempt, if it failed: traced once a retry starts
         last: HelixError | None = None
+
+        def counted(d) -> None:  # a hedge started: one more attempt
+            nonlocal attempts
+            attempts += 1
+            headers[slot] = (_ATTEMPTS, _ATTEMPT_VALUES[attempts] if attempts < 64
+                             else str(attempts).encode())
+
         ci = 0
         while ci < len(chain):
             name = chain[ci]
@@ -175,20 +364,25 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                     ci += 1
                     continue
                 dep = None
+            timing = timing_of(name)
             tried: list = []
             overflow = False
-            for n in range(max_attempts):
-                if n > 0:
+            limit = max_attempts
+            quick = False  # the last failure was a first-token timeout: no backoff
+            n = 0
+            while n < limit:
+                if n > 0 and not quick:
                     delay = backoff(n, policy.backoff, policy.initial_delay, policy.max_delay,
                                     rnd())
                     if deadline is not None and clock() + delay >= deadline:
                         break
                     if delay > 0:
                         await asyncio.sleep(delay)
+                        ctx.waited += delay
                 if deadline is not None and clock() >= deadline:
                     break
                 if dep is None:
-                    dep = select(cands, clock(), ctx.view, tried, not more)
+                    dep = select(cands, clock(), ctx.view, tried, not more, ctx.prefix)
                     if dep is None:
                         break  # nothing available here: on to the fallback model
                 attempts += 1
@@ -207,7 +401,14 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                 failed = None
                 started = clock()
                 try:
-                    await attempt(ctx, dep)
+                    if timing is None:
+                        await attempt(ctx, dep)
+                    elif timing.hedges and len(cands) > 1:
+                        await hedged_attempt(ctx, dep, cands, tried, timing, not more, counted)
+                    elif timing.ttft:
+                        await deadline_attempt(ctx, dep, timing.ttft)
+                    else:
+                        await attempt(ctx, dep)
                     return
                 except HelixError as err:
                     last = err
@@ -222,8 +423,13 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         break
                     if not classify(err)[1]:
                         raise
-                    tried.append(dep)
+                    quick = err.code == FIRST_TOKEN_TIMEOUT
+                    if quick and not policy.retries and limit == max_attempts:
+                        limit = n + 2  # without a retries section: one retry elsewhere
+                    if dep not in tried:
+                        tried.append(dep)
                     dep = None
+                n += 1
             if deadline is not None and clock() >= deadline and not overflow:
                 break
             ci += 1

@@ -153,8 +153,11 @@ class Balancer:
 
     # --- selection ------------------------------------------------------------------------
 
-    def select(self, cands, now: float, view=None, tried=None, panic: bool = True):
-        """The deployment for the next attempt, or None (nothing available, no panic)."""
+    def select(self, cands, now: float, view=None, tried=None, panic: bool = True, key=None):
+        """The deployment for the next attempt, or None (nothing available, no panic).
+
+        ``key``: the request's prompt-prefix key (``Api.prefix_key``) when its model has
+        prompt-cache affinity, else None."""
         n = len(cands)
         if n == 1 and not tried:
             d = cands[0]
@@ -244,6 +247,18 @@ class Balancer:
             self.latency.observe(self.row, i, now, sample)
         if event >= 0:  # -1: no verdict (the client went away mid-attempt)
             self.health.record(i, event, now, retry_after)
+
+    def end_lost(self, dep, now: float, elapsed: float) -> None:
+        """Close an attempt cancelled because another won the race (a hedge): in-flight back
+        down, no health verdict, and ``elapsed`` as a latency sample only if it is above the
+        current estimate (it is a lower bound of this attempt's time to first token: it
+        may raise the estimate, never lower it)."""
+        i = dep.index
+        if i < 0 or i >= self.ndeps:
+            return
+        self.latency.add(self.row, i, -1.0)
+        if elapsed > self.latency.estimate(i, now):
+            self.latency.observe(self.row, i, now, elapsed)
 
     # --- /status ------------------------------------------------------------------------------
 

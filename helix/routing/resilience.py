@@ -18,21 +18,46 @@ from email.utils import parsedate_to_datetime
 from helix.errors import ErrorKind, HelixError, Retry
 from helix.routing.health import CONNECT, FAILURE, RATE_LIMITED, SUCCESS
 
-__all__ = ["Policy", "backoff", "classify", "is_context_overflow", "reset_after"]
+__all__ = ["FIRST_TOKEN_TIMEOUT", "Policy", "Timing", "backoff", "classify",
+           "first_token_error", "is_context_overflow", "reset_after"]
 
 _CONNECT_KINDS = frozenset({ErrorKind.CONNECT_REFUSED, ErrorKind.CONNECT_TIMEOUT, ErrorKind.TLS})
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
 _GO_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
+class Timing:
+    """A model's first-token deadline and hedging (``resilience`` and ``resilience.models``):
+    ``ttft`` seconds (0: none), a hedge after ``after`` seconds, up to ``hedges`` of them."""
+
+    __slots__ = ("after", "hedges", "ttft")
+
+    def __init__(self, ttft: float, after: float, hedges: int) -> None:
+        self.ttft = ttft
+        self.after = after
+        self.hedges = hedges
+
+    def __repr__(self) -> str:
+        return f"Timing(ttft={self.ttft}, after={self.after}, hedges={self.hedges})"
+
+
+def _timing(ttft, hedge) -> Timing | None:
+    ttft = float(ttft) if ttft else 0.0
+    hedges = hedge.max if hedge is not None else 0
+    if not ttft and hedges <= 0:
+        return None
+    return Timing(ttft, float(hedge.after) if hedges > 0 else 0.0, max(hedges, 0))
+
+
 class Policy:
     """``resilience`` as the attempt loop uses it (built once from config)."""
 
     __slots__ = ("backoff", "context_fallbacks", "deadline", "fallbacks", "initial_delay",
-                 "max_attempts", "max_delay")
+                 "max_attempts", "max_delay", "retries", "timing_default", "timings")
 
     def __init__(self, resilience) -> None:
         r = resilience.retries
+        self.retries = r is not None
         self.max_attempts = r.max_attempts if r is not None else 1
         self.backoff = r.backoff if r is not None else "exponential"
         self.initial_delay = float(r.initial_delay) if r is not None else 0.0
@@ -43,6 +68,34 @@ class Policy:
             chain = [rule.fallback] if isinstance(rule.fallback, str) else list(rule.fallback)
             self.fallbacks[rule.primary] = chain
         self.context_fallbacks: dict[str, str] = dict(resilience.context_window_fallbacks)
+        # First-token deadline and hedging per model name (None: plain attempts).
+        self.timing_default = _timing(resilience.first_token_timeout, resilience.hedge)
+        self.timings: dict[str, Timing | None] = {}
+        for name, per in resilience.models.items():
+            ttft = per.first_token_timeout
+            hedge = per.hedge
+            self.timings[name] = _timing(
+                resilience.first_token_timeout if ttft is None else ttft,
+                resilience.hedge if hedge is None else hedge,
+            )
+
+    def timing(self, model: str) -> Timing | None:
+        """The first-token deadline and hedging for requests of ``model``."""
+        return self.timings.get(model, self.timing_default)
+
+
+FIRST_TOKEN_TIMEOUT = "first_token_timeout"
+
+
+def first_token_error(dep, seconds: float) -> HelixError:
+    """An attempt abandoned at its first-token deadline (retryable, on another deployment)."""
+    return HelixError(
+        ErrorKind.READ_TIMEOUT,
+        f"{dep.provider}/{dep.model} sent no first token within {seconds:g}s "
+        f"(resilience.first_token_timeout).",
+        code=FIRST_TOKEN_TIMEOUT,
+        retry=Retry.YES,
+    )
 
 
 def backoff(attempt: int, kind: str, initial: float, maximum: float, rnd: float) -> float:
@@ -191,6 +244,23 @@ def check_config(config) -> None:
         if not known(src) or not known(dst):
             bad = src if not known(src) else dst
             raise ConfigError(f"{where}: no provider serves a model named {bad!r}")
+    for where, ttft, hedge in [("resilience", res.first_token_timeout, res.hedge)] + [
+            (f"resilience.models.{name}", per.first_token_timeout, per.hedge)
+            for name, per in res.models.items()]:
+        if where != "resilience" and not known(where.split(".", 2)[2]):
+            raise ConfigError(f"{where}: no provider serves a model named "
+                              f"{where.split('.', 2)[2]!r}")
+        if hedge is not None:
+            if not 0 <= hedge.max <= 4:
+                raise ConfigError(f"{where}.hedge.max: must be within 0..4 (extra attempts "
+                                  f"racing the first), got {hedge.max}")
+            if hedge.max > 0 and hedge.after <= 0:
+                raise ConfigError(f"{where}.hedge.after: must be > 0")
+        if ttft is not None and hedge is not None and ttft and hedge.max > 0 \
+                and hedge.after >= ttft:
+            raise ConfigError(f"{where}.hedge.after: must be shorter than first_token_timeout "
+                              f"({float(hedge.after)} >= {float(ttft)}), or the hedge never "
+                              f"starts")
     r = res.retries
     if r is not None and r.initial_delay > r.max_delay:
         raise ConfigError("resilience.retries.initial_delay: must not exceed max_delay "
