@@ -62,6 +62,11 @@ class Api(abc.ABC):
         """The gateway key the client presented: ``Authorization: Bearer <key>``."""
         return bearer(headers.get("authorization"))
 
+    def prefix_key(self, ctx: RequestContext) -> int:
+        """The request's prompt-prefix key for prompt-cache affinity (``api/prefix.py``);
+        0: none (the balancer's strategy decides)."""
+        return 0
+
     def local_phase(self):
         """A phase of this API's own that runs right before ``forward`` (None: none)."""
         return None

@@ -9,6 +9,7 @@ its stream through :class:`OpenAIChunkSink`, which writes
 from __future__ import annotations
 
 from helix.api.base import Api
+from helix.api.prefix import chat_key
 from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.errors import ErrorKind, HelixError
 from helix.providers.openai import decode_usage
@@ -105,6 +106,9 @@ class ChatApi(Api):
                 code="empty_array",
             )
         return view
+
+    def prefix_key(self, ctx) -> int:
+        return chat_key(ctx.exchange.request.body, ctx.view.messages)
 
     def sink(self, ctx, dep=None) -> OpenAIChunkSink:
         return OpenAIChunkSink(wants_usage(ctx.view))

@@ -134,6 +134,12 @@ AUX_FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
     "helix_deployment_latency_ewma_seconds": (
         "gauge", "PeakEWMA latency of a deployment (time to first token for streams).",
         ("provider", "model"), "sum"),
+    "helix_prompt_cache_read_tokens_total": (
+        "counter", "Prompt tokens the provider read from its prompt cache, by deployment.",
+        ("provider", "model"), "sum"),
+    "helix_prompt_cache_write_tokens_total": (
+        "counter", "Prompt tokens the provider wrote to its prompt cache, by deployment.",
+        ("provider", "model"), "sum"),
     "helix_tracing_requests_exported_total": (
         "counter", "Sampled requests whose spans the OTLP collector accepted.", (), "sum"),
     "helix_tracing_requests_dropped_total": (
@@ -290,6 +296,14 @@ class Metrics:
         c_dur1, c_up1, c_ttft1 = C_DUR + 1, C_UP + 1, C_TTFT + 1
         c_in1, c_out1 = C_TOK_IN + 1, C_TOK_OUT + 1
         cache_result = self.cache_result
+        add = self.add
+
+        def prompt_cache(dep, usage) -> None:
+            labels = (dep.provider, dep.model_id)
+            if usage.cache_read:
+                add("helix_prompt_cache_read_tokens_total", labels, usage.cache_read)
+            if usage.cache_write:
+                add("helix_prompt_cache_write_tokens_total", labels, usage.cache_write)
 
         def record_metrics(ctx) -> None:
             now = monotonic()
@@ -323,6 +337,9 @@ class Metrics:
                 n = usage.output
                 view[b + C_TOK_OUT] += n
                 view[b + c_out1 + bisect_left(tok_b, n)] += 1.0
+                if (usage.cache_read or usage.cache_write) and dep is not None \
+                        and ctx.cache != "hit":
+                    prompt_cache(dep, usage)
             cost = ctx.cost
             if cost is not None:
                 view[b + C_COST] += cost

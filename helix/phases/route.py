@@ -34,13 +34,19 @@ def make_route(registry: ModelRegistry, worker=None, metrics=None):
     policy = Policy(config.resilience) if config.resilience is not None else None
     fallbacks = policy.fallbacks if policy is not None else {}
 
+    affine = balancer.affine if balancer.affinity else None
+
     def route(ctx: RequestContext) -> None:
         model = ctx.view.model
         cands = resolve(model)
         ctx.candidates = cands
+        key = None
+        if affine is not None and affine(cands):
+            # Prompt-cache affinity: the prefix key of the client's body (0: none).
+            key = ctx.prefix = ctx.api.prefix_key(ctx) or None
         # With a fallback model left, an all-unavailable list yields None (go
         # straight to the fallback); without one, the strategy runs anyway.
-        ctx.deployment = select(cands, clock(), ctx.view, None, model not in fallbacks)
+        ctx.deployment = select(cands, clock(), ctx.view, None, model not in fallbacks, key)
 
     def wrap_forward(forward):
         from helix.pipeline.runner import make_attempts

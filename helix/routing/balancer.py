@@ -29,8 +29,9 @@ import time
 from collections.abc import Callable
 
 from helix._fast import LatencyTable
+from helix.routing import affinity, strategies
 from helix.routing import health as hmod
-from helix.routing import strategies
+from helix.routing.affinity import deployment_salt
 
 __all__ = ["Balancer", "active", "snapshot"]
 
@@ -62,7 +63,8 @@ def snapshot(now: float | None = None) -> list[dict]:
 class _Group:
     """Per model name: its strategy and what the strategy needs, built once."""
 
-    __slots__ = ("fallback", "keys", "prices", "rr_row", "strategy", "weights")
+    __slots__ = ("affinity", "fallback", "keys", "prices", "rr_row", "salts", "strategy",
+                 "tolerance", "weights")
 
     def __init__(self, strategy, fallback, keys, weights, prices, rr_row) -> None:
         self.strategy = strategy
@@ -71,6 +73,9 @@ class _Group:
         self.weights = weights
         self.prices = prices
         self.rr_row = rr_row
+        self.affinity = False  # prompt-cache affinity (routing/affinity.py)
+        self.salts: list[int] = []
+        self.tolerance = 1.0
 
 
 def _strategy_for(config, model: str):
@@ -129,6 +134,8 @@ class Balancer:
         self.groups: dict[int, _Group] = {}
         for name, cands in registry.by_name.items():
             self.groups[id(cands)] = self._group(config, name, cands, prices)
+        # Any model with prompt-cache affinity: the route phase then asks for prefix keys.
+        self.affinity = any(g.affinity for g in self.groups.values())
         self._cost = self.latency.cost
         self._choose = self.latency.choose
         self._available = self.health.available
@@ -149,7 +156,20 @@ class Balancer:
         rr_row = keys[0] if keys and keys[0] >= 0 else -1
         if strategy == "cost_based" and fallback is None:
             fallback = "latency_based"
-        return _Group(strategy, fallback, keys, weights, price_list, rr_row)
+        group = _Group(strategy, fallback, keys, weights, price_list, rr_row)
+        lb = config.load_balancing
+        if lb is not None and len(cands) > 1:
+            per = lb.models.get(name)
+            on = per.prompt_cache_affinity if per is not None else None
+            group.affinity = lb.prompt_cache_affinity if on is None else on
+            group.tolerance = float(lb.affinity_tolerance)
+            group.salts = [deployment_salt(f"{d.provider}/{d.model}") for d in cands]
+        return group
+
+    def affine(self, cands) -> bool:
+        """Whether requests for this candidate list are routed by their prompt prefix."""
+        group = self.groups.get(id(cands))
+        return group is not None and group.affinity
 
     # --- selection ------------------------------------------------------------------------
 
@@ -197,7 +217,31 @@ class Balancer:
             return cands[allowed[0]]
         if group is None:
             return cands[allowed[int(self._rnd() * len(allowed))]]
+        if key and group.affinity:
+            return cands[self._affine(group, allowed, now, view, key)]
         return cands[self._pick(group, group.strategy, allowed, n, now, view)]
+
+    def _affine(self, group: _Group, allowed, now: float, view, key: int) -> int:
+        """Prompt-cache affinity: the first deployment in the key's rendezvous order whose
+        latency estimate is within ``tolerance`` x the best allowed one's."""
+        if group.strategy == "cost_based":
+            est_in, est_out = _estimate_tokens(view)
+            prices = [None if p is None else p[0] * est_in + p[1] * est_out
+                      for p in group.prices]
+            allowed = strategies.cheapest(allowed, prices)
+            if len(allowed) == 1:
+                return allowed[0]
+        keys = group.keys
+        estimate = self.latency.estimate
+        lat = {p: (estimate(keys[p], now) if keys[p] >= 0 else 0.0) + LATENCY_FLOOR
+               for p in allowed}
+        bound = min(lat.values()) * group.tolerance
+        weighted = group.weights if group.strategy == "weighted" else None
+        order = affinity.rank(key, allowed, group.salts, weighted)
+        for p in order:
+            if lat[p] <= bound:
+                return p
+        return order[0]
 
     def _pick(self, group: _Group, strategy: str, allowed, n: int, now: float, view) -> int:
         if strategy == "latency_based":
@@ -394,3 +438,7 @@ def check_config(config) -> None:
             raise ConfigError("load_balancing.health.window: must be > 0")
     if lb.ewma_decay <= 0:
         raise ConfigError("load_balancing.ewma_decay: must be > 0")
+    if not 1.0 <= lb.affinity_tolerance < float("inf"):
+        raise ConfigError("load_balancing.affinity_tolerance: must be a number >= 1 (how many "
+                          "times slower than the best deployment the prompt's own may be), "
+                          f"got {lb.affinity_tolerance!r}")

@@ -21,6 +21,7 @@ from helix.api.base import Api, bearer
 from helix.api.messages import replay
 from helix.api.messages.request import to_chat
 from helix.api.messages.response import AnthropicSink, error_json, to_message
+from helix.api.prefix import messages_key
 from helix.errors import ErrorKind, HelixError
 from helix.observe import timing
 from helix.schema.anthropic import (
@@ -52,6 +53,9 @@ class MessagesApi(Api):
         """``x-api-key`` (the Anthropic SDKs) or ``Authorization: Bearer`` (Claude Code's
         ``ANTHROPIC_AUTH_TOKEN``)."""
         return headers.get("x-api-key") or bearer(headers.get("authorization"))
+
+    def prefix_key(self, ctx) -> int:
+        return messages_key(ctx.view)
 
     # -- errors --------------------------------------------------------------------
     def error_body(self, err: HelixError) -> bytes:
@@ -128,6 +132,9 @@ class CountTokensApi(MessagesApi):
     streams = False
     cacheable = False
     admitted = False
+
+    def prefix_key(self, ctx) -> int:
+        return 0  # counting reads no prompt cache
 
     def upstream_request(self, ctx, dep):
         raise HelixError(

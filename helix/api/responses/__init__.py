@@ -23,6 +23,7 @@ import time
 import msgspec
 
 from helix.api.base import Api
+from helix.api.prefix import responses_key
 from helix.api.responses import replay
 from helix.api.responses.request import input_items, to_chat
 from helix.api.responses.response import (
@@ -101,6 +102,9 @@ class ResponsesApi(Api):
         self.store = None  # set by the app (helix/api/responses/store.py)
 
     # -- per request --------------------------------------------------------------------
+    def prefix_key(self, ctx) -> int:
+        return responses_key(ctx.exchange.request.body, ctx.view)
+
     def _conversation(self, ctx) -> Conversation:
         conv = ctx.hub
         if conv is None:
