@@ -750,6 +750,12 @@ def _validate_limits(cfg: Config) -> None:
         if name in names:
             raise ConfigError(f"{where}.name: duplicate key name {name!r}")
         names.add(name)
+    for i, k in enumerate(auth.keys if auth else []):
+        if k.priority is not None and (rl is None or rl.queue is None):
+            raise ConfigError(
+                f"auth.keys[{i}].priority: a key's priority orders the rate-limit queue; "
+                f"configure rate_limits.queue (e.g. {{max_wait: 10s}}) or remove it"
+            )
     specs = [(f"auth.keys[{i}].limits", k.limits) for i, k in enumerate(auth.keys if auth else [])]
     if rl is not None:
         if rl.backend == "redis" and not rl.redis_url:

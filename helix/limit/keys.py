@@ -25,9 +25,11 @@ def digest(key: str) -> bytes:
 class GatewayKey:
     """One key: its name (per-key limits, logs), optional user and team, own limits."""
 
-    __slots__ = ("digest", "limits", "name", "team", "user")
+    __slots__ = ("digest", "limits", "name", "priority", "team", "user")
 
-    def __init__(self, name: str, digest: bytes, user=None, team=None, limits=None) -> None:
+    def __init__(self, name: str, digest: bytes, user=None, team=None, limits=None,
+                 priority=None) -> None:
+        self.priority = priority  # rate_limits.queue: "high" / "normal" / "low" / None
         self.name = name
         self.digest = digest
         self.user = user
@@ -56,7 +58,7 @@ class KeyTable:
             d = digest(k.key) if k.key is not None else bytes.fromhex(k.sha256)
             name = k.name or f"key-{d.hex()[:12]}"
             limits = compile_limits(k.limits) if k.limits is not None else None
-            keys.append(GatewayKey(name, d, k.user, k.team, limits))
+            keys.append(GatewayKey(name, d, k.user, k.team, limits, k.priority))
         return cls(keys)
 
     def verify(self, authorization: str | None) -> GatewayKey | None:

@@ -6,7 +6,7 @@ every worker maps the same pages), one 160-byte row (20 x int64) per scope::
     col 0          lock      0, or the pid holding the row (helix._fast RowLocks)
     col 1          hash      63-bit blake2b of the scope string; 0 = free row
     col 2          touched   time.time_ns() of the last write
-    col 3          (spare)
+    col 3          waiting   rate-limit queue: waiters per priority, 21 bits each (queue.py)
     col 4+2u, 5+2u unit u    requests: (tat, -)   tokens/cost: (window, used)
 
 Rows are found by open addressing (``hash % rows``, up to :data:`PROBES`
@@ -30,6 +30,7 @@ import os
 import time
 
 from helix.limit import budget, gcra
+from helix.limit import queue as q
 from helix.limit.policy import REQUESTS, Check, Result
 
 __all__ = ["COLS", "TABLE", "LocalStore", "plan_shm"]
@@ -38,10 +39,11 @@ log = logging.getLogger("helix.limit")
 
 TABLE = "limits"
 COLS = 20
-LOCK, HASH, TOUCHED = 0, 1, 2
+LOCK, HASH, TOUCHED, WAITING = 0, 1, 2, 3
 STATE = 4
 PROBES = 8
 DEFAULT_ROWS = 4096
+DEFAULT_QUEUE_DEPTH = 1000
 DAY_NS = 86400 * 1_000_000_000
 _NS = 1_000_000_000
 
@@ -51,6 +53,9 @@ def plan_shm(layout, config, capacity: int) -> None:
     rl = config.rate_limits
     rows = rl.local_capacity if rl is not None else DEFAULT_ROWS
     layout.alloc(TABLE, rows=rows, cols=COLS, dtype="q")
+    queue = rl.queue if rl is not None else None
+    depth = queue.max_depth if queue is not None else DEFAULT_QUEUE_DEPTH
+    layout.alloc(q.TABLE, rows=depth + 1, cols=q.COLS, dtype="q")
 
 
 def scope_hash(scope: str) -> int:
@@ -61,7 +66,8 @@ def scope_hash(scope: str) -> int:
 class LocalStore:
     """Admission and settlement against the shared ``limits`` table."""
 
-    def __init__(self, table, locks, clock=time.time_ns) -> None:
+    def __init__(self, table, locks, clock=time.time_ns, queue=None) -> None:
+        self.queue: q.LocalQueue | None = queue  # rate_limits.queue's places
         self.view = table.view
         self.rows = table.rows
         self.locks = locks
@@ -130,7 +136,7 @@ class LocalStore:
 
     def _claim(self, base: int, h: int, now: int) -> None:
         view = self.view
-        for c in range(STATE, COLS):
+        for c in range(WAITING, COLS):
             view[base + c] = 0
         view[base + TOUCHED] = now
         view[base + HASH] = h
@@ -185,10 +191,16 @@ class LocalStore:
         for r in sorted(rows.values(), reverse=True):
             release(r * COLS)
 
-    def admit(self, checks: list[Check], amounts: tuple[int, int, int]) -> Result:
+    def admit(self, checks: list[Check], amounts: tuple[int, int, int],
+              ticket: q.Ticket | None = None) -> Result:
         """Decide every check at once; write (reserve) only if all pass.
 
-        ``amounts`` is indexed by kind: (requests, tokens, nano-USD).
+        ``amounts`` is indexed by kind: (requests, tokens, nano-USD).  With a ``ticket``
+        (``rate_limits.queue``) the queues take part in the same atomic step: a newcomer
+        is refused (``queued``) while anyone of its priority or higher waits on one of its
+        scopes, a waiter only while it is not the head of its queue; a refused ticket
+        takes (or moves to) a place in the refusing scope's queue, an admitted one leaves
+        its place.
         """
         now = self.clock()
         rows = self._rows(checks, now)
@@ -216,6 +228,10 @@ class LocalStore:
                 if not ok and (failed < 0 or wait > retry):
                     retry = wait
                     failed = i
+            queued = full = False
+            if ticket is not None and failed < 0:
+                failed = self._behind(checks, rows, ticket)
+                queued = failed >= 0
             if failed < 0:
                 for i, c in enumerate(checks):
                     idx = rows[c.scope] * COLS + STATE + 2 * c.unit
@@ -226,9 +242,93 @@ class LocalStore:
                         view[idx + 1] = news[i]
                 for r in rows.values():
                     view[r * COLS + TOUCHED] = now
+                if ticket is not None and ticket.slot >= 0:
+                    self._unplace(rows, ticket)
+            elif ticket is not None:
+                full = not self._place(rows, checks[failed].scope, ticket)
         finally:
             self._unlock(rows)
-        return Result(failed < 0, failed, retry / _NS, remaining, reset, windows)
+        res = Result(failed < 0, failed, retry / _NS, remaining, reset, windows)
+        if ticket is not None:
+            res.queued = queued
+            res.full = full
+        return res
+
+    # -- rate_limits.queue (rows locked by the caller) -------------------------------------
+
+    def _behind(self, checks: list[Check], rows: dict[str, int], t: q.Ticket) -> int:
+        """The check whose queue ``t`` must wait in although capacity is free, or -1."""
+        view = self.view
+        if t.slot >= 0:
+            head = self.queue.is_head(t.slot, t.seq)
+            if head or head is None:
+                return -1  # the head (or a lost place: then it is served as it comes)
+            for i, c in enumerate(checks):
+                if c.scope == t.scope:
+                    return i
+            return -1
+        for i, c in enumerate(checks):
+            if q.waiting(view[rows[c.scope] * COLS + WAITING], t.prio):
+                return i
+        return -1
+
+    def _place(self, rows: dict[str, int], scope: str, t: q.Ticket) -> bool:
+        if t.slot >= 0 and t.scope == scope:
+            return True  # waits on where it is
+        if t.slot >= 0:
+            self._unplace(rows, t)
+        h = self._hashes.get(scope) or self._hash(scope)
+        slot, seq = self.queue.join(h, t.prio, t.user_h, t.deadline_ns)
+        if slot < 0:
+            return False
+        idx = rows[scope] * COLS + WAITING
+        self.view[idx] = q.counted(self.view[idx], t.prio, 1)
+        t.slot, t.seq, t.scope = slot, seq, scope
+        return True
+
+    def _unplace(self, rows: dict[str, int], t: q.Ticket) -> None:
+        gone = self.queue.leave(t.slot, t.seq)
+        t.slot = -1
+        if gone is not None and t.scope in rows:
+            idx = rows[t.scope] * COLS + WAITING
+            self.view[idx] = q.counted(self.view[idx], t.prio, -1)
+
+    def _uncount(self, scope_h: int, prio: int) -> None:
+        """One waiter less in a scope known by its hash (rows locked here)."""
+        view = self.view
+        start = scope_h % self.rows
+        for i in range(PROBES):
+            r = (start + i) % self.rows
+            if view[r * COLS + HASH] == scope_h:
+                break
+        else:
+            return  # the scope's row is gone, and its counts with it
+        base = r * COLS
+        self.locks.acquire(base + LOCK)
+        try:
+            if self.view[base + HASH] == scope_h:
+                self.view[base + WAITING] = q.counted(self.view[base + WAITING], prio, -1)
+        finally:
+            self.locks.release(base + LOCK)
+
+    def queue_position(self, t: q.Ticket) -> int:
+        """Places ahead of ``t`` (-1: its place is gone); drops dead owners' places."""
+        if t.slot < 0:
+            return -1
+        pos, dropped = self.queue.position(t.slot, t.seq)
+        for scope_h, prio in dropped:
+            self._uncount(scope_h, prio)
+        if pos < 0:
+            t.slot = -1
+        return pos
+
+    def queue_leave(self, t: q.Ticket) -> None:
+        if t.slot < 0:
+            return
+        gone = self.queue.leave(t.slot, t.seq)
+        t.slot = -1
+        if gone is not None:
+            self._uncount(*gone)
 
     def settle(self, checks: list[Check], windows: list[int], estimates: tuple[int, int, int],
                actuals: tuple[int, int, int]) -> None:
@@ -258,4 +358,8 @@ def attach(worker, mutex=None) -> LocalStore:
 
     table = worker.table(TABLE)
     mutex = worker.shm._lock if mutex is None else mutex
-    return LocalStore(table, RowLocks(table.view, os.getpid(), mutex))
+    queue = None
+    if q.TABLE in worker.shm:
+        qt = worker.table(q.TABLE)
+        queue = q.LocalQueue(qt, RowLocks(qt.view, os.getpid(), mutex))
+    return LocalStore(table, RowLocks(table.view, os.getpid(), mutex), queue=queue)

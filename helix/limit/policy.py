@@ -99,9 +99,12 @@ class Result:
     a reservation was made in (for :meth:`Store.settle`).
     """
 
-    __slots__ = ("allowed", "failed", "remaining", "reset", "retry_after", "windows")
+    __slots__ = ("allowed", "failed", "full", "queued", "remaining", "reset", "retry_after",
+                 "windows")
 
     def __init__(self, allowed, failed, retry_after, remaining, reset, windows) -> None:
+        self.queued = False  # refused because others wait first (rate_limits.queue)
+        self.full = False  # refused, and the queue had no room for it
         self.allowed = allowed
         self.failed = failed
         self.retry_after = retry_after

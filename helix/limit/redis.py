@@ -50,7 +50,7 @@ _US = 1_000_000
 # KEYS[i]: the check's key (a budget's window is appended here).
 # ARGV: n, then per check: kind (0 requests, else budget), period_us, limit, amount.
 # Returns {allowed, failed (0-based, -1), retry_us, remaining..., reset_us..., window...}.
-ADMIT_LUA = """
+_DECIDE = """
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local n = tonumber(ARGV[1])
@@ -100,6 +100,8 @@ for i = 1, n do
   end
   if not ok and (failed < 0 or wait > retry) then failed, retry = i - 1, wait end
 end
+"""
+_WRITE = """
 if failed < 0 then
   for i = 1, n do
     local b = 1 + (i - 1) * 4
@@ -116,7 +118,92 @@ local out = {failed < 0 and 1 or 0, failed, retry}
 for i = 1, n do out[#out + 1] = rem[i] end
 for i = 1, n do out[#out + 1] = rst[i] end
 for i = 1, n do out[#out + 1] = win[i] end
-return out
+"""
+ADMIT_LUA = _DECIDE + _WRITE + "return out\n"
+
+# rate_limits.queue (helix/limit/queue.py).  KEYS[n+i]: the queue of check i's scope (a
+# sorted set, every score 0, ordered by member: "<prio><round %010d><seq %016d>|<deadline ms
+# %013d>|<id>"), whose hash KEYS[n+i]..':m' keeps the next seq, per priority the round last
+# served ('c<prio>') and per priority and user the round last given ('u<prio>:<user>').
+# ARGV after the checks: prio, member (the waiter's place, '' for a newcomer), qidx (1-based
+# check index of that place, 0: none), user, max_wait_ms, id, depth.
+# Appends {queued, full, member, qidx} to the reply.
+_QUEUE = """
+local qb = 2 + n * 4
+local prio, mine, mq = tonumber(ARGV[qb]), ARGV[qb + 1], tonumber(ARGV[qb + 2])
+local user, wait_ms, wid = ARGV[qb + 3], tonumber(ARGV[qb + 4]), ARGV[qb + 5]
+local depth = tonumber(ARGV[qb + 6])
+local now_ms = math.floor(now / 1000)
+local queued, full = 0, 0
+if failed < 0 then
+  if mine ~= '' then
+    if redis.call('ZRANGE', KEYS[n + mq], 0, 0)[1] ~= mine and
+        redis.call('ZSCORE', KEYS[n + mq], mine) then
+      failed, retry, queued = mq - 1, 0, 1
+    end
+  else
+    local upper = '(' .. tostring(prio + 1)
+    for i = 1, n do
+      if redis.call('ZLEXCOUNT', KEYS[n + i], '-', upper) > 0 then
+        failed, retry, queued = i - 1, 0, 1
+        break
+      end
+    end
+  end
+end
+local member = mine
+if failed < 0 then
+  if mine ~= '' then
+    local q = KEYS[n + mq]
+    redis.call('ZREM', q, mine)
+    local p, r = string.sub(mine, 1, 1), tonumber(string.sub(mine, 2, 11))
+    if r > tonumber(redis.call('HGET', q .. ':m', 'c' .. p) or '0') then
+      redis.call('HSET', q .. ':m', 'c' .. p, r)
+    end
+    member, mq = '', 0
+  end
+else
+  local fq = KEYS[n + failed + 1]
+  if mine == '' or fq ~= KEYS[n + mq] then
+    if mine ~= '' then redis.call('ZREM', KEYS[n + mq], mine) end
+    member, mq = '', 0
+    if redis.call('ZCARD', fq) >= depth then
+      full = 1
+    else
+      local meta = fq .. ':m'
+      local cur = tonumber(redis.call('HGET', meta, 'c' .. prio) or '0')
+      local last = tonumber(redis.call('HGET', meta, 'u' .. prio .. ':' .. user) or '-1')
+      local round = math.max(cur, last + 1)
+      local seq = redis.call('HINCRBY', meta, 'seq', 1)
+      member = string.format('%d%010d%016d|%013d|%s', prio, round, seq,
+                             now_ms + wait_ms + 1000, wid)
+      redis.call('ZADD', fq, 0, member)
+      redis.call('HSET', meta, 'u' .. prio .. ':' .. user, round)
+      redis.call('PEXPIRE', meta, wait_ms * 2 + 60000)
+      redis.call('PEXPIRE', fq, wait_ms * 2 + 60000)
+      mq = failed + 1
+    end
+  end
+end
+"""
+ADMIT_QUEUED_LUA = (_DECIDE + _QUEUE + _WRITE
+                    + "out[#out + 1] = queued\nout[#out + 1] = full\n"
+                    + "out[#out + 1] = member\nout[#out + 1] = mq\nreturn out\n")
+
+# KEYS[1]: a queue; ARGV[1]: a member.  Drops places past their deadline from the head
+# (their owners died), then answers the member's rank (-1: not there any more).
+POSITION_LUA = """
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+for _ = 1, 100 do
+  local first = redis.call('ZRANGE', KEYS[1], 0, 0)[1]
+  if not first or first == ARGV[1] then break end
+  local deadline = tonumber(string.sub(first, 29, 41))
+  if deadline and deadline < now_ms then redis.call('ZREM', KEYS[1], first) else break end
+end
+local rank = redis.call('ZRANK', KEYS[1], ARGV[1])
+if rank then return rank end
+return -1
 """
 
 # KEYS[i]: a budget check's key (without window).
@@ -142,11 +229,18 @@ end
 return n
 """
 
+LEAVE_LUA = "return redis.call('ZREM', KEYS[1], ARGV[1])"
+
 _UNIT_NAMES = ("rpm", "rph", "rpd", "tpm", "tph", "tpd", "usdh", "usdd")
+_QPREFIX = PREFIX + "q:"
 
 
 def _key(c: Check) -> str:
     return f"{PREFIX}{c.scope}:{_UNIT_NAMES[c.unit]}"
+
+
+def _queue_key(c: Check) -> str:
+    return _QPREFIX + c.scope
 
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -201,6 +295,11 @@ class RedisStore:
         self.client = redis_client(url, self.timeout, max_connections=MAX_CONNECTIONS)
         self._admit = self.client.register_script(ADMIT_LUA)
         self._settle = self.client.register_script(SETTLE_LUA)
+        self._admit_q = self.client.register_script(ADMIT_QUEUED_LUA)
+        self._position = self.client.register_script(POSITION_LUA)
+        self._leave = self.client.register_script(LEAVE_LUA)
+        self.depth = 1000  # rate_limits.queue.max_depth (set by the gate)
+        self._tasks: set[asyncio.Task] = set()
         self.clock = clock
         self.errors = 0  # calls that failed or timed out (the metric)
         self.on_error = None  # set by the gate: counts the failure in the shared metrics
@@ -236,16 +335,66 @@ class RedisStore:
                 type(exc).__name__, exc, self.errors, RETRY_INTERVAL,
             )
 
-    async def admit(self, checks: list[Check], amounts: tuple[int, int, int]) -> Result:
+    async def admit(self, checks: list[Check], amounts: tuple[int, int, int],
+                    ticket=None) -> Result:
         n = len(checks)
-        args: list[int] = [n]
+        args: list = [n]
         for c in checks:
             args += [0 if c.kind == REQUESTS else 1, c.period * _US, c.limit, amounts[c.kind]]
-        out = await self._call(self._admit, [_key(c) for c in checks], args)
+        keys = [_key(c) for c in checks]
+        if ticket is None:
+            out = await self._call(self._admit, keys, args)
+        else:  # rate_limits.queue: the queues decide in the same script
+            keys += [_queue_key(c) for c in checks]
+            args += [ticket.prio, ticket.member, ticket.qidx, ticket.user, ticket.wait_ms,
+                     ticket.id, self.depth]
+            out = await self._call(self._admit_q, keys, args)
         remaining = [int(x) for x in out[3 : 3 + n]]
         reset = [int(x) / _US for x in out[3 + n : 3 + 2 * n]]
         windows = [int(x) for x in out[3 + 2 * n : 3 + 3 * n]]
-        return Result(bool(out[0]), int(out[1]), int(out[2]) / _US, remaining, reset, windows)
+        res = Result(bool(out[0]), int(out[1]), int(out[2]) / _US, remaining, reset, windows)
+        if ticket is not None:
+            q = out[3 + 3 * n:]
+            res.queued = bool(int(q[0]))
+            res.full = bool(int(q[1]))
+            member = q[2]
+            ticket.member = member.decode() if isinstance(member, bytes) else str(member or "")
+            ticket.qidx = int(q[3])
+            ticket.scope = checks[ticket.qidx - 1].scope if ticket.qidx else ""
+        return res
+
+    # -- rate_limits.queue ----------------------------------------------------------------
+
+    async def queue_position(self, ticket) -> int:
+        """Places ahead of ``ticket`` (-1: its place is gone); drops dead owners' places."""
+        if not ticket.member:
+            return -1
+        rank = int(await self._call(self._position, [_QPREFIX + ticket.scope],
+                                    [ticket.member]))
+        if rank < 0:
+            ticket.member = ""
+            ticket.qidx = 0
+        return rank
+
+    async def queue_leave(self, ticket) -> None:
+        if not ticket.member:
+            return
+        member, scope = ticket.member, ticket.scope
+        ticket.member = ""
+        ticket.qidx = 0
+        await self._call(self._leave, [_QPREFIX + scope], [member])
+
+    def leave_later(self, ticket) -> None:
+        """Leave the queue from a task of its own (the waiter's task may be cancelled)."""
+        task = asyncio.get_running_loop().create_task(self._leave_quietly(ticket))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _leave_quietly(self, ticket) -> None:
+        try:
+            await self.queue_leave(ticket)
+        except RedisDown:
+            pass  # the place expires with its deadline
 
     async def settle(self, checks: list[Check], windows: list[int],
                      estimates: tuple[int, int, int], actuals: tuple[int, int, int]) -> None:
@@ -260,6 +409,8 @@ class RedisStore:
             await self._call(self._settle, keys, args)
 
     async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(list(self._tasks), timeout=1.0)
         await self.client.aclose()
         pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
         if pool is not None:

@@ -111,6 +111,9 @@ AUX_FAMILIES: dict[str, tuple[str, str, tuple[str, ...], str]] = {
         "counter", "Response cache lookups by result (hit or miss).", ("result",), "sum"),
     "helix_ratelimit_rejected_requests_total": (
         "counter", "Requests refused by a rate limit, by limit scope.", ("scope",), "sum"),
+    "helix_ratelimit_queued_requests_total": (
+        "counter", "Requests over a limit that waited in the rate-limit queue "
+        "(rate_limits.queue), by priority.", ("priority",), "sum"),
     "helix_ratelimit_backend_errors_total": (
         "counter", "Rate-limit backend (Redis) calls that failed or timed out; the "
         "failure_policy decided those requests.", (), "sum"),

@@ -17,7 +17,10 @@ the view):
    costs 0).
 3. asks the store (one atomic decision over every check: requests by GCRA,
    tokens and dollars reserved), adds ``x-ratelimit-*`` headers to whatever
-   response is sent, and answers 429 (``Retry-After``) when refused.
+   response is sent, and answers 429 (``Retry-After``) when refused -- or, with
+   ``rate_limits.queue``, first waits in the refusing scope's queue, in priority
+   order (``Helix-Priority``, a key's ``priority``), up to ``max_wait``
+   (``helix/limit/queue.py``).
 
 The ``settle`` recorder replaces the reservation by the real usage
 (``ctx.usage`` / ``ctx.cost``, from the body or the end of the stream).  A
@@ -30,6 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 from helix.errors import ErrorKind, HelixError
 from helix.limit.policy import (
@@ -80,6 +84,15 @@ class Gate:
             self.store = _local_store(worker, rl)
         self.is_async = rl.backend == "redis" if store is None else hasattr(store, "client")
         self.admit = self._admit_async if self.is_async else self._admit_sync
+        self.queue = rl.queue
+        if self.queue is not None:
+            if hasattr(self.store, "depth"):
+                self.store.depth = self.queue.max_depth
+            if not self.is_async and getattr(self.store, "queue", None) is None:
+                log.warning("rate limits: the queue table was not planned at start; "
+                            "rate_limits.queue takes effect on restart")
+            else:
+                self.admit = self._admit_queued
         if metrics is not None and hasattr(self.store, "on_error"):
             self.store.on_error = lambda: metrics.add("helix_ratelimit_backend_errors_total", ())
 
@@ -176,7 +189,65 @@ class Gate:
             return  # fail_open: served without limits, no reservation to settle
         self._decided(ctx, checks, amounts, result)
 
-    _admit_sync.__name__ = _admit_async.__name__ = "admit"
+    async def _admit_queued(self, ctx: RequestContext) -> None:
+        """``admit`` with ``rate_limits.queue``: a refused request waits for its turn."""
+        from helix.limit import queue as q
+
+        checks = self.checks(ctx)
+        if not checks:
+            return
+        prio = q.priority_of(ctx, ctx.exchange.request.headers.get("helix-priority"))
+        amounts = self.estimate(ctx) if self.estimating else (1, 0, 0)
+        clock = time.monotonic
+        start = clock()
+        ticket = q.Ticket(prio, q.user_of(ctx), float(self.queue.max_wait), start)
+        store = self.store
+        sync = not self.is_async
+        try:
+            result = store.admit(checks, amounts, ticket) if sync else \
+                await store.admit(checks, amounts, ticket)
+            if not result.allowed:
+                if self._waitable(checks, amounts, result):
+                    if self.metrics is not None:
+                        self.metrics.add("helix_ratelimit_queued_requests_total",
+                                         (q.NAMES[prio],))
+                    try:
+                        result = await q.wait_turn(store, ticket, checks, amounts, result,
+                                                   clock, sync)
+                    finally:
+                        ctx.queued = clock() - start
+                elif ticket.placed:
+                    store.queue_leave(ticket) if sync else await store.queue_leave(ticket)
+        except Exception as exc:
+            from helix.limit.redis import RedisDown
+
+            if not isinstance(exc, RedisDown):
+                raise
+            if self.fail_closed:
+                raise self._unavailable() from None
+            return
+        self._decided(ctx, checks, amounts, result)
+
+    def _waitable(self, checks, amounts, result) -> bool:
+        """Whether waiting can help: the refused amount fits its limit at all, and the
+        limit frees up within ``max_wait``."""
+        if result.full:
+            return False
+        check = checks[result.failed]
+        if check.kind != REQUESTS and amounts[check.kind] > check.limit:
+            return False
+        return result.retry_after <= float(self.queue.max_wait)
+
+    def _unavailable(self) -> HelixError:
+        return HelixError(
+            ErrorKind.UNAVAILABLE,
+            "Rate limits cannot be checked right now (the limits store is unreachable) "
+            "and this gateway is configured to refuse requests then (fail_closed).",
+            code="rate_limiter_unavailable",
+            headers=[(b"retry-after", b"1")],
+        )
+
+    _admit_sync.__name__ = _admit_async.__name__ = _admit_queued.__name__ = "admit"
 
     # -- settlement (a recorder: never raises) ---------------------------------------
 
