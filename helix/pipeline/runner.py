@@ -221,14 +221,15 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         await finish(ctx, dep, p, start)
 
     class Run:
-        __slots__ = ("dep", "due", "start", "taken", "task")
+        __slots__ = ("abandoned", "dep", "due", "start", "task")
 
     def reaper(r: Run):
         def reap(task) -> None:
-            # A raced attempt's task: retrieve its outcome; close an answer nobody took.
+            # A raced attempt's task: retrieve its outcome (so none is logged as never
+            # retrieved); an answer that arrived after its attempt was abandoned is closed.
             if task.cancelled():
                 return
-            if task.exception() is None and not r.taken:
+            if task.exception() is None and r.abandoned:
                 task.result().close()
 
         return reap
@@ -245,7 +246,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
             r.dep = d
             r.start = now
             r.due = now + ttft if ttft else inf
-            r.taken = False
+            r.abandoned = False
             begin(d)
             r.task = task = loop.create_task(prepare(ctx, d))
             task.add_done_callback(reaper(r))
@@ -278,10 +279,9 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                     if exc is None:
                         p = task.result()
                         if won is None:
-                            r.taken = True
                             won = (r, p)
-                        # (a second one done in the same instant stays untaken: reap closes it)
-                        else:
+                        else:  # done in the same instant as the winner: lost all the same
+                            p.close()
                             end_lost(r.dep, now, (p.first_at or p.head_at) - r.start)
                     elif isinstance(exc, HelixError):
                         event, retryable, wait = classify(exc)
@@ -298,6 +298,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                 for r in list(runs):  # past the first-token deadline: abandoned
                     if now >= r.due:
                         runs.remove(r)
+                        r.abandoned = True
                         r.task.cancel()
                         end(r.dep, FAILURE, now, now - r.start)
                         tried.append(r.dep)
@@ -318,6 +319,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         except BaseException:
             now = clock()
             for r in runs:
+                r.abandoned = True
                 r.task.cancel()
                 end(r.dep, -1, now)
             runs.clear()
@@ -326,6 +328,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
             now = clock()
             ctx.waited += now - t0
             for r in runs:  # the losers: cancelled at once (their connections close)
+                r.abandoned = True
                 r.task.cancel()
                 end_lost(r.dep, now, now - r.start)
         if won is None:
