@@ -36,6 +36,9 @@ from helix.routing.affinity import deployment_salt
 __all__ = ["Balancer", "active", "snapshot"]
 
 LATENCY_FLOOR = 0.001  # seconds added to every estimate so in-flight always counts
+# Prompt-cache affinity compares latency estimates with this added to each, so that a few
+# milliseconds of jitter between equally fast deployments never moves a prefix.
+AFFINITY_FLOOR = 0.025
 DEFAULT_OUTPUT_TOKENS = 256  # cost_based: when the request sets no max_tokens
 
 _ACTIVE: Balancer | None = None
@@ -223,7 +226,8 @@ class Balancer:
 
     def _affine(self, group: _Group, allowed, now: float, view, key: int) -> int:
         """Prompt-cache affinity: the first deployment in the key's rendezvous order whose
-        latency estimate is within ``tolerance`` x the best allowed one's."""
+        latency estimate is within ``tolerance`` x the best allowed one's (each estimate
+        plus :data:`AFFINITY_FLOOR`; a deployment never sampled counts as the floor)."""
         if group.strategy == "cost_based":
             est_in, est_out = _estimate_tokens(view)
             prices = [None if p is None else p[0] * est_in + p[1] * est_out
@@ -233,7 +237,7 @@ class Balancer:
                 return allowed[0]
         keys = group.keys
         estimate = self.latency.estimate
-        lat = {p: (estimate(keys[p], now) if keys[p] >= 0 else 0.0) + LATENCY_FLOOR
+        lat = {p: (estimate(keys[p], now) if keys[p] >= 0 else 0.0) + AFFINITY_FLOOR
                for p in allowed}
         bound = min(lat.values()) * group.tolerance
         weighted = group.weights if group.strategy == "weighted" else None
