@@ -14,6 +14,11 @@ up to ``max_wait``, for capacity; then it is admitted, or gets the 429 it would 
   places (deficit round robin with a quantum of one request);
 * ``seq`` -- arrival order within a round.
 
+  The ``local`` backend decides rounds from the places waiting now; the ``redis`` backend
+  also remembers, per queue, the round each user last got and the round last served (for
+  ``2 x max_wait + 60 s``), so a user whose requests were just served goes behind one
+  who had none even when the queue had emptied in between.
+
 Only the head of a queue may take capacity, and a newcomer that finds anyone of its own
 or a higher priority waiting on one of its scopes queues behind them instead of taking
 capacity the head is waiting for: the check and the admission are one atomic step
