@@ -53,11 +53,11 @@ def _mix(x: int) -> int:
     return x ^ (x >> 31)
 
 
-def score(key: int, salt: int, weight: float = 1.0) -> float:
-    """Rendezvous score of a deployment for a key; with weights, the weighted variant
+def score(key: int, salt: int, weight: float | None = None) -> float:
+    """Rendezvous score of a deployment for a key; with a weight, the weighted variant
     (``-w / ln u``): a deployment wins a share of the keys proportional to its weight."""
     u = ((_mix(key ^ salt) >> 11) + 0.5) * (_INV64 * 2048.0)  # in (0, 1)
-    if weight == 1.0:
+    if weight is None:
         return u
     if weight <= 0.0:
         return -math.inf

@@ -3,8 +3,9 @@
 A global limit of 120 requests a minute (a burst of 120, then one every 500 ms) is
 exhausted first; then a blocker takes the next free place and the requests of the plan
 arrive 25 ms apart, all before the capacity after the blocker's frees up; the order in
-which they reach the mock (it records arrivals) is the queue's order.  Local backend: one Helix, its two
-workers; Redis: two Helix instances sharing a real redis-server, requests alternating.
+which they reach the mock (it records arrivals) is the queue's order.  Local backend: one
+Helix, its two workers; Redis: two Helix instances sharing a real redis-server, requests
+alternating.
 """
 
 from __future__ import annotations
