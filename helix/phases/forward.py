@@ -9,6 +9,12 @@ adapter's chat translation and renders the answer, or drives its stream sink
 from the adapter's relay).  The choice is per attempt, so a fallback to
 another provider keeps the client's dialect.
 
+Each attempt is two halves: ``prepare`` sends the request and waits for the
+response head and, for a stream, its first chunk -- nothing reaches the client,
+so the attempt loop may still race it against another (hedging) or abandon it
+(a first-token deadline) -- and ``commit`` relays it.  ``forward`` is simply
+both in turn.
+
 The first byte written to the client *commits* the request: before it, a
 failure is an error in the client's dialect with the right status; after it
 (a stream already flowing), the failure is reported in-band -- the sink's (or
