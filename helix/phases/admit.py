@@ -100,6 +100,9 @@ class Gate:
         """For GET /status: the backend and, for Redis, whether it answers (this worker's view)."""
         out = {"state": "enabled", "backend": self.config.backend,
                "failure_policy": self.config.failure_policy}
+        if self.queue is not None:
+            out["queue"] = {"max_wait_s": float(self.queue.max_wait),
+                            "max_depth": self.queue.max_depth}
         if hasattr(self.store, "errors"):
             out["redis_reachable"] = not getattr(self.store, "_down", False)
             out["redis_errors_this_worker"] = self.store.errors

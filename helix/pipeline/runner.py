@@ -234,7 +234,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 
         return reap
 
-    async def hedged_attempt(ctx: RequestContext, dep, cands, tried: list, timing, panic: bool,
+    async def hedged_attempt(ctx: RequestContext, dep, cands, tried: list, timing, deadline,
                              counted) -> None:
         """Race up to ``1 + timing.hedges`` attempts; commit the first to produce."""
         loop = asyncio.get_running_loop()
@@ -304,7 +304,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         tried.append(r.dep)
                         ttft_missed(r.dep)
                         last = first_token_error(r.dep, ttft)
-                if runs and now >= next_hedge:
+                if runs and now >= next_hedge and (deadline is None or now < deadline):
                     busy = [*tried, *(r.dep for r in runs)]
                     d = select(cands, now, ctx.view, busy, False, ctx.prefix)
                     if d is None or d in busy:
@@ -407,7 +407,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                     if timing is None:
                         await attempt(ctx, dep)
                     elif timing.hedges and len(cands) > 1:
-                        await hedged_attempt(ctx, dep, cands, tried, timing, not more, counted)
+                        await hedged_attempt(ctx, dep, cands, tried, timing, deadline, counted)
                     elif timing.ttft:
                         await deadline_attempt(ctx, dep, timing.ttft)
                     else:
