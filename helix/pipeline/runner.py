@@ -304,9 +304,11 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         tried.append(r.dep)
                         ttft_missed(r.dep)
                         last = first_token_error(r.dep, ttft)
-                if runs and now >= next_hedge and (deadline is None or now < deadline):
+                if runs and now >= next_hedge:
+                    if deadline is not None and now >= deadline:
+                        left = 0  # resilience.deadline: no attempt starts after it
                     busy = [*tried, *(r.dep for r in runs)]
-                    d = select(cands, now, ctx.view, busy, False, ctx.prefix)
+                    d = select(cands, now, ctx.view, busy, False, ctx.prefix) if left else None
                     if d is None or d in busy:
                         left = 0  # no other deployment to hedge on
                     else:
