@@ -131,22 +131,35 @@ def counted(cell: int, prio: int, delta: int) -> int:
 class Ticket:
     """One waiting request's place (``slot``/``seq`` for local, ``member`` for Redis)."""
 
-    __slots__ = ("deadline", "deadline_ns", "id", "member", "prio", "qidx", "scope", "seq",
-                 "slot", "user", "user_h", "wait_ms")
+    __slots__ = ("_id", "_user_h", "deadline", "deadline_ns", "member", "prio", "qidx",
+                 "scope", "seq", "slot", "user", "wait_ms")
 
     def __init__(self, prio: int, user: str, max_wait: float, now: float) -> None:
         self.prio = prio
         self.user = user
-        self.user_h = hash64(user)
         self.deadline = now + max_wait
         self.deadline_ns = time.monotonic_ns() + int(max_wait * 1e9)
         self.wait_ms = int(max_wait * 1000)
-        self.id = os.urandom(6).hex()
         self.scope = ""
         self.slot = -1
         self.seq = 0
         self.member = ""
         self.qidx = 0
+        self._user_h = 0
+        self._id = ""
+
+    # Made only when the request has to wait (most tickets are admitted at once).
+    @property
+    def user_h(self) -> int:
+        if not self._user_h:
+            self._user_h = hash64(self.user)
+        return self._user_h
+
+    @property
+    def id(self) -> str:
+        if not self._id:
+            self._id = os.urandom(6).hex()
+        return self._id
 
     @property
     def placed(self) -> bool:

@@ -322,15 +322,23 @@ def _local_store(worker, rl):
         return local.attach(worker)
     # No master (an App built directly, e.g. in tests): a private table, exact in-process.
     from helix._fast import RowLocks
+    from helix.limit import queue as q
     from helix.master.shm import SharedMemory, ShmLayout
 
     layout = ShmLayout()
     layout.alloc(local.TABLE, rows=rl.local_capacity, cols=local.COLS, dtype="q")
+    if rl.queue is not None:
+        layout.alloc(q.TABLE, rows=rl.queue.max_depth + 1, cols=q.COLS, dtype="q")
     shm = SharedMemory(layout)
     table = shm.table(local.TABLE)
     import os
 
-    return local.LocalStore(table, RowLocks(table.view, os.getpid(), shm._lock))
+    places = None
+    if rl.queue is not None:
+        qt = shm.table(q.TABLE)
+        places = q.LocalQueue(qt, RowLocks(qt.view, os.getpid(), shm._lock))
+    return local.LocalStore(table, RowLocks(table.view, os.getpid(), shm._lock),
+                            queue=places)
 
 
 def build(config, worker, models, metrics=None):
