@@ -166,13 +166,14 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 
     import asyncio
 
-    prepare = forward.prepare
-    commit = forward.commit
+    # A forward without halves (a test's stand-in) runs plain attempts only.
+    prepare = getattr(forward, "prepare", None)
+    commit = getattr(forward, "commit", None)
     max_attempts = policy.max_attempts
     fallbacks = policy.fallbacks
     context_fallbacks = policy.context_fallbacks
     deadline_s = policy.deadline
-    timing_of = policy.timing
+    timing_of = policy.timing if prepare is not None else (lambda name: None)
     inf = float("inf")
 
     def ttft_missed(dep) -> None:
