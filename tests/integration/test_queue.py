@@ -137,18 +137,18 @@ def test_priority_order_and_fairness_local(helix, mock):
         assert int(headers["x-ratelimit-limit-requests"]) == LIMIT
 
 
-def test_disconnect_leaves_the_queue(helix, mock):
-    exhaust([helix.port])
+def check_disconnect(port: int, mock) -> None:
+    exhaust([port])
     mock.clear()
     # A raw client that will hang up while queued.
     body = json.dumps({"model": "m", "messages": [{"role": "user", "content": "gone"}]})
-    sock = socket.create_connection(("127.0.0.1", helix.port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.sendall((f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\n"
                   f"authorization: Bearer {KEYS['bob']}\r\ncontent-type: application/json\r\n"
                   f"content-length: {len(body)}\r\n\r\n{body}").encode())
     time.sleep(0.05)
     later = {}
-    t = threading.Thread(target=lambda: later.update(r=post(helix.port, "alice", "stays")))
+    t = threading.Thread(target=lambda: later.update(r=post(port, "alice", "stays")))
     t.start()
     time.sleep(0.05)
     sock.close()  # the handler is cancelled: its place is freed
@@ -158,8 +158,12 @@ def test_disconnect_leaves_the_queue(helix, mock):
     assert arrivals(mock) == ["stays"]
     # Nobody is left counted in the queue: once capacity is back, no waiting at all.
     time.sleep(0.6)
-    status, headers, _ = post(helix.port, "bob", "fresh")
+    status, headers, _ = post(port, "bob", "fresh")
     assert status == 200 and timing(headers, "queue") is None
+
+
+def test_disconnect_leaves_the_queue(helix, mock):
+    check_disconnect(helix.port, mock)
 
 
 def test_max_wait_then_429(mock):
@@ -195,5 +199,6 @@ def test_priority_order_across_instances_redis(mock):
             exhaust([a.port, b.port])
             mock.clear()
             results = run_plan([a.port, b.port])
-    assert all(r[0] == 200 for r in results.values()), results
-    assert arrivals(mock) == EXPECTED
+            assert all(r[0] == 200 for r in results.values()), results
+            assert arrivals(mock) == EXPECTED
+            check_disconnect(b.port, mock)
