@@ -73,23 +73,37 @@ def not_found(rid: str, param: str | None = None) -> HelixError:
 
 
 class Conversation:
-    """One /v1/responses request's state (``ctx.hub``)."""
+    """One /v1/responses request's state (``ctx.hub``).  The body is decoded only when a
+    translation or a stored conversation needs it: a native request never pays for it."""
 
-    __slots__ = ("chat", "created", "doc", "final", "history", "items", "native_previous",
-                 "rid", "skeleton", "store", "tenant")
+    __slots__ = ("_doc", "_items", "body", "chat", "created", "final", "history",
+                 "native_previous", "rid", "store", "tenant")
 
-    def __init__(self, doc: dict, tenant: str, store: bool) -> None:
-        self.doc = doc
+    def __init__(self, body: bytes, tenant: str, store: bool) -> None:
+        self.body = body
         self.tenant = tenant
         self.store = store
         self.rid = new_id("resp_")
         self.created = time.time()
-        self.items = input_items(doc)
         self.history: list[dict] | None = None  # earlier turns Helix keeps, oldest first
         self.native_previous: str | None = None  # the provider holding previous_response_id
         self.chat: dict | None = None
-        self.skeleton: dict | None = None
         self.final: dict | None = None
+        self._doc: dict | None = None
+        self._items: list[dict] | None = None
+
+    @property
+    def doc(self) -> dict:
+        if self._doc is None:
+            self._doc = _decode(self.body)
+        return self._doc
+
+    @property
+    def items(self) -> list[dict]:
+        """This request's input items, with ids (what input_items lists)."""
+        if self._items is None:
+            self._items = input_items(self.doc)
+        return self._items
 
 
 class ResponsesApi(Api):
@@ -104,10 +118,10 @@ class ResponsesApi(Api):
     def _conversation(self, ctx) -> Conversation:
         conv = ctx.hub
         if conv is None:
-            doc = _decode(ctx.exchange.request.body)
-            keep = doc.get("store", True) is not False and self.store.kind != "none"
-            conv = ctx.hub = Conversation(doc, tenant(self.credential(
-                ctx.exchange.request.headers)), keep)
+            request = ctx.exchange.request
+            keep = ctx.view.store is not False and self.store.kind != "none"
+            conv = ctx.hub = Conversation(request.body, tenant(self.credential(request.headers)),
+                                          keep)
         return conv
 
     def local_phase(self):
