@@ -554,13 +554,17 @@ def finish_reason(stop_reason: str | None) -> str:
 def openai_usage(usage: Usage | None) -> dict:
     u = usage or Usage()
     cached = u.cache_read_input_tokens or 0
-    prompt = (u.input_tokens or 0) + cached + (u.cache_creation_input_tokens or 0)
+    written = u.cache_creation_input_tokens or 0
+    prompt = (u.input_tokens or 0) + cached + written
     completion = u.output_tokens or 0
+    details = {"cached_tokens": cached}
+    if written:  # OpenAI's name; priced at the cache-write price (routing/models.py)
+        details["cache_write_tokens"] = written
     return {
         "prompt_tokens": prompt,
         "completion_tokens": completion,
         "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": cached},
+        "prompt_tokens_details": details,
     }
 
 

@@ -271,8 +271,10 @@ def openai_usage(u: schema.TokenUsage | None) -> dict | None:
         "completion_tokens": u.outputTokens,
         "total_tokens": total,
     }
-    if u.cacheReadInputTokens is not None:
+    if u.cacheReadInputTokens is not None or u.cacheWriteInputTokens:
         usage["prompt_tokens_details"] = {"cached_tokens": cached}
+        if u.cacheWriteInputTokens:  # priced at the cache-write price (routing/models.py)
+            usage["prompt_tokens_details"]["cache_write_tokens"] = u.cacheWriteInputTokens
     return usage
 
 

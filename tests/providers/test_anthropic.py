@@ -540,7 +540,8 @@ def test_text_response_with_cache_usage():
         "prompt_tokens": 2095 + 2051 + 1000,
         "completion_tokens": 503,
         "total_tokens": 2095 + 2051 + 1000 + 503,
-        "prompt_tokens_details": {"cached_tokens": 1000},
+        # cache writes are reported apart, so they are priced at the cache-write price
+        "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 2051},
     }
 
 
@@ -680,7 +681,7 @@ def test_text_stream():
         "prompt_tokens": 135,
         "completion_tokens": 15,
         "total_tokens": 150,
-        "prompt_tokens_details": {"cached_tokens": 100},
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 10},
     }
     assert body[-1]["choices"] == [] and body[-1]["usage"] == usage
     assert relay.usage == usage
