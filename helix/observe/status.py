@@ -91,6 +91,7 @@ class Status:
             "version": __version__,
             "python": sys.version.split()[0],
             "extensions": {"in_use": IMPLEMENTATION == "compiled", "detail": describe()},
+            "prices_as_of": __import__("helix.routing.models").routing.models.prices_as_of(),
             "uptime_s": round(now - self.master_started, 3),
             "served_by": self._self(now),
             "workers": self._workers(now),
