@@ -158,7 +158,8 @@ def test_output_config_json_schema(bedrock):
 
 
 def test_cache_point_writes_then_reads(bedrock, mock):
-    system = [{"text": "You are a booking agent for " + mock.url}, {"cachePoint": {"type": "default"}}]
+    system = [{"text": "You are a booking agent for " + mock.url},
+              {"cachePoint": {"type": "default"}}]
     first = converse(bedrock, system=system)["usage"]
     assert first["cacheWriteInputTokens"] > 0 and first["cacheReadInputTokens"] == 0
     second = converse(bedrock, system=system)["usage"]
