@@ -74,6 +74,7 @@ from helix.schema.anthropic import (
     json_encode,
     message_decoder,
 )
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
 
 __all__ = [
     "DEFAULT_ANTHROPIC_VERSION",
@@ -614,6 +615,8 @@ def anthropic_to_openai_response(doc: dict | Message, model: str, created: int) 
             }
         ],
         "usage": openai_usage(msg.usage),
+        "service_tier": SERVICE_TIER,
+        "system_fingerprint": system_fingerprint(msg.model or model),
     }
 
 
