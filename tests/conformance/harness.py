@@ -26,7 +26,7 @@ VERTEX_TOKEN = "ya29.conformance-harness"
 
 
 @cache
-def _service_account() -> str:
+def service_account() -> str:
     """A Vertex service account (a fresh RSA key; the harness never fetches a token)."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -56,7 +56,7 @@ def registry(models: dict[str, list[str]], tmp_path) -> ModelRegistry:
     lines = ["providers:"]
     for name, ids in models.items():
         ptype, extra = PROVIDERS_CONFIG[name]
-        extra = extra.replace("{sa}", json.dumps(_service_account()))
+        extra = extra.replace("{sa}", json.dumps(service_account()))
         lines.append(f"""  - name: {name}
     type: {ptype}
     api_key: k

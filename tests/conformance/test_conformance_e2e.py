@@ -13,7 +13,7 @@ import json
 import pytest
 
 from helix.mock import MockProcess
-from tests.conformance.harness import _service_account
+from tests.conformance.harness import service_account
 from tests.conformance.validate import check_completion, check_embeddings, check_error
 from tests.helpers import HelixProcess
 
@@ -44,7 +44,7 @@ def mock():
 def helix(mock):
     extra = {
         "vertex": f"project: proj-x\n    location: us-central1\n    token_url: {mock.url}/token\n"
-                  f"    credentials_json: {json.dumps(_service_account())}",
+                  f"    credentials_json: {json.dumps(service_account())}",
         "bedrock": "region: us-east-1\n    aws_access_key_id: AKIDEXAMPLE\n"
                    "    aws_secret_access_key: secret",
     }
