@@ -99,6 +99,7 @@ _PARAMS = frozenset(
         "output_format",  # beta: only with anthropic-beta: structured-outputs-2025-11-13
         "cache_control",
         "inference_geo",
+        "context_management",
     }
 )
 _BLOCK_TYPES = frozenset(
@@ -140,14 +141,17 @@ def _blocks(content: Any, where: str) -> list[dict[str, Any]]:
     return content
 
 
-def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
+def _validate(body: dict[str, Any], counting: bool = False) -> list[dict[str, Any]]:
     for key in body:
         if key not in _PARAMS:
             raise BadRequest(f"{key}: Extra inputs are not permitted")
     if not isinstance(body.get("model"), str) or not body["model"]:
         raise BadRequest("model: Field required")
     max_tokens = body.get("max_tokens")
-    if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
+    if counting:
+        if "max_tokens" in body or "stream" in body:
+            raise BadRequest("max_tokens: Extra inputs are not permitted")
+    elif not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
         raise BadRequest("max_tokens: Field required (a positive integer)")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -184,6 +188,8 @@ def _validate(body: dict[str, Any]) -> list[dict[str, Any]]:
         for j, tool in enumerate(tools):
             if not isinstance(tool, dict) or not tool.get("name"):
                 raise BadRequest(f"tools.{j}.name: Field required")
+            if tool.get("type") not in (None, "custom"):
+                continue  # a server tool (web_search_20250305, bash_20250124, ...)
             if not isinstance(tool.get("input_schema"), dict):
                 raise BadRequest(f"tools.{j}.input_schema: Field required")
     stops = body.get("stop_sequences")
@@ -594,4 +600,20 @@ def messages_create(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     return StreamReply(200, events, headers=headers)
 
 
-ROUTES = {("POST", "/v1/messages"): messages_create}
+def count_tokens_reply(body: Any) -> dict[str, Any]:
+    """``{"input_tokens": n}`` for a Messages request without ``max_tokens``."""
+    if not isinstance(body, dict):
+        raise BadRequest("There was an issue with your request body: expected a JSON object")
+    messages = _validate(body, counting=True)
+    return {"input_tokens": _input_tokens(body, messages)}
+
+
+def messages_count_tokens(req: MockRequest, ctl: Controls) -> Reply:
+    return Reply(200, orjson.dumps(count_tokens_reply(req.json)),
+                 headers=[("request-id", _new_id("req_"))])
+
+
+ROUTES = {
+    ("POST", "/v1/messages"): messages_create,
+    ("POST", "/v1/messages/count_tokens"): messages_count_tokens,
+}

@@ -23,6 +23,7 @@ Behaviour Helix's translation relies on, as AWS has it:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import itertools
@@ -459,6 +460,58 @@ def _invoke(req: MockRequest, model_id: str) -> Reply:
     raise BadRequest(f"The provided model identifier is invalid: {model_id}")
 
 
+def _claude_body(req: MockRequest) -> dict[str, Any]:
+    """An InvokeModel body for Claude, as the Anthropic mock's Messages request."""
+    body = req.json
+    if not isinstance(body, dict):
+        raise BadRequest("Malformed input request, please reformat your input and try again.")
+    if body.get("anthropic_version") != "bedrock-2023-05-31":
+        raise BadRequest("anthropic_version: must be bedrock-2023-05-31")
+    for key in ("model", "stream"):
+        if key in body:
+            raise BadRequest(f"{key}: Extra inputs are not permitted")
+    return {k: v for k, v in body.items() if k not in ("anthropic_version", "anthropic_beta")}
+
+
+def _claude_invoke(req: MockRequest, ctl: Controls, model_id: str, stream: bool):
+    from . import anthropic_routes
+
+    inner = _claude_body(req)
+    inner["model"] = model_id
+    if stream:
+        inner["stream"] = True
+    sub = MockRequest(req.method, req.path, req.query, req.headers, orjson.dumps(inner), inner)
+    reply = anthropic_routes.messages_create(sub, ctl)
+    if not stream or not isinstance(reply, StreamReply):
+        return reply
+    # Each Anthropic event as an event-stream "chunk" frame of base64 JSON, cut across reads.
+    frames = []
+    for sse in reply.events:
+        data = sse.split(b"\ndata: ", 1)[1].rstrip(b"\n")
+        frames.append(_frame("chunk", {"bytes": base64.b64encode(data).decode()}))
+    data = b"".join(frames)
+    size = max(7, len(data) // max(1, 2 * ctl.chunks + 1))
+    events = [data[i : i + size] for i in range(0, len(data), size)]
+    return StreamReply(200, events, content_type="application/vnd.amazon.eventstream")
+
+
+def _count_tokens(req: MockRequest, model_id: str) -> Reply:
+    from . import anthropic_routes
+
+    doc = req.json
+    try:
+        raw = base64.b64decode(doc["input"]["invokeModel"]["body"])
+        inner = orjson.loads(raw)
+    except (KeyError, TypeError, ValueError):
+        raise BadRequest("input.invokeModel.body: a base64 InvokeModel body is required") from None
+    sub = MockRequest(req.method, req.path, req.query, req.headers, raw, inner)
+    body = _claude_body(sub)
+    body.pop("max_tokens", None)
+    body["model"] = model_id
+    count = anthropic_routes.count_tokens_reply(body)["input_tokens"]
+    return Reply(200, orjson.dumps({"inputTokens": count}))
+
+
 def model_route(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     rest = req.path[len("/model/") :]
     raw_id, _, action = rest.rpartition("/")
@@ -469,6 +522,10 @@ def model_route(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
         return _converse(req, ctl, model_id, stream=False)
     if action == "converse-stream":
         return _converse(req, ctl, model_id, stream=True)
+    if "anthropic.claude" in model_id and action in ("invoke", "invoke-with-response-stream"):
+        return _claude_invoke(req, ctl, model_id, action != "invoke")
+    if "anthropic.claude" in model_id and action == "count-tokens":
+        return _count_tokens(req, model_id)
     if action == "invoke":
         return _invoke(req, model_id)
     return error_reply(404, f"Unknown operation {req.path}", "UnknownOperationException")

@@ -397,6 +397,8 @@ def vertex_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     model, method = _split_method(segs[9])
     if publisher == "google":
         return _dispatch(req, ctl, model, method, True)
+    if publisher == "anthropic" and model == "count-tokens" and method == "rawPredict":
+        return _claude_count(req)
     if publisher == "anthropic" and method in ("rawPredict", "streamRawPredict"):
         return _claude(req, ctl, model, method == "streamRawPredict")
     return error_reply(404, f"Publisher model {publisher}/{model}:{method} not found.")
@@ -418,6 +420,17 @@ def _claude(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply 
     inner["model"] = model
     sub = MockRequest(req.method, req.path, req.query, req.headers, orjson.dumps(inner), inner)
     return anthropic_routes.messages_create(sub, ctl)
+
+
+def _claude_count(req: MockRequest) -> Reply:
+    """Vertex's Claude token counter: the model is named in the body."""
+    from . import anthropic_routes
+
+    body = _body(req)
+    if not isinstance(body.get("model"), str):
+        raise BadRequest("model: Field required")
+    inner = {k: v for k, v in body.items() if k != "anthropic_version"}
+    return Reply(200, orjson.dumps(anthropic_routes.count_tokens_reply(inner)))
 
 
 # ------------------------------------------------------------------------------- OAuth

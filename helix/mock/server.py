@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import random
@@ -293,6 +294,8 @@ class MockProtocol(asyncio.Protocol):
                     "body_text": None
                     if req.json is not None
                     else req.body.decode("utf-8", "replace"),
+                    # the exact bytes, for pass-through tests that compare them
+                    "body_b64": base64.b64encode(req.body).decode(),
                     "time": time.time(),
                 }
             )

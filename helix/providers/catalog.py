@@ -57,6 +57,9 @@ class ProviderSpec:
     # Env-only mode for types that need more than a key; returns a provider dict or None.
     from_env: Callable[[dict[str, str]], dict[str, Any] | None] | None = None
     notes: dict[str, str] = field(default_factory=dict)
+    # When models of one provider speak different formats (Claude on Vertex or Bedrock):
+    # model id -> the adapter for it, chosen once per deployment.
+    adapter_for: Callable[[str], Adapter] | None = None
 
 
 # type -> module under helix.providers (the module exports SPECS[type]).

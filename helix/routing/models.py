@@ -26,6 +26,7 @@ import msgspec
 
 if TYPE_CHECKING:
     from helix.config import Config, ModelOverride
+    from helix.schema.usage import Usage
 
 __all__ = [
     "DEFAULT",
@@ -258,7 +259,9 @@ class Registry:
                 return info
         return None
 
-    def cost(self, model: str, provider_type: str | None, usage) -> float | None:
+    def cost(
+        self, model: str, provider_type: str | None, usage: Usage | dict | None
+    ) -> float | None:
         if usage is None:
             return None
         return cost(self.lookup(model, provider_type), usage)
@@ -351,8 +354,8 @@ def price_tokens(
     return total if total >= 0 else None
 
 
-def cost(info: ModelInfo | None, usage) -> float | None:
-    """USD for one response's usage (OpenAI's dict or a Usage struct); None when unknown.
+def cost(info: ModelInfo | None, usage: Usage | dict | None) -> float | None:
+    """USD for one response's usage (a Usage struct or OpenAI's dict); None when unknown.
 
     See :func:`price_tokens`.  A malformed usage (wrong types) costs None.
     """

@@ -32,6 +32,13 @@ class ChatRequestView(msgspec.Struct):
     max_completion_tokens: int | None = None
     user: str | None = None
 
+    def tokens(self) -> tuple[int, int | None]:
+        """(prompt, most completion) tokens this request may use: ~4 bytes a prompt token;
+        the completion limit the client set (None: none set).  Limits and the cost-based
+        balancer read this one estimate."""
+        prompt = sum(len(m) for m in self.messages) // 4
+        return prompt, self.max_completion_tokens or self.max_tokens
+
 
 class EmbeddingsRequestView(msgspec.Struct):
     model: str
@@ -39,22 +46,12 @@ class EmbeddingsRequestView(msgspec.Struct):
     encoding_format: str | None = None
     user: str | None = None
 
-
-class Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class UsageView(msgspec.Struct):
-    """Any OpenAI response or chunk, reduced to its usage (None if absent)."""
-
-    usage: Usage | None = None
+    def tokens(self) -> tuple[int, int | None]:
+        return len(self.input) // 4, 0
 
 
 chat_request_decoder = msgspec.json.Decoder(ChatRequestView)
 embeddings_request_decoder = msgspec.json.Decoder(EmbeddingsRequestView)
-usage_decoder = msgspec.json.Decoder(UsageView)
 json_decode = msgspec.json.decode
 json_encode = msgspec.json.Encoder().encode
 

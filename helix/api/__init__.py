@@ -1,0 +1,19 @@
+"""The client APIs Helix serves: one object per dialect (see :mod:`helix.api.base`)."""
+
+from __future__ import annotations
+
+from helix.api.base import Api
+from helix.api.chat import CHAT
+from helix.api.embeddings import EMBEDDINGS
+from helix.api.messages import COUNT_TOKENS, MESSAGES
+
+__all__ = ["APIS", "CHAT", "COUNT_TOKENS", "EMBEDDINGS", "MESSAGES", "Api", "by_name"]
+
+APIS: tuple[Api, ...] = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+
+
+def by_name(name: str) -> Api:
+    for api in APIS:
+        if api.name == name:
+            return api
+    raise KeyError(name)
