@@ -1,9 +1,10 @@
 """Prompt-cache writes are priced at the cache-write price, reads at the cache-read price: the
 openai SDK -> two-worker helix -> the Anthropic mock's prompt cache (issue 13).
 
-Before, Anthropic's cache_creation_input_tokens were folded into prompt_tokens and billed at
-the input price; now the translation reports them as prompt_tokens_details.cache_write_tokens
-and the registry prices them (claude-sonnet-4-6: input 3.00, write 3.75, read 0.30 per MTok).
+Before, Anthropic's cache_creation_input_tokens were billed at the input price; now the
+translation carries them as Usage.cache_write and the registry prices them (claude-sonnet-4-6:
+input 3.00, write 3.75, read 0.30 per MTok).  The second request reads back exactly the prefix
+the first one wrote, which is how the test knows the written count from the client side.
 """
 
 from __future__ import annotations
@@ -52,24 +53,22 @@ def test_cache_write_then_read_are_priced_apart(helix, mock):
                 model="claude-sonnet-4-6",
                 messages=[system, {"role": "user", "content": question}])
         r = raw.parse()
-        details = r.usage.prompt_tokens_details.model_dump()
-        return r.usage, details, float(raw.headers["x-helix-cost-usd"])
+        return r.usage, float(raw.headers["x-helix-cost-usd"])
 
-    usage, details, cost = ask("Where is it?")
-    written = details["cache_write_tokens"]
-    assert written > 0 and details["cached_tokens"] == 0
-    fresh = usage.prompt_tokens - written
-    expected = (fresh * info.input_per_mtok + written * info.cache_write_per_mtok
-                + usage.completion_tokens * info.output_per_mtok) / 1e6
-    assert cost == pytest.approx(expected, rel=1e-6)
-    at_input_price = (usage.prompt_tokens * info.input_per_mtok
-                      + usage.completion_tokens * info.output_per_mtok) / 1e6
-    assert cost > at_input_price  # the old arithmetic under-charged writes
-
-    usage, details, cost = ask("How deep is it?")
-    read = details["cached_tokens"]
-    assert read == written and not details.get("cache_write_tokens")
-    expected = ((usage.prompt_tokens - read) * info.input_per_mtok
+    first, first_cost = ask("Where is it?")
+    second, second_cost = ask("How deep is it?")
+    assert first.prompt_tokens_details.cached_tokens == 0
+    read = second.prompt_tokens_details.cached_tokens
+    assert read > 0  # the prefix the first request wrote, read back
+    written = read
+    expected = ((first.prompt_tokens - written) * info.input_per_mtok
+                + written * info.cache_write_per_mtok
+                + first.completion_tokens * info.output_per_mtok) / 1e6
+    assert first_cost == pytest.approx(expected, rel=1e-6)
+    at_input_price = (first.prompt_tokens * info.input_per_mtok
+                      + first.completion_tokens * info.output_per_mtok) / 1e6
+    assert first_cost > at_input_price  # the old arithmetic under-charged writes
+    expected = ((second.prompt_tokens - read) * info.input_per_mtok
                 + read * info.cached_input_per_mtok
-                + usage.completion_tokens * info.output_per_mtok) / 1e6
-    assert cost == pytest.approx(expected, rel=1e-6)
+                + second.completion_tokens * info.output_per_mtok) / 1e6
+    assert second_cost == pytest.approx(expected, rel=1e-6)
