@@ -1,5 +1,6 @@
 """Translate an OpenAI request with a real adapter, answer it with the mock's own handler, and
-translate the answer back: the whole sans-IO round trip of one provider, in process.
+translate the answer back through the OpenAI chat ingress (``helix.api.chat``: the non-stream
+body, or the relay into ``OpenAIChunkSink``): the whole sans-IO round trip, in process.
 
 The mock handlers are the same code ``helix mock`` serves, so what comes back is the provider's
 wire format as the mock speaks it (tool calls, thinking, JSON mode...).  No sockets: a round
@@ -14,6 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from helix import config as cfgmod
+from helix.api.chat import CHAT
 from helix.mock import gemini_routes
 from helix.mock.base import BadRequest, Controls, MockRequest, Reply
 from helix.mock.server import PROVIDERS, Router
@@ -99,9 +101,9 @@ def chat(dep, doc: dict, chunks: int = 3) -> Answer:
     reply = _mock(up, chunks)
     if reply.status != 200:
         return Answer(reply.status, reply.body, reply.body)
-    if not doc.get("stream"):
-        return Answer(200, dep.adapter.chat_response(dep, reply.body), reply.body)
-    relay = dep.adapter.stream_relay(dep, view)
+    if not doc.get("stream"):  # what the OpenAI chat ingress sends its client
+        return Answer(200, CHAT.translate_response(dep, reply.body)[0], reply.body)
+    relay = dep.adapter.stream_relay(dep, view, CHAT.sink(view, dep))
     out = b"".join(relay.feed(ev) for ev in reply.events) + relay.close()
     return Answer(200, out, b"".join(reply.events))
 
