@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
-from helix.api import APIS
+from helix.api import APIS, RESPONSES
+from helix.api.responses import make_resource_handler
+from helix.api.responses.store import open_store
 from helix.client import PoolLimits, UpstreamPool
 from helix.config import Config
 from helix.errors import ErrorKind, HelixError
@@ -72,6 +74,7 @@ class App:
             self.cache = cache_phase.build(config, self.pool)
             self.observe.status.components["cache"] = self.cache.state
         forward = make_forward(self.pool, self.model_table)
+        RESPONSES.store = open_store(config.responses)  # opened on first use
         recorders = [
             *([cache_phase.cache_store] if self.cache is not None else []),
             *self.observe.recorders,
@@ -95,7 +98,8 @@ class App:
                 *([local] if local is not None else []),
                 forward,
             ]
-            run = Pipeline(api, phases, recorders).run
+            own = api.recorder()
+            run = Pipeline(api, phases, [*recorders, *([own] if own is not None else [])]).run
             for path in api.paths:
                 self.routes[path] = {"POST": run}
         self._models_body = self._models_json()
@@ -111,6 +115,10 @@ class App:
             self.routes["/v1/models"] = self.routes["/models"] = {
                 "GET": guard(self.keys, self.models)
             }
+        # Stored responses: /v1/responses/{id} and /v1/responses/{id}/input_items.
+        resource = make_resource_handler(self.registry, self.pool, self.keys)
+        self.prefixes = [(p + "/", {"GET": resource, "DELETE": resource})
+                         for p in RESPONSES.paths]
         self._served = ", ".join(sorted({p for p in self.routes if p.startswith("/v1/")}))
 
     async def handle(self, exchange: Exchange) -> None:
@@ -119,6 +127,9 @@ class App:
         if methods is None:
             path = request.path.rstrip("/")
             methods = self.routes.get(path) if path != request.path else None
+            if methods is None:
+                methods = next((m for prefix, m in self.prefixes
+                                if request.path.startswith(prefix)), None)
             if methods is None:
                 raise HelixError(
                     ErrorKind.NOT_FOUND,
@@ -162,6 +173,7 @@ class App:
         return _encode({"object": "list", "data": data})
 
     async def close(self) -> None:
+        await RESPONSES.store.close()
         if self.cache is not None:
             await self.cache.close()
         await self.pool.close()

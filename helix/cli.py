@@ -1,7 +1,9 @@
 """``helix``: argv -> config -> master.  Nothing else lives here.
 
     helix [--config FILE] [--host H] [--port N] [--workers N] [--log-level L]
-    helix check [--config FILE]      validate, print the resolved config (secrets masked)
+    helix check [--config FILE] [--offline]
+                                     validate, print the resolved config (secrets masked),
+                                     then prove it can run (helix.checks)
     helix models [--config FILE] [--json]   what the config serves: deployments, limits, prices
     helix mock [...]                 the bundled mock provider (OpenAI wire format)
     helix try [...]                  send a test request through a running Helix (--run-forever)
@@ -71,6 +73,17 @@ def _load(args) -> object:
     return cfg
 
 
+def _preflight(cfg) -> None:
+    """The offline subset of ``helix check`` (modules, credentials), before binding."""
+    from helix import checks
+    from helix import config as cfgmod
+
+    failed = checks.preflight(cfg)
+    if failed:
+        raise cfgmod.ConfigError("; ".join(f"{r.check.key}: {r.detail}" for r in failed)
+                                 + " (helix check --config ... runs every check)")
+
+
 def _setup_logging(level: str, fmt: str = "text") -> None:
     from helix.observe.logs import configure
 
@@ -78,21 +91,46 @@ def _setup_logging(level: str, fmt: str = "text") -> None:
 
 
 def cmd_check(argv: list[str]) -> int:
+    from helix import checks
     from helix import config as cfgmod
 
-    p = argparse.ArgumentParser(prog="helix check", description="Validate a config and print it.")
+    p = argparse.ArgumentParser(
+        prog="helix check",
+        description="Validate a config, print it (secrets masked) and prove it can run: "
+        "modules load, credentials parse, the port binds, Redis/S3/tracing/Helicone answer.",
+    )
     p.add_argument("--config", "-c", help="YAML config file (default: env-only mode)")
+    p.add_argument("--host", help="check this listen address instead of the config's")
+    p.add_argument("--port", "-p", type=int, help="check this port instead of the config's")
+    p.add_argument("--offline", action="store_true",
+                   help="skip the network checks (Redis, S3, tracing, Helicone)")
+    p.add_argument("--timeout", type=float, default=checks.DEFAULT_TIMEOUT,
+                   help="seconds per network check (default %(default)s)")
+    p.add_argument("--quiet", "-q", action="store_true", help="do not print the config")
     args = p.parse_args(argv)
     try:
         cfg = _load(args)
     except cfgmod.ConfigError as exc:
         print(f"helix: config error: {exc}", file=sys.stderr)
         return 2
-    import yaml
+    if not args.quiet:
+        import yaml
 
-    tree = cfgmod.mask_secrets(cfgmod.to_builtins(cfg))
-    sys.stdout.write(yaml.safe_dump(tree, sort_keys=False))
-    print(f"# config OK ({cfg.source}): {len(cfg.providers)} provider(s)", file=sys.stderr)
+        tree = checks.mask_tree(cfgmod.mask_secrets(cfgmod.to_builtins(cfg)))
+        sys.stdout.write(yaml.safe_dump(tree, sort_keys=False))
+        sys.stdout.flush()
+    print(f"# config valid ({cfg.source}): {len(cfg.providers)} provider(s)", file=sys.stderr)
+    results = checks.run([*checks.plan(cfg), checks.app_check(cfg)], offline=args.offline,
+                         timeout=args.timeout)
+    for r in results:
+        print(r.line(), file=sys.stderr)
+    failed = [r for r in results if r.state == "fail"]
+    skipped = sum(r.state == "skip" for r in results)
+    if failed:
+        print(f"# {len(failed)} of {len(results)} check(s) failed", file=sys.stderr)
+        return 1
+    print(f"# config OK: {len(results) - skipped} check(s) passed"
+          + (f", {skipped} skipped (--offline)" if skipped else ""), file=sys.stderr)
     return 0
 
 
@@ -210,6 +248,7 @@ def cmd_serve(argv: list[str]) -> int:
         return 0
     try:
         cfg = _load(args)
+        _preflight(cfg)
     except cfgmod.ConfigError as exc:
         print(f"helix: config error: {exc}", file=sys.stderr)
         return 2
@@ -229,7 +268,9 @@ def cmd_serve(argv: list[str]) -> int:
         return 1
 
     def reload_config():
-        return _load(args)
+        new = _load(args)
+        _preflight(new)
+        return new
 
     from helix import tables
 
@@ -280,6 +321,10 @@ def _announce(cfg) -> None:
             "no gateway API keys are configured: anyone who can reach %s:%d can use the "
             "configured provider keys", cfg.server.host, cfg.server.port,
         )
+    from helix.observe.status import exposure
+
+    line = exposure(cfg.observability.admin, keys)
+    (log.warning if exposed and "open to anyone" in line else log.info)("%s", line)
     if cfg.rate_limits is not None:
         log.info("rate limits: %s backend (%s)", cfg.rate_limits.backend,
                  cfg.rate_limits.failure_policy)

@@ -6,10 +6,12 @@ from helix.api.base import Api
 from helix.api.chat import CHAT
 from helix.api.embeddings import EMBEDDINGS
 from helix.api.messages import COUNT_TOKENS, MESSAGES
+from helix.api.responses import RESPONSES
 
-__all__ = ["APIS", "CHAT", "COUNT_TOKENS", "EMBEDDINGS", "MESSAGES", "Api", "by_name"]
+__all__ = ["APIS", "CHAT", "COUNT_TOKENS", "EMBEDDINGS", "MESSAGES", "RESPONSES", "Api",
+           "by_name"]
 
-APIS: tuple[Api, ...] = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS)
+APIS: tuple[Api, ...] = (CHAT, EMBEDDINGS, MESSAGES, COUNT_TOKENS, RESPONSES)
 
 
 def by_name(name: str) -> Api:

@@ -66,6 +66,10 @@ class Api(abc.ABC):
         """A phase of this API's own that runs right before ``forward`` (None: none)."""
         return None
 
+    def recorder(self):
+        """A recorder of this API's own, run after every request (None: none)."""
+        return None
+
     # -- errors --------------------------------------------------------------------
     def error_body(self, err: HelixError) -> bytes:
         """The body of an error answer (the response is not committed yet)."""
@@ -81,7 +85,7 @@ class Api(abc.ABC):
         """The request for a deployment that does not speak this API."""
 
     @abc.abstractmethod
-    def sink(self, view, dep: Deployment | None = None):
+    def sink(self, ctx: RequestContext, dep: Deployment | None = None):
         """A new :class:`~helix.schema.stream.StreamSink` writing this API's stream."""
 
     @abc.abstractmethod
@@ -95,6 +99,10 @@ class Api(abc.ABC):
         """A translated deployment's JSON answer as this API's answer, and its usage."""
 
     # -- native attempts ----------------------------------------------------------------
+    def native_request(self, ctx: RequestContext, dep: Deployment) -> UpstreamRequest:
+        """The request for a deployment that speaks this API: the client's, model resolved."""
+        return dep.adapter.native_request(self.name, dep, ctx.view, ctx.exchange.request)
+
     @abc.abstractmethod
     def native_usage(self, body: bytes) -> Usage | None:
         """The usage of an answer in this API's own format."""

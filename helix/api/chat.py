@@ -106,8 +106,8 @@ class ChatApi(Api):
             )
         return view
 
-    def sink(self, view, dep=None) -> OpenAIChunkSink:
-        return OpenAIChunkSink(wants_usage(view))
+    def sink(self, ctx, dep=None) -> OpenAIChunkSink:
+        return OpenAIChunkSink(wants_usage(ctx.view))
 
     # -- translated ----------------------------------------------------------------------
     def upstream_request(self, ctx, dep):

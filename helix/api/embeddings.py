@@ -22,7 +22,7 @@ class EmbeddingsApi(Api):
     def upstream_request(self, ctx, dep):
         return dep.adapter.embeddings_request(dep, ctx.view, ctx.exchange.request.body)
 
-    def sink(self, view, dep=None):
+    def sink(self, ctx, dep=None):
         raise HelixError(ErrorKind.INTERNAL, "embeddings are never streamed")
 
     def stream_relay(self, ctx, dep, sink):

@@ -145,9 +145,11 @@ def check_config(cfg, env: dict[str, str] | None = None) -> None:
     if cfg.backend == "redis":
         if not cfg.redis_url:
             raise ConfigError("caching.redis_url: required with backend: redis")
-        if not re.match(r"^(redis|rediss|unix)://", cfg.redis_url):
+        if not re.match(r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster)://",
+                        cfg.redis_url):
             raise ConfigError(
-                "caching.redis_url: expected redis://, rediss:// or unix:// "
+                "caching.redis_url: expected redis://, rediss://, unix:// or (Redis "
+                "Cluster) redis+cluster:// / rediss+cluster:// "
                 f"(got {cfg.redis_url.split(':', 1)[0]}:...)"
             )
     if cfg.backend == "s3":

@@ -54,7 +54,8 @@ def _route_modules() -> list[ModuleType]:
     import importlib.util
 
     mods = [openai_routes]
-    for name in ("anthropic_routes", "gemini_routes", "bedrock_routes", "cohere_routes"):
+    for name in ("responses_routes", "anthropic_routes", "gemini_routes", "bedrock_routes",
+                 "cohere_routes"):
         if importlib.util.find_spec(f"helix.mock.{name}") is not None:
             mods.append(importlib.import_module(f"helix.mock.{name}"))
     return mods

@@ -104,10 +104,7 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         # Native: the provider speaks the client's API (body as sent, model resolved).
         # Otherwise the client's API translates, through the adapter's chat translation.
         native = api.name in adapter.native
-        if native:
-            up = adapter.native_request(api.name, dep, view, exchange.request)
-        else:
-            up = api.upstream_request(ctx, dep)
+        up = api.native_request(ctx, dep) if native else api.upstream_request(ctx, dep)
         if ctx.upstream_headers:
             up.headers = [*up.headers, *ctx.upstream_headers]
         if dep.signer is not None:
@@ -140,8 +137,9 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                     relay = adapter.native_relay(api.name, dep, view)
                     sink = None
                 else:
-                    sink = api.sink(view, dep)
+                    sink = api.sink(ctx, dep)
                     relay = api.stream_relay(ctx, dep, sink)
+                ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
                 try:

@@ -9,6 +9,7 @@ principal        authenticate     admit, cache (the gateway key; None without ke
 limits           admit            settle_limits (the reservation to settle)
 view             decode           route, forward (model, stream flag)
 hub              forward          forward (a translated client request, built once: helix.api)
+relay            forward          record (the stream's relay: its usage, its answer's id)
 candidates       route            forward (deployments, best first)
 deployment       route / attempts record (the one that answered)
 status           forward/runner   record
@@ -61,6 +62,7 @@ class RequestContext:
         "hub",
         "limits",
         "principal",
+        "relay",
         "request_id",
         "response_body",
         "response_headers",
@@ -81,6 +83,7 @@ class RequestContext:
         self.hub = None
         self.principal = None
         self.limits = None
+        self.relay = None
         self.candidates: list[Deployment] = []
         self.deployment: Deployment | None = None
         self.status = 0

@@ -260,6 +260,53 @@ class OpenAIChunkReader:
         return b""
 
 
+class _ResponseEvent(msgspec.Struct):
+    type: str = ""
+    response: _ResponseUsage | None = None
+
+
+class _ResponseUsage(msgspec.Struct):
+    id: str | None = None
+    usage: dict | None = None
+
+
+_response_event_decoder = msgspec.json.Decoder(_ResponseEvent)
+_RESPONSE_ID = b'"response.created"'
+
+
+class ResponsesPassthroughRelay:
+    """The Responses API's SSE bytes out exactly as they came in; the response id (from
+    ``response.created``) and the usage (inside ``response.completed`` /
+    ``.incomplete`` / ``.failed``) read on the way."""
+
+    __slots__ = ("_parser", "response_id", "usage")
+    passthrough = True
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage: Usage | None = None
+        self.response_id: str | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        for _event, payload in self._parser.feed(data):
+            if (_USAGE_KEY in payload and _has_usage(payload)) or (
+                    self.response_id is None and _RESPONSE_ID in payload):
+                try:
+                    ev = _response_event_decoder.decode(payload)
+                except msgspec.DecodeError:
+                    continue
+                if ev.response is not None:
+                    if self.response_id is None:
+                        self.response_id = ev.response.id
+                    if ev.response.usage is not None:
+                        self.usage = Usage.from_responses(ev.response.usage)
+        return data
+
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
+
+
 class _PlainRelay:
     """Relays bytes unchanged and keeps no state: for streams that carry no usage."""
 
@@ -287,7 +334,7 @@ def wants_usage(dep: Deployment, view) -> bool:
     return dep.provider_type not in _USAGE_ONLY_WHEN_ASKED
 
 
-_ENDPOINTS = {"chat": "chat/completions", "embeddings": "embeddings"}
+_ENDPOINTS = {"chat": "chat/completions", "embeddings": "embeddings", "responses": "responses"}
 
 
 class OpenAIAdapter:
@@ -339,9 +386,17 @@ class OpenAIAdapter:
     def native_request(self, api: str, dep: Deployment, view, request) -> UpstreamRequest:
         return self._request(dep, view, request.body, _ENDPOINTS[api])
 
-    def native_relay(self, api: str, dep: Deployment, view) -> OpenAIStreamRelay | _PlainRelay:
+    def native_relay(self, api: str, dep: Deployment, view):
+        if api == "responses":
+            return ResponsesPassthroughRelay()
         # Usage is never injected into the request: the client gets what it asked for.
         return OpenAIStreamRelay() if wants_usage(dep, view) else _RELAY
+
+    def resource_target(self, dep: Deployment, path: str, query: str = "") -> bytes:
+        """A stored resource at the provider (``responses/<id>``), for GET and DELETE."""
+        target = f"{dep.base_path}/{path}"
+        query = "&".join(q for q in (dep.query, query) if q)
+        return (f"{target}?{query}" if query else target).encode()
 
     def native_error(self, api: str, dep: Deployment, status: int, headers,
                      body: bytes) -> HelixError:
@@ -352,14 +407,23 @@ class OpenAIAdapter:
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
-    """Azure OpenAI: ``/openai/deployments/{deployment}/{endpoint}?api-version=``."""
+    """Azure OpenAI: ``/openai/deployments/{deployment}/{endpoint}?api-version=``; the
+    Responses API at ``/openai/v1/responses`` with the deployment as ``model``."""
 
     def _target(self, dep: Deployment, endpoint: str) -> bytes:
+        if endpoint == "responses":
+            return f"{dep.base_path}/openai/v1/responses".encode()
         return f"{dep.base_path}/openai/deployments/{dep.model_id}/{endpoint}?{dep.query}".encode()
 
     def _request(self, dep: Deployment, view, body: bytes, endpoint: str) -> UpstreamRequest:
-        # Azure routes by the deployment in the URL and ignores ``model``.
+        if endpoint == "responses" and view.model != dep.model_id:
+            body = replace_model(body, view.model, dep.model_id)  # the deployment's name
+        # Chat and embeddings route by the deployment in the URL and ignore ``model``.
         return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
+
+    def resource_target(self, dep: Deployment, path: str, query: str = "") -> bytes:
+        target = f"{dep.base_path}/openai/v1/{path}"
+        return (f"{target}?{query}" if query else target).encode()
 
 
 def base_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:

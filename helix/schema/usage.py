@@ -83,6 +83,25 @@ class Usage(msgspec.Struct, kw_only=True):
         return cls(input=prompt, output=completion, cache_read=min(cached, prompt),
                    reasoning=reasoning, total=total, reported=reported)
 
+    @classmethod
+    def from_responses(cls, usage) -> Usage | None:
+        """The Responses API's ``usage`` object; None when unusable."""
+        if not isinstance(usage, dict):
+            return None
+        try:
+            prompt = int(usage.get("input_tokens") or 0)
+            completion = int(usage.get("output_tokens") or 0)
+            total = usage.get("total_tokens")
+            details = usage.get("input_tokens_details") or {}
+            out_details = usage.get("output_tokens_details") or {}
+            return cls(input=prompt, output=completion,
+                       cache_read=min(int(details.get("cached_tokens") or 0), prompt),
+                       reasoning=int(out_details.get("reasoning_tokens") or 0),
+                       total=int(total) if total is not None else None,
+                       reported=CACHED | REASONING)
+        except (TypeError, ValueError, AttributeError):
+            return None
+
     def to_anthropic(self) -> dict:
         """Anthropic's ``usage`` object (input tokens exclude cache reads and writes)."""
         return {

@@ -53,8 +53,10 @@ class Server:
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]
         self.access_log = access_log
-        # Handler tasks currently running (maintained by HttpProtocol).
+        # Handler tasks currently running, and requests started since the worker began
+        # (both maintained by HttpProtocol; the heartbeat publishes them to /status).
         self.active = 0
+        self.requests_total = 0
         self.shutting_down = False
         self._conns: set[HttpProtocol] = set()
         self._servers: list[asyncio.AbstractServer] = []

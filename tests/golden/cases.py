@@ -79,6 +79,11 @@ def _usage_plain(usage):
     return to_openai() if to_openai is not None else usage
 
 
+class _Ctx:
+    def __init__(self, view) -> None:
+        self.view = view
+
+
 def run_stream(case: dict) -> dict:
     from helix.api import CHAT
 
@@ -88,7 +93,7 @@ def run_stream(case: dict) -> dict:
         relay = d.adapter.native_relay("chat", d, view)
         sink = None
     else:
-        sink = CHAT.sink(view, d)
+        sink = CHAT.sink(_Ctx(view), d)
         relay = d.adapter.stream_relay(d, view, sink)
     outs = []
     err = None

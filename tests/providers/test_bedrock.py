@@ -13,7 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.validate import ParamValidator
 
-from helix.api.chat import CHAT, OpenAIChunkSink
+from helix.api.chat import OpenAIChunkSink
 from helix.client import Timeouts, parse_url
 from helix.config import ConfigError, ProviderConfig
 from helix.errors import ErrorKind, HelixError, Retry
@@ -264,7 +264,7 @@ def test_stream_relay(step):
     raw = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                       "stream": True, "stream_options": {"include_usage": True}}).encode()
     view = decode_request(chat_request_decoder, raw)
-    relay = d.adapter.stream_relay(d, view, CHAT.sink(view))
+    relay = d.adapter.stream_relay(d, view, OpenAIChunkSink(True))
     assert relay.passthrough is False
     chunks = relay_events(relay, STREAM, step)
     assert len({c["id"] for c in chunks}) == 1 and {c["model"] for c in chunks} == {MODEL}

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from helix.api.chat import CHAT, OpenAIChunkSink
+from helix.api.chat import OpenAIChunkSink
 from helix.client import Timeouts, parse_url
 from helix.errors import HelixError, Retry
 from helix.providers import cohere
@@ -138,7 +138,7 @@ def test_stream_relay(step):
     raw = b'{"model":"x","messages":[{"role":"user","content":"x"}],"stream":true,' \
           b'"stream_options":{"include_usage":true}}'
     view = decode_request(chat_request_decoder, raw)
-    relay = d.adapter.stream_relay(d, view, CHAT.sink(view))
+    relay = d.adapter.stream_relay(d, view, OpenAIChunkSink(True))
     out = b"".join(relay.feed(STREAM[i : i + step]) for i in range(0, len(STREAM), step))
     out += relay.close()
     events = [e for e in out.decode().split("\n\n") if e]

@@ -63,8 +63,8 @@ class MessagesApi(Api):
         return b"event: error\ndata: " + self.error_body(err) + b"\n\n"
 
     # -- translated: through the OpenAI chat hub -----------------------------------------
-    def sink(self, view, dep=None) -> AnthropicSink:
-        return AnthropicSink(dep.model if dep is not None else view.model)
+    def sink(self, ctx, dep=None) -> AnthropicSink:
+        return AnthropicSink(dep.model if dep is not None else ctx.view.model)
 
     def _hub(self, ctx) -> dict:
         hub = ctx.hub
