@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 
 from helix import config as cfgmod
-from helix.api.chat import CHAT
+from helix.api.chat import CHAT, OpenAIChunkSink, wants_usage
 from helix.mock import gemini_routes
 from helix.mock.base import BadRequest, Controls, MockRequest, Reply
 from helix.mock.server import PROVIDERS, Router
@@ -103,7 +103,7 @@ def chat(dep, doc: dict, chunks: int = 3) -> Answer:
         return Answer(reply.status, reply.body, reply.body)
     if not doc.get("stream"):  # what the OpenAI chat ingress sends its client
         return Answer(200, CHAT.translate_response(dep, reply.body)[0], reply.body)
-    relay = dep.adapter.stream_relay(dep, view, CHAT.sink(view, dep))
+    relay = dep.adapter.stream_relay(dep, view, OpenAIChunkSink(wants_usage(view)))
     out = b"".join(relay.feed(ev) for ev in reply.events) + relay.close()
     return Answer(200, out, b"".join(reply.events))
 

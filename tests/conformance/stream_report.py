@@ -4,7 +4,8 @@ tests.conformance.stream_report`` (exit status 1 while any gap remains).
 Every provider x case of ``test_conformance.py`` streamed through the real relay against the
 mock, each stream checked by :func:`validate.check_stream`; problems are grouped by field so
 the list reads as a to-do.  The stream relays are being rewritten (ingress seam), so this is a
-report, not a test: once it prints nothing, its loop becomes a test next to the non-stream ones.
+report; ``test_conformance.test_stream_gaps_are_known`` holds the relays to
+:data:`KNOWN_CHUNK_GAPS` so no new gap appears while they are rewritten.
 """
 
 from __future__ import annotations
@@ -19,13 +20,21 @@ from tests.conformance import harness
 from tests.conformance.test_conformance import CASES, CHAT, _pairs
 from tests.conformance.validate import check_stream
 
+# The gaps today's relays have (every translated stream): test_stream_gaps_are_known fails on
+# any other one, and on these once they are fixed, so this list only ever shrinks.
+KNOWN_CHUNK_GAPS = frozenset({
+    "chunk: service_tier: missing (OpenAI always sends it)",
+    "chunk: system_fingerprint: missing (OpenAI always sends it)",
+})
+
 
 def gaps() -> dict[str, set[str]]:
     """problem (chunk numbers removed) -> the provider/model/case streams that have it."""
     models: dict[str, list[str]] = {}
     for name, model in _pairs(CHAT):
         models.setdefault(name, []).append(model)
-    registry = harness.registry(models, pathlib.Path(tempfile.mkdtemp(prefix="helix-conf-")))
+    with tempfile.TemporaryDirectory(prefix="helix-conf-") as tmp:
+        registry = harness.registry(models, pathlib.Path(tmp))
     found: dict[str, set[str]] = collections.defaultdict(set)
     for name, model in _pairs(CHAT):
         dep = registry.providers[name].deployments[model]

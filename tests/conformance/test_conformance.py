@@ -226,3 +226,13 @@ def test_stream_checks_catch_broken_streams():
     assert any("chunk 0: choices[0].delta.content" in p for p in check_stream(sse(bad)))
     assert check_stream(sse(*good, {**usage, "model": "other"})) == [
         "stream: chunks disagree on model"]
+
+
+def test_stream_gaps_are_known():
+    """Every translated stream (each provider x case, with and without include_usage) through
+    today's relays has exactly the documented chunk gaps: no other field is wrong, and a fixed
+    gap must leave the list (stream_report.py)."""
+    from tests.conformance.stream_report import KNOWN_CHUNK_GAPS, gaps
+
+    found = gaps()
+    assert set(found) == KNOWN_CHUNK_GAPS, sorted(found)
