@@ -437,6 +437,7 @@ class ModelOverride(msgspec.Struct, **_STRUCT):
     input_per_mtok: float | None = None
     output_per_mtok: float | None = None
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None  # prompt-cache writes (Anthropic, Bedrock)
 
 
 class Config(msgspec.Struct, **_STRUCT):
@@ -752,7 +753,8 @@ def _validate_models(models: list[ModelOverride]) -> None:
                 raise ConfigError(
                     f"{where}: unknown provider type {ptype!r} (expected one of {known})"
                 )
-        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok"):
+        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                      "cache_write_per_mtok"):
             value = getattr(m, field)
             if value is not None and not 0 <= value < float("inf"):
                 raise ConfigError(

@@ -37,6 +37,7 @@ from helix.schema.gemini import (
     error_list_decoder,
     response_decoder,
 )
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
 from helix.schema.stream import ABSENT
 from helix.schema.usage import CACHED, REASONING, Usage
 
@@ -532,7 +533,9 @@ def gemini_to_openai_response(
                     n += 1
                 elif part.text is not None and not part.thought:
                     texts.append(part.text)
-        message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+        message: dict = {
+            "role": "assistant", "content": "".join(texts) if texts else None, "refusal": None,
+        }
         if calls:
             message["tool_calls"] = calls
         elif message["content"] is None:
@@ -549,7 +552,7 @@ def gemini_to_openai_response(
         choices.append(
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": ""},
+                "message": {"role": "assistant", "content": "", "refusal": None},
                 "logprobs": None,
                 "finish_reason": "content_filter",
             }
@@ -565,6 +568,8 @@ def gemini_to_openai_response(
     if resp.usage_metadata is not None:
         usage = usage_of(resp.usage_metadata)
         out["usage"] = usage.to_openai()
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(resp.model_version or model)
     return out, usage
 
 

@@ -9,6 +9,7 @@ Decoders and encoders are module globals (built once, reused per request).
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 
 import msgspec
@@ -77,10 +78,31 @@ def sse_usage_chunk(prefix: bytes, usage: dict) -> bytes:
     return b"data: " + prefix + b'[],"usage":' + json_encode(usage) + b"}\n\n"
 
 
+# A translated answer is processed at the provider's standard tier, OpenAI's "default".
+SERVICE_TIER = "default"
+
+
+def system_fingerprint(backend: str | None) -> str:
+    """``system_fingerprint`` of a translated answer: ``fp_`` + 10 hex of the upstream model
+    version (Anthropic's ``model``, Gemini's ``modelVersion``, the Bedrock or Cohere model id),
+    so, like OpenAI's, it changes when the backend serving the model changes."""
+    return "fp_" + hashlib.sha256((backend or "").encode()).hexdigest()[:10]
+
+
 def chat_completion(
-    cid: str, created: int, model: str, message: dict, finish_reason: str, usage: dict | None
+    cid: str,
+    created: int,
+    model: str,
+    message: dict,
+    finish_reason: str,
+    usage: dict | None,
+    *,
+    backend: str | None = None,
 ) -> dict:
-    """A one-choice ``chat.completion`` object (usage left out when unknown)."""
+    """A one-choice ``chat.completion`` object, with the fields OpenAI always sends
+    (``message.refusal``, ``logprobs``, ``service_tier``, ``system_fingerprint``); usage left
+    out when unknown.  ``backend`` is the upstream model version (default: ``model``)."""
+    message.setdefault("refusal", None)
     out = {
         "id": cid,
         "object": "chat.completion",
@@ -92,6 +114,8 @@ def chat_completion(
     }
     if usage is not None:
         out["usage"] = usage
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(backend or model)
     return out
 
 

@@ -179,7 +179,8 @@ def test_response_text_and_usage():
     }).encode()
     out = json.loads(d.adapter.chat_response(d, body))
     assert out["object"] == "chat.completion" and out["model"] == MODEL
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello",
+                                             "refusal": None}
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19,
                             "prompt_tokens_details": {"cached_tokens": 4}}

@@ -289,7 +289,7 @@ def test_text_response():
     assert out["id"] == "chatcmpl-resp123"
     assert out["model"] == "gemini-2.5-flash" and out["created"] == 1700000000
     [choice] = out["choices"]
-    assert choice["message"] == {"role": "assistant", "content": "Hello world"}
+    assert choice["message"] == {"role": "assistant", "content": "Hello world", "refusal": None}
     assert choice["finish_reason"] == "stop"
     assert out["usage"] == {
         "prompt_tokens": 10,

@@ -24,6 +24,7 @@ from helix.schema.anthropic import (
     json_encode,
 )
 from helix.schema.anthropic import Usage as AnthropicUsage
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
 from helix.schema.usage import CACHED, Usage
 
 
@@ -98,6 +99,8 @@ def anthropic_to_openai_response(
             }
         ],
         "usage": usage.to_openai(),
+        "service_tier": SERVICE_TIER,
+        "system_fingerprint": system_fingerprint(msg.model or model),
     }
     return out, usage
 
