@@ -31,6 +31,7 @@ import time
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
+from helix.providers.base import FanOut
 from helix.routing.models import DEFAULT, Registry, cost
 from helix.schema.usage import Usage
 
@@ -105,6 +106,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         # Otherwise the client's API translates, through the adapter's chat translation.
         native = api.name in adapter.native
         up = api.native_request(ctx, dep) if native else api.upstream_request(ctx, dep)
+        if isinstance(up, FanOut):
+            return await _fan_out(ctx, dep, up, request, models)
         if ctx.upstream_headers:
             up.headers = [*up.headers, *ctx.upstream_headers]
         if dep.signer is not None:
@@ -162,6 +165,56 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             resp.close()
 
     return forward
+
+
+async def _fan_out(ctx: RequestContext, dep, fan: FanOut, request, models) -> None:
+    """Send a batch's requests concurrently (at most ``fan.limit`` in flight), in order;
+    the first failure fails the whole request and cancels the rest."""
+    import asyncio
+
+    gate = asyncio.Semaphore(fan.limit)
+    adapter = dep.adapter
+    status_headers: list = []
+
+    async def one(up) -> bytes:
+        async with gate:
+            if ctx.upstream_headers:
+                up.headers = [*up.headers, *ctx.upstream_headers]
+            if dep.signer is not None:
+                up = await dep.signer.sign(dep, up)
+            resp = await request(dep.origin, up.method, up.target, up.headers, up.body,
+                                 dep.timeouts, verify_tls=dep.verify_tls)
+            try:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise adapter.error(dep, resp.status, resp.headers, body)
+                if not status_headers:
+                    status_headers.append(resp.headers)
+                return body
+            finally:
+                resp.close()
+
+    ctx.attempts += 1
+    ctx.upstream_started = time.monotonic()
+    tasks = [asyncio.ensure_future(one(up)) for up in fan.requests]
+    try:
+        bodies = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    ctx.head_at = time.monotonic()
+    body, usage = ctx.api.translate_response(dep, fan.combine(bodies), ctx)
+    headers = response_headers(status_headers[0], dep.route_headers)
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers)
+    ctx.status = 200
+    _price(models, ctx, dep, usage)
+    ctx.response_body = body
+    if ctx.cost is not None:
+        headers.append(_cost_header(ctx.cost))
+    ctx.exchange.respond(200, headers, body)
 
 
 def _capturing(send, capture):

@@ -23,7 +23,7 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError, Retry, Source
 from helix.providers import sigv4
-from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
+from helix.providers.base import Deployment, FanOut, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.eventstream import EventStreamDecoder
 from helix.providers.openai import base_headers
@@ -518,6 +518,25 @@ def _embedding_list(vectors: list[list[float]], model: str, tokens: int) -> byte
     )
 
 
+def _titan_batch(bodies: list[bytes]) -> bytes:
+    """Titan answers, one per text, as one Titan-shaped answer with every vector in order
+    (``embeddings_response`` reads both shapes) and the token counts summed."""
+    vectors, tokens = [], 0
+    for body in bodies:
+        try:
+            one = schema.titan_embed_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed embedding response: {exc}"
+            ) from None
+        if one.embedding is None:
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             "Bedrock sent an embedding response without a vector")
+        vectors.append(one.embedding)
+        tokens += one.inputTextTokenCount
+    return _encode({"embeddings": vectors, "inputTextTokenCount": tokens})
+
+
 # --- adapter ------------------------------------------------------------------------------
 
 
@@ -542,15 +561,18 @@ class BedrockAdapter(TranslatingAdapter):
         family = _embedding_family(dep.model_id)
         texts = _embedding_texts(doc.get("input"))
         if family == "titan":
-            if len(texts) != 1:
-                raise _bad(
-                    f"Amazon Titan embeds one text per request; got {len(texts)} inputs. "
-                    "Send one string per request.",
-                    "input",
-                )
-            payload: dict[str, Any] = {"inputText": texts[0]}
-            if doc.get("dimensions") is not None:
-                payload["dimensions"] = doc["dimensions"]
+            # Titan embeds one text per call: a batch is one call per text, answered as one.
+            target = self._target(dep, "invoke")
+            calls = []
+            for text in texts:
+                payload: dict[str, Any] = {"inputText": text}
+                if doc.get("dimensions") is not None:
+                    payload["dimensions"] = doc["dimensions"]
+                calls.append(UpstreamRequest(b"POST", target, dep.static_headers,
+                                             _encode(payload)))
+            if len(calls) == 1:
+                return calls[0]
+            return FanOut(calls, _titan_batch)
         else:
             payload = {"texts": texts, "input_type": "search_document"}
         return UpstreamRequest(
@@ -570,7 +592,11 @@ class BedrockAdapter(TranslatingAdapter):
         try:
             if _embedding_family(dep.model_id) == "titan":
                 titan = schema.titan_embed_decoder.decode(body)
-                return _embedding_list([titan.embedding], dep.model_id, titan.inputTextTokenCount)
+                vectors = titan.embeddings if titan.embeddings is not None else [titan.embedding]
+                if any(v is None for v in vectors):
+                    raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                                     "Bedrock sent an embedding response without a vector")
+                return _embedding_list(vectors, dep.model_id, titan.inputTextTokenCount)
             emb = schema.cohere_embed_decoder.decode(body).embeddings
         except msgspec.DecodeError as exc:
             raise HelixError(
