@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from helix.errors import HelixError
     from helix.schema.usage import Usage
 
-__all__ = ["ABSENT", "StreamSink"]
+__all__ = ["ABSENT", "StreamSink", "tool_delta"]
 
 
 class _Absent:
@@ -62,3 +62,10 @@ class StreamSink(Protocol):
     def usage(self, usage: Usage) -> bytes: ...
     def end(self) -> bytes: ...
     def error(self, err: HelixError) -> bytes: ...
+
+
+def tool_delta(call: dict) -> tuple[int, str | None, str, str]:
+    """``(index, id, name, argument fragment)`` of a ``tools`` item: ``id`` is not None
+    only on the first delta of a call (which opens it)."""
+    fn = call.get("function") or {}
+    return call.get("index", 0), call.get("id"), fn.get("name") or "", fn.get("arguments") or ""

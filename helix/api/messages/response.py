@@ -22,7 +22,7 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError
 from helix.schema.anthropic import STOP_REASONS, error_type_for
-from helix.schema.stream import ABSENT
+from helix.schema.stream import ABSENT, tool_delta
 from helix.schema.usage import Usage
 
 __all__ = ["AnthropicSink", "error_json", "event", "to_message"]
@@ -163,12 +163,9 @@ class AnthropicSink:
         return b"".join(out)
 
     def _tool(self, call: dict, out: list[bytes]) -> None:
-        index = call.get("index", 0)
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or ""
-        if call.get("id") is not None:
-            block = {"type": "tool_use", "id": call["id"], "name": fn.get("name", ""),
-                     "input": {}}
+        index, call_id, name, args = tool_delta(call)
+        if call_id is not None:
+            block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
             self._begin(_TOOL, block, out)
             self._open_tool = index
             self._tools[index] = self._index

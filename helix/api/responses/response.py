@@ -23,7 +23,7 @@ from typing import Any
 
 import msgspec
 
-from helix.schema.stream import ABSENT
+from helix.schema.stream import ABSENT, tool_delta
 from helix.schema.usage import Usage
 
 __all__ = ["ResponsesSink", "build_response", "new_id", "response_skeleton", "usage_json"]
@@ -222,12 +222,10 @@ class ResponsesSink:
     def _tool(self, call: dict, out: list[bytes]) -> None:
         from helix.errors import ErrorKind, HelixError
 
-        index = call.get("index", 0)
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or ""
-        if call.get("id") is not None:
+        index, call_id, name, args = tool_delta(call)
+        if call_id is not None:
             item = {"id": new_id("fc_"), "type": "function_call", "status": "in_progress",
-                    "arguments": "", "call_id": call["id"], "name": fn.get("name", "")}
+                    "arguments": "", "call_id": call_id, "name": name}
             self._open(_CALL, item, out)
             self._calls[index] = item
         elif self._kind != _CALL or self._calls.get(index) is not self._item:
