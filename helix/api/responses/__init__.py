@@ -35,7 +35,7 @@ from helix.api.responses.store import Record
 from helix.errors import ErrorKind, HelixError
 from helix.schema.openai import ChatRequestView, StreamOptions
 from helix.schema.responses import responses_request_decoder
-from helix.schema.usage import Usage
+from helix.schema.usage import CACHED, REASONING, Usage
 
 __all__ = ["RESPONSES", "ResponsesApi", "make_resource_handler"]
 
@@ -52,8 +52,31 @@ LATE_WRITE_WAIT = (0.01, 0.02, 0.04, 0.08)
 
 
 class _Id(msgspec.Struct):
+    """A Response reduced to what Helix reads: its id and usage."""
+
     id: str | None = None
-    usage: dict | None = None
+    usage: _ResponseUsage | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class _ResponseUsage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int | None = None
+    input_tokens_details: _Details | None = None
+    output_tokens_details: _Details | None = None
+
+    def usage(self) -> Usage:
+        cached = self.input_tokens_details.cached_tokens if self.input_tokens_details else 0
+        reasoning = (self.output_tokens_details.reasoning_tokens
+                     if self.output_tokens_details else 0)
+        return Usage(input=self.input_tokens, output=self.output_tokens,
+                     cache_read=min(cached, self.input_tokens), reasoning=reasoning,
+                     total=self.total_tokens, reported=CACHED | REASONING)
 
 
 _id_decoder = msgspec.json.Decoder(_Id)
@@ -130,10 +153,10 @@ class ResponsesApi(Api):
         api = self
 
         async def continue_conversation(ctx) -> bool:
-            conv = api._conversation(ctx)
             prev = ctx.view.previous_response_id
             if not prev:
-                return False
+                return False  # nothing to resolve (and a native request pays nothing here)
+            conv = api._conversation(ctx)
             record = await api._get(prev, conv.tenant)
             native = [d for d in ctx.candidates if api.name in d.adapter.native]
             if record is None:
@@ -206,9 +229,10 @@ class ResponsesApi(Api):
 
     def native_usage(self, body: bytes) -> Usage | None:
         try:
-            return Usage.from_responses(_id_decoder.decode(body).usage)
+            usage = _id_decoder.decode(body).usage
         except msgspec.DecodeError:
             return None
+        return usage.usage() if usage is not None else None
 
     # -- translated: through the chat hub ---------------------------------------------------
     def _chat(self, ctx) -> dict:
@@ -274,10 +298,11 @@ class ResponsesApi(Api):
             task.add_done_callback(tasks.discard)
 
         def what_to_store(ctx):
-            conv = ctx.hub
-            if (conv is None or not conv.store or ctx.error is not None or ctx.status != 200
-                    or ctx.cache == "hit" or ctx.deployment is None):
-                return
+            if (ctx.error is not None or ctx.status != 200 or ctx.cache == "hit"
+                    or ctx.deployment is None or ctx.view is None
+                    or ctx.view.store is False or api.store.kind == "none"):
+                return None
+            conv = api._conversation(ctx)  # a native request's is made here, after its answer
             dep = ctx.deployment
             if api.name in dep.adapter.native:
                 rid = getattr(ctx.relay, "response_id", None)
