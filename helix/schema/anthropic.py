@@ -35,6 +35,7 @@ __all__ = [
     "json_encode",
     "message_decoder",
     "messages_request_decoder",
+    "usage_of",
     "usage_only_decoder",
 ]
 
@@ -207,3 +208,15 @@ def error_type_for(status: int, code: object = None) -> str:
     if status == 503:
         return "overloaded_error"
     return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def usage_of(usage: Usage | None):
+    """Anthropic's usage (input tokens apart from cache reads and writes) as a Helix Usage."""
+    from helix.schema.usage import CACHED
+    from helix.schema.usage import Usage as HelixUsage
+
+    u = usage or Usage()
+    read = u.cache_read_input_tokens or 0
+    write = u.cache_creation_input_tokens or 0
+    return HelixUsage(input=(u.input_tokens or 0) + read + write, output=u.output_tokens or 0,
+                      cache_read=read, cache_write=write, reported=CACHED)

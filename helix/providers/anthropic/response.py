@@ -22,10 +22,11 @@ from helix.schema.anthropic import (
     ErrorDetail,
     Message,
     json_encode,
+    usage_of,
 )
 from helix.schema.anthropic import Usage as AnthropicUsage
 from helix.schema.openai import SERVICE_TIER, system_fingerprint
-from helix.schema.usage import CACHED, Usage
+from helix.schema.usage import Usage
 
 
 def response_created() -> int:
@@ -35,15 +36,6 @@ def response_created() -> int:
 
 def finish_reason(stop_reason: str | None) -> str:
     return FINISH_REASONS.get(stop_reason or "", "stop")
-
-
-def usage_of(usage: AnthropicUsage | None) -> Usage:
-    """Anthropic's usage (input tokens apart from cache reads and writes) as a Usage."""
-    u = usage or AnthropicUsage()
-    read = u.cache_read_input_tokens or 0
-    write = u.cache_creation_input_tokens or 0
-    return Usage(input=(u.input_tokens or 0) + read + write, output=u.output_tokens or 0,
-                 cache_read=read, cache_write=write, reported=CACHED)
 
 
 def openai_usage(usage: AnthropicUsage | None) -> dict:
