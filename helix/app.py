@@ -41,6 +41,7 @@ class App:
                 max_idle_per_origin=up.max_idle_per_origin,
                 idle_timeout=float(up.idle_timeout),
                 pool_timeout=float(up.pool_timeout),
+                max_response_bytes=up.max_response_bytes,
             )
         )
         s = config.server

@@ -116,13 +116,22 @@ class UpstreamConfig(msgspec.Struct, **_STRUCT):
     connect_timeout: Duration = Duration(10.0)
     first_byte_timeout: Duration = Duration(600.0)
     read_timeout: Duration = Duration(300.0)
-    request_timeout: Duration | None = None
+    # Total budget of a non-stream request (and of a stream's response head); a provider's
+    # `timeout` overrides it.  Streams: `read_timeout` between chunks, plus `stream_timeout`.
+    request_timeout: Duration | None = Duration(600.0)
+    stream_timeout: Duration | None = None
+    # A non-stream answer larger than this is a 502 (upstream_response_too_large).
+    max_response_bytes: int = 32 * 1024 * 1024
     # Streams hold their connection for the whole answer: 1,000 concurrent
     # streams to one provider need 1,000 connections, not a queue.
     max_connections_per_origin: int = 2048
     max_idle_per_origin: int = 64
     idle_timeout: Duration = Duration(60.0)
     pool_timeout: Duration = Duration(30.0)
+
+    def __post_init__(self) -> None:
+        if self.max_response_bytes <= 0:
+            raise ValueError("max_response_bytes must be positive")
 
 
 class ModelEntry(msgspec.Struct, **_STRUCT):

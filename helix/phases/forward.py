@@ -105,6 +105,7 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             status = resp.status
             if status >= 400:
                 raise adapter.error(dep, status, resp.headers, await resp.read())
+            resp.check_answer()  # an HTML page or a non-JSON body is a 502, not a 200
             headers = response_headers(resp.headers, dep.route_headers)
             if ctx.response_headers:
                 headers.extend(ctx.response_headers)

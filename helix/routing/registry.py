@@ -56,12 +56,15 @@ class ProviderEndpoint:
         self.query = spec.query(cfg)
         self.signer = spec.signer(cfg) if spec.signer is not None else None
         up = config.upstream
+        # A provider's own `timeout` bounds everything it answers, streams included.
         total = cfg.timeout if cfg.timeout is not None else up.request_timeout
+        stream_total = cfg.timeout if cfg.timeout is not None else up.stream_timeout
         self.timeouts = Timeouts(
             connect=float(up.connect_timeout),
             first_byte=float(up.first_byte_timeout),
             read=float(up.read_timeout),
             total=float(total) if total is not None else None,
+            stream_total=float(stream_total) if stream_total is not None else None,
         )
         self.deployments: dict[str, Deployment] = {}
 

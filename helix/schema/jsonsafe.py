@@ -32,6 +32,7 @@ from helix.errors import ErrorKind, HelixError
 
 __all__ = [
     "MAX_DEPTH",
+    "check_json_object",
     "decode_client",
     "decode_upstream",
     "depth_exceeds",
@@ -124,3 +125,27 @@ def decode_upstream(
     if depth_exceeds(body):
         raise too_deep_upstream(label)
     return doc
+
+
+class _AnyObject(msgspec.Struct):
+    """Any JSON object: every member is skipped, so checking allocates nothing."""
+
+
+_object_checker = msgspec.json.Decoder(_AnyObject)
+
+
+def check_json_object(body: bytes, label: str = "the provider") -> None:
+    """A provider's answer must be one JSON object, sanely nested; else a 502."""
+    try:
+        _object_checker.decode(body)
+    except RecursionError:
+        raise too_deep_upstream(label) from None
+    except msgspec.DecodeError as exc:
+        what = "a JSON object" if isinstance(exc, msgspec.ValidationError) else "valid JSON"
+        raise HelixError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"The answer from {label} is not {what}.",
+            code="upstream_invalid_response",
+        ) from None
+    if depth_exceeds(body):
+        raise too_deep_upstream(label)
