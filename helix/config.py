@@ -95,6 +95,10 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
     graceful_timeout: Duration = Duration(30.0)
     heartbeat_timeout: Duration = Duration(30.0)
     max_body_bytes: int = 32 * 1024 * 1024
+    # Request body bytes one worker holds at once (sized for 2 workers in a 128 Mi pod):
+    # a body that would go beyond it is a 503 with Retry-After.
+    max_buffered_body_bytes: int = 48 * 1024 * 1024
+    max_connections: int = 4096  # per worker; beyond it idle keep-alives are closed first
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: Duration = Duration(10.0)
@@ -108,6 +112,13 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        if self.max_buffered_body_bytes < self.max_body_bytes:
+            raise ValueError(
+                f"max_buffered_body_bytes ({self.max_buffered_body_bytes}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes})"
+            )
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
 
 
 class UpstreamConfig(msgspec.Struct, **_STRUCT):

@@ -121,7 +121,7 @@ def test_content_encoded_answer_is_not_inspected(run):
         head = (b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-encoding: gzip\r\n"
                 b"content-length: %d\r\n\r\n" % len(body))
         async with Upstream(raw(head + body)) as srv:
-            status, got, _ = await request(srv, check=True)
+            _status, got, _ = await request(srv, check=True)
             assert got == body
 
     run(go)
