@@ -17,7 +17,7 @@ import enum
 
 import msgspec
 
-__all__ = ["ErrorKind", "HelixError", "Retry", "Source", "error_body"]
+__all__ = ["ErrorKind", "HelixError", "Retry", "Source", "error_body", "release"]
 
 
 class Source(enum.IntEnum):
@@ -203,6 +203,30 @@ class HelixError(Exception):
         if self.body is not None:
             return self.body
         return error_body(self.message, self.type, self.param, self.code)
+
+
+def release(err: BaseException | None) -> BaseException | None:
+    """Drop the tracebacks of ``err`` and of every exception chained to it; return ``err``.
+
+    A traceback holds the frames the exception went through, and their locals
+    hold the request's context, exchange and body.  An error kept beyond its
+    ``except`` block (``ctx.error``, the last failed attempt) therefore makes a
+    reference cycle -- context -> error -> traceback -> frame -> context --
+    that only the cycle collector frees, so every failed request's body stayed
+    in memory until a full collection (issue 14.3).  Helix never prints the
+    traceback of a HelixError, so once caught it is dropped.
+    """
+    stack = [err]
+    seen = 0
+    while stack and seen < 32:
+        e = stack.pop()
+        if e is None:
+            continue
+        seen += 1
+        e.__traceback__ = None
+        stack.append(e.__cause__)
+        stack.append(e.__context__)
+    return err
 
 
 def error_body(

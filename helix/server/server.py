@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helix.server.exchange import Exchange
+from helix.server.memory import tune_malloc
 from helix.server.protocol import HttpProtocol
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
@@ -80,6 +81,7 @@ class Server:
         """Serve on an already bound and listening socket."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+        tune_malloc()  # bodies freed go back to the kernel (helix/server/memory.py)
         srv = await self.loop.create_server(
             self._protocol_factory,
             sock=sock,
