@@ -529,8 +529,20 @@ def _explain(err: msgspec.ValidationError, tree: Any) -> str:
     if not m:
         return msg
     value = _value_at(tree, path)
-    shown = "" if value is msgspec.UNSET else f" (got {value!r})"
+    shown = "" if value is msgspec.UNSET else f" (got {_shown(path, value)})"
     return f"{path.lstrip('.')}: {what}{shown}"
+
+
+def _shown(path: str, value: Any) -> str:
+    """A bad value for an error message: masked when it sits under a secret-bearing key."""
+    keys = [k for k, _ in _PATH_TOKEN.findall(path) if k]
+    if any(_SECRET_FIELDS.search(k) or k == "headers" for k in keys):
+        if isinstance(value, dict | list):
+            return repr(mask_secrets(value, "api_key"))
+        return repr(_mask(str(value)))
+    if isinstance(value, str):
+        return repr(_mask_url(value))
+    return repr(mask_secrets(value))
 
 
 def _convert(tree: dict, source: str) -> Config:
@@ -541,6 +553,9 @@ def _convert(tree: dict, source: str) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, tree)) from None
     _validate(cfg)
+    from helix import secrets
+
+    secrets.remember(cfg)  # scrubbed from error bodies and log lines from now on
     return cfg
 
 
@@ -554,7 +569,11 @@ def load_file(path: str, env: dict[str, str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        # Not str(exc): it quotes the offending line, which may hold a key.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
@@ -656,7 +675,9 @@ def _validate(cfg: Config) -> None:
         if catalog.base_url(spec, p) is None:
             raise ConfigError(f"{where}.base_url: required for type {p.type!r}")
         if p.base_url is not None and not re.match(r"^https?://[^/]+", p.base_url):
-            raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {p.base_url!r}")
+            raise ConfigError(
+                f"{where}.base_url: expected an http(s) URL, got {_mask_url(p.base_url)!r}"
+            )
         if spec.key_required and not p.api_key:
             raise ConfigError(f"{where}.api_key: required for type {p.type!r}")
         names: set[str] = set()
@@ -794,14 +815,34 @@ def _mask(value: str) -> str:
     return f"{value[:3]}…{value[-4:]}"
 
 
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:([^/@\s:]*):)?[^/@\s]+@")
+
+
+def _mask_url(value: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:****@host``; a lone
+    ``scheme://token@host`` -> ``scheme://****@host``."""
+    if "@" not in value:
+        return value
+    return _URL_USERINFO.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + ':' if m.group(2) is not None else ''}****@", value
+    )
+
+
 def mask_secrets(node: Any, key: str = "") -> Any:
+    """A config tree for printing: secret-bearing values masked, URL credentials hidden."""
     if isinstance(node, dict):
+        if key == "headers":  # extra upstream headers often carry credentials
+            return {k: mask_secrets(v, "api_key" if _header_secret(k) else k)
+                    for k, v in node.items()}
         return {k: mask_secrets(v, k) for k, v in node.items()}
     if isinstance(node, list):
         return [mask_secrets(v, key) for v in node]
+    if _SECRET_FIELDS.search(key) and node is not None and not isinstance(node, bool):
+        return _mask(str(node)) if node != "" else node
     if isinstance(node, str) and node:
-        if _SECRET_FIELDS.search(key):
-            return _mask(node)
-        if key.endswith("redis_url"):
-            return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1****@", node)
+        return _mask_url(node)
     return node
+
+
+def _header_secret(name: str) -> bool:
+    return re.search(r"(auth|key|token|secret|password|cookie)", name, re.I) is not None

@@ -17,6 +17,8 @@ import enum
 
 import msgspec
 
+from helix.secrets import scrub
+
 __all__ = ["ErrorKind", "HelixError", "Retry", "Source", "error_body", "release"]
 
 
@@ -200,9 +202,10 @@ class HelixError(Exception):
 
     def to_json(self) -> bytes:
         """The OpenAI-shaped body for this error."""
-        if self.body is not None:
-            return self.body
-        return error_body(self.message, self.type, self.param, self.code)
+        body = self.body
+        if body is None:
+            body = error_body(self.message, self.type, self.param, self.code)
+        return scrub(body)  # a provider's message may echo its key (helix/secrets.py)
 
 
 def release(err: BaseException | None) -> BaseException | None:
