@@ -66,9 +66,12 @@ def config(mock_url: str, liar_url: str) -> str:
 
 @pytest.fixture(scope="module")
 def env():
-    with MockProcess("--no-record") as mock, Liar() as liar:
-        with HelixProcess(config(mock.url, liar.url), workers=2) as helix:
-            yield helix, liar
+    with (
+        MockProcess("--no-record") as mock,
+        Liar() as liar,
+        HelixProcess(config(mock.url, liar.url), workers=2) as helix,
+    ):
+        yield helix, liar
 
 
 def no_canary(*blobs) -> None:
@@ -138,7 +141,7 @@ def test_deep_json_logs_at_most_one_line_each(env):
 
 
 def test_faults_leave_fds_and_memory_flat(env):
-    helix, liar = env
+    helix, _ = env
     workers = helix.worker_pids()
     modes = ["status999", "html200", "notjson200", "garbage", "close", "echo401", "deep200"]
 
