@@ -568,6 +568,8 @@ def load_file(path: str, env: dict[str, str] | None = None) -> Config:
             raw = yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
         # Not str(exc): it quotes the offending line, which may hold a key.
         mark = getattr(exc, "problem_mark", None)
