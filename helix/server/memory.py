@@ -26,6 +26,30 @@ MMAP_THRESHOLD = 1024 * 1024
 TRIM_THRESHOLD = 8 * 1024 * 1024
 
 _done = False
+_libc = None
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        try:
+            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        except OSError:
+            _libc = False
+    return _libc or None
+
+
+def trim() -> None:
+    """Hand free heap pages back to the kernel (after a flood of connections closed).
+
+    Connection objects are small, so they live in the heap between long-lived
+    allocations, and glibc only trims the top of the heap on its own.
+    """
+    libc = _lib()
+    fn = getattr(libc, "malloc_trim", None) if libc is not None else None
+    if fn is not None:
+        fn.argtypes = [ctypes.c_size_t]
+        fn(0)
 
 
 def tune_malloc() -> bool:
@@ -34,10 +58,9 @@ def tune_malloc() -> bool:
     if _done:
         return True
     _done = True
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    libc = _lib()
+    mallopt = getattr(libc, "mallopt", None) if libc is not None else None
+    if mallopt is None:
         return False
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     mallopt.restype = ctypes.c_int

@@ -247,6 +247,10 @@ class HttpProtocol(asyncio.Protocol):
             self._linger = None
         self._queue.clear()
         self._body = None
+        # The parser holds this protocol's bound callbacks: a cycle that only the
+        # cycle collector would free, so after a flood of connections their memory
+        # stayed until a full collection (issue 14.9).  Nothing parses after this.
+        self._parser = None
         if self._held:
             self._release(self._held)
         current = self._current

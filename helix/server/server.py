@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helix.server.exchange import Exchange
-from helix.server.memory import tune_malloc
+from helix.server.memory import trim, tune_malloc
 from helix.server.protocol import HttpProtocol
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
@@ -44,6 +44,9 @@ class ServerLimits:
     server_header: bytes | None = None  # optional "server:" header value
 
 
+# Connections open at once above which their closing is followed by a heap trim.
+_TRIM_AFTER = 512
+
 Handler = Callable[[Exchange], Awaitable[None]]
 AccessLog = Callable[[Exchange, int, int, float], Any]
 
@@ -69,6 +72,9 @@ class Server:
         self.refused = 0
         self.evicted = 0
         self._refusal_logged = 0.0
+        # Most connections open at once since the last heap trim (see connection_closed).
+        self._peak = 0
+        self._trim: asyncio.TimerHandle | None = None
         self.shutting_down = False
         self._conns: set[HttpProtocol] = set()
         # Idle keep-alive connections, longest idle first (maintained by HttpProtocol).
@@ -144,11 +150,22 @@ class Server:
                     )
                 return False
         conns.add(conn)
+        if len(conns) > self._peak:
+            self._peak = len(conns)
         return True
 
     def connection_closed(self, conn: HttpProtocol) -> None:
-        self._conns.discard(conn)
+        conns = self._conns
+        conns.discard(conn)
         self.idle.pop(conn, None)
+        # A flood of connections went away: give its memory back once it is over.
+        if self._peak >= _TRIM_AFTER and len(conns) * 2 < self._peak and self._trim is None:
+            self._trim = self.loop.call_later(1.0, self._trim_heap)
+
+    def _trim_heap(self) -> None:
+        self._trim = None
+        self._peak = len(self._conns)
+        trim()
         if not self._conns and self._all_closed is not None:
             self._all_closed.set()
 
