@@ -49,7 +49,7 @@ class App:
             max_header_bytes=s.max_header_bytes,
             max_headers=s.max_headers,
             max_body_bytes=s.max_body_bytes,
-            max_buffered_body_bytes=s.max_buffered_body_bytes,
+            max_buffered_body_bytes=s.buffered_body_limit,
             max_connections=s.max_connections,
             header_timeout=float(s.header_timeout),
             body_timeout=float(s.body_timeout),

@@ -96,8 +96,9 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
     heartbeat_timeout: Duration = Duration(30.0)
     max_body_bytes: int = 32 * 1024 * 1024
     # Request body bytes one worker holds at once (sized for 2 workers in a 128 Mi pod):
-    # a body that would go beyond it is a 503 with Retry-After.
-    max_buffered_body_bytes: int = 48 * 1024 * 1024
+    # a body that would go beyond it is a 503 with Retry-After.  Default: 48 MiB, or
+    # max_body_bytes when that is larger (see buffered_body_limit).
+    max_buffered_body_bytes: int | None = None
     max_connections: int = 4096  # per worker; beyond it idle keep-alives are closed first
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
@@ -112,13 +113,22 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
-        if self.max_buffered_body_bytes < self.max_body_bytes:
+        if (
+            self.max_buffered_body_bytes is not None
+            and self.max_buffered_body_bytes < self.max_body_bytes
+        ):
             raise ValueError(
                 f"max_buffered_body_bytes ({self.max_buffered_body_bytes}) must be at least "
                 f"max_body_bytes ({self.max_body_bytes})"
             )
         if self.max_connections < 1:
             raise ValueError("max_connections must be >= 1")
+
+    @property
+    def buffered_body_limit(self) -> int:
+        if self.max_buffered_body_bytes is not None:
+            return self.max_buffered_body_bytes
+        return max(48 * 1024 * 1024, self.max_body_bytes)
 
 
 class UpstreamConfig(msgspec.Struct, **_STRUCT):
