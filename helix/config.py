@@ -586,13 +586,18 @@ def load_file(path: str, env: dict[str, str] | None = None) -> Config:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or type(exc).__name__
         raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
-    tree = _interpolate(raw, env, "")
-    tree = _apply_env_overrides(tree, env)
-    return _convert(tree, path)
+    try:
+        tree = _interpolate(raw, env, "")
+        tree = _apply_env_overrides(tree, env)
+        return _convert(tree, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
 
 
 def load_env(env: dict[str, str] | None = None) -> Config:

@@ -24,6 +24,7 @@ from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
 from helix.providers.openai import decode_usage
 from helix.routing.models import DEFAULT, Registry, cost
+from helix.schema.jsonsafe import GuardedRelay, upstream_error
 from helix.schema.openai import embeddings_as_base64
 
 # Provider response headers worth keeping; everything else (cookies, server,
@@ -104,7 +105,7 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         try:
             status = resp.status
             if status >= 400:
-                raise adapter.error(dep, status, resp.headers, await resp.read())
+                raise upstream_error(adapter, dep, status, resp.headers, await resp.read())
             resp.check_answer()  # an HTML page or a non-JSON body is a 502, not a 200
             headers = response_headers(resp.headers, dep.route_headers)
             if ctx.response_headers:
@@ -115,7 +116,7 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 and view.stream
                 and not (resp.header(b"content-type") or b"").startswith(b"application/json")
             ):
-                relay = adapter.stream_relay(dep, view)
+                relay = GuardedRelay(adapter.stream_relay(dep, view))  # too deep: a 502
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
                 try:

@@ -32,12 +32,14 @@ from helix.errors import ErrorKind, HelixError
 
 __all__ = [
     "MAX_DEPTH",
+    "GuardedRelay",
     "check_json_object",
     "decode_client",
     "decode_upstream",
     "depth_exceeds",
     "too_deep_client",
     "too_deep_upstream",
+    "upstream_error",
 ]
 
 # Real requests nest a few dozen levels at most (a JSON Schema of ten nested
@@ -149,3 +151,49 @@ def check_json_object(body: bytes, label: str = "the provider") -> None:
         ) from None
     if depth_exceeds(body):
         raise too_deep_upstream(label)
+
+
+class GuardedRelay:
+    """A provider's stream relay whose events nesting too deep are a 502, not a crash.
+
+    Translating relays decode each event with msgspec, which raises
+    ``RecursionError`` on JSON nested near the interpreter's limit; this turns
+    it into the same ``HelixError`` a body read whole gets.  Everything else
+    (``passthrough``, ``usage`` ...) is the relay's own.
+    """
+
+    __slots__ = ("_label", "_relay")
+
+    def __init__(self, relay, label: str = "the provider") -> None:
+        self._relay = relay
+        self._label = label
+
+    def feed(self, data: bytes) -> bytes:
+        try:
+            return self._relay.feed(data)
+        except RecursionError:
+            raise too_deep_upstream(self._label) from None
+
+    def close(self) -> bytes:
+        try:
+            return self._relay.close()
+        except RecursionError:
+            raise too_deep_upstream(self._label) from None
+
+    def __getattr__(self, name: str):
+        return getattr(self._relay, name)
+
+
+def upstream_error(adapter, dep, status: int, headers, body: bytes) -> HelixError:
+    """``adapter.error(...)`` for a provider's error answer, safe from nesting bombs.
+
+    The adapters decode the error body to find the provider's message; a body
+    nested too deep would raise ``RecursionError`` there, so it is answered
+    with the provider's status and a message of Helix's own instead.
+    """
+    try:
+        return adapter.error(dep, status, headers, body)
+    except RecursionError:
+        return HelixError.upstream(
+            status, f"The provider answered {status} with a body nested too deep to read."
+        )

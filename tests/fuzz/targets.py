@@ -23,6 +23,7 @@ from helix.config import ConfigError
 from helix.errors import HelixError
 from helix.providers import catalog
 from helix.providers.base import Deployment
+from helix.schema.jsonsafe import GuardedRelay, check_json_object, upstream_error
 from helix.schema.openai import chat_request_decoder, decode_request
 
 __all__ = ["TARGETS"]
@@ -80,14 +81,20 @@ def provider_response(ptype: str):
     def target(data: bytes) -> None:
         dep = deployment(ptype)
         adapter = dep.adapter
-        for call in (adapter.chat_response, adapter.embeddings_response):
+        try:
+            # What forward does first with a 2xx body read whole (resp.check_answer/read).
+            check_json_object(data)
+            ok = True
+        except HelixError:
+            ok = False
+        for call in (adapter.chat_response, adapter.embeddings_response) if ok else ():
             try:
                 out = call(dep, data)
             except HelixError:
                 continue
             assert isinstance(out, bytes | bytearray)
         status = 400 + (data[0] % 200 if data else 0)
-        err = adapter.error(dep, status, [(b"content-type", b"application/json")], data)
+        err = upstream_error(adapter, dep, status, [(b"content-type", b"application/json")], data)
         assert isinstance(err, HelixError)
         err.to_json()
 
@@ -98,7 +105,7 @@ def provider_response(ptype: str):
 def provider_stream(ptype: str):
     def target(data: bytes) -> None:
         dep = deployment(ptype)
-        relay = dep.adapter.stream_relay(dep, _VIEWS[True])
+        relay = GuardedRelay(dep.adapter.stream_relay(dep, _VIEWS[True]))  # as forward does
         try:
             for piece in _split(data):
                 out = relay.feed(piece)
