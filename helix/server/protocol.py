@@ -121,6 +121,7 @@ class HttpProtocol(asyncio.Protocol):
         "_current",
         "_dead",
         "_deadline",
+        "_extra",
         "_handler",
         "_head_bytes",
         "_head_raw",
@@ -176,6 +177,8 @@ class HttpProtocol(asyncio.Protocol):
         # is reusing it right now, and that client would see a reset).
         self.draining = False
         self.lost = False
+        # Input arrived after the request that ends the connection (discarded).
+        self._extra = False
         self._linger: asyncio.TimerHandle | None = None
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
@@ -275,6 +278,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._dead:
+            self._extra = True
             return
         if self._pstate == _P_HEAD:
             # Coarse guard for one huge header line that llhttp buffers
@@ -323,6 +327,7 @@ class HttpProtocol(asyncio.Protocol):
     # ==================================================================
     def on_message_begin(self) -> None:
         if self._dead:
+            self._extra = True  # a request after the one that closes the connection
             raise _Abort()
         self._pstate = _P_HEAD
 
@@ -653,8 +658,18 @@ class HttpProtocol(asyncio.Protocol):
         self._queue.clear()
         # The client may still be sending (the rest of a refused request,
         # pipelined requests, stray bytes): linger so they do not turn the
-        # close into an RST that destroys the response.
-        self._linger_close()
+        # close into an RST that destroys the response.  While the server
+        # drains, a connection that sent nothing more is closed at once (a
+        # client that keeps it open must not hold the shutdown for the linger).
+        if (
+            self.draining
+            and exchange._reject is None
+            and self._pstate == _P_IDLE
+            and not self._extra
+        ):
+            self.transport.close()
+        else:
+            self._linger_close()
 
     def _linger_close(self) -> None:
         transport = self.transport

@@ -161,13 +161,13 @@ class Server:
         # A flood of connections went away: give its memory back once it is over.
         if self._peak >= _TRIM_AFTER and len(conns) * 2 < self._peak and self._trim is None:
             self._trim = self.loop.call_later(1.0, self._trim_heap)
+        if not conns and self._all_closed is not None:
+            self._all_closed.set()
 
     def _trim_heap(self) -> None:
         self._trim = None
         self._peak = len(self._conns)
         trim()
-        if not self._conns and self._all_closed is not None:
-            self._all_closed.set()
 
     @property
     def connections(self) -> int:

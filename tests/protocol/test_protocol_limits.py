@@ -185,3 +185,29 @@ async def test_connection_close_lingers_and_discards_late_input():
     await settle()
     assert len(parse_responses(t.data)) == 1
     assert proto.eof_received() is None  # the client's EOF ends the linger
+
+
+async def test_stray_bytes_after_a_request_make_the_close_linger():
+    # Junk that fails at its first byte leaves the parser idle: the 400 must still linger.
+    proto, t, _ = conn()
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n\x00junk")
+    await settle()
+    assert [r.status for r in parse_responses(t.data)] == [200, 400]
+    assert t.eof_written and not t.closed
+
+
+async def test_draining_closes_a_quiet_connection_at_once():
+    release = asyncio.Event()
+
+    async def slow(ex):
+        await release.wait()
+        await ok(ex)
+
+    proto, t, _server = conn(slow)
+    proto.data_received(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    proto.begin_shutdown()
+    release.set()
+    await settle()
+    assert one_response(t).header("connection") == "close"
+    assert t.closed  # nothing more was sent: no linger holding the shutdown

@@ -8,6 +8,7 @@ flat (tests/reliability/test_faults_canary.py)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -111,3 +112,35 @@ def test_term_under_load_finishes_every_request_in_flight(mock):
             t.join(15)
         assert results == [200] * 8, results
         assert helix.wait(15) == 0, helix.log()
+
+
+def test_extra_bytes_after_a_request_never_cost_its_answer(mock):
+    """A request followed by stray bytes (with the request, or arriving as the server closes):
+    the answer always arrives.  End-to-end smoke test on loopback, where a reset rarely wins
+    the race; the lingering itself is pinned by tests/protocol/test_protocol_limits.py."""
+    import random
+    import socket
+
+    rnd = random.Random(14)
+    with HelixProcess(mock_config(mock.url), workers=2) as helix:
+        for i in range(200):
+            junk = bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 3000)))
+            with socket.create_connection(("127.0.0.1", helix.port), timeout=10) as s:
+                close = b"Connection: close\r\n" if i % 2 else b""
+                s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n" + close + b"\r\n"
+                          + (b"" if i % 2 else junk))
+                if i % 4 < 2:
+                    time.sleep(0.02)  # the answer is written and the server closes ...
+                    with contextlib.suppress(OSError):
+                        s.sendall(junk)  # ... while more bytes arrive
+                    time.sleep(0.02)
+                data = b""
+                while True:
+                    try:
+                        got = s.recv(65536)
+                    except ConnectionResetError:
+                        raise AssertionError(f"reset after {data[:80]!r}") from None
+                    if not got:
+                        break
+                    data += got
+            assert data.startswith(b"HTTP/1.1 200 OK"), data[:200]
