@@ -7,8 +7,11 @@
 #   docker run -p 8080:8080 -e OPENAI_API_KEY=sk-... helix                        # env-only
 #   docker run -p 8080:8080 -v "$PWD/helix.yaml:/app/helix.yaml:ro" helix          # config file
 #
-# Sidecar: /opt/helix is self-contained (needs /bin/sh and glibc >= 2.36, i.e. Debian 12 /
-# Ubuntu 22.10 or newer); copy it into another image and run /opt/helix/bin/helix:
+# Sidecar: /usr/local/bin/helix is the same Helix as ONE file (infrastructure/
+# build-binary.sh: a self-extracting bundle that needs /bin/sh, tar, gzip and glibc >= 2.36,
+# i.e. Debian 12 / Ubuntu 22.10 or newer, and no Python), so the README's line works as is:
+#   COPY --from=helicone/helix:latest /usr/local/bin/helix /usr/local/bin/helix
+# (it unpacks itself once into ~/.cache/helix or $TMPDIR).  Or copy the tree itself:
 #   COPY --from=helix /opt/helix /opt/helix
 # Expected size: ~135 MB uncompressed (debian:bookworm-slim ~75 MB + /opt/helix ~58 MB);
 # see docs/DEPLOY.md for how that was measured.
@@ -26,12 +29,14 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY infrastructure/build-bundle.sh /usr/local/bin/build-bundle
+COPY infrastructure/build-binary.sh /usr/local/bin/build-binary
 COPY pyproject.toml setup.cfg setup.py README.md ./
 COPY helix ./helix
 # build-bundle pip-installs "." (setup.py compiles helix/_fast with Cython) into the tree,
 # then refuses an image whose accelerators did not compile.
 RUN build-bundle /opt/helix . \
- && /opt/helix/bin/helix --version | grep -q "extensions: compiled"
+ && /opt/helix/bin/helix --version | grep -q "extensions: compiled" \
+ && HELIX_BUNDLE_DIR=/opt/helix build-binary /usr/local/bin/helix
 
 FROM ${RUNTIME_IMAGE} AS runtime
 # ca-certificates: the system trust store, next to certifi's (corporate CAs go there).
@@ -42,11 +47,13 @@ RUN apt-get update \
  && groupadd --system --gid 10001 helix \
  && useradd --system --uid 10001 --gid 10001 --home-dir /app --create-home helix
 COPY --from=build /opt/helix /opt/helix
+COPY --from=build /usr/local/bin/helix /usr/local/bin/helix
 COPY config/demo.yaml /app/demo.yaml
 ENV PATH=/opt/helix/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HELIX_HOST=0.0.0.0 \
-    HELIX_PORT=8080
+    HELIX_PORT=8080 \
+    HELIX_STATE_DIR=/app/state
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import msgspec
 
+from helix.api import APIS, RESPONSES
+from helix.api.responses import make_resource_handler
+from helix.api.responses.store import open_store
 from helix.client import PoolLimits, UpstreamPool
 from helix.config import Config
 from helix.errors import ErrorKind, HelixError
@@ -57,16 +60,9 @@ class App:
         )
         # Metrics, traces, request ids, the access line, Helicone: only what config enables.
         self.observe = Observability(config, worker, self.registry)
-        recorders = self.observe.recorders
         self.model_table = Registry.from_config(config)
         metrics = getattr(self.observe, "metrics", None)
         route = make_route(self.registry, worker, metrics)
-        upstream = [
-            *self.observe.phases,
-            decode,
-            route,
-            make_forward(self.pool, self.model_table),
-        ]
         # Balancer health/latency: read from shared memory by /status and /metrics only.
         self.observe.status.deployment_state = route.balancer.snapshot
         if metrics is not None:
@@ -76,38 +72,57 @@ class App:
         self.keys, self.gate = limits.build(config, worker, self.model_table, metrics)
         if self.gate is not None:
             self.observe.status.components["rate_limits"] = self.gate.state
-            upstream.insert(upstream.index(decode) + 1, self.gate.admit)
-            recorders = [*recorders, self.gate.settle]
-        if self.keys is not None:
-            principals = self.gate.principals if self.gate is not None else None
-            upstream.insert(upstream.index(decode), make_authenticate(self.keys, principals))
-        chat_phases = embeddings_phases = upstream
         self.cache = None
         if config.caching is not None:  # response caching: absent unless configured
-            self.cache, chat_phases, embeddings_phases, recorders = cache_phase.build(
-                config, self.pool, upstream, recorders
-            )
+            self.cache = cache_phase.build(config, self.pool)
             self.observe.status.components["cache"] = self.cache.state
-        chat = Pipeline("chat", chat_phases, recorders).run
-        embeddings = Pipeline("embeddings", embeddings_phases, recorders).run
+        forward = make_forward(self.pool, self.model_table)
+        RESPONSES.store = open_store(config.responses)  # opened on first use
+        recorders = [
+            *([cache_phase.cache_store] if self.cache is not None else []),
+            *self.observe.recorders,
+            *([self.gate.settle] if self.gate is not None else []),
+        ]
+        # One pipeline per client API, every one built from the same phases: a feature
+        # that is off is absent from all of them.
+        self.routes: dict[str, dict[str, object]] = {}
+        for api in APIS:
+            lookup = None
+            if self.cache is not None and api.name in self.cache.rules:
+                lookup = cache_phase.make_cache_lookup(self.cache, api.name)
+            local = api.local_phase()
+            phases = [
+                *self.observe.phases,
+                *([make_authenticate(self.keys)] if self.keys is not None else []),
+                decode,
+                *([self.gate.admit] if self.gate is not None and api.admitted else []),
+                route,
+                *([lookup] if lookup is not None else []),
+                *([local] if local is not None else []),
+                forward,
+            ]
+            own = api.recorder()
+            run = Pipeline(api, phases, [*recorders, *([own] if own is not None else [])]).run
+            for path in api.paths:
+                self.routes[path] = {"POST": run}
         self._models_body = self._models_json()
-        # path -> {method: handler}; both the /v1 and the bare OpenAI paths.
-        self.routes = {
-            "/v1/chat/completions": {"POST": chat},
-            "/chat/completions": {"POST": chat},
-            "/v1/embeddings": {"POST": embeddings},
-            "/embeddings": {"POST": embeddings},
+        self.routes.update({
             "/v1/models": {"GET": self.models},
             "/models": {"GET": self.models},
             "/health": {"GET": self.health, "HEAD": self.health},
             **self.observe.routes,
-        }
+        })
         if self.cache is not None and self.cache.admin_key:
             self.routes["/admin/cache/purge"] = {"POST": cache_phase.make_purge(self.cache)}
         if self.keys is not None:  # gateway keys guard /v1/* (the model list too), not /health
             self.routes["/v1/models"] = self.routes["/models"] = {
                 "GET": guard(self.keys, self.models)
             }
+        # Stored responses: /v1/responses/{id} and /v1/responses/{id}/input_items.
+        resource = make_resource_handler(self.registry, self.pool, self.keys)
+        self.prefixes = [(p + "/", {"GET": resource, "DELETE": resource})
+                         for p in RESPONSES.paths]
+        self._served = ", ".join(sorted({p for p in self.routes if p.startswith("/v1/")}))
 
     async def handle(self, exchange: Exchange) -> None:
         request = exchange.request
@@ -116,10 +131,13 @@ class App:
             path = request.path.rstrip("/")
             methods = self.routes.get(path) if path != request.path else None
             if methods is None:
+                methods = next((m for prefix, m in self.prefixes
+                                if request.path.startswith(prefix)), None)
+            if methods is None:
                 raise HelixError(
                     ErrorKind.NOT_FOUND,
                     f"Unknown request URL: {request.method} {request.path}. "
-                    "Helix serves /v1/chat/completions, /v1/embeddings, /v1/models and /health.",
+                    f"Helix serves {self._served} and /health.",
                 )
         handler = methods.get(request.method)
         if handler is None:
@@ -135,18 +153,30 @@ class App:
         exchange.respond(200, _JSON, b'{"status":"ok"}')
 
     async def models(self, exchange: Exchange) -> None:
-        exchange.respond(200, _JSON, self._models_body)
+        # Anthropic clients (Claude Code's model discovery) send anthropic-version and read
+        # Anthropic's list shape; every other client gets OpenAI's.
+        if "anthropic-version" in exchange.request.headers:
+            exchange.respond(200, _JSON, self._anthropic_models_body)
+        else:
+            exchange.respond(200, _JSON, self._models_body)
 
     def _models_json(self) -> bytes:
-        data, seen = [], set()
+        data = []
+        anthropic = []
         for name, deps in self.registry.by_name.items():
-            if name not in seen:
-                seen.add(name)
-                data.append({"id": name, "object": "model", "created": 0,
-                             "owned_by": deps[0].provider})
+            data.append({"id": name, "object": "model", "created": 0,
+                         "owned_by": deps[0].provider})
+            anthropic.append({"type": "model", "id": name, "display_name": name,
+                              "created_at": "1970-01-01T00:00:00Z"})
+        self._anthropic_models_body = _encode({
+            "data": anthropic, "has_more": False,
+            "first_id": anthropic[0]["id"] if anthropic else None,
+            "last_id": anthropic[-1]["id"] if anthropic else None,
+        })
         return _encode({"object": "list", "data": data})
 
     async def close(self) -> None:
+        await RESPONSES.store.close()
         if self.cache is not None:
             await self.cache.close()
         await self.pool.close()

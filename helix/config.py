@@ -308,6 +308,30 @@ class CachingConfig(msgspec.Struct, **_STRUCT):
     admin_api_key: str | None = None  # enables POST /admin/cache/purge (Bearer this key)
 
 
+class ResponsesConfig(msgspec.Struct, **_STRUCT):
+    """Conversation state for /v1/responses answered by providers without a Responses API
+    (Helix addition; helix/api/responses/store.py).  OpenAI and Azure keep their own."""
+
+    store: Literal["sqlite", "redis", "none"] = "sqlite"
+    # sqlite: the file every worker of this instance shares; default $HELIX_STATE_DIR, else
+    # $XDG_STATE_HOME/helix or ~/.local/state/helix.
+    state_dir: str | None = None
+    redis_url: str | None = None  # redis: every instance sharing it continues any conversation
+    redis_timeout: Duration = Duration(0.5)
+    ttl: Duration = Duration(30 * 86400.0)  # stored responses expire after this
+    max_bytes: int = 1024 * 1024 * 1024  # sqlite: the oldest go first beyond this
+
+    def __post_init__(self) -> None:
+        if self.store == "redis" and not self.redis_url:
+            raise ValueError("redis_url is required with store: redis")
+        if self.store != "redis" and self.redis_url:
+            raise ValueError("redis_url is only used with store: redis")
+        if self.ttl <= 0:
+            raise ValueError("ttl must be > 0")
+        if self.max_bytes < 1024 * 1024:
+            raise ValueError("max_bytes must be at least 1 MiB")
+
+
 class RetriesConfig(msgspec.Struct, **_STRUCT):
     max_attempts: int = 3
     backoff: Literal["exponential", "constant"] = "exponential"
@@ -443,6 +467,7 @@ class ModelOverride(msgspec.Struct, **_STRUCT):
     input_per_mtok: float | None = None
     output_per_mtok: float | None = None
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None  # prompt-cache writes (Anthropic, Bedrock)
 
 
 class Config(msgspec.Struct, **_STRUCT):
@@ -455,6 +480,7 @@ class Config(msgspec.Struct, **_STRUCT):
     caching: CachingConfig | None = None
     resilience: ResilienceConfig | None = None
     observability: ObservabilityConfig = ObservabilityConfig()
+    responses: ResponsesConfig = ResponsesConfig()  # Helix addition: /v1/responses state
     # Model table entries merged over the packaged one (helix/data/models.json).
     models: list[ModelOverride] = []
     # Where this config came from ("env" or a file path); set by the loader.
@@ -785,7 +811,8 @@ def _validate_models(models: list[ModelOverride]) -> None:
                 raise ConfigError(
                     f"{where}: unknown provider type {ptype!r} (expected one of {known})"
                 )
-        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok"):
+        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                      "cache_write_per_mtok"):
             value = getattr(m, field)
             if value is not None and not 0 <= value < float("inf"):
                 raise ConfigError(

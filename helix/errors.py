@@ -7,8 +7,10 @@ Foreign exceptions (``OSError``, ``ssl.SSLError``, ``msgspec.ValidationError``,
 ``httptools.HttpParserError``) are converted at the I/O boundary; phases never
 see them.
 
-Rendering happens in exactly one place, :meth:`HelixError.to_json`, which
-produces OpenAI's error shape ``{"error": {"message", "type", "param", "code"}}``.
+:meth:`HelixError.to_json` renders OpenAI's error shape
+``{"error": {"message", "type", "param", "code"}}``; each client API
+(``helix/api``) renders the errors it answers in its own dialect through its
+``error_body``, OpenAI's clients through this one.
 """
 
 from __future__ import annotations
@@ -123,9 +125,10 @@ class HelixError(Exception):
     """A failure with enough structure to decide retries and render a reply.
 
     ``status`` defaults to the kind's status; provider errors keep the
-    provider's own status.  ``body`` is an already-rendered OpenAI-shaped
-    error body to send verbatim (a provider error passed through unchanged).
-    ``headers`` are extra response headers (``Retry-After`` ...).
+    provider's own status.  ``native`` is ``(format, body)``: the provider's
+    own error body in a client format (``"anthropic"``), which a client
+    speaking that format gets verbatim.  ``headers`` are extra response headers
+    (``Retry-After`` ...).
     """
 
     def __init__(
@@ -139,10 +142,15 @@ class HelixError(Exception):
         type: str | None = None,
         source: Source | None = None,
         retry: Retry | None = None,
-        body: bytes | None = None,
+        native: tuple[str, bytes] | None = None,
         headers: list[tuple[bytes, bytes]] | None = None,
         cause: BaseException | None = None,
     ) -> None:
+        # A provider's message or body may echo its key: configured secrets never
+        # enter an error, whatever renders it later (helix/secrets.py).
+        message = scrub(message)
+        if native is not None:
+            native = (native[0], scrub(native[1]))
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -157,7 +165,7 @@ class HelixError(Exception):
                 source = _DEFAULT_SOURCE.get(kind, Source.CLIENT)
         self.source = source
         self.retry = retry if retry is not None else _DEFAULT_RETRY.get(kind, Retry.NO)
-        self.body = body
+        self.native = native
         self.headers = headers or []
         if cause is not None:
             self.__cause__ = cause
@@ -202,10 +210,7 @@ class HelixError(Exception):
 
     def to_json(self) -> bytes:
         """The OpenAI-shaped body for this error."""
-        body = self.body
-        if body is None:
-            body = error_body(self.message, self.type, self.param, self.code)
-        return scrub(body)  # a provider's message may echo its key (helix/secrets.py)
+        return error_body(self.message, self.type, self.param, self.code)
 
 
 def release(err: BaseException | None) -> BaseException | None:

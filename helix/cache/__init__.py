@@ -20,7 +20,6 @@ __all__ = ["Cache", "Rule", "check_config", "endpoint_of", "s3_credentials"]
 
 # Helicone-Cache-Bucket-Max-Size is refused above this (an entry holds that many answers).
 MAX_BUCKET = 20
-_ENDPOINTS = {"chat/completions": "chat", "embeddings": "embeddings"}
 DEFAULT_MEMORY_BYTES = 256 * 1024 * 1024
 DEFAULT_REDIS_TIMEOUT = 0.25
 DEFAULT_S3_TIMEOUT = 2.0
@@ -28,9 +27,18 @@ _S3_PREFIX = re.compile(r"^[A-Za-z0-9_.\-]+(/[A-Za-z0-9_.\-]+)*/?$")
 
 
 class Rule(NamedTuple):
-    endpoint: str  # "chat" or "embeddings"
+    endpoint: str  # the client API's name: "chat", "embeddings", "messages", ...
     ttl: float
     include: tuple[str, ...] | None  # None: the whole body minus key.DEFAULT_EXCLUDE
+
+
+def _cacheable() -> dict[str, str]:
+    """Path (without /v1) -> the name of the client API served there, for every API whose
+    answers can be cached."""
+    from helix.api import APIS
+
+    return {p.strip("/").removeprefix("v1/"): api.name
+            for api in APIS if api.cacheable for p in api.paths}
 
 
 def endpoint_of(path: str) -> str | None:
@@ -41,7 +49,7 @@ def endpoint_of(path: str) -> str | None:
         p = p.replace("//", "/")
     if p.startswith("v1/"):
         p = p[3:]
-    return _ENDPOINTS.get(p)
+    return _cacheable().get(p)
 
 
 def s3_credentials(cfg, env: dict[str, str]):
@@ -57,9 +65,10 @@ def s3_credentials(cfg, env: dict[str, str]):
 
 
 def rules_of(cfg) -> dict[str, Rule]:
-    """endpoint -> rule; no ``rules``: both endpoints, with ``ttl`` and the default key."""
+    """endpoint -> rule; no ``rules``: every cacheable endpoint, with ``ttl`` and the default
+    key."""
     if not cfg.rules:
-        return {e: Rule(e, float(cfg.ttl), None) for e in ("chat", "embeddings")}
+        return {e: Rule(e, float(cfg.ttl), None) for e in sorted(set(_cacheable().values()))}
     out: dict[str, Rule] = {}
     for r in cfg.rules:
         endpoint = endpoint_of(r.path)
@@ -81,10 +90,8 @@ def check_config(cfg, env: dict[str, str] | None = None) -> None:
         where = f"caching.rules[{i}]"
         endpoint = endpoint_of(r.path)
         if endpoint is None:
-            raise ConfigError(
-                f"{where}.path: Helix caches /v1/chat/completions and /v1/embeddings only, "
-                f"got {r.path!r}"
-            )
+            paths = ", ".join(sorted("/v1/" + p for p in _cacheable()))
+            raise ConfigError(f"{where}.path: Helix caches {paths} only, got {r.path!r}")
         if endpoint in seen:
             raise ConfigError(
                 f"{where}.path: {r.path!r} names the same endpoint as caching.rules"
@@ -138,9 +145,11 @@ def check_config(cfg, env: dict[str, str] | None = None) -> None:
     if cfg.backend == "redis":
         if not cfg.redis_url:
             raise ConfigError("caching.redis_url: required with backend: redis")
-        if not re.match(r"^(redis|rediss|unix)://", cfg.redis_url):
+        if not re.match(r"^(redis|rediss|unix|redis\+cluster|rediss\+cluster)://",
+                        cfg.redis_url):
             raise ConfigError(
-                "caching.redis_url: expected redis://, rediss:// or unix:// "
+                "caching.redis_url: expected redis://, rediss://, unix:// or (Redis "
+                "Cluster) redis+cluster:// / rediss+cluster:// "
                 f"(got {cfg.redis_url.split(':', 1)[0]}:...)"
             )
     if cfg.backend == "s3":

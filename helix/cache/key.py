@@ -38,20 +38,18 @@ __all__ = [
 # Fields that never change the answer.
 DEFAULT_EXCLUDE = frozenset({"stream", "stream_options", "user", "store", "metadata"})
 
-# OpenAI's documented defaults: a field given with its default value is the same request as
-# the field left out.  Booleans only match booleans, numbers only numbers.
-_DEFAULTS: dict[str, dict[str, object]] = {
-    "chat": {
-        "temperature": 1,
-        "top_p": 1,
-        "n": 1,
-        "presence_penalty": 0,
-        "frequency_penalty": 0,
-        "logprobs": False,
-        "parallel_tool_calls": True,
-    },
-    "embeddings": {"encoding_format": "float"},
-}
+
+def _defaults(endpoint: str) -> dict[str, object]:
+    """The API's documented defaults (``Api.cache_defaults``): a field given with its default
+    value is the same request as the field left out.  Booleans only match booleans, numbers
+    only numbers."""
+    from helix.api import by_name
+
+    try:
+        return by_name(endpoint).cache_defaults
+    except KeyError:
+        return {}
+
 
 NO_SEED = "_"
 _MISSING = object()
@@ -79,7 +77,7 @@ def canonical_fields(
     endpoint: str, body: dict, include: Iterable[str] | None = None
 ) -> dict[str, object]:
     """The body fields that make up the key, canonicalized (``model`` is never among them)."""
-    defaults = _DEFAULTS.get(endpoint, {})
+    defaults = _defaults(endpoint)
     if include is None:
         items = ((k, v) for k, v in body.items() if k not in DEFAULT_EXCLUDE)
     else:

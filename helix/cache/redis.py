@@ -5,16 +5,13 @@ equal to the newest answer's remaining life, so Redis drops them itself.
 Each call is bounded by ``Store``'s timeout (the client's socket timeouts are
 set to the same value); redis-py's own retries are off, because a retry
 after a timeout only doubles the time a request waits for a miss.
+``redis+cluster://`` URLs use Redis Cluster (see ``helix.limit.redis.redis_client``).
 """
 
 from __future__ import annotations
 
 import re
 import time
-
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 
 from helix.cache.store import Entry, decode_entry, encode_entry
 
@@ -27,13 +24,12 @@ class RedisBackend:
 
     def __init__(self, url: str, timeout: float, prefix: str = "helix:cache:") -> None:
         self.prefix = prefix
-        self.client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=timeout,
-            socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0),
-            health_check_interval=0,
-        )
+        from helix.limit.redis import redis_client
+
+        # redis+cluster:// -> RedisCluster.  Cache commands are single-key (GET, SET PX,
+        # UNLINK) and purges SCAN every master and UNLINK per slot, so entries spread
+        # over the whole cluster: no hash tag here, on purpose.
+        self.client = redis_client(url, timeout)
 
     async def get(self, key: str) -> Entry | None:
         data = await self.client.get(self.prefix + key)

@@ -66,7 +66,10 @@ class KeyTable:
         scheme, _, token = authorization.strip().partition(" ")
         if scheme.lower() != "bearer":
             return None
-        token = token.strip()
+        return self.verify_token(token.strip())
+
+    def verify_token(self, token: str | None) -> GatewayKey | None:
+        """The key that is ``token``, or None (constant-time on the digest)."""
         if not token:
             return None
         d = hashlib.sha256(token.encode("utf-8", "surrogateescape")).digest()

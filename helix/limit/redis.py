@@ -7,11 +7,18 @@ script is the Lua twin of ``gcra.admit`` and ``budget.reserve`` (all checks
 decided first, written only if all pass); ``tests/limit`` runs the same
 scenarios against both backends.
 
-Keys (``helix:rl:`` prefix; the scope is ``g``, ``t:<team>``, ``u:<user>``
+Keys (``{helix:rl}:`` prefix; the scope is ``g``, ``t:<team>``, ``u:<user>``
 or ``k:<key>``)::
 
-    helix:rl:<scope>:<unit>            GCRA tat (us), PEXPIRE when the bucket is full again
-    helix:rl:<scope>:<unit>:<window>   budget used in that window, PEXPIRE at its end
+    {helix:rl}:<scope>:<unit>            GCRA tat (us), PEXPIRE when the bucket is full again
+    {helix:rl}:<scope>:<unit>:<window>   budget used in that window, PEXPIRE at its end
+
+The ``{helix:rl}`` hash tag puts every limit key in one Redis Cluster slot: an
+admission's script touches the keys of several scopes at once and must run
+atomically on one node (a cross-slot script is refused by a cluster).  With
+``redis+cluster://`` (or ``rediss+cluster://``) URLs Helix uses redis-py's
+``RedisCluster`` (:func:`redis_client`), which follows ``MOVED``/``ASK`` and
+fail-overs; the limits then live on the master that owns that slot.
 
 Redis down or slow never hangs a request: every call is bounded by
 ``rate_limits.redis_timeout``; a failure applies ``failure_policy``
@@ -30,14 +37,14 @@ import time
 
 from helix.limit.policy import REQUESTS, Check, Result
 
-__all__ = ["ADMIT_LUA", "SETTLE_LUA", "RedisStore"]
+__all__ = ["ADMIT_LUA", "SETTLE_LUA", "RedisStore", "is_cluster", "redis_client"]
 
 log = logging.getLogger("helix.limit")
 
 RETRY_INTERVAL = 1.0
 MAX_CONNECTIONS = 64
 LOG_INTERVAL = 10.0
-PREFIX = "helix:rl:"
+PREFIX = "{helix:rl}:"
 _US = 1_000_000
 
 # KEYS[i]: the check's key (a budget's window is appended here).
@@ -142,29 +149,56 @@ def _key(c: Check) -> str:
     return f"{PREFIX}{c.scope}:{_UNIT_NAMES[c.unit]}"
 
 
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def is_cluster(url: str) -> bool:
+    return url.partition("://")[0].lower() in CLUSTER_SCHEMES
+
+
+def redis_client(url: str, timeout: float, *, max_connections: int | None = None):
+    """An asyncio redis-py client for ``url``: ``Redis``, or ``RedisCluster`` for
+    ``redis+cluster://`` / ``rediss+cluster://`` (one seed node; the client finds the
+    others).  Every socket operation is bounded by ``timeout`` and redis-py's own
+    retries are off: the caller's failure policy decides what a failure means.
+    ``max_connections`` bounds the pool (per node for a cluster); a burst beyond it
+    waits up to ``timeout`` for a connection (standalone) or fails (cluster).
+    """
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+
+    scheme, sep, rest = url.partition("://")
+    common = dict(socket_timeout=timeout, socket_connect_timeout=timeout,
+                  health_check_interval=0, retry=Retry(NoBackoff(), 0))
+    if sep and scheme.lower() in CLUSTER_SCHEMES:
+        from redis.asyncio.cluster import RedisCluster
+
+        kwargs = dict(common)
+        if max_connections is not None:
+            kwargs["max_connections"] = max_connections
+        # A slot move or fail-over is followed (MOVED/ASK, topology refresh) but a dead
+        # node is not retried: 1 attempt, then the failure policy.
+        return RedisCluster.from_url(f"{CLUSTER_SCHEMES[scheme.lower()]}://{rest}",
+                                     cluster_error_retry_attempts=1, **kwargs)
+    import redis.asyncio as aioredis
+
+    if max_connections is None:
+        return aioredis.Redis.from_url(url, **common)
+    pool = aioredis.BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=timeout, **common)
+    return aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+
+
 class RedisDown(Exception):
     """Redis did not answer in time (or at all); the failure policy applies."""
 
 
 class RedisStore:
     def __init__(self, url: str, timeout: float, clock=time.monotonic) -> None:
-        import redis.asyncio as aioredis
-        from redis.asyncio.retry import Retry
-        from redis.backoff import NoBackoff
-
         self.timeout = float(timeout)
-        # A blocking pool: a burst beyond max_connections waits (up to the timeout) for a
-        # free connection instead of failing.
-        pool = aioredis.BlockingConnectionPool.from_url(
-            url,
-            max_connections=MAX_CONNECTIONS,
-            timeout=self.timeout,
-            socket_timeout=self.timeout,
-            socket_connect_timeout=self.timeout,
-            health_check_interval=0,
-            retry=Retry(NoBackoff(), 0),  # no hidden retries: the failure policy decides
-        )
-        self.client = aioredis.Redis(connection_pool=pool, retry=Retry(NoBackoff(), 0))
+        # Standalone: a blocking pool (a burst beyond max_connections waits, up to the
+        # timeout, for a free connection); no hidden retries: the failure policy decides.
+        self.client = redis_client(url, self.timeout, max_connections=MAX_CONNECTIONS)
         self._admit = self.client.register_script(ADMIT_LUA)
         self._settle = self.client.register_script(SETTLE_LUA)
         self.clock = clock
@@ -227,4 +261,6 @@ class RedisStore:
 
     async def close(self) -> None:
         await self.client.aclose()
-        await self.client.connection_pool.disconnect()
+        pool = getattr(self.client, "connection_pool", None)  # RedisCluster has none
+        if pool is not None:
+            await pool.disconnect()

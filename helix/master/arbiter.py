@@ -59,6 +59,7 @@ from typing import Any
 
 from helix.master.shm import (
     READY,
+    RESTARTS_TABLE,
     WORKER_FIELDS,
     WORKER_TABLE,
     SharedMemory,
@@ -83,7 +84,6 @@ EXIT_BOOT_ERROR = BOOT_ERROR
 MIGRATE_REQ_PATH = "/proc/sys/net/ipv4/tcp_migrate_req"
 # Shared table written only by the master: workers respawned after an unexpected
 # exit, one 'Q' cell per worker number (read by /metrics and /status).
-RESTARTS_TABLE = "worker_restarts"
 
 Config = Any
 

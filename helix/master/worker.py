@@ -185,7 +185,7 @@ class _Heartbeat:
             self.worker.slot.beat()
         else:
             self.worker.slot.beat(
-                getattr(server, "requests_total", None),
+                server.requests_total,
                 server.active_requests,
                 server.connections,
             )

@@ -1,7 +1,8 @@
 """Google wire formats for the mock provider: the Gemini API, Vertex AI and an OAuth token endpoint.
 
 * ``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent?alt=sse`` /
-  ``:embedContent`` / ``:batchEmbedContents`` -- Gemini API (``x-goog-api-key``).
+  ``:embedContent`` / ``:batchEmbedContents`` -- Gemini API (``x-goog-api-key``); the same
+  under ``/v1/models/`` (google-genai's default).
 * ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` /
   ``:streamGenerateContent?alt=sse`` / ``:predict`` -- Vertex AI, and
   ``.../publishers/anthropic/models/{model}:rawPredict`` / ``:streamRawPredict`` (Claude on
@@ -14,8 +15,13 @@
 
 Replies are deterministic: ``mock reply to: <last user text>``; ``call tool`` in the last
 user text makes the model call the first declared function; a function response is
-answered with ``tool said: <response JSON>``; JSON mode answers JSON (shaped by
-``responseSchema`` when given).
+answered with ``tool said: <response JSON>``; JSON mode (``responseMimeType:
+application/json``) answers a minimal instance of ``responseSchema`` or ``responseJsonSchema``
+(``instance.py``; both at once, or a schema without JSON mode, is Google's 400), and forced
+function calls (mode ``ANY``) get arguments valid for the declaration's schema.
+``thinkingConfig`` (``thinkingBudget`` other than 0, or ``thinkingLevel``) reports
+``thoughtsTokenCount`` and puts a ``thoughtSignature`` on the answer's first part; with
+``includeThoughts`` the thought summary comes first as a ``{"text", "thought": true}`` part.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply, count_tokens, split_text
+from .instance import instance
 from .openai_routes import embedding_vector
 
 NAME = "gemini"
@@ -138,21 +145,6 @@ def _text(content: dict[str, Any]) -> str:
     return " ".join(p["text"] for p in content.get("parts", []) if isinstance(p.get("text"), str))
 
 
-def _mock_value(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "mock"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    t = str(schema.get("type") or "STRING").upper()
-    if t == "OBJECT":
-        props = schema.get("properties") or {}
-        names = schema.get("required") or list(props)
-        return {n: _mock_value(props.get(n)) for n in names}
-    if t == "ARRAY":
-        return [_mock_value(schema.get("items"))]
-    return {"INTEGER": 1, "NUMBER": 1.5, "BOOLEAN": True}.get(t, "mock")
-
-
 def _wants_tool(body: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
     mode = (((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode"))
     if mode == "NONE":
@@ -169,6 +161,48 @@ def _wants_tool(body: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | 
     return None
 
 
+def _json_schema(gen: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema JSON mode must follow (``responseSchema`` or ``responseJsonSchema``)."""
+    schema, json_schema = gen.get("responseSchema"), gen.get("responseJsonSchema")
+    if schema is not None and json_schema is not None:
+        raise BadRequest("* GenerationConfig: response_schema and response_json_schema cannot "
+                         "both be set.")
+    chosen = schema if schema is not None else json_schema
+    if chosen is not None and gen.get("responseMimeType") != "application/json":
+        raise BadRequest("* GenerationConfig.response_mime_type: must be application/json when "
+                         "a response schema is set.")
+    return chosen
+
+
+_SNAKE = {"thinking_budget": "thinkingBudget", "include_thoughts": "includeThoughts",
+          "thinking_level": "thinkingLevel"}
+
+
+def _thinking(gen: dict[str, Any]) -> dict[str, Any] | None:
+    """``thinkingConfig`` when it turns thinking on (budget -1 = dynamic, 0 = off)."""
+    cfg = gen.get("thinkingConfig", gen.get("thinking_config"))
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict):
+        raise BadRequest("* GenerationConfig.thinking_config: invalid thinking config")
+    # Proto JSON: lowerCamel or the proto's own snake_case names (google-genai sends those).
+    cfg = {_SNAKE.get(k, k): v for k, v in cfg.items()}
+    if not set(cfg) <= {"thinkingBudget", "includeThoughts", "thinkingLevel"}:
+        raise BadRequest("* GenerationConfig.thinking_config: invalid thinking config")
+    budget, level = cfg.get("thinkingBudget"), cfg.get("thinkingLevel")
+    if budget is not None and level is not None:
+        raise BadRequest("* GenerationConfig.thinking_config: thinking_budget and thinking_level "
+                         "are not supported together.")
+    if budget is not None and (not isinstance(budget, int) or budget < -1):
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_budget: must be -1, 0 or "
+                         "a positive number of tokens")
+    if level is not None and str(level).lower() not in ("minimal", "low", "medium", "high"):
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_level: invalid value")
+    if budget == 0:
+        return None
+    return cfg
+
+
 def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, dict | None]:
     """(text, functionCall or None) for a request."""
     last = _last_user(contents)
@@ -178,26 +212,37 @@ def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, 
     else:
         tool = _wants_tool(body, last)
         if tool is not None:
-            return "", {"name": tool["name"], "args": _mock_value(tool.get("parameters"))}
+            schema = next((tool[k] for k in ("parametersJsonSchema", "parameters_json_schema",
+                                              "parameters") if tool.get(k) is not None), None)
+            return "", {"name": tool["name"], "args": instance(schema) if schema else {}}
         text = f"mock reply to: {_text(last)[:40]}"
     gen = body.get("generationConfig") or {}
+    schema = _json_schema(gen)
     if gen.get("responseMimeType") == "application/json":
-        schema = gen.get("responseSchema")
-        value = _mock_value(schema) if schema else {"reply": text}
+        value = instance(schema) if schema else {"reply": text}
         text = orjson.dumps(value).decode()
     return text, None
 
 
-def _usage(body: dict[str, Any], contents: list[dict[str, Any]], out_tokens: int) -> dict:
+def _usage(body: dict[str, Any], contents: list[dict[str, Any]], out_tokens: int,
+           thoughts: int = 0) -> dict:
     prompt = sum(count_tokens(_text(c)) for c in contents)
     system = body.get("systemInstruction")
     if isinstance(system, dict):
         prompt += count_tokens(_text(system))
-    return {
+    usage = {
         "promptTokenCount": prompt,
         "candidatesTokenCount": out_tokens,
-        "totalTokenCount": prompt + out_tokens,
+        "totalTokenCount": prompt + out_tokens + thoughts,
     }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def thought_signature(text: str) -> str:
+    """The opaque signature Gemini attaches to the first part after thinking."""
+    return base64.b64encode(b"mock-thought:" + text.encode()[:32]).decode()
 
 
 def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply | StreamReply:
@@ -205,6 +250,7 @@ def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Repl
     contents = _validate(body)
     text, call = _answer(body, contents)
     gen = body.get("generationConfig") or {}
+    thinking = _thinking(gen)
     n = gen.get("candidateCount") or 1
     max_out = gen.get("maxOutputTokens")
     finish = "STOP"
@@ -212,23 +258,47 @@ def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Repl
         text = " ".join(text.split()[:max_out])
         finish = "MAX_TOKENS"
     out_tokens = count_tokens(orjson.dumps(call).decode()) if call else count_tokens(text)
-    usage = _usage(body, contents, out_tokens * n)
+    thought_text = ""
+    thoughts = 0
+    if thinking is not None:
+        thought_text = f"mock thoughts about: {_text(_last_user(contents))[:40]}"
+        thoughts = count_tokens(thought_text)
+    usage = _usage(body, contents, out_tokens * n, thoughts * n)
     rid = _new_id()
     head = {"modelVersion": model, "responseId": rid}
-    parts: list[dict] = [{"functionCall": call}] if call else [{"text": text}]
+    answer: dict = {"functionCall": call} if call else {"text": text}
+    if thinking is not None:
+        answer["thoughtSignature"] = thought_signature(thought_text)
+    shown = [{"text": thought_text, "thought": True}] \
+        if thinking is not None and thinking.get("includeThoughts") else []
     if not stream:
         cands = [
-            {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
+            {"content": {"role": "model", "parts": [*shown, answer]}, "finishReason": finish,
+             "index": i}
             for i in range(n)
         ]
         return Reply(200, orjson.dumps({"candidates": cands, "usageMetadata": usage, **head}))
     events = []
     pieces = [] if call else split_text(text, ctl.chunks)
     for i in range(n):
-        for piece in pieces[:-1]:
-            cand = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}
+        for part in shown:
+            for piece in split_text(part["text"], 2):
+                cand = {"content": {"role": "model", "parts": [{"text": piece, "thought": True}]},
+                        "index": i}
+                events.append({"candidates": [cand], **head})
+        for k, piece in enumerate(pieces[:-1]):
+            first = {"text": piece}
+            if k == 0 and "thoughtSignature" in answer:
+                first["thoughtSignature"] = answer["thoughtSignature"]
+            cand = {"content": {"role": "model", "parts": [first]}, "index": i}
             events.append({"candidates": [cand], **head})
-        last_parts = parts if call else [{"text": pieces[-1] if pieces else ""}]
+        if call:
+            last_parts = [answer]
+        else:
+            last_part = {"text": pieces[-1] if pieces else ""}
+            if len(pieces) <= 1 and "thoughtSignature" in answer:
+                last_part["thoughtSignature"] = answer["thoughtSignature"]
+            last_parts = [last_part]
         cand = {"content": {"role": "model", "parts": last_parts}, "finishReason": finish,
                 "index": i}
         ev: dict = {"candidates": [cand], **head}
@@ -309,7 +379,8 @@ def _dispatch(req: MockRequest, ctl: Controls, model: str, method: str, vertex: 
 
 
 def gemini_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
-    model, method = _split_method(req.path[len("/v1beta/models/"):])
+    # /v1beta/models/... and /v1/models/... (Google serves both; google-genai uses v1)
+    model, method = _split_method(req.path.split("/models/", 1)[1])
     return _dispatch(req, ctl, model, method, False)
 
 
@@ -326,6 +397,8 @@ def vertex_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     model, method = _split_method(segs[9])
     if publisher == "google":
         return _dispatch(req, ctl, model, method, True)
+    if publisher == "anthropic" and model == "count-tokens" and method == "rawPredict":
+        return _claude_count(req)
     if publisher == "anthropic" and method in ("rawPredict", "streamRawPredict"):
         return _claude(req, ctl, model, method == "streamRawPredict")
     return error_reply(404, f"Publisher model {publisher}/{model}:{method} not found.")
@@ -347,6 +420,17 @@ def _claude(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply 
     inner["model"] = model
     sub = MockRequest(req.method, req.path, req.query, req.headers, orjson.dumps(inner), inner)
     return anthropic_routes.messages_create(sub, ctl)
+
+
+def _claude_count(req: MockRequest) -> Reply:
+    """Vertex's Claude token counter: the model is named in the body."""
+    from . import anthropic_routes
+
+    body = _body(req)
+    if not isinstance(body.get("model"), str):
+        raise BadRequest("model: Field required")
+    inner = {k: v for k, v in body.items() if k != "anthropic_version"}
+    return Reply(200, orjson.dumps(anthropic_routes.count_tokens_reply(inner)))
 
 
 # ------------------------------------------------------------------------------- OAuth
@@ -426,5 +510,6 @@ def register_key(req: MockRequest, ctl: Controls) -> Reply:
 ROUTES = {("POST", "/token"): token, ("POST", "/token/keys"): register_key}
 PREFIX_ROUTES = [
     ("POST", "/v1beta/models/", gemini_model),
+    ("POST", "/v1/models/", gemini_model),
     ("POST", "/v1/projects/", vertex_model),
 ]

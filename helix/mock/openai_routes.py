@@ -134,6 +134,9 @@ def _wants_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
         return None
     if body.get("tool_choice") == "none":
         return None
+    last = messages[-1] if messages and isinstance(messages[-1], dict) else {}
+    if last.get("role") == "tool":
+        return None  # the tool's result came back: now answer
     if "call tool" not in last_user_text(messages).lower():
         return None
     return tools[0]
@@ -158,7 +161,11 @@ def chat_completions(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
         content = None
     else:
         content = reply_text(messages)
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        if isinstance(limit, int) and len(content.split()) > limit:
+            content = " ".join(content.split()[:limit])  # cut: finish_reason "length"
         completion_tokens = count_tokens(content)
+    finish_text = "length" if content is not None and content != reply_text(messages) else "stop"
     usage = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
@@ -177,7 +184,8 @@ def chat_completions(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
         if tool is not None:
             events = _tool_stream(cid, created, model, name, arguments, ctl.chunks, include_usage)
         else:
-            events = _content_stream(cid, created, model, content or "", ctl.chunks, include_usage)
+            events = _content_stream(cid, created, model, content or "", ctl.chunks, include_usage,
+                                     finish_text)
         if include_usage:
             events.append(_event(_chunk(cid, created, model, [], usage=usage)))
         events.append(b"data: [DONE]\n\n")
@@ -200,7 +208,7 @@ def chat_completions(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
         finish = "tool_calls"
     else:
         message = {"role": "assistant", "content": content, "refusal": None, "annotations": []}
-        finish = "stop"
+        finish = finish_text
     out = {
         "id": cid,
         "object": "chat.completion",
@@ -250,7 +258,8 @@ def _event(obj: dict[str, Any]) -> bytes:
 
 
 def _content_stream(
-    cid: str, created: int, model: str, content: str, chunks: int, include_usage: bool
+    cid: str, created: int, model: str, content: str, chunks: int, include_usage: bool,
+    finish: str = "stop",
 ) -> list[bytes]:
     def ev(delta: dict[str, Any], finish: str | None = None) -> bytes:
         return _event(
@@ -259,7 +268,7 @@ def _content_stream(
 
     events = [ev({"role": "assistant", "content": "", "refusal": None})]
     events.extend(ev({"content": piece}) for piece in split_text(content, chunks))
-    events.append(ev({}, "stop"))
+    events.append(ev({}, finish))
     return events
 
 

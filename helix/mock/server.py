@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import contextlib
 import os
 import random
@@ -53,7 +54,8 @@ def _route_modules() -> list[ModuleType]:
     import importlib.util
 
     mods = [openai_routes]
-    for name in ("anthropic_routes", "gemini_routes", "bedrock_routes", "cohere_routes"):
+    for name in ("responses_routes", "anthropic_routes", "gemini_routes", "bedrock_routes",
+                 "cohere_routes"):
         if importlib.util.find_spec(f"helix.mock.{name}") is not None:
             mods.append(importlib.import_module(f"helix.mock.{name}"))
     return mods
@@ -293,6 +295,8 @@ class MockProtocol(asyncio.Protocol):
                     "body_text": None
                     if req.json is not None
                     else req.body.decode("utf-8", "replace"),
+                    # the exact bytes, for pass-through tests that compare them
+                    "body_b64": base64.b64encode(req.body).decode(),
                     "time": time.time(),
                 }
             )

@@ -52,10 +52,14 @@ class Observability:
         access = access_enabled(config)
         if access:
             self.recorders.append(make_access_recorder(obs.logging.format))
-        self.guard = make_guard(obs.admin)
+        from helix.limit.keys import KeyTable
+
+        self.guard = make_guard(obs.admin, KeyTable.from_config(config.auth))
         self.status = Status(config, worker, registry, self.metrics, self.exporters,
                              {"access_log": access, "request_id": rid})
-        self.routes: dict = {"/status": {"GET": self.status_handler}}
+        # /status: JSON, or the live page for a browser (Accept: text/html); /ui: the page.
+        self.routes: dict = {"/status": {"GET": self.status_handler},
+                             "/ui": {"GET": self.ui_handler}}
         if self.metrics is not None:
             self.routes[obs.metrics.prometheus_endpoint] = {"GET": self.metrics_handler}
 
@@ -63,6 +67,9 @@ class Observability:
         """Start the exporters' tasks (needs the worker's running loop)."""
         for exporter in self.exporters.values():
             exporter.start()
+        import asyncio
+
+        self.status.start(asyncio.get_running_loop())
 
     def _check(self, exchange) -> None:
         if self.guard is not None:
@@ -76,7 +83,23 @@ class Observability:
             return
         exchange.respond(200, list(_PROM), self.metrics.render())
 
+    async def ui_handler(self, exchange) -> None:
+        from helix.observe.ui import page
+
+        try:
+            self._check(exchange)
+        except HelixError as err:
+            exchange.respond_error(err)
+            return
+        headers, body = page()
+        exchange.respond(200, headers, body)
+
     async def status_handler(self, exchange) -> None:
+        from helix.observe.ui import wants_html
+
+        if wants_html(exchange.request.headers.get("accept")):
+            await self.ui_handler(exchange)
+            return
         try:
             self._check(exchange)
         except HelixError as err:
@@ -90,6 +113,7 @@ class Observability:
             exchange.respond_error(HelixError(ErrorKind.INTERNAL, "status failed", cause=exc))
 
     async def close(self) -> None:
+        self.status.stop()
         for exporter in self.exporters.values():
             await exporter.close()
             sender = getattr(exporter, "sender", None)

@@ -164,14 +164,14 @@ def make_access_recorder(fmt: str, writer: LineWriter | None = None):
                 "client": req.client[0] if req.client else None,
                 "method": req.method,
                 "route": req.path,
-                "endpoint": ctx.endpoint,
+                "endpoint": ctx.api.name,
                 "status": ctx.status,
                 "latency_ms": round(ms, 3),
                 "ttft_ms": round(ttft, 3) if ttft is not None else None,
                 "model": dep.model_id if dep else None,
                 "provider": dep.provider if dep else None,
-                "prompt_tokens": usage.get("prompt_tokens") if usage else None,
-                "completion_tokens": usage.get("completion_tokens") if usage else None,
+                "prompt_tokens": usage.input if usage else None,
+                "completion_tokens": usage.output if usage else None,
                 "cost_usd": ctx.cost,
                 "cache": ctx.cache,
                 "attempts": ctx.attempts,
@@ -185,10 +185,7 @@ def make_access_recorder(fmt: str, writer: LineWriter | None = None):
         def log_access(ctx) -> None:
             rid, req, dep, ms, ttft = fields(ctx)
             usage = ctx.usage
-            if usage is not None:
-                tokens = f"{usage.get('prompt_tokens', '-')}/{usage.get('completion_tokens', '-')}"
-            else:
-                tokens = "-"
+            tokens = f"{usage.input}/{usage.output}" if usage is not None else "-"
             cost = ctx.cost
             write(
                 f"{_asctime(wall())} INFO    [{pid}] helix.access: "

@@ -68,7 +68,7 @@ def make_helicone_recorder(exporter, properties: dict[str, str], bodies: bool):
         resp_body = ctx.response_body if bodies else None
         size = (len(req_body) if req_body else 0) + (len(resp_body) if resp_body else 0)
         offer((
-            ctx.endpoint, req.path, ctx.view, ctx.deployment, ctx.status, ctx.usage, ctx.cost,
+            ctx.api.name, req.path, ctx.view, ctx.deployment, ctx.status, ctx.usage, ctx.cost,
             ctx.started + offset, end + offset,
             (ctx.first_chunk_at - ctx.started) * 1000.0 if ctx.first_chunk_at else None,
             req_body, resp_body, meta, ctx.request_id,
@@ -76,6 +76,11 @@ def make_helicone_recorder(exporter, properties: dict[str, str], bodies: bool):
         ), size)
 
     return record_helicone
+
+
+# The provider path Helicone shows for each client API (the OpenAI-shaped one it knows).
+_PATHS = {"chat": "/chat/completions", "embeddings": "/embeddings", "messages": "/v1/messages",
+          "responses": "/responses"}
 
 
 def build_document(rec) -> tuple[bytes, list[tuple[bytes, bytes]]]:
@@ -87,7 +92,7 @@ def build_document(rec) -> tuple[bytes, list[tuple[bytes, bytes]]]:
         o = dep.origin
         default_port = {"https": 443, "http": 80}.get(o.scheme)
         port = "" if o.port == default_port else f":{o.port}"
-        suffix = "/chat/completions" if endpoint == "chat" else "/embeddings"
+        suffix = _PATHS.get(endpoint, "/chat/completions")
         url = f"{o.scheme}://{o.host}{port}{dep.base_path}{suffix}"
     else:
         url = "custom-model-nopath"
@@ -96,7 +101,7 @@ def build_document(rec) -> tuple[bytes, list[tuple[bytes, bytes]]]:
     if response_json is None:
         response_json = {"model": dep.model_id if dep is not None else model}
         if usage is not None:
-            response_json["usage"] = usage
+            response_json["usage"] = usage.to_openai()
         if error is not None:
             response_json["error"] = {"message": str(error), "type": error.kind.name.lower()}
     meta = dict(meta)

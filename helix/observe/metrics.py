@@ -47,7 +47,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 
-from helix.master.arbiter import RESTARTS_TABLE
+from helix.master.shm import RESTARTS_TABLE
 
 log = logging.getLogger("helix.observe")
 
@@ -289,9 +289,9 @@ class Metrics:
             now = monotonic()
             dep = ctx.deployment
             if dep is not None:
-                key = (ctx.endpoint, dep.model_id, dep.provider, ctx.status)
+                key = (ctx.api.name, dep.model_id, dep.provider, ctx.status)
             else:
-                key = (ctx.endpoint, "", "", ctx.status)
+                key = (ctx.api.name, "", "", ctx.status)
             b = index.get(key)
             if b is None:
                 b = new_row(key)
@@ -311,14 +311,12 @@ class Metrics:
                 view[b + c_ttft1 + bisect_left(ttft_b, d)] += 1.0
             usage = ctx.usage
             if usage is not None:
-                n = usage.get("prompt_tokens")
-                if type(n) is int:
-                    view[b + C_TOK_IN] += n
-                    view[b + c_in1 + bisect_left(tok_b, n)] += 1.0
-                n = usage.get("completion_tokens")
-                if type(n) is int:
-                    view[b + C_TOK_OUT] += n
-                    view[b + c_out1 + bisect_left(tok_b, n)] += 1.0
+                n = usage.input
+                view[b + C_TOK_IN] += n
+                view[b + c_in1 + bisect_left(tok_b, n)] += 1.0
+                n = usage.output
+                view[b + C_TOK_OUT] += n
+                view[b + c_out1 + bisect_left(tok_b, n)] += 1.0
             cost = ctx.cost
             if cost is not None:
                 view[b + C_COST] += cost

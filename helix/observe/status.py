@@ -22,28 +22,78 @@ _encode = msgspec.json.Encoder().encode
 _JSON = [(b"content-type", b"application/json")]
 
 
-def make_guard(admin):
-    """``guard(exchange)``: raise unless the request may read /metrics and /status."""
+def _peer(exchange):
+    """The client's address (IPv4-mapped IPv6 unwrapped), or None."""
+    client = exchange.request.client
+    if not client:
+        return None
+    try:
+        addr = ipaddress.ip_address(str(client[0]).split("%", 1)[0])
+    except ValueError:
+        return None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
+    return addr
+
+
+def exposure(admin, keys) -> str:
+    """One line for the start-up log: who may read /status, /ui and /metrics."""
+    if admin.api_key or admin.allow_from:
+        who = []
+        if admin.api_key:
+            who.append("the admin key (observability.admin.api_key)")
+        if admin.allow_from:
+            who.append(f"clients in {', '.join(admin.allow_from)}")
+        return "/status, /ui and /metrics: served to " + " or ".join(who)
+    if keys:
+        return ("/status, /ui and /metrics: served to loopback clients and to requests with a "
+                "gateway key (set observability.admin to choose otherwise)")
+    return ("/status, /ui and /metrics: open to anyone who can connect (no gateway keys and no "
+            "observability.admin section)")
+
+
+def make_guard(admin, keys=None):
+    """``guard(exchange)``: raise unless the request may read /metrics, /status and /ui.
+
+    With ``observability.admin`` set: its bearer key (compared in constant time) or an
+    address in ``allow_from``.  Without it but with gateway keys (``keys``, a
+    :class:`~helix.limit.keys.KeyTable`): a valid gateway key or a loopback peer, so a
+    gateway whose ``/v1/*`` is protected does not expose its upstreams to anyone.  With
+    neither, ``None``: open (and the start-up log says so).
+    """
     key = admin.api_key
     nets = [ipaddress.ip_network(n, strict=False) for n in admin.allow_from]
     if not key and not nets:
-        return None
-    expected = f"Bearer {key}" if key else None
+        if not keys:
+            return None
+        verify = keys.verify
+
+        def gateway_guard(exchange) -> None:
+            addr = _peer(exchange)
+            if addr is not None and addr.is_loopback:
+                return
+            authorization = exchange.request.headers.get("authorization")
+            if verify(authorization) is not None:
+                return
+            raise HelixError(ErrorKind.AUTH, "This endpoint needs a gateway key "
+                             "(Authorization: Bearer <key>) or a loopback client; set "
+                             "observability.admin to choose who may read it.")
+
+        return gateway_guard
+    import hmac
+
+    expected = f"Bearer {key}".encode() if key else None
 
     def guard(exchange) -> None:
-        req = exchange.request
-        if expected is not None and req.headers.get("authorization") == expected:
-            return
-        if nets and req.client:
-            try:
-                addr = ipaddress.ip_address(req.client[0].split("%", 1)[0])
-            except ValueError:
-                addr = None
-            if addr is not None:
-                if addr.version == 6 and addr.ipv4_mapped is not None:
-                    addr = addr.ipv4_mapped
-                if any(addr in n for n in nets):
-                    return
+        if expected is not None:
+            got = exchange.request.headers.get("authorization")
+            if got is not None and hmac.compare_digest(
+                    got.encode("utf-8", "surrogateescape"), expected):
+                return
+        if nets:
+            addr = _peer(exchange)
+            if addr is not None and any(addr in n for n in nets):
+                return
         if expected is not None:
             raise HelixError(ErrorKind.AUTH, "This endpoint needs the admin key "
                              "(Authorization: Bearer <observability.admin.api_key>).")
@@ -65,6 +115,88 @@ def _proc_start(pid: int) -> float | None:
         return None
 
 
+HISTORY_INTERVAL = 10.0  # seconds between samples of the per-model totals
+HISTORY_POINTS = 30  # 5 minutes
+
+
+def prices_as_of() -> str | None:
+    """The price table's date (``helix/data/models.json``: ``prices_as_of`` or ``as_of``)."""
+    import json
+    from importlib import resources
+
+    try:
+        doc = json.loads(resources.files("helix.data").joinpath("models.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+    for key in ("as_of", "prices_as_of"):
+        if isinstance(doc.get(key), str):
+            return doc[key]
+    return None
+
+
+class History:
+    """Requests, errors and tokens per model over the last minutes, for the status page.
+
+    Every :data:`HISTORY_INTERVAL` seconds each worker folds the shared request counters
+    (all workers, a few microseconds per series) into per-model totals and keeps the last
+    :data:`HISTORY_POINTS` samples; a reader takes differences.  So any worker answering
+    ``/status`` has the whole gateway's history, and nothing runs per request.  Only the
+    configured models are named (``known``); ids clients invented are summed as ``other``.
+    """
+
+    def __init__(self, metrics, known: set[str]) -> None:
+        from collections import deque
+
+        self.metrics = metrics
+        self.known = known
+        self.samples: deque = deque(maxlen=HISTORY_POINTS + 1)
+        self._handle = None
+
+    def totals(self) -> dict[str, list[float]]:
+        from helix.observe import metrics as m
+
+        out: dict[str, list[float]] = {}
+        for (_endpoint, model, _provider, status), v in self.metrics.fold_requests().items():
+            name = model if model in self.known else "other"
+            t = out.setdefault(name, [0.0, 0.0, 0.0])
+            t[0] += v[m.C_REQUESTS]
+            if status >= 500 or status == 0 or status == 429:
+                t[1] += v[m.C_REQUESTS]
+            t[2] += v[m.C_TOK_IN] + v[m.C_TOK_OUT]
+        return out
+
+    def sample(self) -> None:
+        self.samples.append((time.time(), self.totals()))
+
+    def start(self, loop) -> None:
+        def tick() -> None:
+            self.sample()
+            self._handle = loop.call_later(HISTORY_INTERVAL, tick)
+
+        tick()
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+
+    def document(self) -> dict:
+        from itertools import pairwise
+
+        points = [*self.samples, (time.time(), self.totals())]
+        out = []
+        for (t0, a), (t1, b) in pairwise(points):
+            models = {}
+            for name, tb in b.items():
+                ta = a.get(name, [0.0, 0.0, 0.0])
+                d = [max(0.0, x - y) for x, y in zip(tb, ta, strict=True)]
+                if any(d):
+                    models[name] = {"requests": int(d[0]), "errors": int(d[1]),
+                                    "tokens": int(d[2])}
+            out.append({"t": round(t1, 3), "seconds": round(t1 - t0, 3), "models": models})
+        return {"interval_s": HISTORY_INTERVAL, "points": out}
+
+
 class Status:
     def __init__(self, config, worker, registry, metrics, exporters: dict,
                  features: dict) -> None:
@@ -81,6 +213,17 @@ class Status:
         self.components: dict = {}
         # Per-deployment health and latency from the balancer's shared tables.
         self.deployment_state = None
+        known = {d.model_id for d in self._all() if d.index >= 0}
+        self.history = History(metrics, known) if metrics is not None else None
+        self._prices_as_of: str | bool | None = False  # read on the first document()
+
+    def start(self, loop) -> None:
+        if self.history is not None:
+            self.history.start(loop)
+
+    def stop(self) -> None:
+        if self.history is not None:
+            self.history.stop()
 
     def document(self) -> dict:
         from helix._fast import IMPLEMENTATION, describe
@@ -95,10 +238,68 @@ class Status:
             "served_by": self._self(now),
             "workers": self._workers(now),
             "deployments": self._deployments(),
-            "cache": self._component("cache", self.config.caching),
-            "rate_limits": self._component("rate_limits", self.config.rate_limits),
+            # provider/<unlisted id> deployments are client input: only their number is shown.
+            # provider/<unlisted id>: client input, so counted, never listed (registry LRU)
+            "dynamic_deployments": self.registry.dynamic_count if self.registry is not None else 0,
+            "cache": self._cache(),
+            "rate_limits": self._rate_limits(),
             "observability": self._observability(),
+            "traffic": self.history.document() if self.history is not None
+            else {"state": "needs observability.metrics.enabled"},
+            "prices_as_of": self._prices(),
         }
+
+    def _prices(self) -> str | None:
+        if self._prices_as_of is False:
+            self._prices_as_of = prices_as_of()
+        return self._prices_as_of
+
+    def _aux(self) -> dict:
+        return self.metrics.fold_aux() if self.metrics is not None else {}
+
+    def _cache(self) -> dict:
+        out = self._component("cache", self.config.caching)
+        if self.config.caching is not None and self.metrics is not None:
+            aux = self._aux()
+            hits = int(aux.get(("helix_cache_lookups_total", "hit"), 0))
+            misses = int(aux.get(("helix_cache_lookups_total", "miss"), 0))
+            out["all_workers"] = {"hits": hits, "misses": misses,
+                                  "hit_rate": round(hits / (hits + misses), 4)
+                                  if hits + misses else None}
+        return out
+
+    def _rate_limits(self) -> dict:
+        rl = self.config.rate_limits
+        out = self._component("rate_limits", rl)
+        if rl is None:
+            return out
+        from helix.config import LimitSpec
+
+        def spec(s) -> dict | None:
+            if s is None:
+                return None
+            return {f: getattr(s, f) for f in LimitSpec.__struct_fields__
+                    if getattr(s, f) is not None}
+
+        aux = self._aux()
+        scopes = {}
+        for name, attr in (("global", "global_"), ("per_team", "per_team"),
+                           ("per_user", "per_user"), ("per_key", "per_key")):
+            limits = spec(getattr(rl, attr))
+            rejected = aux.get(("helix_ratelimit_rejected_requests_total", name))
+            if limits or rejected:
+                scopes[name] = {"limits": limits or {},
+                                "rejected": int(rejected or 0) if self.metrics else None}
+        keys = self.config.auth.keys if self.config.auth is not None else []
+        own = sum(1 for k in keys if k.limits is not None)
+        if own:
+            entry = scopes.setdefault("per_key", {"limits": {}, "rejected": None})
+            entry["keys_with_own_limits"] = own
+        out["scopes"] = scopes
+        return out
+
+    def _all(self) -> list:
+        return self.registry.all_deployments() if self.registry is not None else []
 
     def _self(self, now: float) -> dict:
         w = self.worker
@@ -162,7 +363,9 @@ class Status:
         if self.deployment_state is not None:
             state = {s["index"]: s for s in self.deployment_state()}
         out = []
-        for dep in self.registry.all_deployments():
+        for dep in self._all():
+            if dep.index < 0:  # made on the fly for provider/<unlisted id>: client input
+                continue
             entry = {
                 "provider": dep.provider,
                 "type": dep.provider_type,

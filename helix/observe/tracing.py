@@ -149,7 +149,7 @@ def make_span_recorder(exporter):
         view = ctx.view
         rid, rmodel, reasons = answer_fields(ctx.response_body)
         offer((
-            trace, ctx.endpoint, ex.request.method, ex.request.path,
+            trace, ctx.api.name, ex.request.method, ex.request.path,
             getattr(view, "model", None), ctx.deployment, ctx.status, ctx.usage, ctx.cost,
             ctx.error, ctx.attempts, ctx.request_id,
             ctx.started, ctx.upstream_started, ctx.head_at, ctx.first_chunk_at, end,
@@ -225,7 +225,7 @@ class OtlpEncoder:
             return int((t + offset) * 1e9)
 
         trace_id = trace.trace_id.to_bytes(16, "big")
-        operation = "chat" if endpoint == "chat" else "embeddings"
+        operation = "embeddings" if endpoint == "embeddings" else "chat"
         model_id = dep.model_id if dep is not None else None
         gen_ai = [
             ("gen_ai.operation.name", operation),
@@ -236,12 +236,9 @@ class OtlpEncoder:
             ("gen_ai.response.id", resp_id),
             ("gen_ai.response.finish_reasons", reasons),
         ]
-        if usage:
-            for key, name in (("prompt_tokens", "gen_ai.usage.input_tokens"),
-                              ("completion_tokens", "gen_ai.usage.output_tokens")):
-                n = usage.get(key)
-                if type(n) is int:
-                    gen_ai.append((name, n))
+        if usage is not None:
+            gen_ai.append(("gen_ai.usage.input_tokens", usage.input))
+            gen_ai.append(("gen_ai.usage.output_tokens", usage.output))
         error_type = None
         if error is not None:
             error_type = error.kind.name.lower()

@@ -10,10 +10,11 @@ the view):
    ``limits``, else ``per_key``).  A key's user/team wins over the header, so
    a key bound to a user cannot spend another user's allowance.  A request
    without a user (team) is not subject to ``per_user`` (``per_team``).
-2. estimates what it may use when token or dollar limits apply: prompt bytes
-   / 4 + ``max_completion_tokens`` / ``max_tokens`` (else
-   ``rate_limits.default_max_tokens``); dollars from the model registry's
-   prices for the requested model (a model without prices costs 0).
+2. estimates what it may use when token or dollar limits apply: the view's
+   own estimate (``tokens()``: prompt bytes / 4 and the completion limit the
+   client set, else ``rate_limits.default_max_tokens``); dollars from the
+   model registry's prices for the requested model (a model without prices
+   costs 0).
 3. asks the store (one atomic decision over every check: requests by GCRA,
    tokens and dollars reserved), adds ``x-ratelimit-*`` headers to whatever
    response is sent, and answers 429 (``Retry-After``) when refused.
@@ -65,8 +66,6 @@ class Gate:
         kinds = {check_kind(u) for spec in every for u, _ in spec}
         self.estimating = TOKENS in kinds or COST in kinds
         self.pricing = COST in kinds
-        self.principals: dict[int, object] = {}  # id(ctx) -> GatewayKey (from authenticate)
-        self.pending: dict[int, tuple] = {}  # id(ctx) -> (checks, windows, estimates)
         self._scopes: dict[str, list[Check]] = {}
         self._global = [Check("g", u, lim) for u, lim in self.global_]
         self._tasks: set[asyncio.Task] = set()
@@ -104,7 +103,7 @@ class Gate:
         return checks
 
     def checks(self, ctx: RequestContext) -> list[Check]:
-        key = self.principals.pop(id(ctx), None)
+        key = ctx.principal
         headers = ctx.exchange.request.headers
         checks = list(self._global)
         if self.per_team:
@@ -124,14 +123,9 @@ class Gate:
     def estimate(self, ctx: RequestContext) -> tuple[int, int, int]:
         """(1 request, tokens, nano-USD) this request may use."""
         view = ctx.view
-        if ctx.endpoint == "chat":
-            prompt = sum(len(m) for m in view.messages) // 4
-            completion = view.max_completion_tokens or view.max_tokens
-            if completion is None:
-                completion = self.default_max_tokens
-        else:
-            prompt = len(view.input) // 4
-            completion = 0
+        prompt, completion = view.tokens()
+        if completion is None:
+            completion = self.default_max_tokens
         nano = 0
         if self.pricing:
             info = self.models.lookup(view.model)
@@ -152,7 +146,7 @@ class Gate:
                 self.metrics.rate_limited(SCOPE_NAMES[check.scope[0]])
             raise refusal(check, result, amounts[check.kind])
         if self.estimating and any(c.kind != REQUESTS for c in checks):
-            self.pending[id(ctx)] = (checks, result.windows, amounts)
+            ctx.limits = (checks, result.windows, amounts)
 
     def _admit_sync(self, ctx: RequestContext) -> None:
         checks = self.checks(ctx)
@@ -189,13 +183,7 @@ class Gate:
     def actual(self, ctx: RequestContext, estimate: tuple[int, int, int]) -> tuple[int, int, int]:
         usage = ctx.usage
         if usage is not None:
-            try:
-                tokens = usage.get("total_tokens") or (
-                    (usage.get("prompt_tokens") or 0) + (usage.get("completion_tokens") or 0)
-                )
-                tokens = int(tokens)
-            except (AttributeError, TypeError, ValueError):
-                tokens = estimate[TOKENS]
+            tokens = usage.tokens
             cost = ctx.cost
             nano = math.ceil(cost * 1e9) if cost is not None else estimate[COST]
             return (1, tokens, nano)
@@ -206,11 +194,10 @@ class Gate:
         return (1, 0, 0)  # nothing was served: release
 
     def settle(self, ctx: RequestContext) -> None:
-        key = id(ctx)
-        self.principals.pop(key, None)
-        pending = self.pending.pop(key, None)
+        pending = ctx.limits
         if pending is None:
             return
+        ctx.limits = None
         checks, windows, estimate = pending
         actual = self.actual(ctx, estimate)
         if actual == estimate:

@@ -31,10 +31,10 @@ import msgspec
 
 from helix.cache import MAX_BUCKET, Cache
 from helix.cache.key import model_identity, namespace, storage_key
-from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.cache.store import JSON, SSE, Answer, Entry, merged, pick
 from helix.errors import ErrorKind, HelixError
 from helix.pipeline.context import RequestContext
+from helix.schema.usage import Usage
 
 _JSON_TYPE = (b"content-type", b"application/json")
 _SSE_TYPE = (b"content-type", b"text/event-stream; charset=utf-8")
@@ -43,14 +43,15 @@ _MISS = (b"helicone-cache", b"MISS")
 
 
 def tenant_of(ctx: RequestContext) -> str:
-    """Whose cache this request reads: the client's bearer token -- with gateway keys
-    configured, that is its Helix key -- hashed, never kept raw, and ``Helicone-User-Id``,
-    both when given."""
+    """Whose cache this request reads: the credential the client presented in its API's way
+    (``Authorization: Bearer`` or ``x-api-key``) -- with gateway keys configured, that is
+    its Helix key -- hashed, never kept raw, and ``Helicone-User-Id``, both when given.
+    The same key sent by an OpenAI and an Anthropic client is one tenant."""
     headers = ctx.exchange.request.headers
-    auth = headers.get("authorization", "")
+    token = ctx.api.credential(headers)
     parts = []
-    if auth:
-        parts.append("k:" + hashlib.sha256(auth.encode("utf-8", "replace")).hexdigest()[:32])
+    if token:
+        parts.append("k:" + hashlib.sha256(token.encode("utf-8", "replace")).hexdigest()[:32])
     user = headers.get("helicone-user-id")
     if user:
         parts.append("u:" + user)
@@ -115,39 +116,32 @@ class Pending:
         self.chunks.append(data)
 
 
-def _wants_usage(view) -> bool:
-    opts = getattr(view, "stream_options", None)
-    return bool(opts is not None and opts.include_usage)
-
-
 def serve(ctx: RequestContext, answer: Answer, now: float, key: str) -> None:
-    """Answer the client from ``answer`` (a hit or a single-flight leader's answer)."""
-    view = ctx.view
+    """Answer the client from ``answer`` (a hit or a single-flight leader's answer), as a
+    stream or as JSON whichever way it was stored (the client's API replays it)."""
+    api = ctx.api
     age = max(0, int(now - answer.stored_at))
     extra = [_HIT, (b"age", b"%d" % age), (b"x-helix-cache-key", key.encode())]
     extra.extend(ctx.response_headers)
     exchange = ctx.exchange
-    if ctx.endpoint == "chat" and view.stream:
-        if answer.kind == SSE:
-            data = sse_for_client(answer.body, _wants_usage(view))
-        else:
-            data = json_to_sse(answer.body, _wants_usage(view))
+    data = api.cache_replay(ctx, answer.kind == SSE, answer.body)
+    if api.streams and ctx.view.stream:
         ctx.status = 200
         ctx.first_chunk_at = time.monotonic()
         exchange.start_stream(200, [_SSE_TYPE, *extra], data)
         ctx.committed = True
         exchange.end_stream()
     else:
-        body = answer.body if answer.kind == JSON else sse_to_json(answer.body)
         ctx.status = 200
-        exchange.respond(200, [_JSON_TYPE, *extra], body)
+        exchange.respond(200, [_JSON_TYPE, *extra], data)
         ctx.committed = True
-    ctx.usage = answer.usage
+    ctx.usage = _usage(answer.usage)
     ctx.cost = 0.0
     ctx.cache = "hit"
 
 
 def make_cache_lookup(cache: Cache, endpoint: str):
+    """The lookup phase for the client API named ``endpoint``."""
     rule = cache.rules[endpoint]
     default_on = cache.enabled
     shared = cache.shared
@@ -226,7 +220,7 @@ def cache_store(ctx: RequestContext) -> None:
         body = b"".join(pending.chunks) if pending.chunks else ctx.response_body
         if ctx.error is None and 200 <= ctx.status < 300 and ctx.exchange.finished and body:
             kind = JSON if body.lstrip()[:1] == b"{" else SSE
-            if kind == SSE and not body.rstrip().endswith(b"[DONE]"):
+            if kind == SSE and not ctx.api.cache_complete(body):
                 return  # a stream that did not finish is not an answer
             if len(body) > cache.max_entry_bytes:
                 cache.stats.too_large += 1
@@ -242,10 +236,17 @@ def cache_store(ctx: RequestContext) -> None:
             cache.flights.finish(pending.key, pending.flight, answer)
 
 
-def _plain(usage) -> dict | None:
-    if usage is None or isinstance(usage, dict):
-        return usage
-    return msgspec.to_builtins(usage)
+def _plain(usage: Usage | None) -> dict | None:
+    return None if usage is None else msgspec.to_builtins(usage)
+
+
+def _usage(stored) -> Usage | None:
+    if not isinstance(stored, dict):
+        return None
+    try:
+        return msgspec.convert(stored, Usage)
+    except msgspec.ValidationError:
+        return None
 
 
 
@@ -312,13 +313,8 @@ def with_lookup(phases: list, lookup) -> list:
     return [*phases[:at], lookup, *phases[at:]]
 
 
-def build(config, pool, phases: list, recorders: list):
-    """(cache, chat phases, embeddings phases, recorders) for ``config.caching``."""
-    cache = Cache(config.caching, pool)
-    per_endpoint = {
-        endpoint: with_lookup(phases, make_cache_lookup(cache, endpoint))
-        if endpoint in cache.rules
-        else phases
-        for endpoint in ("chat", "embeddings")
-    }
-    return cache, per_endpoint["chat"], per_endpoint["embeddings"], [cache_store, *recorders]
+def build(config, pool):
+    """The per-worker :class:`Cache` for ``config.caching``; the app adds
+    :func:`make_cache_lookup` to each pipeline whose API has a rule, and the
+    :func:`cache_store` recorder."""
+    return Cache(config.caching, pool)

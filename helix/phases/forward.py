@@ -1,14 +1,23 @@
 """forward: translate -> send -> receive -> translate back.
 
-The first byte written to the client *commits* the request: before it, a
-failure is an OpenAI-shaped error with the right status; after it (a stream
-already flowing), the failure is reported in-band as an SSE ``error`` event,
-which the OpenAI SDKs raise, and the stream is closed -- never a hang, never a
-truncated "success".
+Each attempt is **native** when the deployment's adapter speaks the client's
+API (``ctx.api.name in adapter.native``: the body goes upstream as sent with
+the model resolved, the answer and the stream come back as sent, and the
+provider's errors too when they are in the client's format) and
+**translated** otherwise (the client's API builds the request through the
+adapter's chat translation and renders the answer, or drives its stream sink
+from the adapter's relay).  The choice is per attempt, so a fallback to
+another provider keeps the client's dialect.
 
-Usage and cost: a JSON answer's ``usage`` is decoded (that object only) from
-the body the client gets; a stream's comes from its relay once the stream
-ends (None when the stream carried none).  ``ctx.cost`` is priced from the
+The first byte written to the client *commits* the request: before it, a
+failure is an error in the client's dialect with the right status; after it
+(a stream already flowing), the failure is reported in-band -- the sink's (or
+the API's) error event, which the SDKs raise -- and the stream is closed:
+never a hang, never a truncated "success".
+
+Usage and cost: a JSON answer's usage is read (that object only) by the
+client's API or comes with the translation; a stream's comes from its relay
+once the stream ends (None when the stream carried none).  ``ctx.cost`` is priced from the
 model registry by the deployment's provider type and model id; a model the
 registry does not know costs None, never an error.  A JSON answer also
 carries ``x-helix-cost-usd`` when the cost is known (a stream's head is sent
@@ -18,14 +27,15 @@ before its usage exists).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
-from helix.providers.openai import decode_usage
+from helix.providers.base import FanOut
 from helix.routing.models import DEFAULT, Registry, cost
 from helix.schema.jsonsafe import GuardedRelay, upstream_error
-from helix.schema.openai import embeddings_as_base64
+from helix.schema.usage import Usage
 
 # Provider response headers worth keeping; everything else (cookies, server,
 # hop-by-hop, the provider's own framing) stays behind.
@@ -42,15 +52,21 @@ _SSE_TAIL = (b"\n\n", b"\r\n\r\n", b"\r\r")
 # Bedrock), goes back as x-upstream-request-id; x-request-id is Helix's own.
 _UPSTREAM_RID = b"x-upstream-request-id"
 _RID_NAMES = frozenset({b"x-request-id", b"request-id", b"x-amzn-requestid"})
+_NONE: frozenset[bytes] = frozenset()
 
 
-def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]]):
+def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]],
+                     own: frozenset[bytes] = frozenset()):
+    """The provider's headers worth keeping, then Helix's route headers.  ``own``: headers
+    the client's SDK reads under the provider's name (a native answer only)."""
     out = []
     for k, v in upstream:
         if k == b"content-type" or k in _KEEP or k.startswith(b"x-ratelimit-"):
             out.append((k, v))
         elif k in _RID_NAMES:
             out.append((_UPSTREAM_RID, v))
+            if k in own:
+                out.append((k, v))
         elif k.startswith(b"anthropic-ratelimit-"):
             out.append((k, v))
     out.extend(route)
@@ -58,13 +74,13 @@ def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[byte
 
 
 def _sse_headers(headers):
-    # A translated stream is OpenAI SSE whatever the provider sent.
+    # A translated stream is the client's SSE whatever the provider sent.
     out = [(k, v) for k, v in headers if k != b"content-type" and k != b"content-encoding"]
     out.append((b"content-type", b"text/event-stream; charset=utf-8"))
     return out
 
 
-def _price(models: Registry, ctx: RequestContext, dep, usage: dict | None) -> None:
+def _price(models: Registry, ctx: RequestContext, dep, usage: Usage | None) -> None:
     ctx.usage = usage
     if usage is not None:
         # cost() answers None for a malformed usage: it never fails a request.
@@ -84,13 +100,16 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         if dep is None:
             dep = ctx.candidates[0]
             ctx.deployment = dep
+        api = ctx.api
         adapter = dep.adapter
         view = ctx.view
         exchange = ctx.exchange
-        if ctx.endpoint == "chat":
-            up = adapter.chat_request(dep, view, exchange.request.body)
-        else:
-            up = adapter.embeddings_request(dep, view, exchange.request.body)
+        # Native: the provider speaks the client's API (body as sent, model resolved).
+        # Otherwise the client's API translates, through the adapter's chat translation.
+        native = api.name in adapter.native
+        up = api.native_request(ctx, dep) if native else api.upstream_request(ctx, dep)
+        if isinstance(up, FanOut):
+            return await _fan_out(ctx, dep, up, request, models)
         if ctx.upstream_headers:
             up.headers = [*up.headers, *ctx.upstream_headers]
         if dep.signer is not None:
@@ -105,33 +124,44 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         try:
             status = resp.status
             if status >= 400:
-                raise upstream_error(adapter, dep, status, resp.headers, await resp.read())
+                body = await resp.read()
+                if native:
+                    raise upstream_error(partial(adapter.native_error, api.name), dep, status,
+                                         resp.headers, body)
+                raise upstream_error(adapter.error, dep, status, resp.headers, body)
             resp.check_answer()  # an HTML page or a non-JSON body is a 502, not a 200
-            headers = response_headers(resp.headers, dep.route_headers)
+            headers = response_headers(resp.headers, dep.route_headers,
+                                       api.native_headers if native else _NONE)
             if ctx.response_headers:
                 headers.extend(ctx.response_headers)
             ctx.status = status
             if (
-                ctx.endpoint == "chat"
+                api.streams
                 and view.stream
                 and not (resp.header(b"content-type") or b"").startswith(b"application/json")
             ):
-                relay = GuardedRelay(adapter.stream_relay(dep, view))  # too deep: a 502
+                # GuardedRelay: an event nested too deep is a 502, not a RecursionError.
+                if native:
+                    relay = GuardedRelay(adapter.native_relay(api.name, dep, view))
+                    sink = None
+                else:
+                    sink = api.sink(ctx, dep)
+                    relay = GuardedRelay(api.stream_relay(ctx, dep, sink))
+                ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
                 try:
-                    await _relay(ctx, resp, relay, status, headers)
+                    await _relay(ctx, resp, relay, status, headers, sink)
                 finally:
-                    _price(models, ctx, dep, getattr(relay, "usage", None))
+                    _price(models, ctx, dep, relay.usage)
                 return
             body = await resp.read()
-            if ctx.endpoint == "chat":
-                body = adapter.chat_response(dep, body)
+            if native:
+                body = adapter.native_response(api.name, dep, body)
+                usage = api.native_usage(body)
             else:
-                body = adapter.embeddings_response(dep, body)
-                if view.encoding_format == "base64" and not adapter.passthrough:
-                    body = embeddings_as_base64(body)
-            _price(models, ctx, dep, decode_usage(body))
+                body, usage = api.translate_response(dep, body, ctx)
+            _price(models, ctx, dep, usage)
             ctx.response_body = body
             if ctx.cost is not None:
                 headers.append(_cost_header(ctx.cost))
@@ -142,6 +172,56 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
     return forward
 
 
+async def _fan_out(ctx: RequestContext, dep, fan: FanOut, request, models) -> None:
+    """Send a batch's requests concurrently (at most ``fan.limit`` in flight), in order;
+    the first failure fails the whole request and cancels the rest."""
+    import asyncio
+
+    gate = asyncio.Semaphore(fan.limit)
+    adapter = dep.adapter
+    status_headers: list = []
+
+    async def one(up) -> bytes:
+        async with gate:
+            if ctx.upstream_headers:
+                up.headers = [*up.headers, *ctx.upstream_headers]
+            if dep.signer is not None:
+                up = await dep.signer.sign(dep, up)
+            resp = await request(dep.origin, up.method, up.target, up.headers, up.body,
+                                 dep.timeouts, verify_tls=dep.verify_tls)
+            try:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise adapter.error(dep, resp.status, resp.headers, body)
+                if not status_headers:
+                    status_headers.append(resp.headers)
+                return body
+            finally:
+                resp.close()
+
+    ctx.attempts += 1
+    ctx.upstream_started = time.monotonic()
+    tasks = [asyncio.ensure_future(one(up)) for up in fan.requests]
+    try:
+        bodies = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    ctx.head_at = time.monotonic()
+    body, usage = ctx.api.translate_response(dep, fan.combine(bodies), ctx)
+    headers = response_headers(status_headers[0], dep.route_headers)
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers)
+    ctx.status = 200
+    _price(models, ctx, dep, usage)
+    ctx.response_body = body
+    if ctx.cost is not None:
+        headers.append(_cost_header(ctx.cost))
+    ctx.exchange.respond(200, headers, body)
+
+
 def _capturing(send, capture):
     async def send_and_capture(data: bytes) -> None:
         capture.append(data)
@@ -150,7 +230,7 @@ def _capturing(send, capture):
     return send_and_capture
 
 
-async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None:
+async def _relay(ctx: RequestContext, resp, relay, status: int, headers, sink=None) -> None:
     # The head goes out with the first chunk, not before: a stream that fails
     # before its first byte is still uncommitted, so it gets a proper error
     # status (and, with retries, another attempt).
@@ -178,9 +258,13 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers) -> None
         out = relay.close()
         if out:
             await send(out)
+        failed = getattr(relay, "error", None)  # an error event relayed as it came
+        if failed is not None:
+            ctx.error = failed
     except HelixError as err:
         # Mid-stream failure: end any half-written event, then an error event.
         ctx.error = err
         sep = b"" if tail.endswith(_SSE_TAIL) else b"\n\n"
-        await send(sep + b"data: " + err.to_json() + b"\n\n")
+        event = sink.error(err) if sink is not None else ctx.api.error_event(err)
+        await send(sep + event)
     exchange.end_stream()

@@ -3,13 +3,18 @@
 Field            set by           read by
 ---------------  ---------------  ------------------------------------------
 exchange         runner           every phase (request in, response out)
-endpoint         app              decode, forward
+api              runner           every phase (the client's API: helix.api; its name is the
+                                  endpoint label of metrics, traces, logs and cache keys)
+principal        authenticate     admit, cache (the gateway key; None without keys)
+limits           admit            settle_limits (the reservation to settle)
 view             decode           route, forward (model, stream flag)
+hub              forward          forward (a translated client request, built once: helix.api)
+relay            forward          record (the stream's relay: its usage, its answer's id)
 candidates       route            forward (deployments, best first)
-deployment       forward          record (the one that answered)
+deployment       route / attempts record (the one that answered)
 status           forward/runner   record
 committed        forward          runner (no retry, no error body after it)
-usage            forward          record (OpenAI usage dict, when known)
+usage            forward          record (helix.schema.usage.Usage, when known)
 cost             forward          record (USD for this response; None if unknown)
 error            runner           record
 response_headers any phase        forward, runner (added to whatever response is sent:
@@ -23,7 +28,7 @@ upstream_headers trace_context    forward (extra upstream headers: traceparent; 
 response_body    forward          record (the JSON answer sent, non-stream only)
 request_id       request_id       record (X-Request-Id; None when request ids are off)
 trace            trace_context    record (observe.tracing.TraceState; None when off)
-cache            cache (future)   record ("hit" / "miss"; None when no cache ran)
+cache            cache            record ("hit" / "miss"; None when no cache ran)
 capture          cache            forward (None, or an object whose append(bytes) receives
                                   each relayed SSE chunk of a stream, as sent)
 """
@@ -33,13 +38,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from helix.api import Api
     from helix.errors import HelixError
     from helix.providers.base import Deployment
+    from helix.schema.usage import Usage
     from helix.server import Exchange
 
 
 class RequestContext:
     __slots__ = (
+        "api",
         "attempts",
         "cache",
         "candidates",
@@ -47,11 +55,14 @@ class RequestContext:
         "committed",
         "cost",
         "deployment",
-        "endpoint",
         "error",
         "exchange",
         "first_chunk_at",
         "head_at",
+        "hub",
+        "limits",
+        "principal",
+        "relay",
         "request_id",
         "response_body",
         "response_headers",
@@ -64,16 +75,20 @@ class RequestContext:
         "view",
     )
 
-    def __init__(self, exchange: Exchange, endpoint: str, started: float) -> None:
+    def __init__(self, exchange: Exchange, api: Api, started: float) -> None:
         self.exchange = exchange
-        self.endpoint = endpoint
+        self.api = api
         self.started = started
         self.view = None
+        self.hub = None
+        self.principal = None
+        self.limits = None
+        self.relay = None
         self.candidates: list[Deployment] = []
         self.deployment: Deployment | None = None
         self.status = 0
         self.committed = False
-        self.usage: dict | None = None
+        self.usage: Usage | None = None
         self.cost: float | None = None
         self.head_at = 0.0
         self.first_chunk_at = 0.0

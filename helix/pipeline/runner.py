@@ -7,7 +7,8 @@ It never calls the next phase.  The list is built once at start-up from
 config: a feature that is off is *absent*, not a no-op that still runs.
 
 Failures are ``HelixError``.  Before the response is committed the runner
-renders them in OpenAI's shape; the recorders always run, and must not fail.
+renders them in the client's dialect (``ctx.api.error_body``); the recorders
+always run, and must not fail.
 """
 
 from __future__ import annotations
@@ -27,17 +28,17 @@ Recorder = Callable[[RequestContext], None]
 
 
 class Pipeline:
-    __slots__ = ("_phases", "_recorders", "endpoint", "names")
+    __slots__ = ("_phases", "_recorders", "api", "names")
 
-    def __init__(self, endpoint: str, phases: list[Phase], recorders: list[Recorder]) -> None:
-        self.endpoint = endpoint
+    def __init__(self, api, phases: list[Phase], recorders: list[Recorder]) -> None:
+        self.api = api
         phases = _wrap_forward(phases)
         self._phases = [(p, inspect.iscoroutinefunction(p)) for p in phases]
         self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
 
     async def run(self, exchange) -> None:
-        ctx = RequestContext(exchange, self.endpoint, time.monotonic())
+        ctx = RequestContext(exchange, self.api, time.monotonic())
         try:
             for phase, is_async in self._phases:
                 done = (await phase(ctx)) if is_async else phase(ctx)
@@ -52,7 +53,7 @@ class Pipeline:
         except Exception as exc:
             if exchange.committed:
                 raise
-            log.exception("internal error in %s pipeline", self.endpoint)
+            log.exception("internal error in %s pipeline", self.api.name)
             err = HelixError(ErrorKind.INTERNAL, "Helix hit an internal error.", cause=exc)
             ctx.error = err
             ctx.status = err.status
@@ -241,4 +242,4 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 def _respond_error(exchange, err: HelixError, ctx: RequestContext) -> None:
     if ctx.response_headers:
         err.headers = [*err.headers, *ctx.response_headers]
-    exchange.respond_error(err)
+    exchange.respond_error(err, ctx.api.error_body(err))

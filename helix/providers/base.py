@@ -1,18 +1,29 @@
 """What every provider adapter is, and the resolved deployment it works on.
 
-Adapters are sans-IO: they turn an OpenAI-shaped request into the provider's
-wire request (:class:`UpstreamRequest`) and the provider's answer back into
-OpenAI's shape.  They never touch a socket, a clock or the environment, so
-they are tested byte for byte against recorded payloads.
+Adapters are sans-IO.  Each speaks some client APIs **natively** (``native``:
+the OpenAI family speaks chat and embeddings, Claude deployments speak
+Anthropic's Messages): for those the client's body goes upstream as sent,
+model resolved, and the answer comes back as sent.  Every other client is
+reached through the adapter's **chat translation**: an OpenAI chat request in
+(the hub: other client APIs turn theirs into one first, ``helix/api``), the
+provider's wire request out (:class:`UpstreamRequest`), and the answer back as
+an OpenAI ``chat.completion`` document or, for streams, as the calls of the
+client's :class:`~helix.schema.stream.StreamSink`.  Adapters never touch a
+socket, a clock or the environment, so they are tested byte for byte against
+recorded payloads.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
+import msgspec
+
 if TYPE_CHECKING:
     from helix.client import Origin, Timeouts
     from helix.errors import HelixError
+    from helix.schema.stream import StreamSink
+    from helix.schema.usage import Usage
 
 
 class Deployment:
@@ -91,17 +102,33 @@ class UpstreamRequest:
         self.body = body
 
 
+class FanOut:
+    """Several upstream requests that together answer one client request (a batch the
+    provider only takes one item at a time): ``forward`` sends them concurrently, at most
+    ``limit`` at a time, and hands the bodies, in order, to ``combine``.  If one fails, the
+    whole request fails with that error and the others are cancelled."""
+
+    __slots__ = ("combine", "limit", "requests")
+
+    def __init__(self, requests: list[UpstreamRequest], combine, limit: int = 8) -> None:
+        self.requests = requests
+        self.combine = combine  # list[bytes] -> bytes, the provider-shaped single answer
+        self.limit = limit
+
+
 class StreamRelay(Protocol):
-    """Per-stream state: bytes from the provider in, OpenAI SSE bytes out.
+    """Per-stream state: bytes from the provider in, the client's bytes out.
 
     Created per request (it holds the stream's id, model, tool-call indices,
-    partial events).  ``feed`` may return b"" while an event is incomplete;
-    it raises HelixError for an error event from the provider.  ``usage`` is
-    the stream's OpenAI-shaped usage dict once known, else None.
+    partial events).  A translating relay emits through the request's
+    :class:`~helix.schema.stream.StreamSink`; a native one hands the bytes on
+    unchanged.  ``feed`` may return b"" while an event is incomplete; it raises
+    HelixError for an error event from the provider.  ``usage`` is the
+    stream's :class:`~helix.schema.usage.Usage` once known, else None.
     """
 
-    usage: dict | None
-    passthrough: bool  # True: provider bytes are already OpenAI SSE (keep its headers)
+    usage: Usage | None
+    passthrough: bool  # True: the provider's bytes are the client's (keep its headers)
 
     def feed(self, data: bytes) -> bytes: ...
     def close(self) -> bytes: ...
@@ -114,19 +141,47 @@ class Signer(Protocol):
 
 
 class Adapter(Protocol):
-    """Sans-IO translation between OpenAI's wire format and one provider's.
+    """Sans-IO translation between the client APIs and one provider's wire format.
 
-    ``view`` is the decoded view Struct (``schema/openai.py``); ``body`` the
-    client's raw JSON, which translating adapters decode fully themselves.
+    ``view`` is the decoded view Struct of an OpenAI chat or embeddings
+    request (``schema/openai.py``); ``body`` its raw JSON, which translating
+    adapters decode fully themselves.
     """
 
     # True when request and response bodies are already OpenAI-shaped (OpenAI family):
     # generic post-processing such as base64 embeddings is then the provider's business.
     passthrough: bool
+    # The client APIs (``helix.api`` names) this provider speaks itself.
+    native: frozenset[str]
 
+    # -- the chat translation (every client API that is not native) -------------------------
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
+    def chat_document(self, dep: Deployment, body: bytes) -> tuple[dict, Usage | None]: ...
+    def stream_relay(self, dep: Deployment, view, sink: StreamSink) -> StreamRelay: ...
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest: ...
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes: ...
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes: ...
-    def stream_relay(self, dep: Deployment, view) -> StreamRelay: ...
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError: ...
+
+    # -- native (``api`` in ``native``) -----------------------------------------------------
+    def native_request(self, api: str, dep: Deployment, view, request) -> UpstreamRequest: ...
+    def native_relay(self, api: str, dep: Deployment, view) -> StreamRelay: ...
+    def native_error(
+        self, api: str, dep: Deployment, status: int, headers, body: bytes
+    ) -> HelixError: ...
+    def native_response(self, api: str, dep: Deployment, body: bytes) -> bytes: ...
+
+
+_encode = msgspec.json.Encoder().encode
+
+
+class TranslatingAdapter:
+    """Base of adapters whose provider speaks no client API of Helix's: every client is
+    reached through the chat translation (``chat_request`` / ``chat_document`` /
+    ``stream_relay``) and the embeddings translation."""
+
+    passthrough = False
+    native: frozenset[str] = frozenset()
+
+    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+        """The OpenAI ``chat.completion`` body of a provider answer."""
+        return _encode(self.chat_document(dep, body)[0])

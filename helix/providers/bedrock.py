@@ -23,16 +23,20 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError, Retry, Source
 from helix.providers import sigv4
-from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.base import Deployment, FanOut, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.eventstream import EventStreamDecoder
 from helix.providers.openai import base_headers
 from helix.schema import bedrock as schema
-from helix.schema.openai import chat_completion, chunk_prefix, sse_chunk, sse_usage_chunk
+from helix.schema.body import set_members
+from helix.schema.openai import chat_completion
+from helix.schema.usage import CACHED, Usage
 
 __all__ = [
     "SPECS",
     "BedrockAdapter",
+    "BedrockAnthropicRelay",
+    "BedrockClaudeAdapter",
     "BedrockSigner",
     "BedrockStreamRelay",
     "base_url_for",
@@ -259,28 +263,28 @@ def to_converse(doc: dict) -> dict:
 # --- Converse -> OpenAI -----------------------------------------------------------------
 
 
-def openai_usage(u: schema.TokenUsage | None) -> dict | None:
-    """Bedrock counts cache reads/writes apart from inputTokens; OpenAI's prompt_tokens has all."""
+def usage_of(u: schema.TokenUsage | None) -> Usage | None:
+    """Bedrock counts cache reads/writes apart from inputTokens; Usage.input has all."""
     if u is None:
         return None
-    cached = u.cacheReadInputTokens or 0
-    prompt = u.inputTokens + cached + (u.cacheWriteInputTokens or 0)
+    read = u.cacheReadInputTokens or 0
+    write = u.cacheWriteInputTokens or 0
+    prompt = u.inputTokens + read + write
     total = u.totalTokens if u.totalTokens is not None else prompt + u.outputTokens
-    usage: dict[str, Any] = {
-        "prompt_tokens": prompt,
-        "completion_tokens": u.outputTokens,
-        "total_tokens": total,
-    }
-    if u.cacheReadInputTokens is not None:
-        usage["prompt_tokens_details"] = {"cached_tokens": cached}
-    return usage
+    return Usage(input=prompt, output=u.outputTokens, cache_read=read, cache_write=write,
+                 total=total, reported=CACHED if u.cacheReadInputTokens is not None else 0)
+
+
+def openai_usage(u: schema.TokenUsage | None) -> dict | None:
+    usage = usage_of(u)
+    return usage.to_openai() if usage is not None else None
 
 
 def _json_args(value: Any) -> str:
     return _encode(value if value is not None else {}).decode()
 
 
-def from_converse(resp: schema.ConverseResponse, model: str) -> dict:
+def from_converse(resp: schema.ConverseResponse, model: str) -> tuple[dict, Usage | None]:
     text_parts: list[str] = []
     calls: list[dict] = []
     msg = resp.output.message if resp.output is not None else None
@@ -303,9 +307,10 @@ def from_converse(resp: schema.ConverseResponse, model: str) -> dict:
     if calls:
         message["tool_calls"] = calls
     finish = STOP_REASONS.get(resp.stopReason or "end_turn", "stop")
-    return chat_completion(
-        _new_id("chatcmpl-"), _now(), model, message, finish, openai_usage(resp.usage)
-    )
+    usage = usage_of(resp.usage)
+    doc = chat_completion(_new_id("chatcmpl-"), _now(), model, message, finish,
+                          usage.to_openai() if usage is not None else None)
+    return doc, usage
 
 
 # --- errors -----------------------------------------------------------------------------
@@ -372,47 +377,42 @@ def _stream_exception(headers: dict, payload: bytes) -> HelixError:
 
 
 class BedrockStreamRelay:
-    """ConverseStream event-stream frames in, OpenAI chunk SSE out (one per request)."""
+    """ConverseStream event-stream frames in, the calls of a stream sink out."""
 
     __slots__ = (
         "_blocks",
-        "_created",
         "_decoder",
         "_finished",
-        "_id",
-        "_include_usage",
-        "_model",
         "_n_tools",
-        "_prefix",
         "_role_sent",
+        "_sink",
+        "_start",
         "usage",
     )
     passthrough = False
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, sink) -> None:
         self._decoder = EventStreamDecoder()
-        self._id = _new_id("chatcmpl-")
-        self._created = _now()
-        self._model = model
-        self._include_usage = include_usage
+        self._sink = sink
+        self._start = sink.start(_new_id("chatcmpl-"), model, _now())
         self._role_sent = False
         self._finished = False
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
         self._n_tools = 0
-        self.usage: dict | None = None
-        self._prefix = chunk_prefix(self._id, self._created, model)
+        self.usage: Usage | None = None
 
-    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        return sse_chunk(self._prefix, delta, finish)
-
-    def _delta(self, delta: dict) -> bytes:
+    def _delta(self, **delta) -> bytes:
         if not self._role_sent:
             self._role_sent = True
-            delta = {"role": "assistant", **delta}
-        return self._chunk(delta)
+            return self._sink.delta(0, role=True, **delta)
+        return self._sink.delta(0, **delta)
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
+        if self._start:
+            out.append(self._start)
+            self._start = b""
+        sink = self._sink
         for msg in self._decoder.feed(data):
             headers = msg.headers
             mtype = headers.get(":message-type", "event")
@@ -434,7 +434,7 @@ class BedrockStreamRelay:
                     continue
                 if d.text is not None:
                     if d.text:
-                        out.append(self._delta({"content": d.text}))
+                        out.append(self._delta(content=d.text))
                 elif d.toolUse is not None:
                     idx = self._blocks.get(ev.contentBlockIndex)
                     if idx is None:
@@ -443,7 +443,7 @@ class BedrockStreamRelay:
                             "Bedrock sent tool input for a block it never started",
                         )
                     fn = {"arguments": d.toolUse.input}
-                    out.append(self._delta({"tool_calls": [{"index": idx, "function": fn}]}))
+                    out.append(self._delta(tools=[{"index": idx, "function": fn}]))
             elif etype == "contentBlockStart":
                 tu = ev.start.toolUse if ev.start is not None else None
                 if tu is not None:
@@ -456,21 +456,19 @@ class BedrockStreamRelay:
                         "type": "function",
                         "function": {"name": tu.name, "arguments": ""},
                     }
-                    out.append(self._delta({"content": None, "tool_calls": [call]}))
+                    out.append(self._delta(content=None, tools=[call]))
             elif etype == "messageStart":
                 if not self._role_sent:
                     self._role_sent = True
-                    out.append(self._chunk({"role": "assistant", "content": ""}))
+                    out.append(sink.delta(0, role=True, content=""))
             elif etype == "messageStop":
                 self._finished = True
                 finish = STOP_REASONS.get(ev.stopReason or "end_turn", "stop")
-                out.append(self._chunk({}, finish))
+                out.append(sink.finish(0, finish))
             elif etype == "metadata":
-                self.usage = openai_usage(ev.usage)
-                if self._include_usage and self.usage is not None:
-                    out.append(
-                        sse_usage_chunk(self._prefix, self.usage)
-                    )
+                self.usage = usage_of(ev.usage)
+                if self.usage is not None:
+                    out.append(sink.usage(self.usage))
         return b"".join(out)
 
     def close(self) -> bytes:
@@ -482,7 +480,7 @@ class BedrockStreamRelay:
             raise HelixError(
                 ErrorKind.UPSTREAM_PROTOCOL, "Bedrock stream ended before messageStop"
             )
-        return b"data: [DONE]\n\n"
+        return self._start + self._sink.end()
 
 
 # --- embeddings ---------------------------------------------------------------------------
@@ -520,13 +518,30 @@ def _embedding_list(vectors: list[list[float]], model: str, tokens: int) -> byte
     )
 
 
+def _titan_batch(bodies: list[bytes]) -> bytes:
+    """Titan answers, one per text, as one Titan-shaped answer with every vector in order
+    (``embeddings_response`` reads both shapes) and the token counts summed."""
+    vectors, tokens = [], 0
+    for body in bodies:
+        try:
+            one = schema.titan_embed_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed embedding response: {exc}"
+            ) from None
+        if one.embedding is None:
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             "Bedrock sent an embedding response without a vector")
+        vectors.append(one.embedding)
+        tokens += one.inputTextTokenCount
+    return _encode({"embeddings": vectors, "inputTextTokenCount": tokens})
+
+
 # --- adapter ------------------------------------------------------------------------------
 
 
-class BedrockAdapter:
+class BedrockAdapter(TranslatingAdapter):
     """OpenAI <-> Bedrock Converse / InvokeModel (stateless: one per process)."""
-
-    passthrough = False  # translates both ways (see base.Adapter)
 
     def _target(self, dep: Deployment, action: str) -> bytes:
         # The model id is one path segment: ':' and '/' (ARNs) are percent-encoded.
@@ -546,35 +561,42 @@ class BedrockAdapter:
         family = _embedding_family(dep.model_id)
         texts = _embedding_texts(doc.get("input"))
         if family == "titan":
-            if len(texts) != 1:
-                raise _bad(
-                    f"Amazon Titan embeds one text per request; got {len(texts)} inputs. "
-                    "Send one string per request.",
-                    "input",
-                )
-            payload: dict[str, Any] = {"inputText": texts[0]}
-            if doc.get("dimensions") is not None:
-                payload["dimensions"] = doc["dimensions"]
+            # Titan embeds one text per call: a batch is one call per text, answered as one.
+            target = self._target(dep, "invoke")
+            calls = []
+            for text in texts:
+                payload: dict[str, Any] = {"inputText": text}
+                if doc.get("dimensions") is not None:
+                    payload["dimensions"] = doc["dimensions"]
+                calls.append(UpstreamRequest(b"POST", target, dep.static_headers,
+                                             _encode(payload)))
+            if len(calls) == 1:
+                return calls[0]
+            return FanOut(calls, _titan_batch)
         else:
             payload = {"texts": texts, "input_type": "search_document"}
         return UpstreamRequest(
             b"POST", self._target(dep, "invoke"), dep.static_headers, _encode(payload)
         )
 
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+    def chat_document(self, dep: Deployment, body: bytes) -> tuple[dict, Usage | None]:
         try:
             resp = schema.converse_response_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise HelixError(
                 ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed Converse response: {exc}"
             ) from None
-        return _encode(from_converse(resp, dep.model_id))
+        return from_converse(resp, dep.model_id)
 
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
         try:
             if _embedding_family(dep.model_id) == "titan":
                 titan = schema.titan_embed_decoder.decode(body)
-                return _embedding_list([titan.embedding], dep.model_id, titan.inputTextTokenCount)
+                vectors = titan.embeddings if titan.embeddings is not None else [titan.embedding]
+                if any(v is None for v in vectors):
+                    raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                                     "Bedrock sent an embedding response without a vector")
+                return _embedding_list(vectors, dep.model_id, titan.inputTextTokenCount)
             emb = schema.cohere_embed_decoder.decode(body).embeddings
         except msgspec.DecodeError as exc:
             raise HelixError(
@@ -583,12 +605,143 @@ class BedrockAdapter:
         vectors = emb.get("float", []) if isinstance(emb, dict) else emb
         return _embedding_list(vectors, dep.model_id, 0)
 
-    def stream_relay(self, dep: Deployment, view) -> BedrockStreamRelay:
-        opts = view.stream_options
-        return BedrockStreamRelay(dep.model_id, bool(opts is not None and opts.include_usage))
+    def stream_relay(self, dep: Deployment, view, sink) -> BedrockStreamRelay:
+        return BedrockStreamRelay(dep.model_id, sink)
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         return bedrock_error(dep.provider, status, headers, body)
+
+
+# --- Claude on Bedrock: Anthropic's Messages format through InvokeModel ------------------
+
+BEDROCK_ANTHROPIC_VERSION = "bedrock-2023-05-31"
+
+
+class _Chunk(msgspec.Struct):
+    bytes: str = ""
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+class _EventType(msgspec.Struct):
+    type: str = ""
+
+
+_event_type_decoder = msgspec.json.Decoder(_EventType)
+
+
+class BedrockAnthropicRelay:
+    """``InvokeModelWithResponseStream`` for Claude -> Anthropic's own SSE, event for event.
+
+    Each event-stream ``chunk`` carries one Anthropic event as base64 JSON; it goes to
+    the client as ``event: <type>`` / ``data: <the same JSON>``, and its usage is read
+    on the way (the Anthropic pass-through relay's reader).  An exception frame raises
+    HelixError, which the Messages API reports as an in-band ``error`` event.
+    """
+
+    __slots__ = ("_decoder", "_reader", "usage")
+    passthrough = False  # the provider's frames are re-framed: SSE headers, not Bedrock's
+
+    def __init__(self) -> None:
+        from helix.providers.anthropic import AnthropicPassthroughRelay
+
+        self._decoder = EventStreamDecoder()
+        self._reader = AnthropicPassthroughRelay()
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for msg in self._decoder.feed(data):
+            headers = msg.headers
+            if headers.get(":message-type", "event") != "event":
+                raise _stream_exception(headers, msg.payload)
+            if headers.get(":event-type") != "chunk":
+                continue
+            try:
+                payload = base64.b64decode(_chunk_decoder.decode(msg.payload).bytes)
+                etype = _event_type_decoder.decode(payload).type
+            except (msgspec.DecodeError, binascii.Error, ValueError) as exc:
+                raise HelixError(
+                    ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed chunk: {exc}"
+                ) from None
+            name = etype.encode()
+            self._reader.see(name, payload)
+            out.append(b"event: " + name + b"\ndata: " + payload + b"\n\n")
+        self.usage = self._reader.usage
+        return b"".join(out)
+
+    def close(self) -> bytes:
+        if self._decoder.pending:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, "Bedrock stream ended in the middle of a frame"
+            )
+        return b""
+
+
+class _CountTokens(msgspec.Struct):
+    inputTokens: int
+
+
+_count_decoder = msgspec.json.Decoder(_CountTokens)
+
+
+class BedrockClaudeAdapter(BedrockAdapter):
+    """Claude on Bedrock: OpenAI clients through Converse (as every Bedrock model),
+    Anthropic clients natively through InvokeModel with Anthropic's Messages body.
+
+    The native body is the client's, with the envelope Bedrock requires: no
+    ``model`` (the URL names it) and no ``stream`` (the action says it),
+    ``anthropic_version: bedrock-2023-05-31``, and the client's
+    ``anthropic-beta`` header as the body's ``anthropic_beta`` list.
+    ``count_tokens`` goes to Bedrock's CountTokens with that body inside.
+    """
+
+    native = frozenset({"messages", "count_tokens"})
+
+    def _invoke_body(self, request, count: bool = False) -> bytes:
+        members: dict[str, Any] = {"anthropic_version": BEDROCK_ANTHROPIC_VERSION}
+        beta = request.headers.get("anthropic-beta")
+        if beta:
+            members["anthropic_beta"] = [b.strip() for b in beta.split(",") if b.strip()]
+        if count and b'"max_tokens"' not in request.body:
+            members["max_tokens"] = 1  # InvokeModel requires it; it does not change the count
+        return set_members(request.body, members, drop=("model", "stream"))
+
+    def native_request(self, api: str, dep: Deployment, view, request) -> UpstreamRequest:
+        if api == "count_tokens":
+            body = self._invoke_body(request, count=True)
+            doc = {"input": {"invokeModel": {"body": base64.b64encode(body).decode()}}}
+            return UpstreamRequest(b"POST", self._target(dep, "count-tokens"),
+                                   dep.static_headers, _encode(doc))
+        action = "invoke-with-response-stream" if view.stream else "invoke"
+        return UpstreamRequest(b"POST", self._target(dep, action), dep.static_headers,
+                               self._invoke_body(request))
+
+    def native_response(self, api: str, dep: Deployment, body: bytes) -> bytes:
+        if api != "count_tokens":
+            return body  # InvokeModel answers with Anthropic's own Message
+        try:
+            return _encode({"input_tokens": _count_decoder.decode(body).inputTokens})
+        except msgspec.DecodeError as exc:
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             f"Bedrock sent a malformed CountTokens answer: {exc}") from None
+
+    def native_relay(self, api: str, dep: Deployment, view) -> BedrockAnthropicRelay:
+        return BedrockAnthropicRelay()
+
+    def native_error(self, api: str, dep: Deployment, status: int, headers,
+                     body: bytes) -> HelixError:
+        return self.error(dep, status, headers, body)
+
+
+_CONVERSE = BedrockAdapter()
+_CLAUDE = BedrockClaudeAdapter()
+
+
+def adapter_for(model_id: str) -> BedrockAdapter:
+    """Claude models (foundation ids and inference profiles) also speak Anthropic's format."""
+    return _CLAUDE if "anthropic.claude" in model_id else _CONVERSE
 
 
 # --- SigV4 signer -------------------------------------------------------------------------
@@ -681,7 +834,8 @@ def _headers(cfg) -> list[tuple[bytes, bytes]]:
 SPECS: dict[str, ProviderSpec] = {
     "bedrock": ProviderSpec(
         type="bedrock",
-        adapter=BedrockAdapter(),
+        adapter=_CONVERSE,
+        adapter_for=adapter_for,
         headers=_headers,
         base_url_for=base_url_for,  # bedrock-runtime.{region}.amazonaws.com
         key_env=None,

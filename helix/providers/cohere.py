@@ -15,11 +15,12 @@ from typing import Any
 import msgspec
 
 from helix.errors import ErrorKind, HelixError
-from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.openai import bearer_headers, upstream_error
 from helix.schema import cohere as schema
-from helix.schema.openai import chat_completion, chunk_prefix, sse_chunk, sse_usage_chunk
+from helix.schema.openai import chat_completion
+from helix.schema.usage import Usage
 
 __all__ = ["SPECS", "CohereAdapter", "CohereStreamRelay", "from_cohere", "to_cohere"]
 
@@ -204,22 +205,21 @@ def to_cohere(doc: dict, model_id: str) -> dict:
 # --- Cohere -> OpenAI ---------------------------------------------------------------------
 
 
-def openai_usage(u: schema.Usage | None) -> dict | None:
+def usage_of(u: schema.Usage | None) -> Usage | None:
     if u is None:
         return None
     tok = u.tokens or u.billed_units
     if tok is None:
         return None
-    prompt = int(tok.input_tokens or 0)
-    completion = int(tok.output_tokens or 0)
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    }
+    return Usage(input=int(tok.input_tokens or 0), output=int(tok.output_tokens or 0))
 
 
-def from_cohere(resp: schema.ChatResponse, model: str) -> dict:
+def openai_usage(u: schema.Usage | None) -> dict | None:
+    usage = usage_of(u)
+    return usage.to_openai() if usage is not None else None
+
+
+def from_cohere(resp: schema.ChatResponse, model: str) -> tuple[dict, Usage | None]:
     msg = resp.message
     text = "".join(c.text or "" for c in (msg.content or ()) if c.type == "text") if msg else ""
     calls = []
@@ -236,49 +236,44 @@ def from_cohere(resp: schema.ChatResponse, model: str) -> dict:
     if calls:
         message["tool_calls"] = calls
     finish = FINISH_REASONS.get(resp.finish_reason or "COMPLETE", "stop")
-    return chat_completion(
-        resp.id or _new_id("chatcmpl-"), _now(), model, message, finish, openai_usage(resp.usage)
-    )
+    usage = usage_of(resp.usage)
+    doc = chat_completion(resp.id or _new_id("chatcmpl-"), _now(), model, message, finish,
+                          usage.to_openai() if usage is not None else None)
+    return doc, usage
 
 
 class CohereStreamRelay:
-    """Cohere v2 SSE events in, OpenAI chunk SSE out (one per request)."""
+    """Cohere v2 SSE events in, the calls of a stream sink out (one per request)."""
 
     __slots__ = (
         "_buf",
         "_finished",
-        "_include_usage",
         "_model",
-        "_prefix",
         "_role_sent",
+        "_sink",
+        "_started",
         "_tools",
         "usage",
     )
     passthrough = False
 
-    def __init__(self, model: str, include_usage: bool) -> None:
+    def __init__(self, model: str, sink) -> None:
         from helix._fast import SSEParser
 
         self._buf = SSEParser()
         self._model = model
-        self._include_usage = include_usage
+        self._sink = sink
+        self._started = False
         self._role_sent = False
         self._finished = False
         self._tools: dict[int, int] = {}  # Cohere tool-call index -> OpenAI index
-        self.usage: dict | None = None
-        self._prefix = b""
+        self.usage: Usage | None = None
 
-    def _set_id(self, cid: str | None) -> None:
-        self._prefix = chunk_prefix(cid or _new_id("chatcmpl-"), _now(), self._model)
-
-    def _chunk(self, delta: dict, finish: str | None = None) -> bytes:
-        return sse_chunk(self._prefix, delta, finish)
-
-    def _delta(self, delta: dict) -> bytes:
+    def _delta(self, **delta) -> bytes:
         if not self._role_sent:
             self._role_sent = True
-            delta = {"role": "assistant", **delta}
-        return self._chunk(delta)
+            return self._sink.delta(0, role=True, **delta)
+        return self._sink.delta(0, **delta)
 
     def feed(self, data: bytes) -> bytes:
         out: list[bytes] = []
@@ -291,8 +286,10 @@ class CohereStreamRelay:
                 raise HelixError(
                     ErrorKind.UPSTREAM_PROTOCOL, f"Cohere sent a malformed stream event: {exc}"
                 ) from None
-            if not self._prefix:
-                self._set_id(ev.id if ev.type == "message-start" else None)
+            if not self._started:
+                self._started = True
+                cid = ev.id if ev.type == "message-start" else None
+                out.append(self._sink.start(cid or _new_id("chatcmpl-"), self._model, _now()))
             self._event(ev, out)
         return b"".join(out)
 
@@ -302,11 +299,11 @@ class CohereStreamRelay:
         if etype == "content-delta":
             content = msg.content if msg is not None else None
             if isinstance(content, schema.DeltaContent) and content.text:
-                out.append(self._delta({"content": content.text}))
+                out.append(self._delta(content=content.text))
         elif etype == "message-start":
             if not self._role_sent:
                 self._role_sent = True
-                out.append(self._chunk({"role": "assistant", "content": ""}))
+                out.append(self._sink.delta(0, role=True, content=""))
         elif etype == "tool-call-start":
             call = msg.tool_calls if msg is not None else None
             if not isinstance(call, schema.ToolCall):
@@ -320,7 +317,7 @@ class CohereStreamRelay:
                 "type": "function",
                 "function": {"name": fn.name or "", "arguments": fn.arguments or ""},
             }
-            out.append(self._delta({"content": None, "tool_calls": [item]}))
+            out.append(self._delta(content=None, tools=[item]))
         elif etype == "tool-call-delta":
             call = msg.tool_calls if msg is not None else None
             if not isinstance(call, schema.ToolCall) or call.function is None:
@@ -332,7 +329,7 @@ class CohereStreamRelay:
                 )
             if call.function.arguments:
                 fn = {"arguments": call.function.arguments}
-                out.append(self._delta({"tool_calls": [{"index": idx, "function": fn}]}))
+                out.append(self._delta(tools=[{"index": idx, "function": fn}]))
         elif etype == "message-end":
             delta = ev.delta or schema.Delta()
             if delta.finish_reason == "ERROR" and delta.error:
@@ -342,10 +339,10 @@ class CohereStreamRelay:
                 )
             self._finished = True
             finish = FINISH_REASONS.get(delta.finish_reason or "COMPLETE", "stop")
-            out.append(self._chunk({}, finish))
-            self.usage = openai_usage(delta.usage)
-            if self._include_usage and self.usage is not None:
-                out.append(sse_usage_chunk(self._prefix, self.usage))
+            out.append(self._sink.finish(0, finish))
+            self.usage = usage_of(delta.usage)
+            if self.usage is not None:
+                out.append(self._sink.usage(self.usage))
         # tool-plan-delta, content-start/end, tool-call-end, citations: nothing to say in OpenAI
 
     def close(self) -> bytes:
@@ -353,7 +350,7 @@ class CohereStreamRelay:
             raise HelixError(
                 ErrorKind.UPSTREAM_PROTOCOL, "Cohere stream ended before message-end"
             )
-        return b"data: [DONE]\n\n"
+        return self._sink.end()
 
 
 # --- adapter ------------------------------------------------------------------------------
@@ -367,10 +364,8 @@ def _embedding_texts(raw: Any) -> list[str]:
     raise _bad("Cohere embeddings take 'input' as a string or an array of strings", "input")
 
 
-class CohereAdapter:
+class CohereAdapter(TranslatingAdapter):
     """OpenAI <-> Cohere v2 (stateless: one per process)."""
-
-    passthrough = False  # translates both ways (see base.Adapter)
 
     def _decode(self, body: bytes) -> dict:
         try:
@@ -398,14 +393,14 @@ class CohereAdapter:
             b"POST", f"{dep.base_path}/v2/embed".encode(), dep.static_headers, _encode(payload)
         )
 
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+    def chat_document(self, dep: Deployment, body: bytes) -> tuple[dict, Usage | None]:
         try:
             resp = schema.chat_response_decoder.decode(body)
         except msgspec.DecodeError as exc:
             raise HelixError(
                 ErrorKind.UPSTREAM_PROTOCOL, f"Cohere sent a malformed chat response: {exc}"
             ) from None
-        return _encode(from_cohere(resp, dep.model_id))
+        return from_cohere(resp, dep.model_id)
 
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
         try:
@@ -430,9 +425,8 @@ class CohereAdapter:
             }
         )
 
-    def stream_relay(self, dep: Deployment, view) -> CohereStreamRelay:
-        opts = view.stream_options
-        return CohereStreamRelay(dep.model_id, bool(opts is not None and opts.include_usage))
+    def stream_relay(self, dep: Deployment, view, sink) -> CohereStreamRelay:
+        return CohereStreamRelay(dep.model_id, sink)
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         return upstream_error(dep.provider, status, headers, body)

@@ -26,7 +26,7 @@ import msgspec
 
 from helix._fast import SSEParser
 from helix.errors import ErrorKind, HelixError
-from helix.providers.base import Deployment, UpstreamRequest
+from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.openai import base_headers, upstream_error
 from helix.schema.gemini import (
@@ -37,6 +37,9 @@ from helix.schema.gemini import (
     error_list_decoder,
     response_decoder,
 )
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
+from helix.schema.stream import ABSENT
+from helix.schema.usage import CACHED, REASONING, Usage
 
 __all__ = [
     "SPECS",
@@ -487,17 +490,18 @@ def finish_reason(reason: str | None, has_calls: bool) -> str:
     return _FINISH.get(reason or "STOP", "stop")
 
 
-def openai_usage(u: UsageMetadata) -> dict:
+def usage_of(u: UsageMetadata) -> Usage:
+    """Gemini counts thoughts apart from candidates and tool-use prompts apart from the
+    prompt; Usage has them all in output / input."""
     completion = u.candidates_token_count + u.thoughts_token_count
     prompt = u.prompt_token_count + u.tool_use_prompt_token_count
-    total = u.total_token_count if u.total_token_count is not None else prompt + completion
-    return {
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": total,
-        "prompt_tokens_details": {"cached_tokens": u.cached_content_token_count},
-        "completion_tokens_details": {"reasoning_tokens": u.thoughts_token_count},
-    }
+    return Usage(input=prompt, output=completion, cache_read=u.cached_content_token_count,
+                 reasoning=u.thoughts_token_count, total=u.total_token_count,
+                 reported=CACHED | REASONING)
+
+
+def openai_usage(u: UsageMetadata) -> dict:
+    return usage_of(u).to_openai()
 
 
 def _tool_call(fc, call_id: str) -> dict:
@@ -510,8 +514,9 @@ def _tool_call(fc, call_id: str) -> dict:
 
 def gemini_to_openai_response(
     resp: GenerateContentResponse, model: str, created: int, id_base: str
-) -> dict:
-    """A decoded ``GenerateContentResponse`` as an OpenAI ``chat.completion`` dict.
+) -> tuple[dict, Usage | None]:
+    """A decoded ``GenerateContentResponse`` as an OpenAI ``chat.completion`` dict (and
+    its usage).
 
     ``id_base`` makes the completion id (``chatcmpl-<id_base>``) and tool-call
     ids (``call_<id_base>_<n>``) when Google gives none.
@@ -528,7 +533,9 @@ def gemini_to_openai_response(
                     n += 1
                 elif part.text is not None and not part.thought:
                     texts.append(part.text)
-        message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+        message: dict = {
+            "role": "assistant", "content": "".join(texts) if texts else None, "refusal": None,
+        }
         if calls:
             message["tool_calls"] = calls
         elif message["content"] is None:
@@ -545,7 +552,7 @@ def gemini_to_openai_response(
         choices.append(
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": ""},
+                "message": {"role": "assistant", "content": "", "refusal": None},
                 "logprobs": None,
                 "finish_reason": "content_filter",
             }
@@ -557,9 +564,13 @@ def gemini_to_openai_response(
         "model": model,
         "choices": choices,
     }
+    usage = None
     if resp.usage_metadata is not None:
-        out["usage"] = openai_usage(resp.usage_metadata)
-    return out
+        usage = usage_of(resp.usage_metadata)
+        out["usage"] = usage.to_openai()
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(resp.model_version or model)
+    return out, usage
 
 
 def _decode_response(provider: str, body: bytes) -> GenerateContentResponse:
@@ -579,62 +590,55 @@ def _decode_response(provider: str, body: bytes) -> GenerateContentResponse:
 
 
 class GeminiStreamRelay:
-    """``streamGenerateContent?alt=sse`` events -> OpenAI ``chat.completion.chunk`` SSE.
+    """``streamGenerateContent?alt=sse`` events -> the calls of a stream sink.
 
     Gemini sends whole parts: text pieces and complete function calls.  Each
-    becomes one chunk (role on a choice's first chunk; tool calls complete,
-    with their running index); a finish chunk follows a candidate's
-    ``finishReason``; ``close`` adds the usage chunk when asked and ``[DONE]``.
+    event becomes one delta per candidate (the role on a candidate's first;
+    tool calls complete, with their running index); a finish follows a
+    candidate's ``finishReason``; ``close`` finishes what is left, adds the
+    usage and ends the stream.
     """
 
     __slots__ = (
         "_calls",
+        "_created",
         "_finished",
         "_id_base",
-        "_include_usage",
+        "_model",
         "_parser",
-        "_prefix",
         "_provider",
         "_seen",
+        "_sink",
         "_started",
         "usage",
     )
     passthrough = False
 
-    def __init__(
-        self, provider: str, model: str, created: int, id_base: str, include_usage: bool
-    ) -> None:
+    def __init__(self, provider: str, model: str, created: int, id_base: str, sink) -> None:
         self._provider = provider
         self._id_base = id_base
-        self._include_usage = include_usage
+        self._model = model
+        self._created = created
+        self._sink = sink
         self._parser = SSEParser()
-        head = {
-            "id": f"chatcmpl-{id_base}",
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-        }
-        # Every chunk is this prefix + its choices: encoded once per stream.
-        self._prefix = b"data: " + _encode(head)[:-1] + b',"choices":'
         self._started: set[int] = set()
         self._finished: dict[int, str] = {}
         self._calls: dict[int, int] = {}  # candidate index -> tool calls sent
         self._seen = False
-        self.usage: dict | None = None
-
-    def _chunk(self, choices: list[dict]) -> bytes:
-        return self._prefix + _encode(choices) + b"}\n\n"
+        self.usage: Usage | None = None
 
     def _event(self, resp: GenerateContentResponse, out: list[bytes]) -> None:
-        self._seen = True
+        sink = self._sink
+        if not self._seen:
+            self._seen = True
+            out.append(sink.start(f"chatcmpl-{self._id_base}", self._model, self._created))
         if resp.usage_metadata is not None:
-            self.usage = openai_usage(resp.usage_metadata)
+            self.usage = usage_of(resp.usage_metadata)
         for cand in resp.candidates:
             idx = cand.index
-            delta: dict = {}
-            if idx not in self._started:
+            role = idx not in self._started
+            if role:
                 self._started.add(idx)
-                delta["role"] = "assistant"
             texts = []
             calls = []
             if cand.content is not None:
@@ -647,18 +651,14 @@ class GeminiStreamRelay:
                         calls.append(call)
                     elif part.text and not part.thought:
                         texts.append(part.text)
-            if texts:
-                delta["content"] = "".join(texts)
-            if calls:
-                delta["tool_calls"] = calls
-            if delta:
-                if "role" in delta and "content" not in delta:
-                    delta["content"] = None if calls else ""
-                out.append(
-                    self._chunk(
-                        [{"index": idx, "delta": delta, "logprobs": None, "finish_reason": None}]
-                    )
-                )
+            if role or texts or calls:
+                if texts:
+                    content = "".join(texts)
+                elif role:
+                    content = None if calls else ""
+                else:
+                    content = ABSENT
+                out.append(sink.delta(idx, role=role, content=content, tools=calls or None))
             if cand.finish_reason and idx not in self._finished:
                 self._finish(idx, finish_reason(cand.finish_reason, idx in self._calls), out)
         feedback = resp.prompt_feedback
@@ -667,19 +667,12 @@ class GeminiStreamRelay:
             # The prompt was blocked: nothing else will come.
             if 0 not in self._started:
                 self._started.add(0)
-                delta = {"role": "assistant", "content": ""}
-                out.append(
-                    self._chunk(
-                        [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": None}]
-                    )
-                )
+                out.append(sink.delta(0, role=True, content=""))
             self._finish(0, "content_filter", out)
 
     def _finish(self, idx: int, reason: str, out: list[bytes]) -> None:
         self._finished[idx] = reason
-        out.append(
-            self._chunk([{"index": idx, "delta": {}, "logprobs": None, "finish_reason": reason}])
-        )
+        out.append(self._sink.finish(idx, reason))
 
     def _events(self, events) -> bytes:
         out: list[bytes] = []
@@ -707,9 +700,9 @@ class GeminiStreamRelay:
             if idx not in self._finished:
                 self._finish(idx, "tool_calls" if idx in self._calls else "stop", tail)
         out.extend(tail)
-        if self._include_usage and self.usage is not None:
-            out.append(self._prefix + b"[],\"usage\":" + _encode(self.usage) + b"}\n\n")
-        out.append(b"data: [DONE]\n\n")
+        if self.usage is not None:
+            out.append(self._sink.usage(self.usage))
+        out.append(self._sink.end())
         return b"".join(out)
 
 
@@ -857,10 +850,8 @@ def model_path(model_id: str) -> str:
     return model_id[7:] if model_id.startswith("models/") else model_id
 
 
-class GeminiAdapter:
+class GeminiAdapter(TranslatingAdapter):
     """Adapter for the Gemini API (stateless: one instance per process)."""
-
-    passthrough = False  # translates both ways (see base.Adapter)
 
     def _target(self, dep: Deployment, method: str, stream: bool = False) -> bytes:
         path = f"{dep.base_path}/v1beta/models/{model_path(dep.model_id)}:{method}"
@@ -883,19 +874,17 @@ class GeminiAdapter:
         method, out = openai_to_gemini_embeddings(doc, model_path(dep.model_id))
         return UpstreamRequest(b"POST", self._target(dep, method), self._headers(dep), _encode(out))
 
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
+    def chat_document(self, dep: Deployment, body: bytes) -> tuple[dict, Usage | None]:
         resp = _decode_response(dep.provider, body)
-        return _encode(gemini_to_openai_response(resp, dep.model, int(time.time()), _new_id()))
+        return gemini_to_openai_response(resp, dep.model, int(time.time()), _new_id())
 
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
         # Floats; forward turns them into base64 when the client asked for that.
         out = gemini_to_openai_embeddings(body, dep.model, False, dep.provider)
         return _encode(out)
 
-    def stream_relay(self, dep: Deployment, view) -> GeminiStreamRelay:
-        opts = view.stream_options
-        include = bool(opts is not None and opts.include_usage)
-        return GeminiStreamRelay(dep.provider, dep.model, int(time.time()), _new_id(), include)
+    def stream_relay(self, dep: Deployment, view, sink) -> GeminiStreamRelay:
+        return GeminiStreamRelay(dep.provider, dep.model, int(time.time()), _new_id(), sink)
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         return gemini_error(dep.provider, status, headers, body)

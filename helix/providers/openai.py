@@ -9,12 +9,17 @@ OpenAI differs only in its URL (deployment + ``api-version``) and its
 
 from __future__ import annotations
 
+import time
+
 import msgspec
 
 from helix._fast import SSEParser
-from helix.errors import HelixError
+from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
+from helix.schema.body import replace_model
+from helix.schema.stream import ABSENT
+from helix.schema.usage import Usage
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -37,12 +42,6 @@ class _ProviderErrorEnvelope(msgspec.Struct):
 
 
 _error_decoder = msgspec.json.Decoder(_ProviderErrorEnvelope)
-
-
-def rewrite_model(body: bytes, model_id: str) -> bytes:
-    doc = _decode(body)
-    doc["model"] = model_id
-    return _encode(doc)
 
 
 def upstream_error(
@@ -125,14 +124,182 @@ class OpenAIStreamRelay:
 
     def __init__(self) -> None:
         self._parser = SSEParser()
-        self.usage: dict | None = None
+        self.usage: Usage | None = None
 
     def feed(self, data: bytes) -> bytes:
         for _event, payload in self._parser.feed(data):
             if _USAGE_KEY in payload and _has_usage(payload):
-                usage = decode_usage(payload)
+                usage = Usage.from_openai(decode_usage(payload))
                 if usage is not None:
                     self.usage = usage
+        return data
+
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
+
+
+class _ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: dict | None = None
+
+
+class _Delta(msgspec.Struct):
+    role: str | None = None
+    content: str | None = None
+    refusal: str | None = None
+    reasoning_content: str | None = None
+    reasoning: str | None = None  # vLLM, OpenRouter, Groq
+    tool_calls: list[_ToolCallDelta] | None = None
+
+
+class _Choice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    id: str | None = None
+    model: str | None = None
+    created: int | None = None
+    choices: list[_Choice] = []
+    usage: dict | None = None
+    error: _ProviderError | str | None = None
+
+
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+class OpenAIChunkReader:
+    """OpenAI ``chat.completion.chunk`` SSE in, the calls of another client's sink out.
+
+    For a client that does not speak chat completions (an Anthropic or a
+    Responses client) in front of an OpenAI-compatible provider.  Reasoning
+    arrives as ``reasoning_content`` (DeepSeek, vLLM) or ``reasoning``
+    (OpenRouter, Groq); a refusal is passed on as content.  The stream must end
+    with ``data: [DONE]``; an in-band ``{"error": ...}`` raises HelixError.
+    """
+
+    __slots__ = ("_dep", "_done", "_parser", "_sink", "_started", "usage")
+    passthrough = False
+
+    def __init__(self, dep: Deployment, sink) -> None:
+        self._dep = dep
+        self._sink = sink
+        self._parser = SSEParser()
+        self._started = False
+        self._done = False
+        self.usage: Usage | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        out: list[bytes] = []
+        for _event, payload in self._parser.feed(data):
+            if self._done:
+                break
+            if payload == b"[DONE]":
+                self._done = True
+                if not self._started:
+                    raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                                     f"{self._dep.provider} ended the stream without a chunk")
+                out.append(self._sink.end())
+                continue
+            try:
+                chunk = _chunk_decoder.decode(payload)
+            except msgspec.DecodeError as exc:
+                raise HelixError(
+                    ErrorKind.UPSTREAM_PROTOCOL,
+                    f"{self._dep.provider} sent a malformed stream chunk ({exc})",
+                ) from None
+            if chunk.error is not None:
+                raise upstream_error(self._dep.provider, 500, [], payload)
+            self._chunk(chunk, out)
+        return b"".join(out)
+
+    def _chunk(self, chunk: _Chunk, out: list[bytes]) -> None:
+        sink = self._sink
+        if not self._started:
+            self._started = True
+            out.append(sink.start(chunk.id or "chatcmpl-helix", self._dep.model,
+                                  chunk.created or int(time.time())))
+        for c in chunk.choices:
+            d = c.delta
+            if d is not None:
+                text = d.content if d.content is not None else d.refusal
+                reasoning = d.reasoning_content or d.reasoning
+                tools = None
+                if d.tool_calls:
+                    tools = []
+                    for t in d.tool_calls:
+                        call: dict = {"index": t.index}
+                        if t.id is not None:
+                            call["id"] = t.id
+                            call["type"] = t.type or "function"
+                        if t.function is not None:
+                            call["function"] = t.function
+                        tools.append(call)
+                if text or reasoning or tools or d.role:
+                    out.append(sink.delta(c.index, role=bool(d.role),
+                                          content=text if text is not None else ABSENT,
+                                          reasoning=reasoning or None, tools=tools))
+            if c.finish_reason:
+                out.append(sink.finish(c.index, c.finish_reason))
+        if chunk.usage is not None:
+            usage = Usage.from_openai(chunk.usage)
+            if usage is not None:
+                self.usage = usage
+                out.append(sink.usage(usage))
+
+    def close(self) -> bytes:
+        self._parser.close()
+        if not self._done:
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             f"{self._dep.provider} ended the stream before [DONE]")
+        return b""
+
+
+class _ResponseEvent(msgspec.Struct):
+    type: str = ""
+    response: _ResponseUsage | None = None
+
+
+class _ResponseUsage(msgspec.Struct):
+    id: str | None = None
+    usage: dict | None = None
+
+
+_response_event_decoder = msgspec.json.Decoder(_ResponseEvent)
+_RESPONSE_ID = b'"response.created"'
+
+
+class ResponsesPassthroughRelay:
+    """The Responses API's SSE bytes out exactly as they came in; the response id (from
+    ``response.created``) and the usage (inside ``response.completed`` /
+    ``.incomplete`` / ``.failed``) read on the way."""
+
+    __slots__ = ("_parser", "response_id", "usage")
+    passthrough = True
+
+    def __init__(self) -> None:
+        self._parser = SSEParser()
+        self.usage: Usage | None = None
+        self.response_id: str | None = None
+
+    def feed(self, data: bytes) -> bytes:
+        for _event, payload in self._parser.feed(data):
+            if (_USAGE_KEY in payload and _has_usage(payload)) or (
+                    self.response_id is None and _RESPONSE_ID in payload):
+                try:
+                    ev = _response_event_decoder.decode(payload)
+                except msgspec.DecodeError:
+                    continue
+                if ev.response is not None:
+                    if self.response_id is None:
+                        self.response_id = ev.response.id
+                    if ev.response.usage is not None:
+                        self.usage = Usage.from_responses(ev.response.usage)
         return data
 
     def close(self) -> bytes:
@@ -167,11 +334,15 @@ def wants_usage(dep: Deployment, view) -> bool:
     return dep.provider_type not in _USAGE_ONLY_WHEN_ASKED
 
 
+_ENDPOINTS = {"chat": "chat/completions", "embeddings": "embeddings", "responses": "responses"}
+
+
 class OpenAIAdapter:
     """Adapter for the OpenAI wire format (stateless: one instance per process)."""
 
     # Bodies go both ways as the provider speaks them (only ``model`` may be rewritten).
     passthrough = True
+    native = frozenset(_ENDPOINTS)
 
     def _target(self, dep: Deployment, endpoint: str) -> bytes:
         path = f"{dep.base_path}/{endpoint}"
@@ -179,7 +350,7 @@ class OpenAIAdapter:
 
     def _request(self, dep: Deployment, view, body: bytes, endpoint: str) -> UpstreamRequest:
         if view.model != dep.model_id:
-            body = rewrite_model(body, dep.model_id)
+            body = replace_model(body, view.model, dep.model_id)
         return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
@@ -188,29 +359,71 @@ class OpenAIAdapter:
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         return self._request(dep, view, body, "embeddings")
 
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
-        return body
+    def chat_document(self, dep: Deployment, body: bytes) -> tuple[dict, Usage | None]:
+        """A chat completion as a document, for clients that speak another API."""
+        try:
+            doc = _decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                f"{dep.provider} returned a completion Helix could not read ({exc})",
+            ) from None
+        if not isinstance(doc, dict):
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             f"{dep.provider} returned a completion that is not an object")
+        return doc, Usage.from_openai(doc.get("usage"))
 
     def embeddings_response(self, dep: Deployment, body: bytes) -> bytes:
         return body
 
-    def stream_relay(self, dep: Deployment, view) -> OpenAIStreamRelay | _PlainRelay:
-        # Usage is never injected into the request: the client gets what it asked for.
-        return OpenAIStreamRelay() if wants_usage(dep, view) else _RELAY
+    def stream_relay(self, dep: Deployment, view, sink) -> OpenAIChunkReader:
+        return OpenAIChunkReader(dep, sink)
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
         return upstream_error(dep.provider, status, headers, body)
 
+    # -- native: OpenAI clients ----------------------------------------------------------
+    def native_request(self, api: str, dep: Deployment, view, request) -> UpstreamRequest:
+        return self._request(dep, view, request.body, _ENDPOINTS[api])
+
+    def native_relay(self, api: str, dep: Deployment, view):
+        if api == "responses":
+            return ResponsesPassthroughRelay()
+        # Usage is never injected into the request: the client gets what it asked for.
+        return OpenAIStreamRelay() if wants_usage(dep, view) else _RELAY
+
+    def resource_target(self, dep: Deployment, path: str, query: str = "") -> bytes:
+        """A stored resource at the provider (``responses/<id>``), for GET and DELETE."""
+        target = f"{dep.base_path}/{path}"
+        query = "&".join(q for q in (dep.query, query) if q)
+        return (f"{target}?{query}" if query else target).encode()
+
+    def native_error(self, api: str, dep: Deployment, status: int, headers,
+                     body: bytes) -> HelixError:
+        return upstream_error(dep.provider, status, headers, body)
+
+    def native_response(self, api: str, dep: Deployment, body: bytes) -> bytes:
+        return body
+
 
 class AzureOpenAIAdapter(OpenAIAdapter):
-    """Azure OpenAI: ``/openai/deployments/{deployment}/{endpoint}?api-version=``."""
+    """Azure OpenAI: ``/openai/deployments/{deployment}/{endpoint}?api-version=``; the
+    Responses API at ``/openai/v1/responses`` with the deployment as ``model``."""
 
     def _target(self, dep: Deployment, endpoint: str) -> bytes:
+        if endpoint == "responses":
+            return f"{dep.base_path}/openai/v1/responses".encode()
         return f"{dep.base_path}/openai/deployments/{dep.model_id}/{endpoint}?{dep.query}".encode()
 
     def _request(self, dep: Deployment, view, body: bytes, endpoint: str) -> UpstreamRequest:
-        # Azure routes by the deployment in the URL and ignores ``model``.
+        if endpoint == "responses" and view.model != dep.model_id:
+            body = replace_model(body, view.model, dep.model_id)  # the deployment's name
+        # Chat and embeddings route by the deployment in the URL and ignore ``model``.
         return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
+
+    def resource_target(self, dep: Deployment, path: str, query: str = "") -> bytes:
+        target = f"{dep.base_path}/openai/v1/{path}"
+        return (f"{target}?{query}" if query else target).encode()
 
 
 def base_headers(extra: dict[str, str]) -> list[tuple[bytes, bytes]]:

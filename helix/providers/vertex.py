@@ -25,6 +25,12 @@ import re
 import msgspec
 
 from helix.errors import ErrorKind, HelixError, Source
+from helix.providers.anthropic import (
+    AnthropicAdapter,
+    client_headers,
+    default_max_tokens,
+    openai_to_anthropic_request,
+)
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.gemini import (
@@ -37,9 +43,18 @@ from helix.providers.gemini import (
     openai_embeddings,
 )
 from helix.providers.openai import base_headers
+from helix.schema.body import set_members
 from helix.schema.gemini import vertex_predict_decoder
 
-__all__ = ["DEFAULT_LOCATION", "SPECS", "VertexAdapter", "VertexAuth", "vertex_base_url"]
+__all__ = [
+    "DEFAULT_LOCATION",
+    "SPECS",
+    "VertexAdapter",
+    "VertexAuth",
+    "VertexClaudeAdapter",
+    "adapter_for",
+    "vertex_base_url",
+]
 
 log = logging.getLogger("helix.providers.vertex")
 
@@ -119,14 +134,8 @@ def _resource(dep: Deployment) -> str:
     return resource
 
 
-def _anthropic():
-    from helix.providers import anthropic
-
-    return anthropic
-
-
 class VertexAdapter(GeminiAdapter):
-    """Gemini translation on Vertex URLs; Claude models through the Anthropic translation."""
+    """Gemini models on Vertex AI: the Gemini translation on Vertex URLs."""
 
     def _model_url(self, dep: Deployment, publisher: str, method: str, stream: bool) -> bytes:
         model = model_path(dep.model_id)
@@ -136,32 +145,7 @@ class VertexAdapter(GeminiAdapter):
     def _target(self, dep: Deployment, method: str, stream: bool = False) -> bytes:
         return self._model_url(dep, "google", method, stream)
 
-    def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        if not is_anthropic(dep.model_id):
-            return super().chat_request(dep, view, body)
-        anthropic = _anthropic()
-        doc = _decode_body(body)
-        out = anthropic.openai_to_anthropic_request(
-            doc, None, anthropic.default_max_tokens(dep.model_id)
-        )
-        out["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
-        method = "streamRawPredict" if view.stream else "rawPredict"
-        target = self._model_url(dep, "anthropic", method, False)
-        return UpstreamRequest(b"POST", target, dep.static_headers, _encode(out))
-
-    def chat_response(self, dep: Deployment, body: bytes) -> bytes:
-        if is_anthropic(dep.model_id):
-            return _anthropic().AnthropicAdapter().chat_response(dep, body)
-        return super().chat_response(dep, body)
-
-    def stream_relay(self, dep: Deployment, view):
-        if is_anthropic(dep.model_id):
-            return _anthropic().AnthropicAdapter().stream_relay(dep, view)
-        return super().stream_relay(dep, view)
-
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        if is_anthropic(dep.model_id):
-            return _anthropic().AnthropicAdapter().embeddings_request(dep, view, body)
         doc = _decode_body(body)
         texts, _single = _embedding_inputs(doc)
         out: dict = {"instances": [{"content": t} for t in texts]}
@@ -192,14 +176,67 @@ class VertexAdapter(GeminiAdapter):
         return _encode(openai_embeddings(vectors, dep.model, False, tokens))
 
     def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
-        if status == 401 and dep.signer is not None and dep.signer.source is not None:
-            # A token Google no longer accepts (revoked, rotated key): the next request
-            # fetches a fresh one instead of reusing it until its expiry.
-            dep.signer.source.invalidate()
-        if is_anthropic(dep.model_id) and google_error(body) is None:
-            # Not Google's envelope: Anthropic's own error shape, relayed by Vertex.
-            return _anthropic().AnthropicAdapter().error(dep, status, headers, body)
+        _drop_rejected_token(dep, status)
         return gemini_error(dep.provider, status, headers, body)
+
+
+def _drop_rejected_token(dep: Deployment, status: int) -> None:
+    if status == 401 and dep.signer is not None and dep.signer.source is not None:
+        # A token Google no longer accepts (revoked, rotated key): the next request
+        # fetches a fresh one instead of reusing it until its expiry.
+        dep.signer.source.invalidate()
+
+
+class VertexClaudeAdapter(AnthropicAdapter):
+    """Claude models on Vertex AI: Anthropic's Messages format at ``rawPredict``.
+
+    The body carries ``anthropic_version: vertex-2023-10-16`` and no model (the
+    URL names it).  OpenAI clients are translated by the Anthropic translation;
+    Anthropic clients are native: their body goes upstream with only that
+    envelope changed (``anthropic-beta`` headers ride along), and the answer,
+    stream and Anthropic-shaped errors come back as sent.
+    """
+
+    def _model_url(self, dep: Deployment, method: str, model: str | None = None) -> bytes:
+        model = model_path(model or dep.model_id)
+        path = f"{dep.base_path}{_resource(dep)}/publishers/anthropic/models/{model}:{method}"
+        return path.encode()
+
+    def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
+        doc = _decode_body(body)
+        out = openai_to_anthropic_request(doc, None, default_max_tokens(dep.model_id))
+        out["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
+        target = self._model_url(dep, "streamRawPredict" if view.stream else "rawPredict")
+        return UpstreamRequest(b"POST", target, dep.static_headers, _encode(out))
+
+    def native_request(self, api: str, dep: Deployment, view, request) -> UpstreamRequest:
+        headers = client_headers(dep.static_headers, request.headers, ("anthropic-beta",))
+        if api == "count_tokens":
+            # Vertex counts at a model of its own, with the real model named in the body.
+            body = set_members(request.body, {"model": dep.model_id,
+                                              "anthropic_version": VERTEX_ANTHROPIC_VERSION})
+            target = self._model_url(dep, "rawPredict", "count-tokens")
+            return UpstreamRequest(b"POST", target, headers, body)
+        body = set_members(request.body, {"anthropic_version": VERTEX_ANTHROPIC_VERSION},
+                           drop=("model",))
+        target = self._model_url(dep, "streamRawPredict" if view.stream else "rawPredict")
+        return UpstreamRequest(b"POST", target, headers, body)
+
+    def error(self, dep: Deployment, status: int, headers, body: bytes) -> HelixError:
+        _drop_rejected_token(dep, status)
+        if google_error(body) is None:
+            # Not Google's envelope: Anthropic's own error shape, relayed by Vertex.
+            return super().error(dep, status, headers, body)
+        return gemini_error(dep.provider, status, headers, body)
+
+
+_GEMINI = VertexAdapter()
+_CLAUDE = VertexClaudeAdapter()
+
+
+def adapter_for(model_id: str):
+    """Claude models speak Anthropic's format on Vertex; every other model Gemini's."""
+    return _CLAUDE if is_anthropic(model_id) else _GEMINI
 
 
 def vertex_headers(cfg) -> list[tuple[bytes, bytes]]:
@@ -254,7 +291,8 @@ DEFAULT_MODELS = ("gemini-2.5-pro", "gemini-2.5-flash", "gemini-2.0-flash", "tex
 SPECS: dict[str, ProviderSpec] = {
     "vertex": ProviderSpec(
         type="vertex",
-        adapter=VertexAdapter(),
+        adapter=_GEMINI,
+        adapter_for=adapter_for,
         headers=vertex_headers,
         base_url_for=vertex_base_url,  # {location}-aiplatform.googleapis.com
         key_env=None,

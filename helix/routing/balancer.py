@@ -292,17 +292,12 @@ def gauges(balancer: Balancer) -> Callable[[], dict[tuple, float]]:
 
 
 def _estimate_tokens(view) -> tuple[float, float]:
-    """(prompt, completion) token estimates for pricing one request: ~4 bytes per token."""
+    """(prompt, completion) token estimates for pricing one request: the view's own
+    estimate (``tokens()``), with a default completion when the client set no limit."""
     if view is None:
         return 1000.0, float(DEFAULT_OUTPUT_TOKENS)
-    size = 0
-    for m in getattr(view, "messages", None) or ():
-        size += len(m)
-    raw = getattr(view, "input", None)
-    if raw is not None and not isinstance(raw, list):
-        size += len(raw)
-    out = getattr(view, "max_completion_tokens", None) or getattr(view, "max_tokens", None)
-    return max(size / 4.0, 1.0), float(out or DEFAULT_OUTPUT_TOKENS)
+    prompt, out = view.tokens()
+    return max(float(prompt), 1.0), float(DEFAULT_OUTPUT_TOKENS if out is None else out)
 
 
 def health_policy(config) -> hmod.HealthPolicy:

@@ -37,6 +37,7 @@ class ProviderEndpoint:
 
     __slots__ = (
         "adapter",
+        "adapter_for",
         "base_path",
         "cfg",
         "deployments",
@@ -53,6 +54,7 @@ class ProviderEndpoint:
         self.origin, self.base_path = parse_url(catalog.base_url(spec, cfg))
         self.headers = spec.headers(cfg)
         self.adapter = spec.adapter
+        self.adapter_for = spec.adapter_for
         self.query = spec.query(cfg)
         self.signer = spec.signer(cfg) if spec.signer is not None else None
         up = config.upstream
@@ -81,7 +83,7 @@ class ProviderEndpoint:
                 static_headers=self.headers,
                 timeouts=self.timeouts,
                 verify_tls=self.cfg.tls_verify,
-                adapter=self.adapter,
+                adapter=self.adapter if self.adapter_for is None else self.adapter_for(model_id),
                 query=self.query,
                 signer=self.signer,
             )

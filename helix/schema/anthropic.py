@@ -17,6 +17,9 @@ from typing import Any
 import msgspec
 
 __all__ = [
+    "ERROR_TYPES",
+    "FINISH_REASONS",
+    "STOP_REASONS",
     "ContentBlock",
     "Delta",
     "ErrorDetail",
@@ -24,11 +27,15 @@ __all__ = [
     "Message",
     "StreamEvent",
     "Usage",
+    "count_tokens_decoder",
     "error_decoder",
+    "error_type_for",
     "event_decoder",
     "json_decode",
     "json_encode",
     "message_decoder",
+    "messages_request_decoder",
+    "usage_only_decoder",
 ]
 
 
@@ -102,8 +109,101 @@ class ErrorEnvelope(msgspec.Struct):
     error: ErrorDetail | None = None
 
 
+class MessagesRequestView(msgspec.Struct):
+    """What Helix needs from an Anthropic client's ``POST /v1/messages``; the body itself
+    is what a Claude deployment gets (model resolved)."""
+
+    model: str
+    messages: list[msgspec.Raw]
+    max_tokens: int
+    system: msgspec.Raw = msgspec.Raw(b"")
+    tools: list[msgspec.Raw] | None = None
+    stream: bool | None = None
+
+    def tokens(self) -> tuple[int, int | None]:
+        """(prompt, most completion) tokens: ~4 bytes a prompt token, ``max_tokens``."""
+        size = sum(len(m) for m in self.messages) + len(self.system)
+        if self.tools:
+            size += sum(len(t) for t in self.tools)
+        return size // 4, self.max_tokens
+
+
+class CountTokensView(msgspec.Struct):
+    """``POST /v1/messages/count_tokens``: a Messages request without ``max_tokens``."""
+
+    model: str
+    messages: list[msgspec.Raw]
+    system: msgspec.Raw = msgspec.Raw(b"")
+    tools: list[msgspec.Raw] | None = None
+    stream = None  # never streamed
+
+    def tokens(self) -> tuple[int, int | None]:
+        return 0, 0  # counting is free: nothing to reserve
+
+
+class UsageOnly(msgspec.Struct):
+    """Any Message, reduced to its ``usage``."""
+
+    usage: Usage | None = None
+
+
 message_decoder = msgspec.json.Decoder(Message)
+messages_request_decoder = msgspec.json.Decoder(MessagesRequestView)
+count_tokens_decoder = msgspec.json.Decoder(CountTokensView)
+usage_only_decoder = msgspec.json.Decoder(UsageOnly)
 event_decoder = msgspec.json.Decoder(StreamEvent)
 error_decoder = msgspec.json.Decoder(ErrorEnvelope)
 json_decode = msgspec.json.decode
 json_encode = msgspec.json.Encoder().encode
+
+
+# --- format tables, shared by both directions (OpenAI client -> Anthropic, and back) ------
+
+# Anthropic stop_reason -> OpenAI finish_reason.
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+# OpenAI finish_reason -> Anthropic stop_reason (the inverse, for Anthropic clients).
+STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+# Anthropic error type -> (status when none is known, OpenAI error type).
+ERROR_TYPES = {
+    "invalid_request_error": (400, "invalid_request_error"),
+    "authentication_error": (401, "authentication_error"),
+    "billing_error": (402, "invalid_request_error"),
+    "permission_error": (403, "permission_error"),
+    "not_found_error": (404, "invalid_request_error"),
+    "request_too_large": (413, "invalid_request_error"),
+    "rate_limit_error": (429, "rate_limit_error"),
+    "api_error": (500, "server_error"),
+    "timeout_error": (504, "timeout_error"),
+    "overloaded_error": (529, "server_error"),
+}
+_BY_STATUS = {status: etype for etype, (status, _) in ERROR_TYPES.items()}
+
+
+def error_type_for(status: int, code: object = None) -> str:
+    """The Anthropic error type of an answer with ``status`` (the inverse of ERROR_TYPES):
+    an Anthropic type already carried as the error's ``code`` wins; a 503 is an
+    ``overloaded_error``, any other 5xx an ``api_error``; an unknown 4xx is an
+    ``invalid_request_error``."""
+    if isinstance(code, str) and code in ERROR_TYPES:
+        return code
+    etype = _BY_STATUS.get(status)
+    if etype is not None:
+        return etype
+    if status == 503:
+        return "overloaded_error"
+    return "api_error" if status >= 500 else "invalid_request_error"

@@ -100,7 +100,10 @@ class ErrorBody(msgspec.Struct):
 
 
 class TitanEmbedResponse(msgspec.Struct):
-    embedding: list[float]
+    """One Titan answer (``embedding``), or Helix's join of a batch's (``embeddings``)."""
+
+    embedding: list[float] | None = None
+    embeddings: list[list[float]] | None = None
     inputTextTokenCount: int = 0
 
 

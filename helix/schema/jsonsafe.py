@@ -184,15 +184,16 @@ class GuardedRelay:
         return getattr(self._relay, name)
 
 
-def upstream_error(adapter, dep, status: int, headers, body: bytes) -> HelixError:
-    """``adapter.error(...)`` for a provider's error answer, safe from nesting bombs.
+def upstream_error(error, dep, status: int, headers, body: bytes) -> HelixError:
+    """``error(dep, status, headers, body)`` (an adapter's ``error``) for a provider's
+    error answer, safe from nesting bombs.
 
     The adapters decode the error body to find the provider's message; a body
     nested too deep would raise ``RecursionError`` there, so it is answered
     with the provider's status and a message of Helix's own instead.
     """
     try:
-        return adapter.error(dep, status, headers, body)
+        return error(dep, status, headers, body)
     except RecursionError:
         return HelixError.upstream(
             status, f"The provider answered {status} with a body nested too deep to read."

@@ -9,6 +9,7 @@ Decoders and encoders are module globals (built once, reused per request).
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 
 import msgspec
@@ -32,6 +33,13 @@ class ChatRequestView(msgspec.Struct):
     max_completion_tokens: int | None = None
     user: str | None = None
 
+    def tokens(self) -> tuple[int, int | None]:
+        """(prompt, most completion) tokens this request may use: ~4 bytes a prompt token;
+        the completion limit the client set (None: none set).  Limits and the cost-based
+        balancer read this one estimate."""
+        prompt = sum(len(m) for m in self.messages) // 4
+        return prompt, self.max_completion_tokens or self.max_tokens
+
 
 class EmbeddingsRequestView(msgspec.Struct):
     model: str
@@ -39,22 +47,12 @@ class EmbeddingsRequestView(msgspec.Struct):
     encoding_format: str | None = None
     user: str | None = None
 
-
-class Usage(msgspec.Struct):
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    total_tokens: int = 0
-
-
-class UsageView(msgspec.Struct):
-    """Any OpenAI response or chunk, reduced to its usage (None if absent)."""
-
-    usage: Usage | None = None
+    def tokens(self) -> tuple[int, int | None]:
+        return len(self.input) // 4, 0
 
 
 chat_request_decoder = msgspec.json.Decoder(ChatRequestView)
 embeddings_request_decoder = msgspec.json.Decoder(EmbeddingsRequestView)
-usage_decoder = msgspec.json.Decoder(UsageView)
 json_decode = msgspec.json.decode
 json_encode = msgspec.json.Encoder().encode
 
@@ -81,10 +79,31 @@ def sse_usage_chunk(prefix: bytes, usage: dict) -> bytes:
     return b"data: " + prefix + b'[],"usage":' + json_encode(usage) + b"}\n\n"
 
 
+# A translated answer is processed at the provider's standard tier, OpenAI's "default".
+SERVICE_TIER = "default"
+
+
+def system_fingerprint(backend: str | None) -> str:
+    """``system_fingerprint`` of a translated answer: ``fp_`` + 10 hex of the upstream model
+    version (Anthropic's ``model``, Gemini's ``modelVersion``, the Bedrock or Cohere model id),
+    so, like OpenAI's, it changes when the backend serving the model changes."""
+    return "fp_" + hashlib.sha256((backend or "").encode()).hexdigest()[:10]
+
+
 def chat_completion(
-    cid: str, created: int, model: str, message: dict, finish_reason: str, usage: dict | None
+    cid: str,
+    created: int,
+    model: str,
+    message: dict,
+    finish_reason: str,
+    usage: dict | None,
+    *,
+    backend: str | None = None,
 ) -> dict:
-    """A one-choice ``chat.completion`` object (usage left out when unknown)."""
+    """A one-choice ``chat.completion`` object, with the fields OpenAI always sends
+    (``message.refusal``, ``logprobs``, ``service_tier``, ``system_fingerprint``); usage left
+    out when unknown.  ``backend`` is the upstream model version (default: ``model``)."""
+    message.setdefault("refusal", None)
     out = {
         "id": cid,
         "object": "chat.completion",
@@ -96,6 +115,8 @@ def chat_completion(
     }
     if usage is not None:
         out["usage"] = usage
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(backend or model)
     return out
 
 

@@ -182,11 +182,13 @@ class Exchange:
         self._bytes = len(body)
         conn.response_complete(self)
 
-    def respond_error(self, err: HelixError) -> None:
+    def respond_error(self, err: HelixError, body: bytes | None = None) -> None:
+        """``err`` as a JSON answer: ``body`` as the client's API rendered it, else in
+        OpenAI's shape (errors the server answers before any API is known)."""
         headers = [_JSON]
         if err.headers:
             headers.extend(err.headers)
-        self.respond(err.status, headers, err.to_json())
+        self.respond(err.status, headers, err.to_json() if body is None else body)
 
     # -- streaming responses ----------------------------------------------------
     def start_stream(

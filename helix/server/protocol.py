@@ -545,6 +545,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def _start(self, exchange: Exchange) -> None:
         self._current = exchange
+        self._server.requests_total += 1
         reject = exchange._reject
         if reject is not None:
             # The server answers this slot itself and the connection ends.

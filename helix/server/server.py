@@ -64,8 +64,10 @@ class Server:
         self.limits = limits
         self.loop: asyncio.AbstractEventLoop = loop  # type: ignore[assignment]
         self.access_log = access_log
-        # Handler tasks currently running (maintained by HttpProtocol).
+        # Handler tasks currently running, and requests started since the worker began
+        # (both maintained by HttpProtocol; the heartbeat publishes them to /status).
         self.active = 0
+        self.requests_total = 0
         # Request body bytes held by all connections (maintained by HttpProtocol).
         self.buffered = 0
         # Connections refused or closed to stay within max_connections.

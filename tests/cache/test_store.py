@@ -274,7 +274,9 @@ def test_rule_paths_match_sensibly():
     rules = rules_of(caching(ttl=10, rules=[{"path": "//embeddings", "ttl": 5}]))
     assert list(rules) == ["embeddings"] and rules["embeddings"].ttl == 5.0
     both = rules_of(caching(ttl=10))
-    assert set(both) == {"chat", "embeddings"} and both["chat"].ttl == 10.0
+    # No rules: every API whose answers can be cached.
+    assert set(both) == {"chat", "embeddings", "messages", "responses"}
+    assert both["chat"].ttl == 10.0
 
 
 @pytest.mark.parametrize(

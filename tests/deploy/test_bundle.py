@@ -120,3 +120,72 @@ def test_bundle_serves_health(bundle):
         os.killpg(proc.pid, 15)
         proc.wait(timeout=20)
         proc.stdout.close()
+
+
+def test_single_file_binary_runs_from_a_clean_directory(bundle, tmp_path):
+    """infrastructure/build-binary.sh: one file that, copied anywhere (the sidecar's
+    `COPY --from=... /usr/local/bin/helix`), says it is compiled and proxies a request with
+    no Python, virtualenv or repository around it (its own bundled mock is the upstream)."""
+    import json
+    import signal
+    import time
+
+    from tests.helpers import free_port
+
+    built = tmp_path / "dist" / "helix"
+    out = subprocess.run([repo_path("infrastructure", "build-binary.sh"), str(built)],
+                         env=dict(os.environ, HELIX_BUNDLE_DIR=str(bundle)), capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    clean = tmp_path / "clean"
+    (clean / "bin").mkdir(parents=True)
+    binary = clean / "bin" / "helix"
+    shutil.copyfile(built, binary)
+    binary.chmod(0o755)
+    env = {"PATH": f"{clean / 'bin'}:/usr/bin:/bin", "HOME": str(clean / "home")}
+    out = subprocess.run(["helix", "--version"], env=env, cwd=clean, capture_output=True,
+                         text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    if not os.environ.get("HELIX_NO_EXTENSIONS"):
+        assert "extensions: compiled" in out.stdout, out.stdout
+    assert any((clean / "home" / ".cache" / "helix").iterdir())  # unpacked once, there
+
+    mock = subprocess.Popen(["helix", "mock", "--port", "0"], env=env, cwd=clean,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                            start_new_session=True, text=True)
+    helix = None
+    try:
+        line = mock.stdout.readline()
+        mock_url = line.strip().rsplit(" ", 1)[1]
+        (clean / "helix.yaml").write_text(
+            f"providers:\n  - {{name: m, type: openai_compatible, base_url: '{mock_url}/v1', "
+            f"api_key: sk-test, models: [gpt-4o-mini]}}\n")
+        port = free_port()
+        helix = subprocess.Popen(["helix", "--config", "helix.yaml", "--port", str(port),
+                                  "--workers", "1"], env=env, cwd=clean,
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 start_new_session=True)
+        import http.client
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+                conn.request("POST", "/v1/chat/completions", json.dumps(
+                    {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+                    {"content-type": "application/json"})
+                resp = conn.getresponse()
+                body = json.loads(resp.read())
+                conn.close()
+                break
+            except OSError:
+                assert helix.poll() is None and time.monotonic() < deadline
+                time.sleep(0.1)
+        assert resp.status == 200 and body["choices"][0]["message"]["content"]
+        assert resp.getheader("x-helix-provider") == "m"
+    finally:
+        for proc in (helix, mock):
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=20)
+        mock.stdout.close()

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import os
 import tempfile
+from functools import partial
 
 from helix.client import Timeouts, parse_url
 from helix.config import ConfigError
@@ -87,25 +88,49 @@ def provider_response(ptype: str):
             ok = True
         except HelixError:
             ok = False
-        for call in (adapter.chat_response, adapter.embeddings_response) if ok else ():
+        calls = [adapter.chat_document, adapter.embeddings_response]
+        calls += [partial(adapter.native_response, api) for api in sorted(adapter.native)]
+        for call in calls if ok else ():
             try:
                 out = call(dep, data)
             except HelixError:
                 continue
-            assert isinstance(out, bytes | bytearray)
+            assert out is not None
         status = 400 + (data[0] % 200 if data else 0)
-        err = upstream_error(adapter, dep, status, [(b"content-type", b"application/json")], data)
-        assert isinstance(err, HelixError)
-        err.to_json()
+        headers = [(b"content-type", b"application/json")]
+        errors = [adapter.error]
+        errors += [partial(adapter.native_error, a) for a in sorted(adapter.native)]
+        for make in errors:
+            err = upstream_error(make, dep, status, headers, data)
+            assert isinstance(err, HelixError)
+            err.to_json()
 
     target.__name__ = f"response_{ptype}"
     return target
 
 
+def _sinks():
+    from helix.api.chat import OpenAIChunkSink
+    from helix.api.messages.response import AnthropicSink
+
+    return [lambda: OpenAIChunkSink(True), lambda: AnthropicSink("m")]
+
+
 def provider_stream(ptype: str):
     def target(data: bytes) -> None:
         dep = deployment(ptype)
-        relay = GuardedRelay(dep.adapter.stream_relay(dep, _VIEWS[True]))  # as forward does
+        adapter = dep.adapter
+        sinks = _sinks()
+        natives = sorted(adapter.native)
+        pick = data[0] if data else 0
+        # The first byte picks the client dialect: a sink of each, or a native relay.
+        n = len(sinks) + len(natives)
+        k = pick % n
+        if k < len(sinks):
+            relay = adapter.stream_relay(dep, _VIEWS[True], sinks[k]())
+        else:
+            relay = adapter.native_relay(natives[k - len(sinks)], dep, _VIEWS[True])
+        relay = GuardedRelay(relay)  # as forward does
         try:
             for piece in _split(data):
                 out = relay.feed(piece)

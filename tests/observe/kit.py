@@ -6,8 +6,10 @@ import time
 from types import SimpleNamespace
 
 from helix import config as cfgmod
+from helix.api import CHAT
 from helix.master.shm import WORKER_FIELDS, WORKER_TABLE, SharedMemory, ShmLayout
 from helix.observe import metrics as m
+from helix.schema.usage import Usage
 
 
 def obs_config(**observability) -> cfgmod.Config:
@@ -58,14 +60,14 @@ def fake_ctx(status=200, stream=False, **kw):
     now = time.monotonic()
     ctx = SimpleNamespace(
         exchange=FakeExchange(kw.pop("headers", None)),
-        endpoint="chat",
+        api=CHAT,
         started=now - 0.25,
         view=SimpleNamespace(model="gpt-4o-mini", stream=stream),
         candidates=[],
         deployment=fake_dep(),
         status=status,
         committed=stream,
-        usage={"prompt_tokens": 12, "completion_tokens": 30, "total_tokens": 42},
+        usage=Usage(input=12, output=30),
         cost=0.0000123,
         head_at=now - 0.1,
         first_chunk_at=(now - 0.05) if stream else 0.0,

@@ -262,7 +262,7 @@ def test_observability_is_absent_when_off(monkeypatch):
     monkeypatch.setattr(logging.getLogger("helix.access"), "level", logging.INFO)
     obs = Observability(obs_config(logging={"request_id": False}))
     assert obs.phases == [] and obs.recorders == [] and obs.exporters == {}
-    assert list(obs.routes) == ["/status"]
+    assert list(obs.routes) == ["/status", "/ui"]
     on = Observability(obs_config(logging={"access_log": True}))
     assert [p.__name__ for p in on.phases] == ["request_id"]
     assert [r.__name__ for r in on.recorders] == ["log_access"]

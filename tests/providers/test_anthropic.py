@@ -21,6 +21,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from openai.types.chat import ChatCompletion, ChatCompletionChunk
 
+from helix.api.chat import OpenAIChunkSink
 from helix.config import load_env, load_file
 from helix.errors import ErrorKind, HelixError, Retry
 from helix.mock.anthropic_routes import messages_create
@@ -528,7 +529,7 @@ def _fixture_message(name):
 
 def test_text_response_with_cache_usage():
     raw = _fixture_message("message_text.json")
-    out = A.anthropic_to_openai_response(json.loads(raw), "claude-3-5-sonnet", 1700000000)
+    out = A.anthropic_to_openai_response(json.loads(raw), "claude-3-5-sonnet", 1700000000)[0]
     ChatCompletion.model_validate(out)
     assert out["id"] == "chatcmpl-msg_013Zva2CMHLNnXjNJJKqJ2EF"
     assert out["object"] == "chat.completion" and out["created"] == 1700000000
@@ -573,7 +574,7 @@ def test_tool_only_response_has_null_content():
         "stop_reason": "tool_use",
         "usage": {"input_tokens": 1, "output_tokens": 1},
     }
-    out = A.anthropic_to_openai_response(doc, "m", 0)
+    out = A.anthropic_to_openai_response(doc, "m", 0)[0]
     assert out["choices"][0]["message"]["content"] is None
 
 
@@ -592,7 +593,7 @@ def test_tool_only_response_has_null_content():
 )
 def test_stop_reasons(stop_reason, finish):
     doc = {"id": "msg_1", "content": [{"type": "text", "text": "x"}], "stop_reason": stop_reason}
-    out = A.anthropic_to_openai_response(doc, "m", 0)
+    out = A.anthropic_to_openai_response(doc, "m", 0)[0]
     assert out["choices"][0]["finish_reason"] == finish
     ChatCompletion.model_validate(out)
 
@@ -624,7 +625,7 @@ def _validate_upstream_events(raw: bytes) -> None:
 
 def run_relay(raw: bytes, pieces: list[int] | None = None, include_usage=True):
     """Feed ``raw`` split at ``pieces`` offsets; (output bytes, error or None, relay)."""
-    relay = A.AnthropicStreamRelay("claude-pub", 1700000000, include_usage)
+    relay = A.AnthropicStreamRelay("claude-pub", 1700000000, OpenAIChunkSink(include_usage))
     cuts = sorted(set(pieces or []))
     out = []
     err = None
@@ -683,14 +684,14 @@ def test_text_stream():
         "prompt_tokens_details": {"cached_tokens": 100},
     }
     assert body[-1]["choices"] == [] and body[-1]["usage"] == usage
-    assert relay.usage == usage
+    assert relay.usage.to_openai() == usage
 
 
 def test_stream_without_include_usage_still_records_usage():
     out, err, relay = run_relay((FIX / "text.sse").read_bytes(), include_usage=False)
     chunks = chunks_of(out)
     assert err is None and all(c == "[DONE]" or c["choices"] for c in chunks)
-    assert relay.usage["total_tokens"] == 150
+    assert relay.usage.tokens == 150
 
 
 def test_tool_use_stream_indexes_calls_in_order():
@@ -817,7 +818,7 @@ def test_mock_answers_translated_requests_in_sdk_valid_shapes():
     req = translate(doc, "claude-x")
     reply = _mock(req)
     SDKMessage.model_validate_json(reply.body)
-    out = A.anthropic_to_openai_response(message_decoder.decode(reply.body), "pub", 0)
+    out = A.anthropic_to_openai_response(message_decoder.decode(reply.body), "pub", 0)[0]
     assert json.loads(out["choices"][0]["message"]["tool_calls"][0]["function"]["arguments"]) == {
         "city": "mock"
     }

@@ -13,6 +13,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials as BotoCredentials
 from botocore.validate import ParamValidator
 
+from helix.api.chat import OpenAIChunkSink
 from helix.client import Timeouts, parse_url
 from helix.config import ConfigError, ProviderConfig
 from helix.errors import ErrorKind, HelixError, Retry
@@ -178,7 +179,8 @@ def test_response_text_and_usage():
     }).encode()
     out = json.loads(d.adapter.chat_response(d, body))
     assert out["object"] == "chat.completion" and out["model"] == MODEL
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello",
+                                             "refusal": None}
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19,
                             "prompt_tokens_details": {"cached_tokens": 4}}
@@ -261,7 +263,8 @@ def test_stream_relay(step):
     d = dep()
     raw = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": "x"}],
                       "stream": True, "stream_options": {"include_usage": True}}).encode()
-    relay = d.adapter.stream_relay(d, decode_request(chat_request_decoder, raw))
+    view = decode_request(chat_request_decoder, raw)
+    relay = d.adapter.stream_relay(d, view, OpenAIChunkSink(True))
     assert relay.passthrough is False
     chunks = relay_events(relay, STREAM, step)
     assert len({c["id"] for c in chunks}) == 1 and {c["model"] for c in chunks} == {MODEL}
@@ -278,17 +281,18 @@ def test_stream_relay(step):
     finishes = [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]]
     assert finishes[-1] == "tool_calls" and finishes.count("tool_calls") == 1
     assert chunks[-1]["choices"] == [] and chunks[-1]["usage"]["total_tokens"] == 7
-    assert relay.usage == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+    assert relay.usage.to_openai() == {"prompt_tokens": 3, "completion_tokens": 4,
+                                       "total_tokens": 7}
 
 
 def test_stream_without_include_usage_still_records_usage():
-    relay = bedrock.BedrockStreamRelay(MODEL, include_usage=False)
+    relay = bedrock.BedrockStreamRelay(MODEL, OpenAIChunkSink(False))
     chunks = relay_events(relay, STREAM, 100)
-    assert all(c["choices"] for c in chunks) and relay.usage["total_tokens"] == 7
+    assert all(c["choices"] for c in chunks) and relay.usage.tokens == 7
 
 
 def test_stream_exception_frame_raises():
-    relay = bedrock.BedrockStreamRelay(MODEL, include_usage=False)
+    relay = bedrock.BedrockStreamRelay(MODEL, OpenAIChunkSink(False))
     exc = encode_message(
         {":exception-type": "throttlingException", ":content-type": "application/json",
          ":message-type": "exception"}, b'{"message":"slow down"}')
@@ -299,7 +303,7 @@ def test_stream_exception_frame_raises():
 
 
 def test_stream_truncated_or_corrupt_raises():
-    relay = bedrock.BedrockStreamRelay(MODEL, include_usage=False)
+    relay = bedrock.BedrockStreamRelay(MODEL, OpenAIChunkSink(False))
     relay.feed(STREAM[:-30])
     with pytest.raises(HelixError) as ei:
         relay.close()
@@ -307,7 +311,7 @@ def test_stream_truncated_or_corrupt_raises():
     bad = bytearray(STREAM)
     bad[40] ^= 1
     with pytest.raises(HelixError, match="CRC"):
-        bedrock.BedrockStreamRelay(MODEL, include_usage=False).feed(bytes(bad))
+        bedrock.BedrockStreamRelay(MODEL, OpenAIChunkSink(False)).feed(bytes(bad))
 
 
 @pytest.mark.parametrize(
@@ -336,8 +340,14 @@ def test_titan_embeddings():
     assert up.target == b"/model/amazon.titan-embed-text-v2%3A0/invoke"
     assert json.loads(up.body) == {"inputText": "hello", "dimensions": 256}
     assert json.loads(embed(d, {"input": ["one"]}).body) == {"inputText": "one"}
-    with pytest.raises(HelixError, match="one text per request"):
-        embed(d, {"input": ["a", "b"]})
+    fan = embed(d, {"input": ["a", "b"], "dimensions": 8})  # Titan: one call per text
+    assert [json.loads(u.body) for u in fan.requests] == [
+        {"inputText": "a", "dimensions": 8}, {"inputText": "b", "dimensions": 8}]
+    joined = fan.combine([b'{"embedding":[1.0],"inputTextTokenCount":2}',
+                          b'{"embedding":[2.0],"inputTextTokenCount":5}'])
+    out = json.loads(d.adapter.embeddings_response(d, joined))
+    assert [x["embedding"] for x in out["data"]] == [[1.0], [2.0]]
+    assert out["usage"]["prompt_tokens"] == 7
     with pytest.raises(HelixError, match="strings"):
         embed(d, {"input": [1, 2, 3]})
     out = json.loads(d.adapter.embeddings_response(

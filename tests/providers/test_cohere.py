@@ -4,6 +4,7 @@ import json
 
 import pytest
 
+from helix.api.chat import OpenAIChunkSink
 from helix.client import Timeouts, parse_url
 from helix.errors import HelixError, Retry
 from helix.providers import cohere
@@ -136,7 +137,8 @@ def test_stream_relay(step):
     d = dep()
     raw = b'{"model":"x","messages":[{"role":"user","content":"x"}],"stream":true,' \
           b'"stream_options":{"include_usage":true}}'
-    relay = d.adapter.stream_relay(d, decode_request(chat_request_decoder, raw))
+    view = decode_request(chat_request_decoder, raw)
+    relay = d.adapter.stream_relay(d, view, OpenAIChunkSink(True))
     out = b"".join(relay.feed(STREAM[i : i + step]) for i in range(0, len(STREAM), step))
     out += relay.close()
     events = [e for e in out.decode().split("\n\n") if e]
@@ -155,11 +157,11 @@ def test_stream_relay(step):
     assert [tc["id"] for tc in calls if "id" in tc] == ["t1", "t2"]
     assert [c["choices"][0]["finish_reason"] for c in chunks if c["choices"]][-1] == "tool_calls"
     assert chunks[-1]["usage"] == {"prompt_tokens": 4, "completion_tokens": 6, "total_tokens": 10}
-    assert relay.usage == chunks[-1]["usage"]
+    assert relay.usage.to_openai() == chunks[-1]["usage"]
 
 
 def test_stream_truncated_raises():
-    relay = cohere.CohereStreamRelay("m", include_usage=False)
+    relay = cohere.CohereStreamRelay("m", OpenAIChunkSink(False))
     relay.feed(STREAM[:200])
     with pytest.raises(HelixError, match="before message-end"):
         relay.close()

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from helix.api.chat import OpenAIChunkSink
 from helix.config import load_file
 from helix.errors import ErrorKind, HelixError, Retry
 from helix.providers.gemini import (
@@ -278,7 +279,7 @@ def gemini_response(**kw) -> dict:
 
 def translate(doc: dict) -> dict:
     resp = response_decoder.decode(enc(doc))
-    out = gemini_to_openai_response(resp, "gemini-2.5-flash", 1700000000, "abc")
+    out = gemini_to_openai_response(resp, "gemini-2.5-flash", 1700000000, "abc")[0]
     ChatCompletion.model_validate(out)
     return out
 
@@ -288,7 +289,7 @@ def test_text_response():
     assert out["id"] == "chatcmpl-resp123"
     assert out["model"] == "gemini-2.5-flash" and out["created"] == 1700000000
     [choice] = out["choices"]
-    assert choice["message"] == {"role": "assistant", "content": "Hello world"}
+    assert choice["message"] == {"role": "assistant", "content": "Hello world", "refusal": None}
     assert choice["finish_reason"] == "stop"
     assert out["usage"] == {
         "prompt_tokens": 10,
@@ -366,7 +367,8 @@ STREAM_BYTES = b"".join(b"data: " + enc(e) + b"\r\n\r\n" for e in STREAM_EVENTS)
 def run_relay(pieces, include_usage=True) -> tuple[list[dict], bytes, GeminiStreamRelay]:
     for e in STREAM_EVENTS:
         types.GenerateContentResponse.model_validate(e)
-    relay = GeminiStreamRelay("gemini", "gemini-2.5-flash", 1700000000, "sid", include_usage)
+    relay = GeminiStreamRelay("gemini", "gemini-2.5-flash", 1700000000, "sid",
+                              OpenAIChunkSink(include_usage))
     assert relay.passthrough is False
     out = b"".join(relay.feed(p) for p in pieces) + relay.close()
     assert out.endswith(b"data: [DONE]\n\n")
@@ -393,7 +395,7 @@ def check_stream(chunks: list[dict], relay) -> None:
     finishes = [c["choices"][0]["finish_reason"] for c in with_choices]
     assert finishes[-1] == "tool_calls" and finishes.count("tool_calls") == 1
     assert chunks[-1]["choices"] == []
-    assert chunks[-1]["usage"]["total_tokens"] == 12 == relay.usage["total_tokens"]
+    assert chunks[-1]["usage"]["total_tokens"] == 12 == relay.usage.tokens
 
 
 def test_stream_whole():
@@ -416,11 +418,11 @@ def test_stream_without_usage_option_and_without_trailing_blank_line():
     data = STREAM_BYTES.rstrip(b"\r\n")
     chunks, _, relay = run_relay([data], include_usage=False)
     assert all(c["choices"] for c in chunks)
-    assert relay.usage["prompt_tokens"] == 5
+    assert relay.usage.input == 5
 
 
 def test_stream_error_event_raises():
-    relay = GeminiStreamRelay("gemini", "m", 1, "x", False)
+    relay = GeminiStreamRelay("gemini", "m", 1, "x", OpenAIChunkSink(False))
     relay.feed(b"data: " + enc(STREAM_EVENTS[0]) + b"\n\n")
     err = {"error": {"code": 503, "message": "The model is overloaded.", "status": "UNAVAILABLE"}}
     with pytest.raises(HelixError) as ei:
@@ -430,7 +432,7 @@ def test_stream_error_event_raises():
 
 
 def test_empty_stream_is_an_error():
-    relay = GeminiStreamRelay("gemini", "m", 1, "x", False)
+    relay = GeminiStreamRelay("gemini", "m", 1, "x", OpenAIChunkSink(False))
     with pytest.raises(HelixError) as ei:
         relay.close()
     assert ei.value.kind is ErrorKind.UPSTREAM_PROTOCOL

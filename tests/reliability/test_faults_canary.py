@@ -179,3 +179,44 @@ def test_canary_never_in_status_metrics_logs_or_check(env):
                          env={**os.environ, "PYTHONPATH": ROOT})
     assert out.returncode == 0, out.stderr
     no_canary(out.stdout, out.stderr)
+
+
+@pytest.mark.parametrize("api", ["messages", "responses"])
+def test_other_client_apis_keep_the_promises(env, api):
+    """The Anthropic Messages and Responses endpoints: errors in their own dialect, the
+    canary scrubbed from a provider's echo, deep JSON a 400."""
+    helix, _ = env
+
+    def body(model, extra=b""):
+        if api == "messages":
+            doc = {"model": model, "max_tokens": 16,
+                   "messages": [{"role": "user", "content": "hi"}]}
+        else:
+            doc = {"model": model, "input": "hi"}
+        return json.dumps(doc).encode()[:-1] + extra + b"}"
+
+    headers = {"x-api-key": GW, "anthropic-version": "2023-06-01"} if api == "messages" else {}
+    key = None if api == "messages" else GW
+    path = f"/v1/{api}"
+
+    def shape(data: bytes) -> dict:
+        doc = json.loads(data)
+        if api == "messages":
+            assert doc["type"] == "error", doc
+        return doc["error"]
+
+    got, h, data = request(helix.port, body("echo401-model"), path=path, key=key, headers=headers)
+    assert got == 401, (got, data[:300])
+    shape(data)
+    no_canary(h, data)
+    for mode in ("html200", "status999", "deep200"):
+        got, h, data = request(helix.port, body(f"{mode}-model"), path=path, key=key,
+                               headers=headers)
+        assert got == 502, (mode, got, data[:300])
+        shape(data)
+        no_canary(h, data)
+    deep = b',"x":' + b"[" * 3000 + b"]" * 3000
+    got, h, data = request(helix.port, body("gpt-4o-mini", deep), path=path, key=key,
+                           headers=headers)
+    assert got == 400, (got, data[:300])
+    assert shape(data)

@@ -1,0 +1,128 @@
+"""Anthropic Message -> OpenAI ``chat.completion``, usage, and Anthropic errors.
+
+Text blocks are joined into ``message.content``; ``tool_use`` blocks become
+``tool_calls``; ``thinking`` blocks are exposed as ``message.reasoning_content``;
+other block types are skipped.  ``id`` is ``chatcmpl-<Anthropic message id>``;
+``model`` is the deployment's public model name.  Usage: ``prompt_tokens`` =
+input + cache read + cache creation tokens,
+``prompt_tokens_details.cached_tokens`` = cache read tokens.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import msgspec
+
+from helix.errors import HelixError
+from helix.schema.anthropic import (
+    ERROR_TYPES,
+    FINISH_REASONS,
+    ErrorDetail,
+    Message,
+    json_encode,
+)
+from helix.schema.anthropic import Usage as AnthropicUsage
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
+from helix.schema.usage import CACHED, Usage
+
+
+def response_created() -> int:
+    """``created`` of a translated response: the only clock read of the translation."""
+    return int(time.time())
+
+
+def finish_reason(stop_reason: str | None) -> str:
+    return FINISH_REASONS.get(stop_reason or "", "stop")
+
+
+def usage_of(usage: AnthropicUsage | None) -> Usage:
+    """Anthropic's usage (input tokens apart from cache reads and writes) as a Usage."""
+    u = usage or AnthropicUsage()
+    read = u.cache_read_input_tokens or 0
+    write = u.cache_creation_input_tokens or 0
+    return Usage(input=(u.input_tokens or 0) + read + write, output=u.output_tokens or 0,
+                 cache_read=read, cache_write=write, reported=CACHED)
+
+
+def openai_usage(usage: AnthropicUsage | None) -> dict:
+    return usage_of(usage).to_openai()
+
+
+def _arguments(value: Any) -> str:
+    return json_encode(value if value is not None else {}).decode()
+
+
+def anthropic_to_openai_response(
+    doc: dict | Message, model: str, created: int
+) -> tuple[dict, Usage]:
+    """An Anthropic Message (dict or decoded Struct) -> (``chat.completion`` dict, usage)."""
+    msg = doc if isinstance(doc, Message) else msgspec.convert(doc, Message)
+    texts: list[str] = []
+    thinking: list[str] = []
+    calls: list[dict] = []
+    for block in msg.content:
+        if block.type == "text":
+            texts.append(block.text or "")
+        elif block.type == "tool_use":
+            calls.append(
+                {
+                    "id": block.id,
+                    "type": "function",
+                    "function": {"name": block.name, "arguments": _arguments(block.input)},
+                }
+            )
+        elif block.type == "thinking" and block.thinking:
+            thinking.append(block.thinking)
+    message: dict[str, Any] = {
+        "role": "assistant",
+        "content": "".join(texts) if texts or not calls else None,
+        "refusal": None,
+    }
+    if calls:
+        message["tool_calls"] = calls
+    if thinking:
+        message["reasoning_content"] = "".join(thinking)
+    usage = usage_of(msg.usage)
+    out = {
+        "id": f"chatcmpl-{msg.id}",
+        "object": "chat.completion",
+        "created": created,
+        "model": model,
+        "choices": [
+            {
+                "index": 0,
+                "message": message,
+                "logprobs": None,
+                "finish_reason": finish_reason(msg.stop_reason),
+            }
+        ],
+        "usage": usage.to_openai(),
+        "service_tier": SERVICE_TIER,
+        "system_fingerprint": system_fingerprint(msg.model or model),
+    }
+    return out, usage
+
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def anthropic_error(
+    detail: ErrorDetail, status: int | None = None, headers: list | None = None
+) -> HelixError:
+    """An Anthropic ``error`` object -> a HelixError.
+
+    ``status`` is the HTTP status when there is one (None for a mid-stream
+    ``error`` event: the status then follows the error type).  The OpenAI
+    ``code`` is Anthropic's error type, so nothing is lost in translation.
+    """
+    etype = detail.type or "api_error"
+    default_status, otype = ERROR_TYPES.get(etype, (502, "upstream_error"))
+    status = status if status is not None else default_status
+    message = detail.message or etype
+    return HelixError.upstream(status, message, type=otype, code=etype, headers=headers)
+
+
+def keep_header(name: bytes) -> bool:
+    return name == b"retry-after" or name.startswith((b"anthropic-ratelimit-", b"x-ratelimit-"))
