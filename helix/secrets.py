@@ -7,7 +7,9 @@ every configured secret is remembered here (:func:`remember`, called by the
 config loader for each config it loads, so a reload keeps the old ones too),
 and :func:`scrub` replaces any of them, in bytes or text, by ``****``:
 
-* error bodies sent to clients (``HelixError.to_json``, the one renderer);
+* errors: a ``HelixError``'s message and native body are scrubbed when it is
+  made, so whatever renders it later (any client dialect, an in-band stream
+  error, a log line) never sees the secret;
 * log lines (:class:`SecretFilter` on the log handlers);
 * config error messages and ``helix check`` output mask secret-bearing values
   themselves (``config.mask_secrets``) before anything is known here.
