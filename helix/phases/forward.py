@@ -27,12 +27,14 @@ before its usage exists).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.pipeline.context import RequestContext
 from helix.providers.base import FanOut
 from helix.routing.models import DEFAULT, Registry, cost
+from helix.schema.jsonsafe import GuardedRelay, upstream_error
 from helix.schema.usage import Usage
 
 # Provider response headers worth keeping; everything else (cookies, server,
@@ -124,8 +126,10 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             if status >= 400:
                 body = await resp.read()
                 if native:
-                    raise adapter.native_error(api.name, dep, status, resp.headers, body)
-                raise adapter.error(dep, status, resp.headers, body)
+                    raise upstream_error(partial(adapter.native_error, api.name), dep, status,
+                                         resp.headers, body)
+                raise upstream_error(adapter.error, dep, status, resp.headers, body)
+            resp.check_answer()  # an HTML page or a non-JSON body is a 502, not a 200
             headers = response_headers(resp.headers, dep.route_headers,
                                        api.native_headers if native else _NONE)
             if ctx.response_headers:
@@ -136,12 +140,13 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 and view.stream
                 and not (resp.header(b"content-type") or b"").startswith(b"application/json")
             ):
+                # GuardedRelay: an event nested too deep is a 502, not a RecursionError.
                 if native:
-                    relay = adapter.native_relay(api.name, dep, view)
+                    relay = GuardedRelay(adapter.native_relay(api.name, dep, view))
                     sink = None
                 else:
                     sink = api.sink(ctx, dep)
-                    relay = api.stream_relay(ctx, dep, sink)
+                    relay = GuardedRelay(api.stream_relay(ctx, dep, sink))
                 ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)

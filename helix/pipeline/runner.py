@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from helix.errors import ErrorKind, HelixError
+from helix.errors import ErrorKind, HelixError, release
 from helix.pipeline.context import RequestContext
 
 log = logging.getLogger("helix.server")
@@ -64,6 +64,7 @@ class Pipeline:
                     record(ctx)
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
+            release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
 
 
 def _wrap_forward(phases: list[Phase]) -> list[Phase]:
@@ -209,7 +210,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                     await attempt(ctx, dep)
                     return
                 except HelixError as err:
-                    last = err
+                    last = release(err)  # kept in this frame, which its traceback holds
                     failed = (dep, started, clock(), err)
                     if ctx.committed or ctx.exchange.committed:
                         raise

@@ -15,6 +15,7 @@ import struct
 import msgspec
 
 from helix.errors import ErrorKind, HelixError
+from helix.schema.jsonsafe import decode_client
 
 
 class StreamOptions(msgspec.Struct):
@@ -146,7 +147,8 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
     if not body:
         raise HelixError(ErrorKind.INVALID_REQUEST, "The request body is empty; expected JSON.")
     try:
-        return decoder.decode(body)
+        # Nesting bounded here, once, for everything downstream (translators, cache key).
+        return decode_client(body, decoder)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         param = _param_of(exc)
@@ -169,9 +171,4 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
             f"Invalid value for '{param}': {msg.split(' - at ')[0]}." if param else msg,
             param=param,
             code="invalid_type" if msg.startswith("Expected") else None,
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise HelixError(
-            ErrorKind.INVALID_REQUEST,
-            f"We could not parse the JSON body of your request ({exc}).",
         ) from None
