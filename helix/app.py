@@ -41,7 +41,9 @@ class App:
         self.pool = UpstreamPool(
             PoolLimits(
                 max_connections_per_origin=up.max_connections_per_origin,
-                max_idle_per_origin=up.max_idle_per_origin,
+                max_idle_per_origin=(up.max_connections_per_origin
+                                     if up.max_idle_per_origin is None
+                                     else up.max_idle_per_origin),
                 idle_timeout=float(up.idle_timeout),
                 pool_timeout=float(up.pool_timeout),
                 max_response_bytes=up.max_response_bytes,

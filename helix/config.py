@@ -146,7 +146,11 @@ class UpstreamConfig(msgspec.Struct, **_STRUCT):
     # Streams hold their connection for the whole answer: 1,000 concurrent
     # streams to one provider need 1,000 connections, not a queue.
     max_connections_per_origin: int = 2048
-    max_idle_per_origin: int = 64
+    # Connections kept open between requests.  A gateway's load is many requests in flight
+    # at once: every connection that had to be closed because the idle list was full is a
+    # new connect (and TLS handshake) a moment later.  None: as many as
+    # max_connections_per_origin, so nothing below that churns; idle_timeout trims them.
+    max_idle_per_origin: int | None = None
     idle_timeout: Duration = Duration(60.0)
     pool_timeout: Duration = Duration(30.0)
 

@@ -11,10 +11,9 @@ from __future__ import annotations
 from helix.api.base import Api
 from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.errors import ErrorKind, HelixError
-from helix.providers.openai import decode_usage
 from helix.schema.openai import chat_request_decoder, chunk_prefix, decode_request, json_encode
 from helix.schema.stream import ABSENT
-from helix.schema.usage import Usage
+from helix.schema.usage import Usage, read_openai_usage
 
 __all__ = ["CHAT", "ChatApi", "OpenAIChunkSink"]
 
@@ -122,7 +121,7 @@ class ChatApi(Api):
 
     # -- native ----------------------------------------------------------------------------
     def native_usage(self, body: bytes) -> Usage | None:
-        return Usage.from_openai(decode_usage(body))
+        return read_openai_usage(body)
 
     # -- cache -------------------------------------------------------------------------------
     def cache_complete(self, stream: bytes) -> bool:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["CACHED", "REASONING", "Usage"]
+__all__ = ["CACHED", "REASONING", "Usage", "read_openai_usage"]
 
 CACHED = 1  # the provider reported cached prompt tokens (possibly 0)
 REASONING = 2  # the provider reported reasoning tokens (possibly 0)
@@ -110,3 +110,51 @@ class Usage(msgspec.Struct, kw_only=True):
             "cache_read_input_tokens": self.cache_read,
             "output_tokens": self.output,
         }
+
+
+# --- reading OpenAI's usage straight into Usage (no dict in between) -----------------------
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class _OpenAIUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _OpenAIUsage | None = None
+
+
+_openai_usage_decoder = msgspec.json.Decoder(_WithUsage)
+
+
+def read_openai_usage(body: bytes) -> Usage | None:
+    """The usage of an OpenAI JSON answer or chunk (only ``usage`` is decoded; every other
+    member is skipped); None when absent or not OpenAI's shape."""
+    try:
+        u = _openai_usage_decoder.decode(body).usage
+    except msgspec.DecodeError:  # ValidationError included: ``usage`` of the wrong type
+        return None
+    if u is None:
+        return None
+    reported = 0
+    cached = reasoning = 0
+    if u.prompt_tokens_details is not None:
+        reported |= CACHED
+        cached = u.prompt_tokens_details.cached_tokens or 0
+    if u.completion_tokens_details is not None:
+        reported |= REASONING
+        reasoning = u.completion_tokens_details.reasoning_tokens or 0
+    return Usage(input=u.prompt_tokens, output=u.completion_tokens,
+                 cache_read=min(cached, u.prompt_tokens), reasoning=reasoning,
+                 total=u.total_tokens, reported=reported)
