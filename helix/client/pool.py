@@ -207,6 +207,7 @@ class UpstreamResponse:
         "_label",
         "_max_bytes",
         "_pool",
+        "_relayed",
         "_started",
         "_stream_total",
         "_streaming",
@@ -233,6 +234,7 @@ class UpstreamResponse:
         self._streaming = False
         self._json = False
         self._max_bytes = max_bytes
+        self._relayed = 0
 
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status}>"
@@ -296,6 +298,54 @@ class UpstreamResponse:
 
             check_json_object(data, f"upstream {self._label}")
         return data
+
+    async def read_upto(self, upto: int) -> tuple[bytes, bool]:
+        """``(body, True)`` when the whole body is at most ``upto`` bytes (checked as
+        :meth:`read` checks it); else ``(the bytes so far, False)``: the rest then comes
+        from :meth:`body_chunk`, and nobody holds the whole answer.  A body declared larger
+        than ``max_response_bytes`` is refused at once, as :meth:`read` does."""
+        conn = self._conn
+        limit = self._max_bytes
+        declared = self.header(b"content-length")
+        if conn is not None and limit is not None and declared is not None \
+                and declared.isdigit() and int(declared) > limit:
+            self._abandon(conn)
+            raise self._too_large(limit)
+        if conn is None or conn.state == DONE or (
+                declared is not None and declared.isdigit() and int(declared) <= upto):
+            return await self.read(), True
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if self._json:
+                    from helix.schema.jsonsafe import check_json_object
+
+                    check_json_object(data, f"upstream {self._label}")
+                return data, True
+            chunks.append(chunk)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                chunks.clear()
+                self.close()
+                raise self._too_large(limit)
+            if size > upto:
+                self._relayed = size
+                return b"".join(chunks), False
+
+    async def body_chunk(self) -> bytes | None:
+        """The next body bytes of an answer relayed as it comes (after :meth:`read_upto`);
+        None at the end.  The request's deadline is unchanged (it is not a stream); past
+        ``max_response_bytes`` the answer is cut (the connection is closed)."""
+        chunk = await self._next_chunk()
+        if chunk is not None and self._max_bytes is not None:
+            self._relayed += len(chunk)
+            if self._relayed > self._max_bytes:
+                self.close()
+                raise self._too_large(self._max_bytes)
+        return chunk
 
     def _too_large(self, limit: int) -> HelixError:
         return HelixError(

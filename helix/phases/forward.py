@@ -155,12 +155,16 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 finally:
                     _price(models, ctx, dep, relay.usage)
                 return
-            body = await resp.read()
             if native:
+                body, whole = await resp.read_upto(PASS_THROUGH_BYTES)
+                if not whole:  # large: relayed as it comes, never held whole
+                    await _pass_through(ctx, resp, status, headers, body)
+                    _price(models, ctx, dep, usage_in(api, ctx.response_tail))
+                    return
                 body = adapter.native_response(api.name, dep, body)
                 usage = api.native_usage(body)
             else:
-                body, usage = api.translate_response(dep, body, ctx)
+                body, usage = api.translate_response(dep, await resp.read(), ctx)
             _price(models, ctx, dep, usage)
             ctx.response_body = body
             if ctx.cost is not None:
@@ -220,6 +224,50 @@ async def _fan_out(ctx: RequestContext, dep, fan: FanOut, request, models) -> No
     if ctx.cost is not None:
         headers.append(_cost_header(ctx.cost))
     ctx.exchange.respond(200, headers, body)
+
+
+# A native answer larger than this is relayed as it arrives (chunked, no x-helix-cost-usd
+# header: its usage is only known at its end) instead of being held whole: a worker never
+# holds more than this per answer it only passes on.
+PASS_THROUGH_BYTES = 1024 * 1024
+_TAIL = 64 * 1024  # the end of a relayed answer kept to read its usage
+
+
+async def _pass_through(ctx: RequestContext, resp, status: int, headers, first: bytes) -> None:
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
+    exchange = ctx.exchange
+    ctx.first_chunk_at = time.monotonic()
+    exchange.start_stream(status, headers, first)
+    ctx.committed = True
+    tail = first[-_TAIL:]
+    chunk = await resp.body_chunk()
+    while chunk is not None:
+        await exchange.send(chunk)
+        tail = (tail + chunk)[-_TAIL:]
+        chunk = await resp.body_chunk()
+    exchange.end_stream()
+    ctx.response_tail = tail
+
+
+def usage_in(api, tail: bytes | None):
+    """The usage at the end of a JSON answer relayed without being held: the last
+    ``"usage": {...}`` member of its tail, read by the client's API."""
+    if not tail:
+        return None
+    i = tail.rfind(b'"usage"')
+    start = tail.find(b"{", i) if i >= 0 else -1
+    if start < 0:
+        return None
+    depth = 0
+    for j in range(start, len(tail)):
+        c = tail[j]
+        if c == 123:  # {
+            depth += 1
+        elif c == 125:  # }
+            depth -= 1
+            if depth == 0:
+                return api.native_usage(b'{"usage":' + tail[start:j + 1] + b"}")
+    return None
 
 
 def _capturing(send, capture):

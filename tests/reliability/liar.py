@@ -19,6 +19,26 @@ OK = json.dumps({
 }).encode()
 
 
+BIG = json.dumps({
+    "id": "chatcmpl-big", "object": "chat.completion", "created": 1, "model": "liar",
+    "choices": [{"index": 0, "message": {"role": "assistant", "content": "z" * 3_000_000},
+                 "finish_reason": "stop"}],
+    "usage": {"prompt_tokens": 11, "completion_tokens": 750000, "total_tokens": 750011},
+}).encode()
+
+
+def big_reply(chunked: bool) -> bytes:
+    if not chunked:
+        return _reply(b"200 OK", BIG)
+    out = [b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+           b"transfer-encoding: chunked\r\n\r\n"]
+    for i in range(0, len(BIG), 65536):
+        piece = BIG[i:i + 65536]
+        out.append(b"%x\r\n%s\r\n" % (len(piece), piece))
+    out.append(b"0\r\n\r\n")
+    return b"".join(out)
+
+
 def _reply(status: bytes, body: bytes, ctype: bytes = b"application/json") -> bytes:
     return (b"HTTP/1.1 " + status + b"\r\ncontent-type: " + ctype
             + b"\r\ncontent-length: %d\r\n\r\n" % len(body) + body)
@@ -117,6 +137,8 @@ class Liar:
                 w.write(piece)
                 await w.drain()
             w.write(b"0\r\n\r\n")
+        elif mode in (b"big200", b"bigchunked"):  # a valid 3 MB completion, usage at its end
+            w.write(big_reply(chunked=mode == b"bigchunked"))
         elif mode == b"trickle":  # a head, then a byte every 50 ms, for ever
             w.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
                     b"content-length: 1000000\r\n\r\n")
