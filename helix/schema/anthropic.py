@@ -39,6 +39,10 @@ __all__ = [
 ]
 
 
+class OutputTokensDetails(msgspec.Struct):
+    thinking_tokens: int | None = None  # the part of output_tokens spent thinking
+
+
 class Usage(msgspec.Struct):
     """``usage`` of a message, or the (cumulative) ``usage`` of a ``message_delta``."""
 
@@ -46,6 +50,7 @@ class Usage(msgspec.Struct):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    output_tokens_details: OutputTokensDetails | None = None
 
 
 class ContentBlock(msgspec.Struct):
@@ -57,6 +62,8 @@ class ContentBlock(msgspec.Struct):
     name: str | None = None
     input: Any = None
     thinking: str | None = None
+    signature: str | None = None  # a thinking block's
+    data: str | None = None  # a redacted_thinking block's
 
 
 class Message(msgspec.Struct):
@@ -80,6 +87,7 @@ class Delta(msgspec.Struct):
     text: str | None = None
     partial_json: str | None = None
     thinking: str | None = None
+    signature: str | None = None
     stop_reason: str | None = None
     stop_sequence: str | None = None
 

@@ -100,7 +100,7 @@ def test_thinking_reports_thought_tokens_and_signs_the_answer(gemini):
 
 def test_include_thoughts_puts_thought_parts_first_also_when_streaming(gemini):
     config = types.GenerateContentConfig(
-        thinking_config=types.ThinkingConfig(thinking_level="low", include_thoughts=True))
+        thinking_config=types.ThinkingConfig(thinking_budget=1024, include_thoughts=True))
     r = generate(gemini, config)
     thought, answer = r.candidates[0].content.parts
     assert thought.thought is True and thought.text.startswith("mock thoughts about:")

@@ -141,7 +141,7 @@ class ResponsesSink:
     def _index(self) -> int:
         return len(self._response["output"]) - 1
 
-    def start(self, id: str, model: str, created: int) -> bytes:
+    def start(self, id: str, model: str, created: int, backend: str | None = None) -> bytes:
         r = self._response
         return (self._event("response.created", {"response": r})
                 + self._event("response.in_progress", {"response": r}))
@@ -187,7 +187,8 @@ class ResponsesSink:
         self._item = None
 
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
-              reasoning: str | None = None, tools: list | None = None) -> bytes:
+              reasoning: str | None = None, tools: list | None = None,
+              thinking: list | None = None) -> bytes:
         if choice != 0:
             return b""  # one output per response
         out: list[bytes] = []
