@@ -18,12 +18,14 @@ Response: each candidate's text parts -> ``content``, thought parts ->
 ``reasoning_content``, ``functionCall`` parts -> ``tool_calls``, ``usageMetadata`` ->
 ``usage``.  A function call's ``thoughtSignature`` (Gemini 3 refuses a tool turn sent
 back without it) rides in its tool call id, after :data:`SIGNATURE_SEP`, and goes back
-on the ``functionCall`` part when the client sends the turn back.
+on the ``functionCall`` part when the client sends the turn back; a Gemini 3 call that
+comes back without one gets Google's documented stand-in (:data:`UNSIGNED`).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import mimetypes
 import secrets
 import struct
@@ -311,7 +313,12 @@ def _function_response(content, param: str) -> dict:
     return value if isinstance(value, dict) else {"output": value}
 
 
-def _contents(messages, system: list[str]) -> list[dict]:
+# Google's documented stand-in for a function call Gemini 3 did not sign (a turn from another
+# model, or a client that rewrote the tool call id): Gemini 3 refuses an unsigned one.
+UNSIGNED = "skip_thought_signature_validator"
+
+
+def _contents(messages, system: list[str], sign: bool = False) -> list[dict]:
     contents: list[dict] = []
     names: dict[str, str] = {}  # tool_call id -> function name, from assistant turns
 
@@ -367,6 +374,8 @@ def _contents(messages, system: list[str]) -> list[dict]:
                 signature = _signature_of(call.get("id"))
                 if signature:
                     part["thoughtSignature"] = signature
+                elif sign and j == 0:
+                    part["thoughtSignature"] = UNSIGNED
                 parts.append(part)
             add("model", parts)
         elif role in ("tool", "function"):
@@ -428,16 +437,31 @@ def _tool_config(choice) -> dict | None:
     return {"functionCallingConfig": mode}
 
 
-# A function call's thought signature travels in its tool call id: "<id>" + SEP + signature.
-SIGNATURE_SEP = "~ts~"
+# A function call's thought signature travels in its tool call id: "<id>" + SEP + the
+# signature in URL-safe base64 without padding, so the id stays [A-Za-z0-9_-] (what
+# Anthropic accepts, should the conversation move to Claude).
+SIGNATURE_SEP = "__ts__"
 
 
 def _signature_of(call_id) -> str | None:
     if isinstance(call_id, str):
-        _, sep, signature = call_id.partition(SIGNATURE_SEP)
-        if sep:
-            return signature
+        _, sep, packed = call_id.partition(SIGNATURE_SEP)
+        if sep and packed:
+            try:
+                raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+            except (binascii.Error, ValueError):
+                return None
+            return base64.b64encode(raw).decode("ascii")
     return None
+
+
+def _with_signature(call_id: str, signature: str) -> str:
+    try:
+        raw = base64.b64decode(signature)
+    except (binascii.Error, ValueError):
+        return call_id  # not base64: Google's signatures always are
+    packed = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    return f"{call_id}{SIGNATURE_SEP}{packed}"
 
 
 def _json_schema(schema: dict) -> dict:
@@ -494,8 +518,9 @@ def openai_to_gemini_request(doc: dict, caps: Capabilities | None = None) -> dic
     messages = doc.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty array.", "messages")
+    caps = caps or capabilities("", "gemini")
     system: list[str] = []
-    out: dict = {"contents": _contents(messages, system)}
+    out: dict = {"contents": _contents(messages, system, caps.reasoning == "level")}
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     tools = _tools(doc)
@@ -504,7 +529,7 @@ def openai_to_gemini_request(doc: dict, caps: Capabilities | None = None) -> dic
     tool_config = _tool_config(doc.get("tool_choice")) if tools else None
     if tool_config:
         out["toolConfig"] = tool_config
-    gen = _generation_config(doc, caps or capabilities("", "gemini"))
+    gen = _generation_config(doc, caps)
     if gen:
         out["generationConfig"] = gen
     return out
@@ -549,7 +574,7 @@ def openai_usage(u: UsageMetadata) -> dict:
 def _tool_call(fc, call_id: str, signature: str | None = None) -> dict:
     call_id = fc.id or call_id
     if signature:
-        call_id = f"{call_id}{SIGNATURE_SEP}{signature}"
+        call_id = _with_signature(call_id, signature)
     return {
         "id": call_id,
         "type": "function",
