@@ -221,6 +221,10 @@ def _model_thinking(model: str, thinking: dict[str, Any] | None,
     return thinking
 
 
+_BYPASS = frozenset({"skip_thought_signature_validator",
+                     base64.b64encode(b"skip_thought_signature_validator").decode()})
+
+
 def _check_signatures(model: str, contents: list[dict[str, Any]]) -> None:
     """Gemini 3: in the current turn (since the last user text), each model step's first
     function call must carry the thought signature it was answered with."""
@@ -234,7 +238,7 @@ def _check_signatures(model: str, contents: list[dict[str, Any]]) -> None:
             continue
         sig = calls[0].get("thoughtSignature")
         ok = isinstance(sig, str)
-        if sig == "skip_thought_signature_validator":  # Google's documented bypass
+        if sig in _BYPASS:  # Google's documented stand-in, as JSON or as the SDKs send bytes
             continue
         if ok:
             try:
