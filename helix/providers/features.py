@@ -27,6 +27,8 @@ older than the table is in it):
 
 from __future__ import annotations
 
+import base64
+import binascii
 from typing import Any, NamedTuple
 
 import msgspec
@@ -47,8 +49,10 @@ __all__ = [
     "effort_of",
     "json_instruction",
     "output_format",
+    "pack_thinking",
     "strict_schema",
     "thinking_blocks_of",
+    "unpack_thinking",
 ]
 
 _encode = msgspec.json.Encoder().encode
@@ -373,3 +377,25 @@ def thinking_blocks_of(msg: dict, where: str) -> list[dict]:
                     and d["data"]:
                 out.append({"type": "redacted_thinking", "data": d["data"]})
     return out
+
+
+# A Responses client keeps reasoning as an item's opaque ``encrypted_content`` and sends the
+# item back; for a translated Claude that is where the signed blocks travel.
+_PACKED = "helix.thinking."
+
+
+def pack_thinking(blocks: list[dict]) -> str:
+    """Signed thinking blocks as an opaque string (a reasoning item's ``encrypted_content``)."""
+    return _PACKED + base64.urlsafe_b64encode(_encode(blocks)).decode("ascii")
+
+
+def unpack_thinking(text: Any) -> list[dict]:
+    """The blocks :func:`pack_thinking` packed; [] for anything else (OpenAI's own)."""
+    if not isinstance(text, str) or not text.startswith(_PACKED):
+        return []
+    try:
+        blocks = msgspec.json.decode(base64.urlsafe_b64decode(text[len(_PACKED):]))
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        return []
+    return thinking_blocks_of({"thinking_blocks": blocks}, "encrypted_content") \
+        if isinstance(blocks, list) else []

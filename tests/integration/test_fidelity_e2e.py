@@ -226,3 +226,36 @@ def test_reasoning_effort_to_a_model_that_cannot_reason_is_a_400(client, mock):
     assert ei.value.body["param"] == "reasoning_effort"
     assert ei.value.body["code"] == "unsupported_parameter"
     assert upstream(mock) == []  # refused before anything went upstream
+
+
+FN = {"type": "function", "name": "get_weather", "parameters": WEATHER["function"]["parameters"]}
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_responses_reasoning_items_carry_claudes_signed_thinking_back(client, mock, stream):
+    """Codex-style (store false, the output items sent back) and stored-conversation style
+    (previous_response_id): the reasoning item's encrypted_content brings the signed block back,
+    so Claude keeps thinking across the tool turn."""
+    kw = {"model": "claude-sonnet-4-5", "tools": [FN], "reasoning": {"effort": "high"}}
+    ask = [{"role": "user", "content": "please call tool for Oslo"}]
+    if stream:
+        with client.responses.stream(input=ask, store=False, **kw) as s:
+            first = s.get_final_response()
+    else:
+        first = client.responses.create(input=ask, store=False, **kw)
+    reasoning, call = first.output
+    assert reasoning.type == "reasoning" and reasoning.encrypted_content
+    assert call.type == "function_call"
+    result = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    items = [i.model_dump(exclude_none=True) for i in first.output]
+    second = client.responses.create(input=[*ask, *items, result], store=False, **kw)
+    assert second.output_text
+    sent = upstream(mock)[-1]
+    assert sent["thinking"]["type"] == "enabled"
+    assert [b["type"] for b in sent["messages"][1]["content"]] == ["thinking", "tool_use"]
+    stored = client.responses.create(input=ask, **kw)
+    client.responses.create(input=[result | {"call_id": stored.output[-1].call_id}],
+                            previous_response_id=stored.id, **kw)
+    sent = upstream(mock)[-1]
+    assert sent["thinking"]["type"] == "enabled" and sent["messages"][1]["content"][0][
+        "type"] == "thinking"
