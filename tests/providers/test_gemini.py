@@ -124,7 +124,7 @@ def test_full_request_translation():
         "seed": 3,
         "response_format": {"type": "json_object"},
     }
-    out = openai_to_gemini_request(doc)
+    out = openai_to_gemini_request(doc, Capabilities("native", "budget"))  # Gemini 2.5
     check_request_shape(out)
     assert out["systemInstruction"] == {"parts": [{"text": "be brief\n\nno emojis"}]}
     # consecutive user turns merged; the tool answers merged into one user turn
