@@ -32,6 +32,10 @@ Deterministic behaviour (tests assert on it):
 * a final user text containing "mock stream error" makes a stream send part
   of the reply and then an ``error`` event (``overloaded_error``).
 
+Models are held to what they support, as Anthropic answers (:func:`check_model_features`):
+structured outputs only from the Claude 4.5 family on, adaptive thinking only from Claude
+Opus / Sonnet 4.6 on, and no ``budget_tokens`` thinking on Claude Opus 4.7.
+
 The request is validated the way Anthropic does (required ``model``,
 ``max_tokens``, ``messages``; roles user/assistant only; no unknown top-level
 keys; ``tool_result`` blocks must answer the previous turn's ``tool_use`` ids; with
@@ -48,6 +52,7 @@ import hashlib
 import hmac
 import itertools
 import os
+import re
 from typing import Any
 
 import orjson
@@ -364,6 +369,31 @@ def _check_thinking_history(messages: list[Any], thinking: dict[str, Any] | None
         )
 
 
+# --- what each model supports -------------------------------------------------------------
+
+# Models older than structured outputs (the Claude 3 families, Claude 4 and 4.1), and older
+# than adaptive thinking (also the 4.5 family); Opus 4.7 takes adaptive thinking only.
+_NO_STRUCTURED = re.compile(r"claude-3|claude-(opus|sonnet)-4(-0|-1|-20|@20|$)")
+_NO_ADAPTIVE = re.compile(r"claude-3|claude-(opus|sonnet|haiku)-4(-0|-1|-5|-20|@20|$)")
+_NO_BUDGET = re.compile(r"claude-opus-4-7")
+
+
+def check_model_features(model: str, body: dict[str, Any], schema: Any) -> None:
+    """Anthropic's 400s for a feature the model does not have (``model`` as the Messages
+    API, Vertex or Bedrock names it)."""
+    name = model.removeprefix("anthropic.").split(".")[-1]
+    if schema is not None and _NO_STRUCTURED.search(name):
+        raise BadRequest(f"output_config.format: structured outputs are not supported for the "
+                         f"model {model}.")
+    kind = (body.get("thinking") or {}).get("type")
+    if kind == "adaptive" and _NO_ADAPTIVE.search(name):
+        raise BadRequest(f"thinking.type: 'adaptive' is not supported for the model {model}; "
+                         "use 'enabled' with budget_tokens.")
+    if kind == "enabled" and _NO_BUDGET.search(name):
+        raise BadRequest(f"thinking.type: 'enabled' is not supported for the model {model}; "
+                         "use 'adaptive' with output_config.effort.")
+
+
 # --- structured outputs -------------------------------------------------------------------
 
 STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
@@ -462,6 +492,7 @@ def _content(req: MockRequest, body: dict[str, Any], messages: list[Any]):
     thinking = _thinking_config(body)
     _check_thinking_history(messages, thinking)
     schema = _output_schema(body, req.headers)
+    check_model_features(body["model"], body, schema)
     tool = _wants_tool(body, messages)
     blocks: list[dict[str, Any]] = []
     thinking_tokens = 0

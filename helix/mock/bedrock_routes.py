@@ -17,7 +17,8 @@ Behaviour Helix's translation relies on, as AWS has it:
   then a signature delta; Claude's own 400s (relayed as "The model returned the following
   errors: ...") for a small budget, a forced toolChoice, a forged signature, or a final
   tool-using assistant turn sent back without its reasoning block;
-* ``outputConfig.textFormat`` (``json_schema``, the schema as a JSON string) answers JSON;
+* ``outputConfig.textFormat`` (``json_schema``, the schema as a JSON string) answers JSON
+  (for Claude only on the models that have structured outputs, as Claude answers);
 * ``cachePoint`` blocks: the prefix is written once (``cacheWriteInputTokens``) then read.
 """
 
@@ -319,6 +320,14 @@ def _converse(req: MockRequest, ctl: Controls, model_id: str, stream: bool) -> R
     _check_reasoning_history(messages, thinking)
     tool = _wants_tool(body, user_text)
     schema = _output_schema(body)
+    if "anthropic.claude" in model_id:  # what the Claude model supports, as Claude answers
+        from .anthropic_routes import check_model_features
+
+        fields = body.get("additionalModelRequestFields") or {}
+        try:
+            check_model_features(model_id, {"thinking": fields.get("thinking")}, schema)
+        except BadRequest as exc:
+            raise _model_error(exc.message) from None
     text = f"mock reply to: {user_text[:40]}"
     if schema is not None:
         text = orjson.dumps(instance(schema)).decode()

@@ -22,6 +22,10 @@ function calls (mode ``ANY``) get arguments valid for the declaration's schema.
 ``thinkingConfig`` (``thinkingBudget`` other than 0, or ``thinkingLevel``) reports
 ``thoughtsTokenCount`` and puts a ``thoughtSignature`` on the answer's first part; with
 ``includeThoughts`` the thought summary comes first as a ``{"text", "thought": true}`` part.
+As Google's models do: Gemini 3 always thinks (so always signs), takes ``thinkingLevel``
+and refuses a function-call turn of the current turn sent back without its
+``thoughtSignature``; Gemini 2.5 refuses ``thinkingLevel``; Gemini 2.0 does not think (any
+thinking config is a 400).
 """
 
 from __future__ import annotations
@@ -203,6 +207,54 @@ def _thinking(gen: dict[str, Any]) -> dict[str, Any] | None:
     return cfg
 
 
+def _model_thinking(model: str, thinking: dict[str, Any] | None,
+                    given: bool) -> dict[str, Any] | None:
+    """The model's own rules on top of the request's ``thinkingConfig``."""
+    if model.startswith(("gemini-1", "gemini-2.0")) and given:
+        raise BadRequest(f"* GenerationConfig.thinking_config: thinking is not supported by "
+                         f"models/{model}.")
+    if model.startswith("gemini-2.5") and thinking and "thinkingLevel" in thinking:
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_level: thinking level "
+                         f"is not supported by models/{model}; use thinking_budget.")
+    if model.startswith("gemini-3") and thinking is None:
+        return {}  # Gemini 3 cannot stop thinking
+    return thinking
+
+
+_BYPASS = frozenset({"skip_thought_signature_validator",
+                     base64.b64encode(b"skip_thought_signature_validator").decode()})
+
+
+def _check_signatures(model: str, contents: list[dict[str, Any]]) -> None:
+    """Gemini 3: in the current turn (since the last user text), each model step's first
+    function call must carry the thought signature it was answered with."""
+    if not model.startswith("gemini-3"):
+        return
+    start = max((i for i, c in enumerate(contents)
+                 if c["role"] == "user" and any("text" in p for p in c["parts"])), default=0)
+    for i, content in enumerate(contents[start:], start):
+        calls = [p for p in content["parts"] if "functionCall" in p]
+        if content["role"] != "model" or not calls:
+            continue
+        sig = calls[0].get("thoughtSignature")
+        ok = isinstance(sig, str)
+        if sig in _BYPASS:  # Google's documented stand-in, as JSON or as the SDKs send bytes
+            continue
+        if ok:
+            try:
+                ok = base64.b64decode(sig).startswith(b"mock-thought:")
+            except (binascii.Error, ValueError):
+                ok = False
+        if not ok:
+            name = calls[0]["functionCall"].get("name")
+            raise BadRequest(
+                "Function call is missing a thought_signature in functionCall parts. This is "
+                "required for tools to work correctly, and missing thought_signature may lead "
+                f"to degraded model performance. Additional data, function call `{name}` , "
+                f"position {i + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+
+
 def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, dict | None]:
     """(text, functionCall or None) for a request."""
     last = _last_user(contents)
@@ -250,7 +302,9 @@ def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Repl
     contents = _validate(body)
     text, call = _answer(body, contents)
     gen = body.get("generationConfig") or {}
-    thinking = _thinking(gen)
+    given = "thinkingConfig" in gen or "thinking_config" in gen
+    thinking = _model_thinking(model, _thinking(gen), given)
+    _check_signatures(model, contents)
     n = gen.get("candidateCount") or 1
     max_out = gen.get("maxOutputTokens")
     finish = "STOP"

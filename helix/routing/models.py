@@ -57,6 +57,10 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     aliases: tuple[str, ...] = ()
     # The same model under another provider type's id (bedrock, vertex, azure ...).
     provider_ids: dict[str, str] = {}
+    # How the chat translation asks this model for JSON and for reasoning (None: the
+    # provider family's default); see helix.providers.features.
+    structured_output: Literal["native", "openapi", "tool", "prompt"] | None = None
+    reasoning: Literal["budget", "adaptive", "level", "none"] | None = None
     notes: str | None = None
 
 

@@ -60,11 +60,15 @@ json_encode = msgspec.json.Encoder().encode
 # --- building OpenAI responses (for translating adapters) ---------------------------------
 
 
-def chunk_prefix(chunk_id: str, created: int, model: str) -> bytes:
-    """Everything of a ``chat.completion.chunk`` before its choices: encoded once per stream."""
+def chunk_prefix(chunk_id: str, created: int, model: str, backend: str | None = None) -> bytes:
+    """Everything of a ``chat.completion.chunk`` before its choices, with the fields OpenAI
+    sends on every chunk (``service_tier``, ``system_fingerprint`` of ``backend``, the
+    upstream model version, as in :func:`chat_completion`): encoded once per stream."""
     return (
         b'{"id":' + json_encode(chunk_id) + b',"object":"chat.completion.chunk","created":'
-        + str(created).encode() + b',"model":' + json_encode(model) + b',"choices":'
+        + str(created).encode() + b',"model":' + json_encode(model)
+        + b',"service_tier":"' + SERVICE_TIER.encode() + b'","system_fingerprint":"'
+        + system_fingerprint(backend or model).encode() + b'","choices":'
     )
 
 

@@ -53,7 +53,10 @@ class Usage(msgspec.Struct, kw_only=True):
             "total_tokens": self.tokens,
         }
         if self.reported & CACHED:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cache_read}
+            details = {"cached_tokens": self.cache_read}
+            if self.cache_write:  # OpenAI's field for prompt-cache writes (Anthropic, Bedrock)
+                details["cache_write_tokens"] = self.cache_write
+            out["prompt_tokens_details"] = details
         if self.reported & REASONING:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning}
         return out
@@ -69,19 +72,22 @@ class Usage(msgspec.Struct, kw_only=True):
             total = usage.get("total_tokens")
             total = int(total) if total is not None else None
             reported = 0
-            cached = reasoning = 0
+            cached = written = reasoning = 0
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
                 reported |= CACHED
                 cached = int(details.get("cached_tokens") or 0)
+                written = int(details.get("cache_write_tokens") or 0)
             details = usage.get("completion_tokens_details")
             if isinstance(details, dict):
                 reported |= REASONING
                 reasoning = int(details.get("reasoning_tokens") or 0)
         except (TypeError, ValueError):
             return None
-        return cls(input=prompt, output=completion, cache_read=min(cached, prompt),
-                   reasoning=reasoning, total=total, reported=reported)
+        cached = min(cached, prompt)
+        return cls(input=prompt, output=completion, cache_read=cached,
+                   cache_write=min(written, prompt - cached), reasoning=reasoning, total=total,
+                   reported=reported)
 
     @classmethod
     def from_responses(cls, usage) -> Usage | None:

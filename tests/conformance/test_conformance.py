@@ -13,9 +13,11 @@ from __future__ import annotations
 import importlib
 import json
 
+import jsonschema
 import pytest
 
 from helix.errors import HelixError
+from helix.providers.features import capabilities
 from tests.conformance import harness
 from tests.conformance.validate import (
     check_completion,
@@ -23,11 +25,14 @@ from tests.conformance.validate import (
     check_error,
 )
 
+# Each technique of structured output and reasoning (helix.providers.features) is here:
+# native + adaptive (Claude 4.6), tool + budget (Claude 3.7), native + budget (Gemini 2.5),
+# openapi schema, no reasoning (Gemini 2.0), the tool technique on Bedrock Claude 3.7.
 CHAT = {
-    "anthropic": "claude-sonnet-4-6",
-    "gemini": "gemini-2.5-flash",
+    "anthropic": ["claude-sonnet-4-6", "claude-3-7-sonnet-20250219"],
+    "gemini": ["gemini-2.5-flash", "gemini-2.0-flash"],
     "vertex": ["gemini-2.5-pro", "claude-opus-4-6"],
-    "bedrock": "anthropic.claude-sonnet-4-6",
+    "bedrock": ["anthropic.claude-sonnet-4-6", "anthropic.claude-3-7-sonnet-20250219-v1:0"],
     "cohere": "command-a-03-2025",
 }
 EMBED = {
@@ -49,6 +54,11 @@ WEATHER = {
     },
 }
 OTHER = {"type": "function", "function": {"name": "other", "parameters": {"type": "object"}}}
+FILM = {"type": "object", "properties": {
+    "title": {"type": "string"}, "year": {"type": "integer"},
+    "cast": {"type": "array", "items": {"type": "string"}},
+    "rating": {"type": ["number", "null"]}},
+    "required": ["title", "year", "cast", "rating"], "additionalProperties": False}
 
 
 def user(text):
@@ -76,7 +86,27 @@ CASES = {
     },
     "length": {"messages": [user("one two three four five six")], "max_tokens": 2},
     "json_mode": {"messages": [user("give json")], "response_format": {"type": "json_object"}},
+    "json_schema": {"messages": [user("give json")], "response_format": {
+        "type": "json_schema", "json_schema": {"name": "film", "schema": FILM, "strict": True}}},
+    "reasoning": {"messages": [user("think first")], "reasoning_effort": "low"},
+    "reasoning_json": {"messages": [user("think, then call tool")], "reasoning_effort": "medium",
+                       "response_format": {"type": "json_schema",
+                                           "json_schema": {"name": "film", "schema": FILM}}},
 }
+REASONING_CASES = ("reasoning", "reasoning_json")
+
+
+def _family(provider: str, model: str) -> str:
+    if "claude" in model:
+        return "anthropic"
+    return {"vertex": "gemini", "bedrock": "bedrock"}.get(provider, provider)
+
+
+def supported(provider: str, model: str, case: str) -> bool:
+    """Whether the model can be asked for ``case`` (reasoning needs a model that reasons)."""
+    if case not in REASONING_CASES:
+        return True
+    return capabilities(model, _family(provider, model)).reasoning != "none"
 
 
 def _pairs(table):
@@ -101,7 +131,14 @@ def _dep(registry, name, model):
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize(("provider", "model"), list(_pairs(CHAT)))
 def test_translated_completion_conforms(registry, provider, model, case):
-    answer = harness.chat(_dep(registry, provider, model), {"model": model, **CASES[case]})
+    dep = _dep(registry, provider, model)
+    if not supported(provider, model, case):  # reasoning_effort to a model that cannot reason
+        with pytest.raises(HelixError) as ei:
+            harness.chat(dep, {"model": model, **CASES[case]})
+        assert ei.value.status == 400 and ei.value.param == "reasoning_effort"
+        assert check_error(json.loads(ei.value.to_json())) == []
+        return
+    answer = harness.chat(dep, {"model": model, **CASES[case]})
     assert answer.status == 200, answer.body
     doc = json.loads(answer.body)
     assert check_completion(doc) == []
@@ -115,10 +152,19 @@ def test_translated_completion_conforms(registry, provider, model, case):
         assert set(json.loads(call["arguments"])) == {"city", "days"}
     if case == "length" and provider != "cohere":  # the Cohere mock has no length cut
         assert choice["finish_reason"] == "length"
+    if case in ("json_schema", "reasoning_json"):  # structured output, whatever the technique
+        assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
+        jsonschema.validate(json.loads(choice["message"]["content"]), FILM)
+    if case in REASONING_CASES:
+        assert choice["message"]["reasoning_content"]
+        if "claude" in model:  # signed, for the client to send back
+            [block] = choice["message"]["thinking_blocks"]
+            assert block["type"] == "thinking" and block["signature"]
+            assert block["thinking"] == choice["message"]["reasoning_content"]
 
 
 def test_several_candidates_conform(registry):
-    answer = harness.chat(_dep(registry, "gemini", CHAT["gemini"]),
+    answer = harness.chat(_dep(registry, "gemini", "gemini-2.5-flash"),
                           {"model": "m", "messages": [user("hi")], "n": 2})
     doc = json.loads(answer.body)
     assert [c["index"] for c in doc["choices"]] == [0, 1]
@@ -126,7 +172,7 @@ def test_several_candidates_conform(registry):
 
 
 def test_system_fingerprint_follows_the_upstream_model_version(registry):
-    dep = _dep(registry, "gemini", CHAT["gemini"])
+    dep = _dep(registry, "gemini", "gemini-2.5-flash")
     a = json.loads(harness.chat(dep, {"model": "m", "messages": [user("a")]}).body)
     b = json.loads(harness.chat(dep, {"model": "m", "messages": [user("b")]}).body)
     assert a["system_fingerprint"] == b["system_fingerprint"]
@@ -236,3 +282,32 @@ def test_stream_gaps_are_known():
 
     found = gaps()
     assert set(found) == KNOWN_CHUNK_GAPS, sorted(found)
+
+
+@pytest.mark.parametrize("case", ["json_mode", "json_schema", *REASONING_CASES])
+@pytest.mark.parametrize(("provider", "model"), list(_pairs(CHAT)))
+def test_streamed_structured_output_and_reasoning(registry, provider, model, case):
+    """The stream says what the JSON answer says: structured output as content deltas (the
+    output tool's input fragments on tool-technique models), reasoning as
+    ``reasoning_content`` deltas, each signed thinking block once, whole."""
+    if not supported(provider, model, case):
+        return
+    from helix.cache.replay import sse_to_json
+    from tests.conformance.validate import check_stream
+
+    answer = harness.chat(_dep(registry, provider, model),
+                          {"model": model, **CASES[case], "stream": True})
+    assert answer.status == 200, answer.body
+    assert check_stream(answer.body, include_usage=False) == []
+    choice = json.loads(sse_to_json(answer.body))["choices"][0]
+    assert choice["finish_reason"] == "stop" and "tool_calls" not in choice["message"]
+    if case != "reasoning":
+        value = json.loads(choice["message"]["content"])
+        if case != "json_mode":
+            jsonschema.validate(value, FILM)
+    if case in REASONING_CASES:
+        assert choice["message"]["reasoning_content"]
+        if "claude" in model:
+            [block] = choice["message"]["thinking_blocks"]
+            assert block["signature"] and block["thinking"] == choice["message"][
+                "reasoning_content"]

@@ -14,7 +14,12 @@ import pytest
 
 from helix.mock import MockProcess
 from tests.conformance.harness import service_account
-from tests.conformance.validate import check_completion, check_embeddings, check_error
+from tests.conformance.validate import (
+    check_completion,
+    check_embeddings,
+    check_error,
+    check_stream,
+)
 from tests.helpers import HelixProcess
 
 pytest.importorskip("cryptography")
@@ -59,12 +64,13 @@ def helix(mock):
         yield proc
 
 
-def post(helix, path: str, doc: dict) -> tuple[int, dict]:
+def post(helix, path: str, doc: dict, raw: bool = False) -> tuple[int, dict]:
     conn = http.client.HTTPConnection("127.0.0.1", helix.port, timeout=15)
     try:
         conn.request("POST", path, json.dumps(doc), {"content-type": "application/json"})
         resp = conn.getresponse()
-        return resp.status, json.loads(resp.read())
+        body = resp.read()
+        return resp.status, body if raw else json.loads(body)
     finally:
         conn.close()
 
@@ -79,6 +85,27 @@ def test_chat_bytes_conform(helix, model):
         status, body = post(helix, "/v1/chat/completions", {"model": model, **doc})
         assert status == 200, body
         assert check_completion(body) == [], body
+
+
+FILM = {"type": "object", "properties": {"title": {"type": "string"}},
+        "required": ["title"], "additionalProperties": False}
+
+
+@pytest.mark.parametrize("model", CHAT)
+def test_stream_bytes_conform(helix, model):
+    """Every chunk as OpenAI sends it (service_tier, system_fingerprint, ...), with reasoning
+    and structured output where the model has them."""
+    docs = [{"messages": [{"role": "user", "content": "hello"}]},
+            {"messages": [{"role": "user", "content": "json"}], "response_format": {
+                "type": "json_schema", "json_schema": {"name": "film", "schema": FILM}}}]
+    if model != "command-a-03-2025":  # Cohere's model does not reason
+        docs.append({"messages": [{"role": "user", "content": "think"}],
+                     "reasoning_effort": "low"})
+    for doc in docs:
+        req = {"model": model, **doc, "stream": True, "stream_options": {"include_usage": True}}
+        status, body = post(helix, "/v1/chat/completions", req, raw=True)
+        assert status == 200, body
+        assert check_stream(body, include_usage=True) == [], body
 
 
 @pytest.mark.parametrize("model", EMBED)

@@ -33,6 +33,9 @@ EXTENSIONS = {
     # DeepSeek's convention for reasoning text, read by vLLM/LiteLLM/DeepSeek clients (issue 13).
     "choices[].message.reasoning_content",
     "choices[].delta.reasoning_content",
+    # Anthropic's signed thinking blocks, for the client to send back (LiteLLM's convention).
+    "choices[].message.thinking_blocks",
+    "choices[].delta.thinking_blocks",
 }
 # Optional in the schema, but OpenAI sends them on every answer of this kind.
 AS_OPENAI_SENDS = {

@@ -199,3 +199,28 @@ def test_cache_control_writes_then_reads_the_prefix(claude, mock):
     assert again.usage.cache_creation_input_tokens == 0
     plain = create(claude, system=system[0]["text"])
     assert plain.usage.cache_creation_input_tokens == plain.usage.cache_read_input_tokens == 0
+
+
+# --- what each model supports ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("model", "kw", "needle"), [
+    ("claude-3-7-sonnet-20250219",
+     {"output_config": {"format": {"type": "json_schema", "schema": SCHEMA}}},
+     "structured outputs are not supported"),
+    ("claude-sonnet-4-5", {"thinking": {"type": "adaptive"}}, "'adaptive' is not supported"),
+    ("claude-opus-4-7", {"thinking": THINKING}, "'enabled' is not supported"),
+])
+def test_features_a_model_lacks_are_anthropics_400s(claude, model, kw, needle):
+    with pytest.raises(anthropic.BadRequestError, match=needle):
+        create(claude, model=model, **kw)
+
+
+def test_features_a_model_has_are_served(claude):
+    fmt = {"format": {"type": "json_schema", "schema": SCHEMA}, "effort": "high"}
+    msg = create(claude, model="claude-opus-4-7", thinking={"type": "adaptive"},
+                 output_config=fmt)
+    assert [b.type for b in msg.content] == ["thinking", "text"]
+    msg = create(claude, model="claude-haiku-4-5", thinking=THINKING,
+                 output_config={"format": fmt["format"]})
+    assert msg.content[0].type == "thinking"

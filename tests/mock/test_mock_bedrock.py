@@ -165,3 +165,17 @@ def test_cache_point_writes_then_reads(bedrock, mock):
     second = converse(bedrock, system=system)["usage"]
     assert second["cacheReadInputTokens"] == first["cacheWriteInputTokens"]
     assert second["cacheWriteInputTokens"] == 0
+
+
+def test_claude_features_per_model_are_relayed_model_errors(bedrock):
+    fmt = {"textFormat": {"type": "json_schema", "structure": {
+        "jsonSchema": {"schema": json.dumps(SCHEMA), "name": "trip"}}}}
+    with pytest.raises(bedrock.exceptions.ValidationException,
+                       match=r"following errors: output_config\.format: structured outputs"):
+        converse(bedrock, modelId="anthropic.claude-3-7-sonnet-20250219-v1:0", outputConfig=fmt)
+    with pytest.raises(bedrock.exceptions.ValidationException, match="'adaptive' is not"):
+        converse(bedrock, modelId="anthropic.claude-sonnet-4-5-20250929-v1:0",
+                 additionalModelRequestFields={"thinking": {"type": "adaptive"}})
+    r = converse(bedrock, modelId="us.anthropic.claude-opus-4-6-v1",
+                 additionalModelRequestFields={"thinking": {"type": "adaptive"}})
+    assert "reasoningContent" in r["output"]["message"]["content"][0]

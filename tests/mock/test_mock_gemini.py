@@ -100,7 +100,7 @@ def test_thinking_reports_thought_tokens_and_signs_the_answer(gemini):
 
 def test_include_thoughts_puts_thought_parts_first_also_when_streaming(gemini):
     config = types.GenerateContentConfig(
-        thinking_config=types.ThinkingConfig(thinking_level="low", include_thoughts=True))
+        thinking_config=types.ThinkingConfig(thinking_budget=1024, include_thoughts=True))
     r = generate(gemini, config)
     thought, answer = r.candidates[0].content.parts
     assert thought.thought is True and thought.text.startswith("mock thoughts about:")
@@ -126,3 +126,43 @@ def test_forced_function_call_has_schema_valid_args(gemini):
     (call,) = r.function_calls
     assert call.name == "book"
     jsonschema.validate(call.args, JSON_SCHEMA)
+
+
+# --- what each generation supports -------------------------------------------------------------
+
+
+def test_generations_take_their_own_thinking_controls(gemini):
+    with pytest.raises(genai.errors.ClientError, match="thinking level is not supported"):
+        generate(gemini, types.GenerateContentConfig(
+            thinking_config=types.ThinkingConfig(thinking_level="low")))
+    with pytest.raises(genai.errors.ClientError, match="thinking is not supported"):
+        gemini.models.generate_content(model="gemini-2.0-flash", contents="x", config=(
+            types.GenerateContentConfig(thinking_config=types.ThinkingConfig(thinking_budget=512))))
+    r = gemini.models.generate_content(model="gemini-3.5-flash", contents="x")  # always thinks
+    assert r.candidates[0].content.parts[0].thought_signature
+    assert r.usage_metadata.thoughts_token_count
+
+
+def test_gemini_3_wants_the_function_calls_signature_back(gemini):
+    decl = types.FunctionDeclaration(name="book", parameters_json_schema=JSON_SCHEMA)
+    config = types.GenerateContentConfig(tools=[types.Tool(function_declarations=[decl])])
+    ask = types.Content(role="user", parts=[types.Part(text="call tool to book")])
+    first = gemini.models.generate_content(model="gemini-3.5-flash", contents=[ask],
+                                           config=config)
+    call = first.candidates[0].content
+    assert call.parts[0].function_call.name == "book" and call.parts[0].thought_signature
+    done = types.Content(role="user", parts=[types.Part.from_function_response(
+        name="book", response={"ok": True})])
+    r = gemini.models.generate_content(model="gemini-3.5-flash", contents=[ask, call, done],
+                                       config=config)
+    assert r.text.startswith("tool said:")
+    unsigned = types.Content(role="model", parts=[types.Part(
+        function_call=call.parts[0].function_call)])
+    with pytest.raises(genai.errors.ClientError, match="missing a thought_signature"):
+        gemini.models.generate_content(model="gemini-3.5-flash",
+                                       contents=[ask, unsigned, done], config=config)
+    bypass = types.Content(role="model", parts=[types.Part(
+        function_call=call.parts[0].function_call,
+        thought_signature=b"skip_thought_signature_validator")])
+    assert gemini.models.generate_content(model="gemini-3.5-flash", contents=[ask, bypass, done],
+                                          config=config).text
