@@ -111,6 +111,8 @@ def test_every_api_answers_in_its_own_dialect_natively_and_translated(app_config
         post("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 9, "messages": hi}),
         post("/v1/responses", {"model": "claude-sonnet-4-5", "input": "hi"}),
     )
+    for ex in (chat, chat_x, msg, msg_x, resp):
+        assert ex.status == 200, (ex.request.path, ex.body)
     for ex in (chat, chat_x):
         doc = json.loads(ex.body)
         assert ex.status == 200 and doc["object"] == "chat.completion"
