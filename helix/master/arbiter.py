@@ -726,9 +726,16 @@ def _preload(config: Config) -> None:
     import gc
 
     try:
+        import multiprocessing.synchronize  # noqa: F401  (shared-memory locks)
+
         import uvloop  # noqa: F401
 
         import helix.app
+        import helix.observe.access
+        import helix.observe.helicone
+        import helix.observe.metrics
+        import helix.observe.status
+        import helix.observe.tracing
         import helix.server.server  # noqa: F401
         from helix.providers import catalog
 
