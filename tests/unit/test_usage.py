@@ -38,7 +38,8 @@ def test_renderings():
     u = Usage(input=10, output=4, cache_read=3, cache_write=2, reasoning=1,
               reported=CACHED | REASONING)
     assert u.to_openai() == {"prompt_tokens": 10, "completion_tokens": 4, "total_tokens": 14,
-                             "prompt_tokens_details": {"cached_tokens": 3},
+                             "prompt_tokens_details": {"cached_tokens": 3,
+                                                       "cache_write_tokens": 2},
                              "completion_tokens_details": {"reasoning_tokens": 1}}
     assert u.to_anthropic() == {"input_tokens": 5, "cache_creation_input_tokens": 2,
                                 "cache_read_input_tokens": 3, "output_tokens": 4}
