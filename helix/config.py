@@ -99,7 +99,9 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
     # a body that would go beyond it is a 503 with Retry-After.  Default: 48 MiB, or
     # max_body_bytes when that is larger (see buffered_body_limit).
     max_buffered_body_bytes: int | None = None
-    max_connections: int = 4096  # per worker; beyond it idle keep-alives are closed first
+    # Per worker; beyond it idle keep-alives are closed first.  A worker serves 10,000
+    # concurrent streams (bench/RESULTS.md), so the cap sits above that.
+    max_connections: int = 16384
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: Duration = Duration(10.0)
