@@ -421,7 +421,9 @@ class Helix(Target):
             f"    base_url: http://127.0.0.1:{self.ctx.mock_port}\n"
             "    api_key: sk-mock\n"
             f"    models: [{CLAUDE}]\n"
-            f"responses: {{state_dir: {d / 'state'}}}\n" + self.extra_config
+            f"responses: {{state_dir: {d / 'state'}}}\n"
+            # 10,000 concurrent streams to one provider hold 10,000 connections.
+            "upstream: {max_connections_per_origin: 16384}\n" + self.extra_config
         )
         cmd = [
             *(self.command() or []),
@@ -1005,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 20000) if hard != resource.RLIM_INFINITY else 20000
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     info = machine_info()
