@@ -52,7 +52,8 @@ COPY config/demo.yaml /app/demo.yaml
 ENV PATH=/opt/helix/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     HELIX_HOST=0.0.0.0 \
-    HELIX_PORT=8080
+    HELIX_PORT=8080 \
+    HELIX_STATE_DIR=/app/state
 WORKDIR /app
 USER 10001:10001
 EXPOSE 8080

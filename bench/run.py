@@ -415,7 +415,15 @@ class Helix(Target):
             "    type: openai_compatible\n"
             f"    base_url: http://127.0.0.1:{self.ctx.mock_port}/v1\n"
             "    api_key: sk-mock\n"
-            f"    models: [{MODEL}]\n" + self.extra_config
+            f"    models: [{MODEL}]\n"
+            "  - name: claude\n"
+            "    type: anthropic\n"
+            f"    base_url: http://127.0.0.1:{self.ctx.mock_port}\n"
+            "    api_key: sk-mock\n"
+            f"    models: [{CLAUDE}]\n"
+            f"responses: {{state_dir: {d / 'state'}}}\n"
+            # 10,000 concurrent streams to one provider hold 10,000 connections.
+            "upstream: {max_connections_per_origin: 16384}\n" + self.extra_config
         )
         cmd = [
             *(self.command() or []),
@@ -453,8 +461,44 @@ TARGET_CLASSES: dict[str, type[Target]] = {
 # -- scenarios -------------------------------------------------------------------------------
 
 
-def run_wrk(port: int, duration: float, conns: int = 32) -> dict[str, Any]:
-    env = dict(os.environ, BENCH_MODEL=MODEL, BENCH_AUTH=MASTER_KEY)
+CLAUDE = "claude-bench"
+HI = [{"role": "user", "content": "hello"}]
+# (label, path, body, anthropic client): one request of each client API, native first.
+APIS = [
+    ("chat → openai (native)", "/v1/chat/completions", {"model": MODEL, "messages": HI}, False),
+    ("chat → anthropic (translated)", "/v1/chat/completions",
+     {"model": CLAUDE, "messages": HI}, False),
+    ("messages → anthropic (native)", "/v1/messages",
+     {"model": CLAUDE, "max_tokens": 64, "messages": HI}, True),
+    ("messages → openai (translated)", "/v1/messages",
+     {"model": MODEL, "max_tokens": 64, "messages": HI}, True),
+    ("responses → openai (native)", "/v1/responses",
+     {"model": MODEL, "input": "hello", "store": False}, False),
+    ("responses → anthropic (translated)", "/v1/responses",
+     {"model": CLAUDE, "input": "hello", "store": False}, False),
+    ("responses → anthropic (translated, stored)", "/v1/responses",
+     {"model": CLAUDE, "input": "hello"}, False),
+]
+
+
+def mock_accepted(port: int) -> int | None:
+    """Connections the mock has accepted so far (the health request itself included)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        conn.request("GET", "/_mock/health")
+        return json.loads(conn.getresponse().read()).get("accepted")
+    except (OSError, ValueError, http.client.HTTPException):
+        return None
+    finally:
+        conn.close()
+
+
+def run_wrk(port: int, duration: float, conns: int = 32, path: str | None = None,
+            body: dict | None = None, anthropic: bool = False) -> dict[str, Any]:
+    env = dict(os.environ, BENCH_MODEL=MODEL, BENCH_AUTH=MASTER_KEY,
+               BENCH_PATH=path or "/v1/chat/completions",
+               BENCH_BODY=json.dumps(body) if body is not None else CHAT_BODY,
+               BENCH_ANTHROPIC="1" if anthropic else "")
     cmd = [
         "taskset",
         "-c",
@@ -466,7 +510,7 @@ def run_wrk(port: int, duration: float, conns: int = 32) -> dict[str, Any]:
         "--timeout",
         "5s",
         "-s",
-        str(BENCH / "chat.lua"),
+        str(BENCH / "api.lua"),
         f"http://127.0.0.1:{port}",
     ]
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=duration + 60)
@@ -502,6 +546,22 @@ def run_loadgen(mode: str, port: int, *args: str, timeout: float) -> dict[str, A
     return {k: (math.inf if v == "inf" else v) for k, v in out.items()}
 
 
+def measure(proc: Proc, port: int, duration: float, conns: int, mock_port: int,
+            path: str | None = None, body: dict | None = None,
+            anthropic: bool = False) -> dict[str, Any]:
+    """One wrk run with the proxy's CPU time and the upstream connections it opened."""
+    a0 = mock_accepted(mock_port)
+    cpu0 = cpu_seconds(proc.pid)
+    wrk = run_wrk(port, duration, conns, path, body, anthropic)
+    cpu1 = cpu_seconds(proc.pid)
+    a1 = mock_accepted(mock_port)
+    wrk["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(1, wrk["requests"])
+    wrk["cpu_util"] = (cpu1 - cpu0) / (wrk["duration_us"] / 1e6)
+    if a0 is not None and a1 is not None:
+        wrk["upstream_connects"] = a1 - a0 - 1  # minus our own health request
+    return wrk
+
+
 def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     ctx = target.ctx
     res: dict[str, Any] = {}
@@ -514,16 +574,22 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
         time.sleep(1.0)
         res["pss_idle_kb"] = pss_kb(proc.pid)
 
-        log(f"{target.name}: (a) wrk saturation c=32 {opts.duration}s")
-        run_wrk(port, min(2.0, opts.duration))  # warm-up
-        cpu0 = cpu_seconds(proc.pid)
+        res["concurrency"] = {}
         with PssSampler(proc.pid) as sampler:
-            wrk = run_wrk(port, opts.duration)
-        cpu1 = cpu_seconds(proc.pid)
-        wrk["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(1, wrk["requests"])
-        wrk["cpu_util"] = (cpu1 - cpu0) / (wrk["duration_us"] / 1e6)
-        res["saturation"] = wrk
+            for conns in opts.conns:
+                log(f"{target.name}: (a) wrk saturation c={conns} {opts.duration}s")
+                run_wrk(port, min(2.0, opts.duration), conns)  # warm-up (and pool fill)
+                wrk = measure(proc, port, opts.duration, conns, ctx.mock_port)
+                res["concurrency"][conns] = wrk
+        res["saturation"] = res["concurrency"].get(32) or next(iter(res["concurrency"].values()))
         res["pss_load_kb"] = sampler.max_kb
+        if isinstance(target, Helix) and opts.apis:
+            res["apis"] = {}
+            for label, path, body, anth in APIS:
+                log(f"{target.name}: (h) {label} c=32 {opts.duration}s")
+                run_wrk(port, min(2.0, opts.duration), 32, path, body, anth)
+                res["apis"][label] = measure(proc, port, opts.duration, 32, ctx.mock_port,
+                                             path, body, anth)
 
         log(f"{target.name}: (b) open loop {opts.rate:.0f} req/s {opts.duration}s")
         res["openloop"] = run_loadgen(
@@ -725,7 +791,47 @@ def write_report(
         add(f"- **{name}**: {note}")
     add("")
 
-    add("## (a) Non-stream saturation (wrk, 1 thread, c=32, keep-alive)\n")
+    add("## (a) Non-stream saturation at several concurrencies (wrk, 1 thread, keep-alive)\n")
+    add(
+        "Per connection count: req/s, proxy CPU µs per request (and its ratio to nginx's at the "
+        "same concurrency), p99, and the upstream connections the proxy opened during the "
+        "timed run (counted by the mock: 0 means no churn; the warm-up fills the pool).\n"
+    )
+    add("| target | conns | req/s | vs nginx | proxy CPU µs/req | CPU vs nginx | "
+        "CPU vs own c=32 | p99 ms | upstream connects | errors |")
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for n in names:
+        conc = get(results, n, "concurrency") or {}
+        base = (conc.get(32) or conc.get("32") or {}).get("cpu_us_per_req")
+        for c, s in conc.items():
+            ng = (get(results, "nginx", "concurrency") or {}).get(c) or {}
+            add(f"| {n} | {c} | {fmt(s.get('rps'), 0)} | {ratio(s.get('rps'), ng.get('rps'))} "
+                f"| {fmt(s.get('cpu_us_per_req'), 1)} "
+                f"| {ratio(s.get('cpu_us_per_req'), ng.get('cpu_us_per_req'))} "
+                f"| {ratio(s.get('cpu_us_per_req'), base)} "
+                f"| {fmt(s.get('p99_us', math.nan) / 1000, 2)} "
+                f"| {fmt(s.get('upstream_connects'), 0)} | {fmt(s.get('errors'))} |")
+    add("")
+    apis = {n: get(results, n, "apis") for n in names if get(results, n, "apis")}
+    if apis:
+        add("## (h) Every client API through Helix (wrk c=32, non-stream)\n")
+        add("Each client API native (the provider speaks it: body relayed as sent) and "
+            "translated (through the chat hub), against the same mock. CPU µs/req is the "
+            "proxy's; \"vs chat\" compares with chat to the same provider type.\n")
+        add("| target | client → provider | req/s | proxy CPU µs/req | vs chat | p99 ms | "
+            "errors |")
+        add("|---|---|---:|---:|---:|---:|---:|")
+        for n, table in apis.items():
+            chat_native = (table.get(APIS[0][0]) or {}).get("cpu_us_per_req")
+            chat_tr = (table.get(APIS[1][0]) or {}).get("cpu_us_per_req")
+            for label, s in table.items():
+                ref = chat_native if "native" in label else chat_tr
+                add(f"| {n} | {label} | {fmt(s.get('rps'), 0)} "
+                    f"| {fmt(s.get('cpu_us_per_req'), 1)} "
+                    f"| {ratio(s.get('cpu_us_per_req'), ref)} "
+                    f"| {fmt(s.get('p99_us', math.nan) / 1000, 2)} | {fmt(s.get('errors'))} |")
+        add("")
+    add("## (a') Non-stream saturation at c=32 (wrk, 1 thread, keep-alive)\n")
     add(
         "CPU 1 (wrk + mock) can be the bottleneck: when the proxy's CPU util is well below "
         "1.0, req/s understates the proxy's capacity. CPU µs/req (utime+stime of the proxy's "
@@ -873,12 +979,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--output", default=str(BENCH / "RESULTS.md"))
+    p.add_argument("--conns", default="32,128,512",
+                   help="wrk connection counts for the saturation scenario (a)")
+    p.add_argument("--apis", action="store_true",
+                   help="(h): every client API, native and translated, through helix")
     p.add_argument(
         "--soak", type=float, default=0.0,
         help="seconds of open-loop load for the memory soak (f), helix with 2 workers; 0 = skip",
     )
     opts = p.parse_args(argv)
     opts.targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
+    opts.conns = [int(c) for c in opts.conns.split(",") if c.strip()]
     bad = [t for t in opts.targets if t not in TARGET_CLASSES]
     if bad:
         p.error(f"unknown targets: {bad}")
@@ -896,7 +1007,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error("needs at least 2 CPUs (proxy on CPU 0, load on CPU 1)")
 
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = min(hard, 20000) if hard != resource.RLIM_INFINITY else 20000
+    want = min(hard, 65536) if hard != resource.RLIM_INFINITY else 65536
     if soft < want:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     info = machine_info()

@@ -41,9 +41,12 @@ class App:
         self.pool = UpstreamPool(
             PoolLimits(
                 max_connections_per_origin=up.max_connections_per_origin,
-                max_idle_per_origin=up.max_idle_per_origin,
+                max_idle_per_origin=(up.max_connections_per_origin
+                                     if up.max_idle_per_origin is None
+                                     else up.max_idle_per_origin),
                 idle_timeout=float(up.idle_timeout),
                 pool_timeout=float(up.pool_timeout),
+                max_response_bytes=up.max_response_bytes,
             )
         )
         s = config.server
@@ -51,6 +54,8 @@ class App:
             max_header_bytes=s.max_header_bytes,
             max_headers=s.max_headers,
             max_body_bytes=s.max_body_bytes,
+            max_buffered_body_bytes=s.buffered_body_limit,
+            max_connections=s.max_connections,
             header_timeout=float(s.header_timeout),
             body_timeout=float(s.body_timeout),
             keepalive_timeout=float(s.keepalive_timeout),

@@ -191,6 +191,32 @@ def _s3_credentials(cfg, env) -> Callable[[float], str]:
     return run
 
 
+def _state_dir(rs, env) -> Callable[[float], str]:
+    """The responses store's directory can be created and written (nothing is created here:
+    the nearest existing directory on its path must be writable)."""
+
+    def run(_timeout: float) -> str:
+        from helix.api.responses.store import default_state_dir
+
+        path = rs.state_dir or default_state_dir(env)
+        probe = path
+        while not os.path.isdir(probe):
+            parent = os.path.dirname(probe)
+            if parent == probe:
+                break
+            probe = parent
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise CheckFailed(f"{path} is not a directory: set responses.state_dir "
+                              "(or HELIX_STATE_DIR) to a directory")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise CheckFailed(f"{probe} is not writable, so {path} cannot hold the responses "
+                              "store: set responses.state_dir (or HELIX_STATE_DIR) to a writable "
+                              "directory, or responses.store: none")
+        return f"{path} is writable"
+
+    return run
+
+
 def _port(host: str, port: int) -> Callable[[float], str]:
     def run(_timeout: float) -> str:
         from helix.master.worker import check_bindable
@@ -395,6 +421,11 @@ def plan(cfg, env: dict[str, str] | None = None, *, port: bool = True) -> list[C
         checks.append(Check("credentials", "caching.s3_access_key_id", "S3 credentials",
                             _s3_credentials(caching, env)))
 
+    rs = cfg.responses
+    if rs.store == "sqlite":
+        checks.append(Check("files", "responses.state_dir", "responses store",
+                            _state_dir(rs, env)))
+
     if port:
         checks.append(Check("port", "server.port", "listen address",
                             _port(cfg.server.host, cfg.server.port)))
@@ -412,6 +443,10 @@ def plan(cfg, env: dict[str, str] | None = None, *, port: bool = True) -> list[C
         checks.append(Check("redis", "rate_limits.redis_url", "PING",
                             _redis(rl.redis_url, "rate_limits.redis_url",
                                    float(rl.redis_timeout)), network=True))
+    if rs.store == "redis":
+        checks.append(Check("redis", "responses.redis_url", "PING",
+                            _redis(rs.redis_url, "responses.redis_url",
+                                   float(rs.redis_timeout)), network=True))
     if caching is not None and caching.backend == "s3":
         checks.append(Check("s3", "caching.s3_bucket", "HEAD bucket", _s3_head(caching),
                             network=True))

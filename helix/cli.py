@@ -4,6 +4,7 @@
     helix check [--config FILE] [--offline]
                                      validate, print the resolved config (secrets masked),
                                      then prove it can run (helix.checks)
+    helix models [--config FILE] [--json]   what the config serves: deployments, limits, prices
     helix mock [...]                 the bundled mock provider (OpenAI wire format)
     helix try [...]                  send a test request through a running Helix (--run-forever)
     helix --version
@@ -27,8 +28,9 @@ def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="helix",
         description="Helix: an OpenAI-compatible LLM gateway.",
-        epilog="Subcommands: 'helix check' validates a config, 'helix mock' runs the bundled "
-        "mock provider. With no --config, provider keys are read from the environment "
+        epilog="Subcommands: 'helix check' validates a config, 'helix models' lists what it "
+        "serves with prices, 'helix mock' runs the bundled mock provider. With no --config, "
+        "provider keys are read from the environment "
         "(OPENAI_API_KEY, GROQ_API_KEY, MISTRAL_API_KEY, ...).",
     )
     p.add_argument(
@@ -129,6 +131,105 @@ def cmd_check(argv: list[str]) -> int:
         return 1
     print(f"# config OK: {len(results) - skipped} check(s) passed"
           + (f", {skipped} skipped (--offline)" if skipped else ""), file=sys.stderr)
+    return 0
+
+
+def _fmt_tokens(n: int | None) -> str:
+    return f"{n:,}" if n is not None else "-"
+
+
+def _fmt_price(p: float | None) -> str:
+    return f"{p:g}" if p is not None else "-"
+
+
+def models_document(cfg) -> dict:
+    """Every public model name of ``cfg``, its deployments and what the registry knows of each."""
+    from helix.routing.models import Registry, prices_as_of
+
+    reg = Registry.from_config(cfg)
+    names: dict[str, list[dict]] = {}
+    open_providers = []
+    for p in cfg.providers:
+        entries = p.model_entries()
+        if not entries:
+            open_providers.append({"provider": p.name, "type": p.type})
+        for entry in entries:
+            model_id = entry.id or entry.name
+            info = reg.lookup(model_id, p.type)
+            dep = {"provider": p.name, "type": p.type, "model_id": model_id,
+                   "registry_id": info.id if info is not None else None}
+            for field in ("mode", "context_window", "max_output", "input_per_mtok",
+                          "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok"):
+                dep[field] = getattr(info, field) if info is not None else None
+            names.setdefault(entry.name, []).append(dep)
+    return {
+        "prices_as_of": reg.prices_as_of or prices_as_of(),
+        "units": "USD per million tokens; context_window and max_output in tokens; null = unknown",
+        "config": cfg.source,
+        "models": [{"model": name, "deployments": deps} for name, deps in names.items()],
+        # Providers listing no models serve any "provider/<model id>" as given.
+        "any_model": open_providers,
+    }
+
+
+def _models_table(doc: dict) -> str:
+    head = ("MODEL", "DEPLOYMENT", "CONTEXT", "MAX OUT", "IN", "OUT", "CACHE READ",
+            "CACHE WRITE")
+    rows = []
+    for m in doc["models"]:
+        for i, d in enumerate(m["deployments"]):
+            rows.append((
+                m["model"] if i == 0 else "",
+                f"{d['provider']}/{d['model_id']} ({d['type']})",
+                _fmt_tokens(d["context_window"]), _fmt_tokens(d["max_output"]),
+                _fmt_price(d["input_per_mtok"]), _fmt_price(d["output_per_mtok"]),
+                _fmt_price(d["cached_input_per_mtok"]), _fmt_price(d["cache_write_per_mtok"]),
+            ))
+    for p in doc["any_model"]:
+        rows.append((f"{p['provider']}/*", f"{p['provider']}/<model id as given> ({p['type']})",
+                     *["-"] * 6))
+    widths = [max(len(r[i]) for r in (head, *rows)) for i in range(len(head))]
+    left = {0, 1}
+
+    def line(r) -> str:
+        cells = [c.ljust(w) if i in left else c.rjust(w) for i, (c, w) in
+                 enumerate(zip(r, widths, strict=True))]
+        return "  ".join(cells).rstrip()
+
+    out = [line(head), *(line(r) for r in rows)]
+    out.append("")
+    out.append(f"Prices: USD per million tokens, list prices as of {doc['prices_as_of']} "
+               "(helix/data/models.json;")
+    out.append("override them in the config's `models:` section). '-' = unknown.")
+    if not doc["models"] and not doc["any_model"]:
+        out.insert(0, "No providers are configured.")
+    return "\n".join(out) + "\n"
+
+
+def cmd_models(argv: list[str]) -> int:
+    """``helix models``: what a config serves, with context windows and prices."""
+    from helix import config as cfgmod
+
+    p = argparse.ArgumentParser(
+        prog="helix models",
+        description="List every model name a config serves, its deployments (provider/model "
+        "id), context window, max output and prices, with the date of the prices.",
+    )
+    p.add_argument(
+        "--config", "-c", help="YAML config file (default: $HELIX_CONFIG, else env-only)"
+    )
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    args = p.parse_args(argv)
+    try:
+        cfg = _load(args)
+    except cfgmod.ConfigError as exc:
+        print(f"helix: config error: {exc}", file=sys.stderr)
+        return 2
+    doc = models_document(cfg)
+    if args.json:
+        sys.stdout.write(msgspec.json.encode(doc).decode() + "\n")
+    else:
+        sys.stdout.write(_models_table(doc))
     return 0
 
 
@@ -233,6 +334,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] == "check":
         return cmd_check(argv[1:])
+    if argv and argv[0] == "models":
+        return cmd_models(argv[1:])
     if argv and argv[0] == "mock":
         return cmd_mock(argv[1:])
     if argv and argv[0] == "try":

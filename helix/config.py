@@ -95,6 +95,13 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
     graceful_timeout: Duration = Duration(30.0)
     heartbeat_timeout: Duration = Duration(30.0)
     max_body_bytes: int = 32 * 1024 * 1024
+    # Request body bytes one worker holds at once (sized for 2 workers in a 128 Mi pod):
+    # a body that would go beyond it is a 503 with Retry-After.  Default: 48 MiB, or
+    # max_body_bytes when that is larger (see buffered_body_limit).
+    max_buffered_body_bytes: int | None = None
+    # Per worker; beyond it idle keep-alives are closed first.  A worker serves 10,000
+    # concurrent streams (bench/RESULTS.md), so the cap sits above that.
+    max_connections: int = 16384
     max_header_bytes: int = 64 * 1024
     max_headers: int = 100
     header_timeout: Duration = Duration(10.0)
@@ -108,6 +115,22 @@ class ServerConfig(msgspec.Struct, **_STRUCT):
             raise ValueError(f"workers must be >= 0 (0 = one per CPU), got {self.workers}")
         if self.max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        if (
+            self.max_buffered_body_bytes is not None
+            and self.max_buffered_body_bytes < self.max_body_bytes
+        ):
+            raise ValueError(
+                f"max_buffered_body_bytes ({self.max_buffered_body_bytes}) must be at least "
+                f"max_body_bytes ({self.max_body_bytes})"
+            )
+        if self.max_connections < 1:
+            raise ValueError("max_connections must be >= 1")
+
+    @property
+    def buffered_body_limit(self) -> int:
+        if self.max_buffered_body_bytes is not None:
+            return self.max_buffered_body_bytes
+        return max(48 * 1024 * 1024, self.max_body_bytes)
 
 
 class UpstreamConfig(msgspec.Struct, **_STRUCT):
@@ -116,13 +139,26 @@ class UpstreamConfig(msgspec.Struct, **_STRUCT):
     connect_timeout: Duration = Duration(10.0)
     first_byte_timeout: Duration = Duration(600.0)
     read_timeout: Duration = Duration(300.0)
-    request_timeout: Duration | None = None
+    # Total budget of a non-stream request (and of a stream's response head); a provider's
+    # `timeout` overrides it.  Streams: `read_timeout` between chunks, plus `stream_timeout`.
+    request_timeout: Duration | None = Duration(600.0)
+    stream_timeout: Duration | None = None
+    # A non-stream answer larger than this is a 502 (upstream_response_too_large).
+    max_response_bytes: int = 32 * 1024 * 1024
     # Streams hold their connection for the whole answer: 1,000 concurrent
     # streams to one provider need 1,000 connections, not a queue.
     max_connections_per_origin: int = 2048
-    max_idle_per_origin: int = 64
+    # Connections kept open between requests.  A gateway's load is many requests in flight
+    # at once: every connection that had to be closed because the idle list was full is a
+    # new connect (and TLS handshake) a moment later.  None: as many as
+    # max_connections_per_origin, so nothing below that churns; idle_timeout trims them.
+    max_idle_per_origin: int | None = None
     idle_timeout: Duration = Duration(60.0)
     pool_timeout: Duration = Duration(30.0)
+
+    def __post_init__(self) -> None:
+        if self.max_response_bytes <= 0:
+            raise ValueError("max_response_bytes must be positive")
 
 
 class ModelEntry(msgspec.Struct, **_STRUCT):
@@ -483,6 +519,7 @@ class ModelOverride(msgspec.Struct, **_STRUCT):
     input_per_mtok: float | None = None
     output_per_mtok: float | None = None
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None  # prompt-cache writes (Anthropic, Bedrock)
 
 
 class Config(msgspec.Struct, **_STRUCT):
@@ -580,8 +617,20 @@ def _explain(err: msgspec.ValidationError, tree: Any) -> str:
     if not m:
         return msg
     value = _value_at(tree, path)
-    shown = "" if value is msgspec.UNSET else f" (got {value!r})"
+    shown = "" if value is msgspec.UNSET else f" (got {_shown(path, value)})"
     return f"{path.lstrip('.')}: {what}{shown}"
+
+
+def _shown(path: str, value: Any) -> str:
+    """A bad value for an error message: masked when it sits under a secret-bearing key."""
+    keys = [k for k, _ in _PATH_TOKEN.findall(path) if k]
+    if any(_SECRET_FIELDS.search(k) or k == "headers" for k in keys):
+        if isinstance(value, dict | list):
+            return repr(mask_secrets(value, "api_key"))
+        return repr(_mask(str(value)))
+    if isinstance(value, str):
+        return repr(_mask_url(value))
+    return repr(mask_secrets(value))
 
 
 def _convert(tree: dict, source: str) -> Config:
@@ -592,6 +641,9 @@ def _convert(tree: dict, source: str) -> Config:
     except msgspec.ValidationError as exc:
         raise ConfigError(_explain(exc, tree)) from None
     _validate(cfg)
+    from helix import secrets
+
+    secrets.remember(cfg)  # scrubbed from error bodies and log lines from now on
     return cfg
 
 
@@ -604,15 +656,26 @@ def load_file(path: str, env: dict[str, str] | None = None) -> Config:
             raw = yaml.safe_load(fh)
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+        # Not str(exc): it quotes the offending line, which may hold a key.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or type(exc).__name__
+        raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, got {type(raw).__name__}")
-    tree = _interpolate(raw, env, "")
-    tree = _apply_env_overrides(tree, env)
-    return _convert(tree, path)
+    try:
+        tree = _interpolate(raw, env, "")
+        tree = _apply_env_overrides(tree, env)
+        return _convert(tree, path)
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
 
 
 def load_env(env: dict[str, str] | None = None) -> Config:
@@ -707,7 +770,9 @@ def _validate(cfg: Config) -> None:
         if catalog.base_url(spec, p) is None:
             raise ConfigError(f"{where}.base_url: required for type {p.type!r}")
         if p.base_url is not None and not re.match(r"^https?://[^/]+", p.base_url):
-            raise ConfigError(f"{where}.base_url: expected an http(s) URL, got {p.base_url!r}")
+            raise ConfigError(
+                f"{where}.base_url: expected an http(s) URL, got {_mask_url(p.base_url)!r}"
+            )
         if spec.key_required and not p.api_key:
             raise ConfigError(f"{where}.api_key: required for type {p.type!r}")
         names: set[str] = set()
@@ -804,7 +869,8 @@ def _validate_models(models: list[ModelOverride]) -> None:
                 raise ConfigError(
                     f"{where}: unknown provider type {ptype!r} (expected one of {known})"
                 )
-        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok"):
+        for field in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                      "cache_write_per_mtok"):
             value = getattr(m, field)
             if value is not None and not 0 <= value < float("inf"):
                 raise ConfigError(
@@ -851,14 +917,34 @@ def _mask(value: str) -> str:
     return f"{value[:3]}…{value[-4:]}"
 
 
+_URL_USERINFO = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://)(?:([^/@\s:]*):)?[^/@\s]+@")
+
+
+def _mask_url(value: str) -> str:
+    """``scheme://user:password@host`` -> ``scheme://user:****@host``; a lone
+    ``scheme://token@host`` -> ``scheme://****@host``."""
+    if "@" not in value:
+        return value
+    return _URL_USERINFO.sub(
+        lambda m: f"{m.group(1)}{m.group(2) + ':' if m.group(2) is not None else ''}****@", value
+    )
+
+
 def mask_secrets(node: Any, key: str = "") -> Any:
+    """A config tree for printing: secret-bearing values masked, URL credentials hidden."""
     if isinstance(node, dict):
+        if key == "headers":  # extra upstream headers often carry credentials
+            return {k: mask_secrets(v, "api_key" if _header_secret(k) else k)
+                    for k, v in node.items()}
         return {k: mask_secrets(v, k) for k, v in node.items()}
     if isinstance(node, list):
         return [mask_secrets(v, key) for v in node]
+    if _SECRET_FIELDS.search(key) and node is not None and not isinstance(node, bool):
+        return _mask(str(node)) if node != "" else node
     if isinstance(node, str) and node:
-        if _SECRET_FIELDS.search(key):
-            return _mask(node)
-        if key.endswith("redis_url"):
-            return re.sub(r"(://[^:/@]*:)[^@]+@", r"\1****@", node)
+        return _mask_url(node)
     return node
+
+
+def _header_secret(name: str) -> bool:
+    return re.search(r"(auth|key|token|secret|password|cookie)", name, re.I) is not None

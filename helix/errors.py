@@ -19,7 +19,9 @@ import enum
 
 import msgspec
 
-__all__ = ["ErrorKind", "HelixError", "Retry", "Source", "error_body"]
+from helix.secrets import scrub
+
+__all__ = ["ErrorKind", "HelixError", "Retry", "Source", "error_body", "release"]
 
 
 class Source(enum.IntEnum):
@@ -144,6 +146,11 @@ class HelixError(Exception):
         headers: list[tuple[bytes, bytes]] | None = None,
         cause: BaseException | None = None,
     ) -> None:
+        # A provider's message or body may echo its key: configured secrets never
+        # enter an error, whatever renders it later (helix/secrets.py).
+        message = scrub(message)
+        if native is not None:
+            native = (native[0], scrub(native[1]))
         super().__init__(message)
         self.kind = kind
         self.message = message
@@ -204,6 +211,30 @@ class HelixError(Exception):
     def to_json(self) -> bytes:
         """The OpenAI-shaped body for this error."""
         return error_body(self.message, self.type, self.param, self.code)
+
+
+def release(err: BaseException | None) -> BaseException | None:
+    """Drop the tracebacks of ``err`` and of every exception chained to it; return ``err``.
+
+    A traceback holds the frames the exception went through, and their locals
+    hold the request's context, exchange and body.  An error kept beyond its
+    ``except`` block (``ctx.error``, the last failed attempt) therefore makes a
+    reference cycle -- context -> error -> traceback -> frame -> context --
+    that only the cycle collector frees, so every failed request's body stayed
+    in memory until a full collection (issue 14.3).  Helix never prints the
+    traceback of a HelixError, so once caught it is dropped.
+    """
+    stack = [err]
+    seen = 0
+    while stack and seen < 32:
+        e = stack.pop()
+        if e is None:
+            continue
+        seen += 1
+        e.__traceback__ = None
+        stack.append(e.__cause__)
+        stack.append(e.__context__)
+    return err
 
 
 def error_body(

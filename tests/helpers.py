@@ -110,6 +110,17 @@ class HelixProcess:
             time.sleep(0.05)
         raise RuntimeError(f"helix not healthy after {timeout}s:\n{self.log()}")
 
+    def wait_log(self, text: str, timeout: float = 5.0) -> bool:
+        """Whether ``text`` appears in the output within ``timeout`` (output is drained by a
+        thread: a line a worker just wrote may not be here yet)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if text in self.log():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
     def log(self) -> str:
         return "".join(self.output[-200:])
 

@@ -12,10 +12,9 @@ from helix.api.base import Api
 from helix.api.prefix import chat_key
 from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.errors import ErrorKind, HelixError
-from helix.providers.openai import decode_usage
 from helix.schema.openai import chat_request_decoder, chunk_prefix, decode_request, json_encode
 from helix.schema.stream import ABSENT
-from helix.schema.usage import Usage
+from helix.schema.usage import Usage, read_openai_usage
 
 __all__ = ["CHAT", "ChatApi", "OpenAIChunkSink"]
 
@@ -26,8 +25,11 @@ _DONE = b"data: [DONE]\n\n"
 class OpenAIChunkSink:
     """Canonical stream calls -> OpenAI ``chat.completion.chunk`` SSE bytes.
 
-    The chunk head (id, created, model) is encoded once per stream; a delta
-    of choice 0 costs one encode of the delta itself.
+    The chunk head (id, created, model, service tier, system fingerprint) is
+    encoded once per stream; a delta of choice 0 costs one encode of the delta
+    itself.  Signed thinking blocks go out as ``delta.thinking_blocks``, each
+    block whole (text and signature) once, so a client that concatenates the
+    lists has the message's ``thinking_blocks`` to send back.
     """
 
     __slots__ = ("_head", "_include_usage", "_prefix")
@@ -38,13 +40,14 @@ class OpenAIChunkSink:
         self._prefix = b""
         self._head = b""
 
-    def start(self, id: str, model: str, created: int) -> bytes:
-        self._prefix = b"data: " + chunk_prefix(id, created, model)
+    def start(self, id: str, model: str, created: int, backend: str | None = None) -> bytes:
+        self._prefix = b"data: " + chunk_prefix(id, created, model, backend)
         self._head = self._prefix + b'[{"index":0,"delta":'
         return b""
 
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
-              reasoning: str | None = None, tools: list | None = None) -> bytes:
+              reasoning: str | None = None, tools: list | None = None,
+              thinking: list | None = None) -> bytes:
         d: dict = {}
         if role:
             d["role"] = "assistant"
@@ -52,6 +55,8 @@ class OpenAIChunkSink:
             d["content"] = content
         if reasoning is not None:
             d["reasoning_content"] = reasoning
+        if thinking is not None:
+            d["thinking_blocks"] = thinking
         if tools is not None:
             d["tool_calls"] = tools
         if choice == 0:
@@ -126,7 +131,7 @@ class ChatApi(Api):
 
     # -- native ----------------------------------------------------------------------------
     def native_usage(self, body: bytes) -> Usage | None:
-        return Usage.from_openai(decode_usage(body))
+        return read_openai_usage(body)
 
     # -- cache -------------------------------------------------------------------------------
     def cache_complete(self, stream: bytes) -> bool:

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from helix.api.base import Api
 from helix.errors import ErrorKind, HelixError
-from helix.providers.openai import decode_usage
 from helix.schema.openai import embeddings_as_base64, embeddings_request_decoder
-from helix.schema.usage import Usage
+from helix.schema.usage import Usage, read_openai_usage
 
 __all__ = ["EMBEDDINGS", "EmbeddingsApi"]
 
@@ -35,7 +34,7 @@ class EmbeddingsApi(Api):
         return body, self.native_usage(body)
 
     def native_usage(self, body: bytes) -> Usage | None:
-        return Usage.from_openai(decode_usage(body))
+        return read_openai_usage(body)
 
     def cache_complete(self, stream: bytes) -> bool:
         return False  # never a stream

@@ -4,10 +4,12 @@
 * SSE stored, SSE asked: the events as stored (minus the usage-only chunk when
   this client did not ask for ``stream_options.include_usage``).
 * JSON stored, SSE asked: ``chat.completion`` -> chunks: per choice one delta
-  with role, content/refusal and tool calls, then one with its
-  ``finish_reason``; the usage chunk when asked for; ``data: [DONE]``.
+  with role, content/refusal, reasoning (``reasoning_content``, ``thinking_blocks``)
+  and tool calls, then one with its ``finish_reason``; the usage chunk when asked
+  for; ``data: [DONE]``.
 * SSE stored, JSON asked: the chunks folded back into one ``chat.completion``
-  (content, refusal and tool-call arguments concatenated, logprobs joined).
+  (content, refusal, reasoning and tool-call arguments concatenated, thinking
+  blocks and logprobs joined).
 
 Pure functions over bytes.
 """
@@ -84,6 +86,9 @@ def json_to_sse(body: bytes, include_usage: bool) -> bytes:
         delta["content"] = content
         if message.get("refusal") is not None:
             delta["refusal"] = message["refusal"]
+        for field in ("reasoning_content", "thinking_blocks"):
+            if message.get(field) is not None:
+                delta[field] = message[field]
         calls = message.get("tool_calls")
         if calls:
             delta["tool_calls"] = [{"index": i, **call} for i, call in enumerate(calls)]
@@ -127,17 +132,19 @@ def sse_to_json(body: bytes) -> bytes:
         for c in chunk.get("choices") or []:
             st = choices.setdefault(
                 c.get("index", 0),
-                {"role": None, "content": None, "refusal": None, "calls": {},
-                 "finish": None, "logprobs": None},
+                {"role": None, "content": None, "refusal": None, "reasoning_content": None,
+                 "thinking_blocks": None, "calls": {}, "finish": None, "logprobs": None},
             )
             delta = c.get("delta") or {}
             if delta.get("role"):
                 st["role"] = delta["role"]
-            for field in ("content", "refusal"):
+            for field in ("content", "refusal", "reasoning_content"):
                 if delta.get(field) is not None:
                     if st[field] is None:
                         st[field] = []
                     st[field].append(delta[field])
+            if isinstance(delta.get("thinking_blocks"), list):
+                st["thinking_blocks"] = (st["thinking_blocks"] or []) + delta["thinking_blocks"]
             for call in delta.get("tool_calls") or []:
                 slot = st["calls"].setdefault(
                     call.get("index", 0), {"id": None, "type": "function", "name": "", "args": []}
@@ -170,6 +177,10 @@ def sse_to_json(body: bytes) -> bytes:
             "content": _join(st["content"]),
             "refusal": _join(st["refusal"]),
         }
+        if st["reasoning_content"] is not None:
+            message["reasoning_content"] = _join(st["reasoning_content"])
+        if st["thinking_blocks"] is not None:
+            message["thinking_blocks"] = st["thinking_blocks"]
         if st["calls"]:
             message["tool_calls"] = [
                 {"id": s["id"], "type": s["type"],

@@ -234,6 +234,10 @@ class Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()
+        if not 100 <= status <= 599:
+            # RFC 9110 status codes are 100-599; anything else is not HTTP we can relay.
+            self.fail(HelixError(_PROTO, f"invalid status {status} from {self.label}"))
+            raise _UnexpectedMessage
         if status < 200:
             if status == 101:
                 raise _UnexpectedMessage

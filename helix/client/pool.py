@@ -37,7 +37,7 @@ from urllib.parse import urlsplit
 from helix.client.connection import DONE, Connection, connect_error, open_connection
 from helix.client.resolver import Resolver
 from helix.client.tls import client_context
-from helix.errors import ErrorKind, HelixError
+from helix.errors import ErrorKind, HelixError, Retry
 
 __all__ = [
     "Origin",
@@ -92,7 +92,12 @@ class Timeouts:
     connect: float = 10.0  # TCP + TLS handshake (DNS included)
     first_byte: float = 600.0  # request sent -> response head received
     read: float = 300.0  # max gap between body chunks
-    total: float | None = None  # whole exchange incl. pool wait and body; None = unlimited
+    # The whole exchange (pool wait, head, body) when the body is read whole
+    # (``read()``), and the head of a streamed one; None = unlimited.
+    total: float | None = None
+    # Once the body is consumed as a stream (``next_chunk()``), this replaces
+    # ``total``, counted from the same start; None = only the ``read`` gap bounds it.
+    stream_total: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +108,8 @@ class PoolLimits:
     pool_timeout: float = 30.0
     read_high_water: int = 1024 * 1024
     read_low_water: int = 256 * 1024
+    # A body read whole (``read()``) larger than this fails (502); streams are not bounded.
+    max_response_bytes: int | None = 32 * 1024 * 1024
 
 
 _DEFAULT_TIMEOUTS = Timeouts()
@@ -186,16 +193,48 @@ def _build_head(
 
 
 class UpstreamResponse:
-    """A response whose head has arrived; the body is pulled on demand."""
+    """A response whose head has arrived; the body is pulled on demand.
 
-    __slots__ = ("_conn", "_error", "_pool", "headers", "status")
+    ``read()`` takes the body whole (bounded by ``max_response_bytes`` and the
+    ``total`` deadline); calling ``next_chunk()`` directly consumes it as a
+    stream (the ``stream_total`` deadline then applies instead).
+    """
 
-    def __init__(self, conn: Connection, pool: UpstreamPool) -> None:
+    __slots__ = (
+        "_conn",
+        "_error",
+        "_json",
+        "_label",
+        "_max_bytes",
+        "_pool",
+        "_relayed",
+        "_started",
+        "_stream_total",
+        "_streaming",
+        "headers",
+        "status",
+    )
+
+    def __init__(
+        self,
+        conn: Connection,
+        pool: UpstreamPool,
+        started: float = 0.0,
+        stream_total: float | None = None,
+        max_bytes: int | None = None,
+    ) -> None:
         self.status: int = conn.status
         self.headers: list[tuple[bytes, bytes]] = conn.headers
         self._conn: Connection | None = conn
         self._pool = pool
         self._error: HelixError | None = None
+        self._label = conn.label
+        self._started = started
+        self._stream_total = stream_total
+        self._streaming = False
+        self._json = False
+        self._max_bytes = max_bytes
+        self._relayed = 0
 
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status}>"
@@ -208,25 +247,129 @@ class UpstreamResponse:
                 return value
         return None
 
+    def check_answer(self) -> None:
+        """Refuse a 2xx answer that is not what a JSON API sends (issue 14.7).
+
+        An HTML page (a captive portal, a proxy's error page served as 200) is
+        a 502 at once; a body later taken with :meth:`read` must be a JSON
+        object (unless content-encoded, which Helix relays untouched).
+        """
+        ctype = self.header(b"content-type")
+        if ctype is not None and ctype[:9].lower() == b"text/html":
+            self.close()
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL,
+                f"upstream {self._label} answered with an HTML page instead of JSON",
+                code="upstream_invalid_response",
+            )
+        encoding = self.header(b"content-encoding")
+        self._json = encoding is None or encoding.strip().lower() == b"identity"
+
     async def read(self) -> bytes:
         """The whole (remaining) body; the connection is released afterwards."""
         conn = self._conn
+        limit = self._max_bytes
+        if conn is not None and limit is not None:
+            declared = self.header(b"content-length")
+            if declared is not None and declared.isdigit() and int(declared) > limit:
+                self._abandon(conn)
+                raise self._too_large(limit)
         if conn is not None and conn.state == DONE:
             data = conn.take() if conn.body else b""
             self._finish(conn)
-            return data
-        chunks = []
+            if limit is not None and len(data) > limit:
+                raise self._too_large(limit)
+        else:
+            chunks = []
+            size = 0
+            while True:
+                chunk = await self._next_chunk()
+                if chunk is None:
+                    break
+                size += len(chunk)
+                if limit is not None and size > limit:
+                    chunks.clear()
+                    self.close()
+                    raise self._too_large(limit)
+                chunks.append(chunk)
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        if self._json:
+            from helix.schema.jsonsafe import check_json_object
+
+            check_json_object(data, f"upstream {self._label}")
+        return data
+
+    async def read_upto(self, upto: int) -> tuple[bytes, bool]:
+        """``(body, True)`` when the whole body is at most ``upto`` bytes (checked as
+        :meth:`read` checks it); else ``(the bytes so far, False)``: the rest then comes
+        from :meth:`body_chunk`, and nobody holds the whole answer.  A body declared larger
+        than ``max_response_bytes`` is refused at once, as :meth:`read` does."""
+        conn = self._conn
+        limit = self._max_bytes
+        declared = self.header(b"content-length")
+        if conn is not None and limit is not None and declared is not None \
+                and declared.isdigit() and int(declared) > limit:
+            self._abandon(conn)
+            raise self._too_large(limit)
+        if conn is None or conn.state == DONE or (
+                declared is not None and declared.isdigit() and int(declared) <= upto):
+            return await self.read(), True
+        chunks: list[bytes] = []
+        size = 0
         while True:
-            chunk = await self.next_chunk()
+            chunk = await self._next_chunk()
             if chunk is None:
-                break
+                data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+                if self._json:
+                    from helix.schema.jsonsafe import check_json_object
+
+                    check_json_object(data, f"upstream {self._label}")
+                return data, True
             chunks.append(chunk)
-        if len(chunks) == 1:
-            return chunks[0]
-        return b"".join(chunks)
+            size += len(chunk)
+            if limit is not None and size > limit:
+                chunks.clear()
+                self.close()
+                raise self._too_large(limit)
+            if size > upto:
+                self._relayed = size
+                return b"".join(chunks), False
+
+    async def body_chunk(self) -> bytes | None:
+        """The next body bytes of an answer relayed as it comes (after :meth:`read_upto`);
+        None at the end.  The request's deadline is unchanged (it is not a stream); past
+        ``max_response_bytes`` the answer is cut (the connection is closed)."""
+        chunk = await self._next_chunk()
+        if chunk is not None and self._max_bytes is not None:
+            self._relayed += len(chunk)
+            if self._relayed > self._max_bytes:
+                self.close()
+                raise self._too_large(self._max_bytes)
+        return chunk
+
+    def _too_large(self, limit: int) -> HelixError:
+        return HelixError(
+            ErrorKind.UPSTREAM_PROTOCOL,
+            f"the answer from upstream {self._label} is larger than "
+            f"upstream.max_response_bytes ({limit} bytes)",
+            code="upstream_response_too_large",
+            retry=Retry.NO,
+        )
 
     async def next_chunk(self) -> bytes | None:
-        """The body bytes buffered so far (waiting if none), or None at the end."""
+        """The body bytes buffered so far (waiting if none), or None at the end.
+
+        Consuming the body this way makes it a stream: from the first call on,
+        the exchange's deadline is ``stream_total`` (from the same start)."""
+        if not self._streaming:
+            self._streaming = True
+            conn = self._conn
+            if conn is not None:
+                total = self._stream_total
+                conn.deadline = None if total is None else self._started + total
+        return await self._next_chunk()
+
+    async def _next_chunk(self) -> bytes | None:
         conn = self._conn
         if conn is None:
             if self._error is not None:
@@ -351,7 +494,8 @@ class UpstreamPool:
         head, keep_alive = _build_head(method, target, headers, body, op.host_line)
         head_only = method == b"HEAD"
         total = timeouts.total
-        deadline = None if total is None else loop.time() + total
+        started = loop.time()
+        deadline = None if total is None else started + total
 
         conn = self._take_idle(op)
         if conn is None:
@@ -378,7 +522,9 @@ class UpstreamPool:
         except BaseException:
             self._discard(conn)
             raise
-        return UpstreamResponse(conn, self)
+        return UpstreamResponse(
+            conn, self, started, timeouts.stream_total, self.limits.max_response_bytes
+        )
 
     async def close(self) -> None:
         """Close every connection and fail every waiter.  In-flight exchanges

@@ -59,6 +59,7 @@ from typing import Any
 
 from helix.master.shm import (
     READY,
+    RESTARTS_TABLE,
     WORKER_FIELDS,
     WORKER_TABLE,
     SharedMemory,
@@ -83,7 +84,6 @@ EXIT_BOOT_ERROR = BOOT_ERROR
 MIGRATE_REQ_PATH = "/proc/sys/net/ipv4/tcp_migrate_req"
 # Shared table written only by the master: workers respawned after an unexpected
 # exit, one 'Q' cell per worker number (read by /metrics and /status).
-RESTARTS_TABLE = "worker_restarts"
 
 Config = Any
 
@@ -214,6 +214,7 @@ class Arbiter:
         self._install_signals()
         try:
             self.generation = self._max_generation = 1
+            _preload(self.config)
             self.log.info(
                 "master pid %d: starting %d workers on %s:%d",
                 self.pid,
@@ -710,3 +711,37 @@ class Arbiter:
                 time.sleep(0.05)
                 continue
             self.workers.pop(pid, None)
+
+
+def _preload(config: Config) -> None:
+    """Import what every worker imports, once, in the master, before the first fork.
+
+    The workers then share those pages with the master and with each other (copy on
+    write) instead of each holding its own copy, and a worker is ready as soon as it has
+    built its app.  ``gc.freeze`` keeps the collector from touching (and so copying) the
+    objects imported here.  Config-dependent state is still built in each worker; a reload
+    needs no new import here (code does not change), and a feature a reload turns on is
+    imported by the new workers as before.
+    """
+    import gc
+
+    try:
+        import multiprocessing.synchronize  # noqa: F401  (shared-memory locks)
+
+        import uvloop  # noqa: F401
+
+        import helix.app
+        import helix.observe.access
+        import helix.observe.helicone
+        import helix.observe.metrics
+        import helix.observe.status
+        import helix.observe.tracing
+        import helix.server.server  # noqa: F401
+        from helix.providers import catalog
+
+        for p in config.providers:
+            catalog.spec(p.type)  # the provider modules this config uses
+    except Exception:  # a worker reports it properly (BOOT_ERROR); never the master's fault
+        logging.getLogger("helix.master").debug("preload failed", exc_info=True)
+    gc.collect()
+    gc.freeze()

@@ -86,6 +86,9 @@ FREE = 0
 BOOTING = 1
 READY = 2
 DRAINING = 3
+# The per-slot restart counters the master keeps (read by /metrics).
+RESTARTS_TABLE = "worker_restarts"
+
 STATE_NAMES = {FREE: "free", BOOTING: "booting", READY: "ready", DRAINING: "draining"}
 
 WORKER_TABLE = "workers"

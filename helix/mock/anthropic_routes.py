@@ -13,29 +13,52 @@ Deterministic behaviour (tests assert on it):
 * the reply is ``mock reply to: <last user text[:40]>`` (text of the last user
   turn that has text, tool results skipped);
 * a ``tool_use`` block instead when tools are given and either ``tool_choice`` is
-  ``any``/``tool``, or the final user turn's text contains "call tool" (and the
-  choice is not ``none``); the input has a mock value per required property;
+  ``any`` / ``{"type": "tool", "name": ...}`` (that tool; an unknown name is a 400), or the
+  final user turn's text contains "call tool" (and the choice is not ``none``); its input is
+  a minimal instance of the tool's ``input_schema`` (``instance.py``), streamed as
+  ``input_json_delta`` fragments;
+* ``thinking: {type: enabled, budget_tokens}`` (or ``adaptive``) puts a ``thinking`` block
+  (``mock thinking about: <text>``, with a ``signature`` the mock makes) before the answer,
+  streamed as ``thinking_delta`` + ``signature_delta``; usage then has
+  ``output_tokens_details.thinking_tokens``;
+* structured outputs (GA ``output_config: {format: {type: json_schema, schema}}``, or the
+  beta ``output_format`` with ``anthropic-beta: structured-outputs-2025-11-13``) make the
+  text a JSON instance of the schema;
+* ``cache_control`` breakpoints (or the top-level ``cache_control``) write the prompt prefix
+  to a per-process cache on first sight (``cache_creation_input_tokens``) and read it on
+  repeats (``cache_read_input_tokens``); no minimum length;
 * ``stop_sequences`` cut the reply (stop_reason ``stop_sequence``); a reply
   longer than ``max_tokens`` words is cut (stop_reason ``max_tokens``);
 * a final user text containing "mock stream error" makes a stream send part
   of the reply and then an ``error`` event (``overloaded_error``).
 
+Models are held to what they support, as Anthropic answers (:func:`check_model_features`):
+structured outputs only from the Claude 4.5 family on, adaptive thinking only from Claude
+Opus / Sonnet 4.6 on, and no ``budget_tokens`` thinking on Claude Opus 4.7.
+
 The request is validated the way Anthropic does (required ``model``,
 ``max_tokens``, ``messages``; roles user/assistant only; no unknown top-level
-keys; ``tool_result`` blocks must answer the previous turn's ``tool_use`` ids),
-so a translation bug in Helix shows up as a 400 here.
+keys; ``tool_result`` blocks must answer the previous turn's ``tool_use`` ids; with
+thinking on: ``budget_tokens`` >= 1024 and < ``max_tokens``, no forced ``tool_choice``, no
+``temperature`` other than 1, and the final assistant turn that called tools must start with
+a thinking block whose signature the mock issued — Anthropic's own 400 messages), so a
+translation bug in Helix shows up as a 400 here.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import itertools
 import os
+import re
 from typing import Any
 
 import orjson
 
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply, count_tokens, split_text
-from .openai_routes import tool_arguments
+from .instance import instance
 
 NAME = "anthropic"
 
@@ -77,6 +100,10 @@ _PARAMS = frozenset(
         "service_tier",
         "container",
         "mcp_servers",
+        "output_config",
+        "output_format",  # beta: only with anthropic-beta: structured-outputs-2025-11-13
+        "cache_control",
+        "inference_geo",
         "context_management",
     }
 )
@@ -215,7 +242,10 @@ def _wants_tool(body: dict[str, Any], messages: list[Any]) -> dict[str, Any] | N
     if ctype == "none":
         return None
     if ctype == "tool":
-        return next((t for t in tools if t.get("name") == choice.get("name")), tools[0])
+        for tool in tools:
+            if tool.get("name") == choice.get("name"):
+                return tool
+        raise BadRequest(f"tool_choice.name: Tool '{choice.get('name')}' not found in tools")
     if ctype == "any" or "call tool" in _final_user_text(messages).lower():
         return tools[0]
     return None
@@ -233,7 +263,7 @@ def _input_tokens(body: dict[str, Any], messages: list[Any]) -> int:
     return max(1, total)
 
 
-def _cut(text: str, body: dict[str, Any]) -> tuple[str, str, str | None]:
+def _cut(text: str, body: dict[str, Any], budget: int) -> tuple[str, str, str | None]:
     """Apply stop_sequences and max_tokens: (text, stop_reason, stop_sequence)."""
     best = None
     for seq in body.get("stop_sequences") or ():
@@ -243,8 +273,8 @@ def _cut(text: str, body: dict[str, Any]) -> tuple[str, str, str | None]:
     if best is not None:
         text = text[: best[0]]
     words = text.split(" ")
-    if len(words) > body["max_tokens"]:
-        return " ".join(words[: body["max_tokens"]]), "max_tokens", None
+    if len(words) > budget:
+        return " ".join(words[: max(0, budget)]), "max_tokens", None
     if best is not None:
         return text, "stop_sequence", best[1]
     return text, "end_turn", None
@@ -254,6 +284,264 @@ def _sse(obj: dict[str, Any]) -> bytes:
     return b"event: " + obj["type"].encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
+# --- extended thinking --------------------------------------------------------------------
+#
+# Thinking blocks carry a signature the mock makes (an HMAC of the thinking text under a
+# per-process key), so a client that sends a thinking block back unchanged passes and one
+# that edits, invents or drops it gets the 400 Anthropic answers.
+
+_SIGNING_KEY = os.urandom(32)
+THINKING_DOCS = "https://docs.claude.com/en/docs/build-with-claude/extended-thinking"
+
+
+def sign_thinking(text: str) -> str:
+    mac = hmac.new(_SIGNING_KEY, text.encode(), hashlib.sha256).digest()
+    return base64.b64encode(b"mock-sig:" + mac).decode()
+
+
+def _thinking_config(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The request's ``thinking`` when it asks for thinking, validated as Anthropic does."""
+    cfg = body.get("thinking")
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict) or cfg.get("type") not in ("enabled", "disabled", "adaptive"):
+        raise BadRequest("thinking: Input tag does not match any of the expected tags: "
+                         "'enabled', 'disabled', 'adaptive'")
+    if cfg["type"] == "disabled":
+        return None
+    if cfg["type"] == "enabled":
+        budget = cfg.get("budget_tokens")
+        if not isinstance(budget, int) or isinstance(budget, bool):
+            raise BadRequest("thinking.enabled.budget_tokens: Field required")
+        if budget < 1024:
+            raise BadRequest("thinking.enabled.budget_tokens: Input should be greater than or "
+                             "equal to 1024")
+        if body["max_tokens"] <= budget:
+            raise BadRequest("`max_tokens` must be greater than `thinking.budget_tokens`. Please "
+                             f"consult our documentation at {THINKING_DOCS}#max-tokens-and-"
+                             "context-window-size")
+    temperature = body.get("temperature")
+    if temperature is not None and temperature != 1:
+        raise BadRequest("`temperature` may only be set to 1 when thinking is enabled or in "
+                         "adaptive mode. Please consult our documentation at "
+                         f"{THINKING_DOCS}#important-considerations-when-using-extended-thinking")
+    if body.get("top_k") is not None:
+        raise BadRequest("`top_k` may not be set when thinking is enabled or in adaptive mode. "
+                         f"Please consult our documentation at {THINKING_DOCS}")
+    choice = (body.get("tool_choice") or {}).get("type")
+    if choice in ("any", "tool"):
+        raise BadRequest("Thinking may not be enabled when tool_choice forces tool use.")
+    return cfg
+
+
+def _check_thinking_history(messages: list[Any], thinking: dict[str, Any] | None) -> None:
+    """Signed thinking blocks sent back must be the mock's own; with thinking on, the final
+    assistant turn that called tools must start with its thinking block (Anthropic's rule)."""
+    for i, msg in enumerate(messages):
+        if msg.get("role") != "assistant":
+            continue
+        for k, block in enumerate(_blocks(msg.get("content"), f"messages.{i}.content")):
+            if block["type"] == "thinking":
+                sig = block.get("signature")
+                if not isinstance(sig, str) or not sig:
+                    raise BadRequest(f"messages.{i}.content.{k}.thinking.signature: Field required")
+                if not hmac.compare_digest(sig, sign_thinking(str(block.get("thinking", "")))):
+                    raise BadRequest(f"messages.{i}.content.{k}: Invalid `signature` in "
+                                     "`thinking` block")
+            elif block["type"] == "redacted_thinking" and not block.get("data"):
+                raise BadRequest(f"messages.{i}.content.{k}.redacted_thinking.data: Field required")
+    if thinking is None:
+        return
+    last = max((i for i, m in enumerate(messages) if m.get("role") == "assistant"), default=None)
+    if last is None:
+        return
+    blocks = _blocks(messages[last].get("content"), f"messages.{last}.content")
+    if not any(b["type"] == "tool_use" for b in blocks):
+        return
+    if blocks[0]["type"] not in ("thinking", "redacted_thinking"):
+        raise BadRequest(
+            f"messages.{last}.content.0.type: Expected `thinking` or `redacted_thinking`, but "
+            f"found `{blocks[0]['type']}`. When `thinking` is enabled, a final `assistant` "
+            "message must start with a thinking block (preceeding the lastmost set of "
+            "`tool_use` and `tool_result` blocks). We recommend you include thinking blocks "
+            "from previous turns. To avoid this requirement, disable `thinking`. Please consult "
+            f"our documentation at {THINKING_DOCS}"
+        )
+
+
+# --- what each model supports -------------------------------------------------------------
+
+# Models older than structured outputs (the Claude 3 families, Claude 4 and 4.1), and older
+# than adaptive thinking (also the 4.5 family); Opus 4.7 takes adaptive thinking only.
+_NO_STRUCTURED = re.compile(r"claude-3|claude-(opus|sonnet)-4(-0|-1|-20|@20|$)")
+_NO_ADAPTIVE = re.compile(r"claude-3|claude-(opus|sonnet|haiku)-4(-0|-1|-5|-20|@20|$)")
+_NO_BUDGET = re.compile(r"claude-opus-4-7")
+
+
+def check_model_features(model: str, body: dict[str, Any], schema: Any) -> None:
+    """Anthropic's 400s for a feature the model does not have (``model`` as the Messages
+    API, Vertex or Bedrock names it)."""
+    name = model.removeprefix("anthropic.").split(".")[-1]
+    if schema is not None and _NO_STRUCTURED.search(name):
+        raise BadRequest(f"output_config.format: structured outputs are not supported for the "
+                         f"model {model}.")
+    kind = (body.get("thinking") or {}).get("type")
+    if kind == "adaptive" and _NO_ADAPTIVE.search(name):
+        raise BadRequest(f"thinking.type: 'adaptive' is not supported for the model {model}; "
+                         "use 'enabled' with budget_tokens.")
+    if kind == "enabled" and _NO_BUDGET.search(name):
+        raise BadRequest(f"thinking.type: 'enabled' is not supported for the model {model}; "
+                         "use 'adaptive' with output_config.effort.")
+
+
+# --- structured outputs -------------------------------------------------------------------
+
+STRUCTURED_OUTPUTS_BETA = "structured-outputs-2025-11-13"
+
+
+def _output_schema(body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any] | None:
+    """The JSON schema the answer must follow: GA ``output_config.format`` or the beta
+    ``output_format`` (only with ``anthropic-beta: structured-outputs-2025-11-13``)."""
+    fmt = None
+    config = body.get("output_config")
+    if config is not None:
+        if not isinstance(config, dict) or not set(config) <= {"format", "effort"}:
+            raise BadRequest("output_config: Extra inputs are not permitted")
+        effort = config.get("effort")
+        if effort is not None and effort not in ("low", "medium", "high", "xhigh", "max"):
+            raise BadRequest("output_config.effort: Input should be 'low', 'medium', 'high', "
+                             "'xhigh' or 'max'")
+        fmt = config.get("format")
+    if "output_format" in body:
+        betas = {b.strip() for b in headers.get("anthropic-beta", "").split(",")}
+        if STRUCTURED_OUTPUTS_BETA not in betas:
+            raise BadRequest("output_format: Extra inputs are not permitted")
+        if fmt is not None:
+            raise BadRequest("output_format and output_config.format may not both be set")
+        fmt = body["output_format"]
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise BadRequest("output_config.format.type: Input should be 'json_schema'")
+    if not isinstance(fmt.get("schema"), dict):
+        raise BadRequest("output_config.format.schema: Field required")
+    return fmt["schema"]
+
+
+# --- prompt caching -----------------------------------------------------------------------
+#
+# Every block with ``cache_control`` (tools, system, messages; or the top-level
+# ``cache_control``, which caches the whole prompt) is a breakpoint.  The prefix up to the
+# last one is written on first sight and read when the same model sees it again.  Unlike
+# Anthropic there is no minimum cacheable length, so tests can use short prompts.
+
+_cache: dict[bytes, int] = {}  # prefix digest -> tokens (bounded below)
+_CACHE_MAX = 4096
+
+
+def _prefix_parts(body: dict[str, Any], messages: list[Any]) -> tuple[list[Any], int]:
+    """The prompt as an ordered list of parts, and the index after the last breakpoint."""
+    parts: list[Any] = []
+    end = 0
+    for tool in body.get("tools") or ():
+        parts.append(("tool", {k: v for k, v in tool.items() if k != "cache_control"}))
+        if tool.get("cache_control"):
+            end = len(parts)
+    system = body.get("system")
+    for block in [{"type": "text", "text": system}] if isinstance(system, str) else system or ():
+        parts.append(("system", {k: v for k, v in block.items() if k != "cache_control"}))
+        if block.get("cache_control"):
+            end = len(parts)
+    for msg in messages:
+        for block in _blocks(msg.get("content"), "content"):
+            parts.append((msg["role"], {k: v for k, v in block.items() if k != "cache_control"}))
+            if block.get("cache_control"):
+                end = len(parts)
+    if body.get("cache_control"):
+        end = len(parts)
+    return parts, end
+
+
+def _part_tokens(part: Any) -> int:
+    _, block = part
+    if block.get("type") == "text":
+        return count_tokens(block.get("text") or "")
+    return count_tokens(orjson.dumps(block).decode())
+
+
+def _cache_usage(body: dict[str, Any], messages: list[Any]) -> tuple[int, int]:
+    """(cache_creation_input_tokens, cache_read_input_tokens) for this request."""
+    parts, end = _prefix_parts(body, messages)
+    if end == 0:
+        return 0, 0
+    digest = hashlib.sha256(orjson.dumps([body["model"], parts[:end]])).digest()
+    tokens = sum(_part_tokens(p) for p in parts[:end])
+    if digest in _cache:
+        return 0, tokens
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[digest] = tokens
+    return tokens, 0
+
+
+# --- the reply ----------------------------------------------------------------------------
+
+
+def _content(req: MockRequest, body: dict[str, Any], messages: list[Any]):
+    """(blocks, stop_reason, stop_sequence, output_tokens, thinking_tokens) for a request."""
+    thinking = _thinking_config(body)
+    _check_thinking_history(messages, thinking)
+    schema = _output_schema(body, req.headers)
+    check_model_features(body["model"], body, schema)
+    tool = _wants_tool(body, messages)
+    blocks: list[dict[str, Any]] = []
+    thinking_tokens = 0
+    if thinking is not None:
+        text = f"mock thinking about: {last_user_text(messages)[:40]}"
+        if thinking.get("display") == "omitted":
+            text = ""
+        blocks.append({"type": "thinking", "thinking": text, "signature": sign_thinking(text)})
+        thinking_tokens = count_tokens(text) if text else 1
+    budget = body["max_tokens"] - thinking_tokens
+    if tool is not None:
+        value = instance(tool.get("input_schema"))
+        blocks.append({"type": "tool_use", "id": _new_id("toolu_"), "name": tool["name"],
+                       "input": value})
+        out = count_tokens(orjson.dumps(value).decode()) + 1
+        return blocks, "tool_use", None, out + thinking_tokens, thinking_tokens
+    if schema is not None:
+        text, stop_reason, stop_sequence = orjson.dumps(instance(schema)).decode(), "end_turn", None
+    else:
+        text, stop_reason, stop_sequence = _cut(reply_text(messages), body, budget)
+    blocks.append({"type": "text", "text": text})
+    return blocks, stop_reason, stop_sequence, count_tokens(text) + thinking_tokens, \
+        thinking_tokens
+
+
+def _block_events(index: int, block: dict[str, Any], chunks: int) -> list[bytes]:
+    kind = block["type"]
+    if kind == "thinking":
+        start = {"type": "thinking", "thinking": "", "signature": ""}
+        deltas = [{"type": "thinking_delta", "thinking": p}
+                  for p in split_text(block["thinking"], chunks)]
+        deltas.append({"type": "signature_delta", "signature": block["signature"]})
+    elif kind == "tool_use":
+        start = {**block, "input": {}}
+        arguments = orjson.dumps(block["input"]).decode()
+        deltas = [{"type": "input_json_delta", "partial_json": p}
+                  for p in ["", *split_text(arguments, chunks)]]
+    else:
+        start = {"type": "text", "text": ""}
+        deltas = [{"type": "text_delta", "text": p} for p in split_text(block["text"], chunks)]
+    events = [_sse({"type": "content_block_start", "index": index, "content_block": start})]
+    if index == 0:
+        events.append(_sse({"type": "ping"}))
+    events.extend(_sse({"type": "content_block_delta", "index": index, "delta": d})
+                  for d in deltas)
+    events.append(_sse({"type": "content_block_stop", "index": index}))
+    return events
+
+
 def messages_create(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     body = req.json
     if not isinstance(body, dict):
@@ -261,29 +549,24 @@ def messages_create(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
     messages = _validate(body)
     model = body["model"]
     mid = _new_id("msg_")
-    input_tokens = _input_tokens(body, messages)
-    tool = _wants_tool(body, messages)
-    if tool is not None:
-        arguments = tool_arguments({"function": {"parameters": tool.get("input_schema")}})
-        block: dict[str, Any] = {
-            "type": "tool_use",
-            "id": _new_id("toolu_"),
-            "name": tool["name"],
-            "input": orjson.loads(arguments),
-        }
-        text, stop_reason, stop_sequence = "", "tool_use", None
-        output_tokens = count_tokens(arguments) + 1
-    else:
-        text, stop_reason, stop_sequence = _cut(reply_text(messages), body)
-        block = {"type": "text", "text": text}
-        output_tokens = count_tokens(text)
-    usage = {
-        "input_tokens": input_tokens,
-        "cache_creation_input_tokens": 0,
-        "cache_read_input_tokens": 0,
+    blocks, stop_reason, stop_sequence, output_tokens, thinking_tokens = _content(
+        req, body, messages
+    )
+    written, read = _cache_usage(body, messages)
+    usage: dict[str, Any] = {
+        "input_tokens": max(1, _input_tokens(body, messages) - written - read),
+        "cache_creation_input_tokens": written,
+        "cache_read_input_tokens": read,
         "output_tokens": output_tokens,
         "service_tier": "standard",
     }
+    if written:
+        ttl = "1h" if any('"ttl":"1h"' in orjson.dumps(body.get(k)).decode()
+                          for k in ("system", "messages", "tools", "cache_control")) else "5m"
+        usage["cache_creation"] = {"ephemeral_5m_input_tokens": written if ttl == "5m" else 0,
+                                   "ephemeral_1h_input_tokens": written if ttl == "1h" else 0}
+    if thinking_tokens:
+        usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
     headers = [("request-id", _new_id("req_"))]
     if not body.get("stream"):
         out = {
@@ -291,14 +574,15 @@ def messages_create(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
             "type": "message",
             "role": "assistant",
             "model": model,
-            "content": [block],
+            "content": blocks,
             "stop_reason": stop_reason,
             "stop_sequence": stop_sequence,
             "usage": usage,
         }
         return Reply(200, orjson.dumps(out), headers=headers)
 
-    start_usage = {**usage, "output_tokens": 1}
+    start_usage = {k: v for k, v in usage.items() if k != "output_tokens_details"}
+    start_usage["output_tokens"] = 1
     events = [
         _sse(
             {
@@ -316,73 +600,30 @@ def messages_create(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
             }
         )
     ]
-    if tool is not None:
+    if "mock stream error" in _final_user_text(messages).lower() and blocks[-1]["type"] == "text":
+        for index, block in enumerate(blocks[:-1]):
+            events.extend(_block_events(index, block, ctl.chunks))
+        index = len(blocks) - 1
+        block_events = _block_events(index, blocks[-1], ctl.chunks)
+        head = 2 if index == 0 else 1  # content_block_start (+ ping on the first block)
+        pieces = block_events[head:-1]  # the text deltas
+        events.extend(block_events[:head])
+        events.extend(pieces[: max(1, len(pieces) // 2)])
         events.append(
-            _sse(
-                {"type": "content_block_start", "index": 0, "content_block": {**block, "input": {}}}
-            )
+            _sse({"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}})
         )
-        events.append(_sse({"type": "ping"}))
-        fragments = ["", *split_text(arguments, ctl.chunks)]
-        events.extend(
-            _sse(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "input_json_delta", "partial_json": frag},
-                }
-            )
-            for frag in fragments
-        )
-    else:
-        events.append(
-            _sse(
-                {
-                    "type": "content_block_start",
-                    "index": 0,
-                    "content_block": {"type": "text", "text": ""},
-                }
-            )
-        )
-        events.append(_sse({"type": "ping"}))
-        pieces = split_text(text, ctl.chunks)
-        if "mock stream error" in _final_user_text(messages).lower():
-            events.extend(
-                _sse(
-                    {
-                        "type": "content_block_delta",
-                        "index": 0,
-                        "delta": {"type": "text_delta", "text": p},
-                    }
-                )
-                for p in pieces[: max(1, len(pieces) // 2)]
-            )
-            events.append(
-                _sse(
-                    {
-                        "type": "error",
-                        "error": {"type": "overloaded_error", "message": "Overloaded"},
-                    }
-                )
-            )
-            return StreamReply(200, events, headers=headers)
-        events.extend(
-            _sse(
-                {
-                    "type": "content_block_delta",
-                    "index": 0,
-                    "delta": {"type": "text_delta", "text": p},
-                }
-            )
-            for p in pieces
-        )
-    events.append(_sse({"type": "content_block_stop", "index": 0}))
+        return StreamReply(200, events, headers=headers)
+    for index, block in enumerate(blocks):
+        events.extend(_block_events(index, block, ctl.chunks))
+    delta_usage: dict[str, Any] = {"output_tokens": output_tokens}
+    if thinking_tokens:
+        delta_usage["output_tokens_details"] = {"thinking_tokens": thinking_tokens}
     events.append(
         _sse(
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": stop_reason, "stop_sequence": stop_sequence},
-                "usage": {"output_tokens": output_tokens},
+                "usage": delta_usage,
             }
         )
     )

@@ -1,4 +1,8 @@
-"""Cohere v2 wire format for the mock provider: ``/v2/chat`` (JSON and SSE), ``/v2/embed``."""
+"""Cohere v2 wire format for the mock provider: ``/v2/chat`` (JSON and SSE), ``/v2/embed``.
+
+``response_format: {"type": "json_object"}`` answers a JSON object (``{"reply": ...}``), or a
+minimal instance of ``json_schema`` when one is given (``instance.py``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ from typing import Any
 import orjson
 
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply, count_tokens, split_text
+from .instance import instance
 from .openai_routes import embedding_vector, tool_arguments
 
 NAME = "cohere"
@@ -63,6 +68,24 @@ def _validate(body: Any) -> dict[str, Any]:
     return body
 
 
+def _response_format(body: dict[str, Any]) -> dict[str, Any] | None:
+    """``response_format``: ``{"type": "text"}`` or ``{"type": "json_object", "json_schema"?}``."""
+    fmt = body.get("response_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") not in ("text", "json_object"):
+        raise BadRequest("invalid request: response_format.type must be one of 'text', "
+                         "'json_object'")
+    if set(fmt) - {"type", "json_schema"}:
+        raise BadRequest(f"invalid request: response_format: unknown field "
+                         f"{sorted(set(fmt) - {'type', 'json_schema'})[0]!r}")
+    schema = fmt.get("json_schema")
+    if schema is not None and (fmt["type"] != "json_object" or not isinstance(schema, dict)):
+        raise BadRequest("invalid request: response_format.json_schema must be an object and "
+                         "needs type json_object")
+    return fmt
+
+
 def _last_user_text(messages: list[Any]) -> str:
     for msg in reversed(messages):
         if msg.get("role") == "user":
@@ -96,6 +119,10 @@ def chat(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
         finish = "TOOL_CALL"
     else:
         text = f"mock reply to: {user_text[:40]}"
+        fmt = _response_format(body)
+        if fmt is not None and fmt.get("type") == "json_object":
+            schema = fmt.get("json_schema")
+            text = orjson.dumps(instance(schema) if schema else {"reply": text}).decode()
         completion_tokens = count_tokens(text)
         finish = "COMPLETE"
     usage = {

@@ -1,7 +1,8 @@
 """Google wire formats for the mock provider: the Gemini API, Vertex AI and an OAuth token endpoint.
 
 * ``POST /v1beta/models/{model}:generateContent`` / ``:streamGenerateContent?alt=sse`` /
-  ``:embedContent`` / ``:batchEmbedContents`` -- Gemini API (``x-goog-api-key``).
+  ``:embedContent`` / ``:batchEmbedContents`` -- Gemini API (``x-goog-api-key``); the same
+  under ``/v1/models/`` (google-genai's default).
 * ``POST /v1/projects/{p}/locations/{l}/publishers/google/models/{model}:generateContent`` /
   ``:streamGenerateContent?alt=sse`` / ``:predict`` -- Vertex AI, and
   ``.../publishers/anthropic/models/{model}:rawPredict`` / ``:streamRawPredict`` (Claude on
@@ -14,8 +15,17 @@
 
 Replies are deterministic: ``mock reply to: <last user text>``; ``call tool`` in the last
 user text makes the model call the first declared function; a function response is
-answered with ``tool said: <response JSON>``; JSON mode answers JSON (shaped by
-``responseSchema`` when given).
+answered with ``tool said: <response JSON>``; JSON mode (``responseMimeType:
+application/json``) answers a minimal instance of ``responseSchema`` or ``responseJsonSchema``
+(``instance.py``; both at once, or a schema without JSON mode, is Google's 400), and forced
+function calls (mode ``ANY``) get arguments valid for the declaration's schema.
+``thinkingConfig`` (``thinkingBudget`` other than 0, or ``thinkingLevel``) reports
+``thoughtsTokenCount`` and puts a ``thoughtSignature`` on the answer's first part; with
+``includeThoughts`` the thought summary comes first as a ``{"text", "thought": true}`` part.
+As Google's models do: Gemini 3 always thinks (so always signs), takes ``thinkingLevel``
+and refuses a function-call turn of the current turn sent back without its
+``thoughtSignature``; Gemini 2.5 refuses ``thinkingLevel``; Gemini 2.0 does not think (any
+thinking config is a 400).
 """
 
 from __future__ import annotations
@@ -31,6 +41,7 @@ from urllib.parse import parse_qs
 import orjson
 
 from .base import BadRequest, Controls, MockRequest, Reply, StreamReply, count_tokens, split_text
+from .instance import instance
 from .openai_routes import embedding_vector
 
 NAME = "gemini"
@@ -138,21 +149,6 @@ def _text(content: dict[str, Any]) -> str:
     return " ".join(p["text"] for p in content.get("parts", []) if isinstance(p.get("text"), str))
 
 
-def _mock_value(schema: Any) -> Any:
-    if not isinstance(schema, dict):
-        return "mock"
-    if schema.get("enum"):
-        return schema["enum"][0]
-    t = str(schema.get("type") or "STRING").upper()
-    if t == "OBJECT":
-        props = schema.get("properties") or {}
-        names = schema.get("required") or list(props)
-        return {n: _mock_value(props.get(n)) for n in names}
-    if t == "ARRAY":
-        return [_mock_value(schema.get("items"))]
-    return {"INTEGER": 1, "NUMBER": 1.5, "BOOLEAN": True}.get(t, "mock")
-
-
 def _wants_tool(body: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | None:
     mode = (((body.get("toolConfig") or {}).get("functionCallingConfig") or {}).get("mode"))
     if mode == "NONE":
@@ -169,6 +165,96 @@ def _wants_tool(body: dict[str, Any], last: dict[str, Any]) -> dict[str, Any] | 
     return None
 
 
+def _json_schema(gen: dict[str, Any]) -> dict[str, Any] | None:
+    """The schema JSON mode must follow (``responseSchema`` or ``responseJsonSchema``)."""
+    schema, json_schema = gen.get("responseSchema"), gen.get("responseJsonSchema")
+    if schema is not None and json_schema is not None:
+        raise BadRequest("* GenerationConfig: response_schema and response_json_schema cannot "
+                         "both be set.")
+    chosen = schema if schema is not None else json_schema
+    if chosen is not None and gen.get("responseMimeType") != "application/json":
+        raise BadRequest("* GenerationConfig.response_mime_type: must be application/json when "
+                         "a response schema is set.")
+    return chosen
+
+
+_SNAKE = {"thinking_budget": "thinkingBudget", "include_thoughts": "includeThoughts",
+          "thinking_level": "thinkingLevel"}
+
+
+def _thinking(gen: dict[str, Any]) -> dict[str, Any] | None:
+    """``thinkingConfig`` when it turns thinking on (budget -1 = dynamic, 0 = off)."""
+    cfg = gen.get("thinkingConfig", gen.get("thinking_config"))
+    if cfg is None:
+        return None
+    if not isinstance(cfg, dict):
+        raise BadRequest("* GenerationConfig.thinking_config: invalid thinking config")
+    # Proto JSON: lowerCamel or the proto's own snake_case names (google-genai sends those).
+    cfg = {_SNAKE.get(k, k): v for k, v in cfg.items()}
+    if not set(cfg) <= {"thinkingBudget", "includeThoughts", "thinkingLevel"}:
+        raise BadRequest("* GenerationConfig.thinking_config: invalid thinking config")
+    budget, level = cfg.get("thinkingBudget"), cfg.get("thinkingLevel")
+    if budget is not None and level is not None:
+        raise BadRequest("* GenerationConfig.thinking_config: thinking_budget and thinking_level "
+                         "are not supported together.")
+    if budget is not None and (not isinstance(budget, int) or budget < -1):
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_budget: must be -1, 0 or "
+                         "a positive number of tokens")
+    if level is not None and str(level).lower() not in ("minimal", "low", "medium", "high"):
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_level: invalid value")
+    if budget == 0:
+        return None
+    return cfg
+
+
+def _model_thinking(model: str, thinking: dict[str, Any] | None,
+                    given: bool) -> dict[str, Any] | None:
+    """The model's own rules on top of the request's ``thinkingConfig``."""
+    if model.startswith(("gemini-1", "gemini-2.0")) and given:
+        raise BadRequest(f"* GenerationConfig.thinking_config: thinking is not supported by "
+                         f"models/{model}.")
+    if model.startswith("gemini-2.5") and thinking and "thinkingLevel" in thinking:
+        raise BadRequest("* GenerationConfig.thinking_config.thinking_level: thinking level "
+                         f"is not supported by models/{model}; use thinking_budget.")
+    if model.startswith("gemini-3") and thinking is None:
+        return {}  # Gemini 3 cannot stop thinking
+    return thinking
+
+
+_BYPASS = frozenset({"skip_thought_signature_validator",
+                     base64.b64encode(b"skip_thought_signature_validator").decode()})
+
+
+def _check_signatures(model: str, contents: list[dict[str, Any]]) -> None:
+    """Gemini 3: in the current turn (since the last user text), each model step's first
+    function call must carry the thought signature it was answered with."""
+    if not model.startswith("gemini-3"):
+        return
+    start = max((i for i, c in enumerate(contents)
+                 if c["role"] == "user" and any("text" in p for p in c["parts"])), default=0)
+    for i, content in enumerate(contents[start:], start):
+        calls = [p for p in content["parts"] if "functionCall" in p]
+        if content["role"] != "model" or not calls:
+            continue
+        sig = calls[0].get("thoughtSignature")
+        ok = isinstance(sig, str)
+        if sig in _BYPASS:  # Google's documented stand-in, as JSON or as the SDKs send bytes
+            continue
+        if ok:
+            try:
+                ok = base64.b64decode(sig).startswith(b"mock-thought:")
+            except (binascii.Error, ValueError):
+                ok = False
+        if not ok:
+            name = calls[0]["functionCall"].get("name")
+            raise BadRequest(
+                "Function call is missing a thought_signature in functionCall parts. This is "
+                "required for tools to work correctly, and missing thought_signature may lead "
+                f"to degraded model performance. Additional data, function call `{name}` , "
+                f"position {i + 1}. Please refer to "
+                "https://ai.google.dev/gemini-api/docs/thought-signatures for more details.")
+
+
 def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, dict | None]:
     """(text, functionCall or None) for a request."""
     last = _last_user(contents)
@@ -178,26 +264,37 @@ def _answer(body: dict[str, Any], contents: list[dict[str, Any]]) -> tuple[str, 
     else:
         tool = _wants_tool(body, last)
         if tool is not None:
-            return "", {"name": tool["name"], "args": _mock_value(tool.get("parameters"))}
+            schema = next((tool[k] for k in ("parametersJsonSchema", "parameters_json_schema",
+                                              "parameters") if tool.get(k) is not None), None)
+            return "", {"name": tool["name"], "args": instance(schema) if schema else {}}
         text = f"mock reply to: {_text(last)[:40]}"
     gen = body.get("generationConfig") or {}
+    schema = _json_schema(gen)
     if gen.get("responseMimeType") == "application/json":
-        schema = gen.get("responseSchema")
-        value = _mock_value(schema) if schema else {"reply": text}
+        value = instance(schema) if schema else {"reply": text}
         text = orjson.dumps(value).decode()
     return text, None
 
 
-def _usage(body: dict[str, Any], contents: list[dict[str, Any]], out_tokens: int) -> dict:
+def _usage(body: dict[str, Any], contents: list[dict[str, Any]], out_tokens: int,
+           thoughts: int = 0) -> dict:
     prompt = sum(count_tokens(_text(c)) for c in contents)
     system = body.get("systemInstruction")
     if isinstance(system, dict):
         prompt += count_tokens(_text(system))
-    return {
+    usage = {
         "promptTokenCount": prompt,
         "candidatesTokenCount": out_tokens,
-        "totalTokenCount": prompt + out_tokens,
+        "totalTokenCount": prompt + out_tokens + thoughts,
     }
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
+    return usage
+
+
+def thought_signature(text: str) -> str:
+    """The opaque signature Gemini attaches to the first part after thinking."""
+    return base64.b64encode(b"mock-thought:" + text.encode()[:32]).decode()
 
 
 def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Reply | StreamReply:
@@ -205,6 +302,9 @@ def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Repl
     contents = _validate(body)
     text, call = _answer(body, contents)
     gen = body.get("generationConfig") or {}
+    given = "thinkingConfig" in gen or "thinking_config" in gen
+    thinking = _model_thinking(model, _thinking(gen), given)
+    _check_signatures(model, contents)
     n = gen.get("candidateCount") or 1
     max_out = gen.get("maxOutputTokens")
     finish = "STOP"
@@ -212,23 +312,47 @@ def _generate(req: MockRequest, ctl: Controls, model: str, stream: bool) -> Repl
         text = " ".join(text.split()[:max_out])
         finish = "MAX_TOKENS"
     out_tokens = count_tokens(orjson.dumps(call).decode()) if call else count_tokens(text)
-    usage = _usage(body, contents, out_tokens * n)
+    thought_text = ""
+    thoughts = 0
+    if thinking is not None:
+        thought_text = f"mock thoughts about: {_text(_last_user(contents))[:40]}"
+        thoughts = count_tokens(thought_text)
+    usage = _usage(body, contents, out_tokens * n, thoughts * n)
     rid = _new_id()
     head = {"modelVersion": model, "responseId": rid}
-    parts: list[dict] = [{"functionCall": call}] if call else [{"text": text}]
+    answer: dict = {"functionCall": call} if call else {"text": text}
+    if thinking is not None:
+        answer["thoughtSignature"] = thought_signature(thought_text)
+    shown = [{"text": thought_text, "thought": True}] \
+        if thinking is not None and thinking.get("includeThoughts") else []
     if not stream:
         cands = [
-            {"content": {"role": "model", "parts": parts}, "finishReason": finish, "index": i}
+            {"content": {"role": "model", "parts": [*shown, answer]}, "finishReason": finish,
+             "index": i}
             for i in range(n)
         ]
         return Reply(200, orjson.dumps({"candidates": cands, "usageMetadata": usage, **head}))
     events = []
     pieces = [] if call else split_text(text, ctl.chunks)
     for i in range(n):
-        for piece in pieces[:-1]:
-            cand = {"content": {"role": "model", "parts": [{"text": piece}]}, "index": i}
+        for part in shown:
+            for piece in split_text(part["text"], 2):
+                cand = {"content": {"role": "model", "parts": [{"text": piece, "thought": True}]},
+                        "index": i}
+                events.append({"candidates": [cand], **head})
+        for k, piece in enumerate(pieces[:-1]):
+            first = {"text": piece}
+            if k == 0 and "thoughtSignature" in answer:
+                first["thoughtSignature"] = answer["thoughtSignature"]
+            cand = {"content": {"role": "model", "parts": [first]}, "index": i}
             events.append({"candidates": [cand], **head})
-        last_parts = parts if call else [{"text": pieces[-1] if pieces else ""}]
+        if call:
+            last_parts = [answer]
+        else:
+            last_part = {"text": pieces[-1] if pieces else ""}
+            if len(pieces) <= 1 and "thoughtSignature" in answer:
+                last_part["thoughtSignature"] = answer["thoughtSignature"]
+            last_parts = [last_part]
         cand = {"content": {"role": "model", "parts": last_parts}, "finishReason": finish,
                 "index": i}
         ev: dict = {"candidates": [cand], **head}
@@ -309,7 +433,8 @@ def _dispatch(req: MockRequest, ctl: Controls, model: str, method: str, vertex: 
 
 
 def gemini_model(req: MockRequest, ctl: Controls) -> Reply | StreamReply:
-    model, method = _split_method(req.path[len("/v1beta/models/"):])
+    # /v1beta/models/... and /v1/models/... (Google serves both; google-genai uses v1)
+    model, method = _split_method(req.path.split("/models/", 1)[1])
     return _dispatch(req, ctl, model, method, False)
 
 
@@ -439,5 +564,6 @@ def register_key(req: MockRequest, ctl: Controls) -> Reply:
 ROUTES = {("POST", "/token"): token, ("POST", "/token/keys"): register_key}
 PREFIX_ROUTES = [
     ("POST", "/v1beta/models/", gemini_model),
+    ("POST", "/v1/models/", gemini_model),
     ("POST", "/v1/projects/", vertex_model),
 ]

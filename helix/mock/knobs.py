@@ -8,13 +8,11 @@ before a reply is built and the reply after it, so no provider module changes:
   response head (for a stream that is also its first chunk) instead of
   ``x-mock-latency-ms``.  The draw uses the mock's seeded generator (``--seed``).
 * :class:`PromptCache` -- ``--prompt-cache N``: the mock remembers the last N prompt
-  prefixes it served (LRU, per mock process, like a provider's per-machine cache) and
-  reports cached tokens for a prefix it has seen: OpenAI chat's
-  ``usage.prompt_tokens_details.cached_tokens`` (the prefix: ``tools`` and the leading
-  system/developer messages, at least :data:`MIN_PREFIX_TOKENS` tokens) and Anthropic's
-  ``cache_read_input_tokens`` / ``cache_creation_input_tokens`` (the prefix up to each
-  ``cache_control`` breakpoint, in Anthropic's order tools, system, messages; the longest
-  one seen is read, the rest written).  Tokens are the mock's (whitespace words).
+  prefixes it served on OpenAI chat (LRU, per mock process, like a provider's per-machine
+  cache) and reports ``usage.prompt_tokens_details.cached_tokens`` for a prefix it has seen
+  (the prefix: ``tools`` and the leading system/developer messages, at least
+  :data:`MIN_PREFIX_TOKENS` tokens; tokens are the mock's whitespace words).  The Anthropic
+  wire format caches ``cache_control`` prefixes on its own (``anthropic_routes``).
 * :func:`note_closed` -- the request record of a connection the client closed before the
   reply was complete gets ``"closed_early": <time>`` (a cancelled hedge, an abandoned
   stream); a completed reply gets ``"completed": <time>``.
@@ -114,50 +112,6 @@ class PromptCache:
         self._store(key)
         return 0
 
-    # -- Anthropic Messages ----------------------------------------------------------------
-    def anthropic_cached(self, body: dict[str, Any]) -> tuple[int, int]:
-        """(cache read, cache write) tokens for a Messages request."""
-        parts: list[Any] = []
-        tokens = 0
-        points: list[tuple[bytes, int]] = []  # (prefix key, tokens) at each breakpoint
-
-        def walk(block: Any, counted: int) -> None:
-            nonlocal tokens
-            parts.append(block)
-            tokens += counted
-            if isinstance(block, dict) and block.get("cache_control"):
-                points.append((_key(["anthropic", *parts]), tokens))
-
-        for tool in body.get("tools") or []:
-            walk(tool, 0)
-        system = body.get("system")
-        if isinstance(system, str):
-            walk({"type": "text", "text": system}, count_tokens(system))
-        elif isinstance(system, list):
-            for block in system:
-                walk(block, count_tokens(_text([block])))
-        for msg in body.get("messages") or []:
-            if not isinstance(msg, dict):
-                continue
-            content = msg.get("content")
-            if isinstance(content, str):
-                walk({"role": msg.get("role"), "text": content}, count_tokens(content))
-            elif isinstance(content, list):
-                for block in content:
-                    walk({"role": msg.get("role"), **block} if isinstance(block, dict) else block,
-                         count_tokens(_text([block])))
-        if not points:
-            return 0, 0
-        read = 0
-        for key, n in reversed(points):
-            if self._hit(key):
-                read = n
-                break
-        for key, n in points:
-            if n > read:
-                self._store(key)
-        return read, points[-1][1] - read
-
     # -- applying it to a reply ---------------------------------------------------------------
     def apply(self, req: MockRequest, reply: Reply | StreamReply) -> Reply | StreamReply:
         body = req.json
@@ -167,10 +121,6 @@ class PromptCache:
             cached = self.openai_cached(body)
             if cached:
                 _rewrite(reply, _openai_usage(cached))
-        elif req.path.endswith("/messages"):
-            read, write = self.anthropic_cached(body)
-            if read or write:
-                _rewrite(reply, _anthropic_usage(read, write))
         return reply
 
 
@@ -181,24 +131,6 @@ def _openai_usage(cached: int):
             return False
         details = usage.setdefault("prompt_tokens_details", {})
         details["cached_tokens"] = min(cached, usage.get("prompt_tokens", cached))
-        return True
-
-    return fix
-
-
-def _anthropic_usage(read: int, write: int):
-    def fix(doc: dict[str, Any]) -> bool:
-        usage = doc.get("usage")
-        if not isinstance(usage, dict):
-            message = doc.get("message")
-            usage = message.get("usage") if isinstance(message, dict) else None
-        if not isinstance(usage, dict) or "input_tokens" not in usage:
-            return False
-        total = usage["input_tokens"]
-        usage["cache_read_input_tokens"] = min(read, total)
-        usage["cache_creation_input_tokens"] = min(write, total - usage["cache_read_input_tokens"])
-        usage["input_tokens"] = (total - usage["cache_read_input_tokens"]
-                                 - usage["cache_creation_input_tokens"])
         return True
 
     return fix

@@ -120,6 +120,7 @@ class MockState:
         self.rng = random.Random(config.seed)
         self.connections: set[MockProtocol] = set()
         self.prompt_cache = knobs.PromptCache(config.prompt_cache) if config.prompt_cache else None
+        self.accepted = 0  # connections ever accepted (a proxy's connection churn shows here)
 
 
 _date_cache = [0, b""]
@@ -218,6 +219,7 @@ class MockProtocol(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         self.state.connections.add(self)
+        self.state.accepted += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
         knobs.note_closed(self.record)
@@ -371,7 +373,8 @@ class MockProtocol(asyncio.Protocol):
                 return Reply(200, orjson.dumps({"cleared": n}))
             return openai_routes.error_reply(405, "use GET or DELETE")
         if req.path == "/_mock/health":
-            return Reply(200, b'{"ok":true}')
+            return Reply(200, orjson.dumps({"ok": True, "accepted": state.accepted,
+                                            "open": len(state.connections)}))
         return openai_routes.error_reply(404, f"unknown mock path {req.path}")
 
     def _write_reply(self, reply: Reply, keep_alive: bool) -> None:

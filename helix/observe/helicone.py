@@ -32,7 +32,7 @@ def _raw_json(body: bytes | None):
         return None
     try:
         msgspec.json.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # too deep: refused with a 400 already
         return None
     return msgspec.Raw(body)
 

@@ -38,6 +38,9 @@ def configure(level: str = "info", fmt: str = "text") -> None:
         handler.setFormatter(
             logging.Formatter("%(asctime)s %(levelname)-7s [%(process)d] %(name)s: %(message)s")
         )
+    from helix.secrets import install
+
+    install(handler)  # configured secrets never reach a log line
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -47,7 +47,7 @@ import time
 from bisect import bisect_left
 from collections.abc import Callable
 
-from helix.master.arbiter import RESTARTS_TABLE
+from helix.master.shm import RESTARTS_TABLE
 
 log = logging.getLogger("helix.observe")
 

@@ -239,7 +239,8 @@ class Status:
             "workers": self._workers(now),
             "deployments": self._deployments(),
             # provider/<unlisted id> deployments are client input: only their number is shown.
-            "dynamic_deployments": sum(1 for d in self._all() if d.index < 0),
+            # provider/<unlisted id>: client input, so counted, never listed (registry LRU)
+            "dynamic_deployments": self.registry.dynamic_count if self.registry is not None else 0,
             "cache": self._cache(),
             "rate_limits": self._rate_limits(),
             "observability": self._observability(),

@@ -33,12 +33,15 @@ before its usage exists).
 from __future__ import annotations
 
 import time
+from functools import partial
 
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.observe import timing
 from helix.pipeline.context import RequestContext
+from helix.providers.base import FanOut
 from helix.routing.models import DEFAULT, Registry, cost
+from helix.schema.jsonsafe import GuardedRelay, upstream_error
 from helix.schema.usage import Usage
 
 # Provider response headers worth keeping; everything else (cookies, server,
@@ -104,10 +107,11 @@ class Prepared:
     deadline): the client has seen nothing yet.
     """
 
-    __slots__ = ("dep", "first", "first_at", "head_at", "native", "resp", "started", "stream")
+    __slots__ = ("dep", "fan", "first", "first_at", "head_at", "native", "resp", "started",
+                 "stream")
 
     def __init__(self, dep, resp, native: bool, stream: bool, started: float, head_at: float,
-                 first: bytes | None, first_at: float) -> None:
+                 first: bytes | None, first_at: float, fan: FanOut | None = None) -> None:
         self.dep = dep
         self.resp = resp
         self.native = native
@@ -116,11 +120,13 @@ class Prepared:
         self.head_at = head_at
         self.first = first
         self.first_at = first_at
+        self.fan = fan  # a batch sent as several upstream requests: all of it is in commit
 
     def close(self) -> None:
         """Give up on this answer (a hedge that lost): the connection is closed unless the
         whole response had already arrived."""
-        self.resp.close()
+        if self.resp is not None:
+            self.resp.close()
 
 
 def make_forward(pool: UpstreamPool, models: Registry | None = None):
@@ -138,6 +144,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
         # Otherwise the client's API translates, through the adapter's chat translation.
         native = api.name in adapter.native
         up = api.native_request(ctx, dep) if native else api.upstream_request(ctx, dep)
+        if isinstance(up, FanOut):  # sent (and answered) as a whole by commit
+            return Prepared(dep, None, native, False, 0.0, 0.0, None, 0.0, up)
         if ctx.upstream_headers:
             up.headers = [*up.headers, *ctx.upstream_headers]
         if dep.signer is not None:
@@ -154,8 +162,10 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             if status >= 400:
                 body = await resp.read()
                 if native:
-                    raise adapter.native_error(api.name, dep, status, resp.headers, body)
-                raise adapter.error(dep, status, resp.headers, body)
+                    raise upstream_error(partial(adapter.native_error, api.name), dep, status,
+                                         resp.headers, body)
+                raise upstream_error(adapter.error, dep, status, resp.headers, body)
+            resp.check_answer()  # an HTML page or a non-JSON body is a 502, not a 200
             stream = bool(
                 api.streams
                 and ctx.view.stream
@@ -177,6 +187,10 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
     async def commit(ctx: RequestContext, p: Prepared) -> None:
         dep = p.dep
         ctx.deployment = dep
+        if p.fan is not None:
+            t = monotonic()
+            await _fan_out(ctx, dep, p.fan, request, models, t)
+            return
         ctx.upstream_started = p.started
         ctx.head_at = p.head_at
         api = ctx.api
@@ -191,12 +205,13 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 headers.extend(ctx.response_headers)
             ctx.status = status
             if p.stream:
+                # GuardedRelay: an event nested too deep is a 502, not a RecursionError.
                 if native:
-                    relay = adapter.native_relay(api.name, dep, ctx.view)
+                    relay = GuardedRelay(adapter.native_relay(api.name, dep, ctx.view))
                     sink = None
                 else:
                     sink = api.sink(ctx, dep)
-                    relay = api.stream_relay(ctx, dep, sink)
+                    relay = GuardedRelay(api.stream_relay(ctx, dep, sink))
                 ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
@@ -209,13 +224,20 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                     _price(models, ctx, dep, relay.usage)
                 return
             t = monotonic()
-            body = await resp.read()
-            now = monotonic()
-            ctx.waited += now - t
             if native:
+                body, whole = await resp.read_upto(PASS_THROUGH_BYTES)
+                ctx.waited += monotonic() - t
+                if not whole:  # large: relayed as it comes, never held whole
+                    if timing.ON:
+                        headers.append(timing.header(ctx))
+                    await _pass_through(ctx, resp, status, headers, body)
+                    _price(models, ctx, dep, usage_in(api, ctx.response_tail))
+                    return
                 body = adapter.native_response(api.name, dep, body)
                 usage = api.native_usage(body)
             else:
+                body = await resp.read()
+                ctx.waited += monotonic() - t
                 body, usage = api.translate_response(dep, body, ctx)
             _price(models, ctx, dep, usage)
             ctx.response_body = body
@@ -242,6 +264,103 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
     forward.prepare = prepare
     forward.commit = commit
     return forward
+
+
+async def _fan_out(ctx: RequestContext, dep, fan: FanOut, request, models, t0: float) -> None:
+    """Send a batch's requests concurrently (at most ``fan.limit`` in flight), in order;
+    the first failure fails the whole request and cancels the rest."""
+    import asyncio
+
+    gate = asyncio.Semaphore(fan.limit)
+    adapter = dep.adapter
+    status_headers: list = []
+
+    async def one(up) -> bytes:
+        async with gate:
+            if ctx.upstream_headers:
+                up.headers = [*up.headers, *ctx.upstream_headers]
+            if dep.signer is not None:
+                up = await dep.signer.sign(dep, up)
+            resp = await request(dep.origin, up.method, up.target, up.headers, up.body,
+                                 dep.timeouts, verify_tls=dep.verify_tls)
+            try:
+                body = await resp.read()
+                if resp.status >= 400:
+                    raise adapter.error(dep, resp.status, resp.headers, body)
+                if not status_headers:
+                    status_headers.append(resp.headers)
+                return body
+            finally:
+                resp.close()
+
+    ctx.attempts += 1
+    ctx.upstream_started = time.monotonic()
+    tasks = [asyncio.ensure_future(one(up)) for up in fan.requests]
+    try:
+        bodies = await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
+    ctx.head_at = time.monotonic()
+    ctx.waited += ctx.head_at - t0
+    body, usage = ctx.api.translate_response(dep, fan.combine(bodies), ctx)
+    headers = response_headers(status_headers[0], dep.route_headers)
+    if ctx.response_headers:
+        headers.extend(ctx.response_headers)
+    ctx.status = 200
+    _price(models, ctx, dep, usage)
+    ctx.response_body = body
+    if ctx.cost is not None:
+        headers.append(_cost_header(ctx.cost))
+    if timing.ON:
+        headers.append(timing.header(ctx))
+    ctx.exchange.respond(200, headers, body)
+
+
+# A native answer larger than this is relayed as it arrives (chunked, no x-helix-cost-usd
+# header: its usage is only known at its end) instead of being held whole: a worker never
+# holds more than this per answer it only passes on.
+PASS_THROUGH_BYTES = 1024 * 1024
+_TAIL = 64 * 1024  # the end of a relayed answer kept to read its usage
+
+
+async def _pass_through(ctx: RequestContext, resp, status: int, headers, first: bytes) -> None:
+    headers = [(k, v) for k, v in headers if k != b"content-length"]
+    exchange = ctx.exchange
+    ctx.first_chunk_at = time.monotonic()
+    exchange.start_stream(status, headers, first)
+    ctx.committed = True
+    tail = first[-_TAIL:]
+    chunk = await resp.body_chunk()
+    while chunk is not None:
+        await exchange.send(chunk)
+        tail = (tail + chunk)[-_TAIL:]
+        chunk = await resp.body_chunk()
+    exchange.end_stream()
+    ctx.response_tail = tail
+
+
+def usage_in(api, tail: bytes | None):
+    """The usage at the end of a JSON answer relayed without being held: the last
+    ``"usage": {...}`` member of its tail, read by the client's API."""
+    if not tail:
+        return None
+    i = tail.rfind(b'"usage"')
+    start = tail.find(b"{", i) if i >= 0 else -1
+    if start < 0:
+        return None
+    depth = 0
+    for j in range(start, len(tail)):
+        c = tail[j]
+        if c == 123:  # {
+            depth += 1
+        elif c == 125:  # }
+            depth -= 1
+            if depth == 0:
+                return api.native_usage(b'{"usage":' + tail[start:j + 1] + b"}")
+    return None
 
 
 def _capturing(send, capture):

@@ -25,7 +25,9 @@ first_chunk_at   forward          record (first streamed chunk relayed: TTFT)
 attempts         forward          record (upstream attempts made)
 upstream_started forward          record (monotonic time the last attempt was sent)
 upstream_headers trace_context    forward (extra upstream headers: traceparent; None if none)
-response_body    forward          record (the JSON answer sent, non-stream only)
+response_body    forward          record (the JSON answer sent, non-stream only; None when
+                                  a large native answer was relayed as it came)
+response_tail    forward          forward (the end of such a relayed answer, for its usage)
 request_id       request_id       record (X-Request-Id; None when request ids are off)
 trace            trace_context    record (observe.tracing.TraceState; None when off)
 cache            cache            record ("hit" / "miss"; None when no cache ran)
@@ -73,6 +75,7 @@ class RequestContext:
         "request_id",
         "response_body",
         "response_headers",
+        "response_tail",
         "started",
         "status",
         "trace",
@@ -106,6 +109,7 @@ class RequestContext:
         self.upstream_started = 0.0
         self.upstream_headers: list[tuple[bytes, bytes]] | None = None
         self.response_body: bytes | None = None
+        self.response_tail: bytes | None = None
         self.request_id: str | None = None
         self.trace = None
         self.cache: str | None = None

@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
-from helix.errors import ErrorKind, HelixError
+from helix.errors import ErrorKind, HelixError, release
 from helix.observe import timing
 from helix.pipeline.context import RequestContext
 
@@ -65,6 +65,7 @@ class Pipeline:
                     record(ctx)
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
+            release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
 
 
 def _wrap_forward(phases: list[Phase]) -> list[Phase]:
@@ -288,7 +289,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         event, retryable, wait = classify(exc)
                         end(r.dep, event, now, None, wait)
                         tried.append(r.dep)
-                        last = exc
+                        last = release(exc)
                         if not retryable:
                             raise exc
                     else:
@@ -417,7 +418,7 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
                         await attempt(ctx, dep)
                     return
                 except HelixError as err:
-                    last = err
+                    last = release(err)  # kept in this frame, which its traceback holds
                     failed = (dep, started, clock(), err)
                     if ctx.committed or ctx.exchange.committed:
                         raise

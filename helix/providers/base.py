@@ -102,6 +102,20 @@ class UpstreamRequest:
         self.body = body
 
 
+class FanOut:
+    """Several upstream requests that together answer one client request (a batch the
+    provider only takes one item at a time): ``forward`` sends them concurrently, at most
+    ``limit`` at a time, and hands the bodies, in order, to ``combine``.  If one fails, the
+    whole request fails with that error and the others are cancelled."""
+
+    __slots__ = ("combine", "limit", "requests")
+
+    def __init__(self, requests: list[UpstreamRequest], combine, limit: int = 8) -> None:
+        self.requests = requests
+        self.combine = combine  # list[bytes] -> bytes, the provider-shaped single answer
+        self.limit = limit
+
+
 class StreamRelay(Protocol):
     """Per-stream state: bytes from the provider in, the client's bytes out.
 

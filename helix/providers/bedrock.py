@@ -23,9 +23,21 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError, Retry, Source
 from helix.providers import sigv4
-from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
+from helix.providers.base import Deployment, FanOut, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.providers.eventstream import EventStreamDecoder
+from helix.providers.features import (
+    OUTPUT_TOOL,
+    Capabilities,
+    anthropic_thinking,
+    capabilities,
+    check_tool_names,
+    effort_of,
+    json_instruction,
+    output_format,
+    strict_schema,
+    thinking_blocks_of,
+)
 from helix.providers.openai import base_headers
 from helix.schema import bedrock as schema
 from helix.schema.body import set_members
@@ -200,8 +212,75 @@ def _tool_config(doc: dict) -> dict | None:
     return cfg
 
 
-def to_converse(doc: dict) -> dict:
-    """An OpenAI chat request (decoded JSON) -> a Converse request body (no modelId)."""
+def _reasoning_blocks(msg: dict, where: str) -> list[dict]:
+    """The signed thinking an assistant turn carries back, as Converse reasoning blocks."""
+    out = []
+    for b in thinking_blocks_of(msg, where):
+        if b["type"] == "thinking":
+            out.append({"reasoningContent": {"reasoningText": {
+                "text": b["thinking"], "signature": b["signature"]}}})
+        else:
+            out.append({"reasoningContent": {"redactedContent": b["data"]}})
+    return out
+
+
+def _needs_reasoning_block(messages: list[dict]) -> bool:
+    """Whether the last assistant turn used tools without its reasoning block in front."""
+    for m in reversed(messages):
+        if m["role"] == "assistant":
+            content = m["content"]
+            return any("toolUse" in b for b in content) and "reasoningContent" not in content[0]
+    return False
+
+
+def _structured_output(doc: dict, caps: Capabilities, claude: bool, body: dict,
+                       system: list[dict], thinking: bool) -> None:
+    """``response_format`` as ``outputConfig.textFormat``, the output tool or a system
+    instruction."""
+    fmt = output_format(doc)
+    if fmt is None:
+        return
+    mode = caps.structured_output
+    if mode == "native" and fmt.schema is not None:
+        schema = strict_schema(fmt.schema) if claude else fmt.schema
+        spec: dict[str, Any] = {"schema": _encode(schema).decode(), "name": fmt.name}
+        if fmt.description:
+            spec["description"] = fmt.description
+        body["outputConfig"] = {"textFormat": {"type": "json_schema",
+                                               "structure": {"jsonSchema": spec}}}
+        return
+    if mode == "prompt":
+        system.append({"text": json_instruction(fmt)})
+        return
+    name, description, schema = fmt.tool()
+    cfg = body.setdefault("toolConfig", {"tools": []})
+    cfg["tools"].append({"toolSpec": {"name": name, "description": description,
+                                      "inputSchema": {"json": schema}}})
+    choice = cfg.get("toolChoice")
+    if not thinking:  # Claude refuses a forced tool while thinking: then it is asked for
+        if choice is not None and "tool" in choice:
+            return  # the client forces one of its own tools: its answer is that call
+        if len(cfg["tools"]) > 1:
+            cfg["toolChoice"] = {"any": {}}
+        else:
+            cfg["toolChoice"] = {"tool": {"name": name}}
+            return
+    system.append({"text": f"When you have the final answer, give it by calling the "
+                           f"`{OUTPUT_TOOL}` tool (its input is the answer) instead of "
+                           "answering in text."})
+
+
+def to_converse(doc: dict, model_id: str = "") -> dict:
+    """An OpenAI chat request (decoded JSON) -> a Converse request body (no modelId).
+
+    ``model_id`` (the Bedrock model) decides how structured output and reasoning are asked
+    for (:mod:`helix.providers.features`): Claude reasons through
+    ``additionalModelRequestFields`` (``thinking``, and ``output_config.effort`` for
+    adaptive thinking); other models do not reason here."""
+    claude = "anthropic.claude" in model_id
+    caps = capabilities(model_id, "anthropic" if claude else "bedrock")
+    check_tool_names(doc.get("tools"))
+    effort = effort_of(doc, caps)
     messages = doc.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("messages must be a non-empty array", "messages")
@@ -227,6 +306,8 @@ def to_converse(doc: dict) -> dict:
             blocks = _content_blocks(msg.get("content"), f"{where}.content", images=False)
             for j, call in enumerate(msg.get("tool_calls") or ()):
                 blocks.append(_tool_use(call, f"{where}.tool_calls[{j}]"))
+            if blocks and claude:  # signed thinking goes back first, as Claude answered it
+                blocks[:0] = _reasoning_blocks(msg, where)
         elif role == "tool":
             brole = "user"
             blocks = [_tool_result(msg, where)]
@@ -239,8 +320,6 @@ def to_converse(doc: dict) -> dict:
         else:
             out.append({"role": brole, "content": blocks})
     body: dict[str, Any] = {"messages": out}
-    if system:
-        body["system"] = system
     inference: dict[str, Any] = {}
     max_tokens = doc.get("max_completion_tokens") or doc.get("max_tokens")
     if max_tokens is not None:
@@ -252,11 +331,30 @@ def to_converse(doc: dict) -> dict:
     stop = doc.get("stop")
     if stop:
         inference["stopSequences"] = [stop] if isinstance(stop, str) else list(stop)
+    thinking = None
+    if effort is not None and claude:
+        if "maxTokens" not in inference:  # the thinking budget must fit under it
+            from helix.providers.anthropic import default_max_tokens
+
+            inference["maxTokens"] = default_max_tokens(model_id)
+        thinking, level = anthropic_thinking(effort, caps, inference["maxTokens"], doc)
+        if thinking is not None and _needs_reasoning_block(out):
+            thinking = None  # the client did not send the turn's thinking back: no thinking
+        fields: dict[str, Any] = {}
+        if thinking is not None:
+            fields["thinking"] = thinking
+        if level is not None:
+            fields["output_config"] = {"effort": level}
+        if fields:
+            body["additionalModelRequestFields"] = fields
     if inference:
         body["inferenceConfig"] = inference
     tool_config = _tool_config(doc)
     if tool_config is not None:
         body["toolConfig"] = tool_config
+    _structured_output(doc, caps, claude, body, system, thinking is not None)
+    if system:
+        body["system"] = system
     return body
 
 
@@ -284,13 +382,35 @@ def _json_args(value: Any) -> str:
     return _encode(value if value is not None else {}).decode()
 
 
+def _signed(rc: schema.ReasoningContent) -> dict | None:
+    """A Converse reasoning block as a client's thinking block (None without a signature)."""
+    if rc.redactedContent:
+        return {"type": "redacted_thinking", "data": rc.redactedContent}
+    rt = rc.reasoningText
+    if rt is not None and rt.signature:
+        return {"type": "thinking", "thinking": rt.text, "signature": rt.signature}
+    return None
+
+
 def from_converse(resp: schema.ConverseResponse, model: str) -> tuple[dict, Usage | None]:
     text_parts: list[str] = []
     calls: list[dict] = []
+    reasoning: list[str] = []
+    signed: list[dict] = []
+    output: str | None = None
     msg = resp.output.message if resp.output is not None else None
     for block in msg.content if msg is not None else ():
         if block.text is not None:
             text_parts.append(block.text)
+        elif block.reasoningContent is not None:
+            rc = block.reasoningContent
+            if rc.reasoningText is not None and rc.reasoningText.text:
+                reasoning.append(rc.reasoningText.text)
+            one = _signed(rc)
+            if one is not None:
+                signed.append(one)
+        elif block.toolUse is not None and block.toolUse.name == OUTPUT_TOOL:
+            output = _json_args(block.toolUse.input)  # structured output: the answer
         elif block.toolUse is not None:
             tu = block.toolUse
             calls.append(
@@ -300,13 +420,21 @@ def from_converse(resp: schema.ConverseResponse, model: str) -> tuple[dict, Usag
                     "function": {"name": tu.name, "arguments": _json_args(tu.input)},
                 }
             )
+    if output is not None:
+        text_parts = [output]
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text_parts) if text_parts or not calls else None,
     }
     if calls:
         message["tool_calls"] = calls
+    if reasoning:
+        message["reasoning_content"] = "".join(reasoning)
+    if signed:
+        message["thinking_blocks"] = signed
     finish = STOP_REASONS.get(resp.stopReason or "end_turn", "stop")
+    if output is not None and not calls and finish == "tool_calls":
+        finish = "stop"
     usage = usage_of(resp.usage)
     doc = chat_completion(_new_id("chatcmpl-"), _now(), model, message, finish,
                           usage.to_openai() if usage is not None else None)
@@ -377,13 +505,19 @@ def _stream_exception(headers: dict, payload: bytes) -> HelixError:
 
 
 class BedrockStreamRelay:
-    """ConverseStream event-stream frames in, the calls of a stream sink out."""
+    """ConverseStream event-stream frames in, the calls of a stream sink out.
+
+    Reasoning text is ``reasoning`` as it comes; a reasoning block, once its signature is
+    in (``contentBlockStop``), goes out whole as ``thinking``; the structured-output tool's
+    input fragments are ``content``."""
 
     __slots__ = (
         "_blocks",
         "_decoder",
         "_finished",
         "_n_tools",
+        "_output",
+        "_reasoning",
         "_role_sent",
         "_sink",
         "_start",
@@ -399,6 +533,8 @@ class BedrockStreamRelay:
         self._finished = False
         self._blocks: dict[int, int] = {}  # contentBlockIndex -> OpenAI tool_calls index
         self._n_tools = 0
+        self._output: int | None = None  # contentBlockIndex of the structured-output tool
+        self._reasoning: dict[int, list] = {}  # contentBlockIndex -> [text pieces, signature]
         self.usage: Usage | None = None
 
     def _delta(self, **delta) -> bytes:
@@ -435,6 +571,11 @@ class BedrockStreamRelay:
                 if d.text is not None:
                     if d.text:
                         out.append(self._delta(content=d.text))
+                elif d.reasoningContent is not None:
+                    self._reasoning_delta(ev.contentBlockIndex, d.reasoningContent, out)
+                elif d.toolUse is not None and ev.contentBlockIndex == self._output:
+                    if d.toolUse.input:
+                        out.append(self._delta(content=d.toolUse.input))
                 elif d.toolUse is not None:
                     idx = self._blocks.get(ev.contentBlockIndex)
                     if idx is None:
@@ -444,9 +585,17 @@ class BedrockStreamRelay:
                         )
                     fn = {"arguments": d.toolUse.input}
                     out.append(self._delta(tools=[{"index": idx, "function": fn}]))
+            elif etype == "contentBlockStop":
+                state = self._reasoning.pop(ev.contentBlockIndex, None)
+                if state is not None and state[1]:
+                    signed = {"type": "thinking", "thinking": "".join(state[0]),
+                              "signature": state[1]}
+                    out.append(self._delta(thinking=[signed]))
             elif etype == "contentBlockStart":
                 tu = ev.start.toolUse if ev.start is not None else None
-                if tu is not None:
+                if tu is not None and tu.name == OUTPUT_TOOL:
+                    self._output = ev.contentBlockIndex
+                elif tu is not None:
                     idx = self._n_tools
                     self._n_tools += 1
                     self._blocks[ev.contentBlockIndex] = idx
@@ -464,12 +613,25 @@ class BedrockStreamRelay:
             elif etype == "messageStop":
                 self._finished = True
                 finish = STOP_REASONS.get(ev.stopReason or "end_turn", "stop")
+                if finish == "tool_calls" and self._output is not None and not self._n_tools:
+                    finish = "stop"  # the structured-output tool answered
                 out.append(sink.finish(0, finish))
             elif etype == "metadata":
                 self.usage = usage_of(ev.usage)
                 if self.usage is not None:
                     out.append(sink.usage(self.usage))
         return b"".join(out)
+
+    def _reasoning_delta(self, index: int, rd: schema.ReasoningDelta, out: list[bytes]) -> None:
+        state = self._reasoning.setdefault(index, [[], None])
+        if rd.text:
+            state[0].append(rd.text)
+            out.append(self._delta(reasoning=rd.text))
+        if rd.signature:
+            state[1] = rd.signature
+        if rd.redactedContent:
+            out.append(self._delta(thinking=[{"type": "redacted_thinking",
+                                              "data": rd.redactedContent}]))
 
     def close(self) -> bytes:
         if self._decoder.pending:
@@ -518,6 +680,25 @@ def _embedding_list(vectors: list[list[float]], model: str, tokens: int) -> byte
     )
 
 
+def _titan_batch(bodies: list[bytes]) -> bytes:
+    """Titan answers, one per text, as one Titan-shaped answer with every vector in order
+    (``embeddings_response`` reads both shapes) and the token counts summed."""
+    vectors, tokens = [], 0
+    for body in bodies:
+        try:
+            one = schema.titan_embed_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise HelixError(
+                ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed embedding response: {exc}"
+            ) from None
+        if one.embedding is None:
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                             "Bedrock sent an embedding response without a vector")
+        vectors.append(one.embedding)
+        tokens += one.inputTextTokenCount
+    return _encode({"embeddings": vectors, "inputTextTokenCount": tokens})
+
+
 # --- adapter ------------------------------------------------------------------------------
 
 
@@ -534,7 +715,7 @@ class BedrockAdapter(TranslatingAdapter):
         except msgspec.DecodeError as exc:
             raise _bad(f"We could not parse the JSON body of your request ({exc}).") from None
         action = "converse-stream" if doc.get("stream") else "converse"
-        converse = _encode(to_converse(doc))
+        converse = _encode(to_converse(doc, dep.model_id))
         return UpstreamRequest(b"POST", self._target(dep, action), dep.static_headers, converse)
 
     def embeddings_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
@@ -542,15 +723,18 @@ class BedrockAdapter(TranslatingAdapter):
         family = _embedding_family(dep.model_id)
         texts = _embedding_texts(doc.get("input"))
         if family == "titan":
-            if len(texts) != 1:
-                raise _bad(
-                    f"Amazon Titan embeds one text per request; got {len(texts)} inputs. "
-                    "Send one string per request.",
-                    "input",
-                )
-            payload: dict[str, Any] = {"inputText": texts[0]}
-            if doc.get("dimensions") is not None:
-                payload["dimensions"] = doc["dimensions"]
+            # Titan embeds one text per call: a batch is one call per text, answered as one.
+            target = self._target(dep, "invoke")
+            calls = []
+            for text in texts:
+                payload: dict[str, Any] = {"inputText": text}
+                if doc.get("dimensions") is not None:
+                    payload["dimensions"] = doc["dimensions"]
+                calls.append(UpstreamRequest(b"POST", target, dep.static_headers,
+                                             _encode(payload)))
+            if len(calls) == 1:
+                return calls[0]
+            return FanOut(calls, _titan_batch)
         else:
             payload = {"texts": texts, "input_type": "search_document"}
         return UpstreamRequest(
@@ -570,7 +754,11 @@ class BedrockAdapter(TranslatingAdapter):
         try:
             if _embedding_family(dep.model_id) == "titan":
                 titan = schema.titan_embed_decoder.decode(body)
-                return _embedding_list([titan.embedding], dep.model_id, titan.inputTextTokenCount)
+                vectors = titan.embeddings if titan.embeddings is not None else [titan.embedding]
+                if any(v is None for v in vectors):
+                    raise HelixError(ErrorKind.UPSTREAM_PROTOCOL,
+                                     "Bedrock sent an embedding response without a vector")
+                return _embedding_list(vectors, dep.model_id, titan.inputTextTokenCount)
             emb = schema.cohere_embed_decoder.decode(body).embeddings
         except msgspec.DecodeError as exc:
             raise HelixError(

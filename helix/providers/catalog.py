@@ -10,6 +10,7 @@ imports the SigV4 or service-account code.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -18,7 +19,16 @@ if TYPE_CHECKING:
     from helix.config import ProviderConfig
     from helix.providers.base import Adapter, Signer
 
-__all__ = ["TYPE_MODULES", "NotBuilt", "ProviderSpec", "available_types", "is_built", "spec"]
+__all__ = [
+    "TYPE_MODULES",
+    "NotBuilt",
+    "ProviderSpec",
+    "available_types",
+    "base_url",
+    "is_built",
+    "normalize_base_url",
+    "spec",
+]
 
 
 def _no_query(cfg: ProviderConfig) -> str:
@@ -125,10 +135,71 @@ def spec(ptype: str) -> ProviderSpec:
     return specs[ptype]
 
 
+# --- base URLs as users write them --------------------------------------------------------
+#
+# Adapters append their API's own path to the base URL (Anthropic ``/v1/messages``, Gemini
+# ``/v1beta/models/...``, Cohere ``/v2/chat``, Vertex ``/v1/projects/...``, Azure
+# ``/openai/deployments/...``), but providers' docs and SDKs show the base URL *with* that
+# version (``https://api.anthropic.com/v1``, ``.../v1beta``, Google's OpenAI-compatibility
+# ``.../v1beta/openai/``), and users paste what they saw.  Each type's rule, in one table:
+# the path suffixes it strips (the adapter adds its own version back), or the path it adds.
+# Helix always speaks the API version its adapter was written for (Gemini: v1beta).
+
+_STRIP_SUFFIXES: dict[str, tuple[str, ...]] = {
+    "anthropic": ("/v1/messages", "/v1"),
+    "gemini": ("/v1beta/openai", "/v1/openai", "/v1beta/models", "/v1/models", "/v1beta", "/v1"),
+    "vertex": ("/v1beta1", "/v1"),
+    "cohere": ("/compatibility/v1", "/v2/chat", "/v2", "/v1"),
+    "azure": ("/openai/v1", "/openai/deployments", "/openai"),
+}
+
+
+def _split(url: str) -> tuple[str, str]:
+    """``"https://h:1/a/b/"`` -> ``("https://h:1", "/a/b")`` (no trailing slash)."""
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://[^/?#]*)([^?#]*)(.*)$", url.strip())
+    if m is None:
+        return url, ""
+    origin, path, rest = m.groups()
+    return origin, path.rstrip("/") + rest
+
+
+def normalize_base_url(ptype: str, url: str, default: str | None = None) -> str:
+    """A configured ``base_url`` in the form ``ptype``'s adapter appends its paths to.
+
+    * Anthropic, Gemini, Vertex, Cohere, Azure: a trailing API version (``/v1``,
+      ``/v1beta``, ``/v2``, ``/openai``...) is dropped, since the adapter adds its own.
+    * Ollama: ``http://host:11434`` (Ollama's native address) or ``.../api`` gets ``/v1``,
+      where Ollama serves the OpenAI API.  vLLM: a bare ``http://host:8000`` gets ``/v1``.
+    * The OpenAI family: the provider's own host with no path gets the default's path
+      (``https://api.groq.com`` -> ``https://api.groq.com/openai/v1``).
+    Anything else is kept as written, minus a trailing slash.
+    """
+    origin, path = _split(url)
+    low = path.lower()
+    for suffix in _STRIP_SUFFIXES.get(ptype, ()):
+        if low.endswith(suffix):
+            path = path[: -len(suffix)]
+            break
+    else:
+        if ptype == "ollama":
+            if low.endswith("/api"):
+                path = path[:-4]
+            if not path.lower().endswith("/v1"):
+                path += "/v1"
+        elif ptype == "vllm" and not path:
+            path = "/v1"
+        elif not path and default:
+            d_origin, d_path = _split(default)
+            if d_origin.lower() == origin.lower():
+                path = d_path
+    return origin + path
+
+
 def base_url(s: ProviderSpec, cfg: ProviderConfig) -> str | None:
-    """The endpoint for this provider entry: config's base_url, else the type's default."""
+    """The endpoint for this provider entry: config's base_url (normalized, see
+    :func:`normalize_base_url`), else the type's default."""
     if cfg.base_url:
-        return cfg.base_url
+        return normalize_base_url(s.type, cfg.base_url, s.default_base_url)
     if s.base_url_for is not None:
         return s.base_url_for(cfg)
     return s.default_base_url

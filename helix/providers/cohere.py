@@ -17,6 +17,7 @@ import msgspec
 from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
+from helix.providers.features import capabilities, effort_of, output_format
 from helix.providers.openai import bearer_headers, upstream_error
 from helix.schema import cohere as schema
 from helix.schema.openai import chat_completion
@@ -192,12 +193,12 @@ def to_cohere(doc: dict, model_id: str) -> dict:
     stop = doc.get("stop")
     if stop:
         body["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
-    fmt = doc.get("response_format")
-    if isinstance(fmt, dict) and fmt.get("type") == "json_object":
+    fmt = output_format(doc)  # Cohere's own JSON mode, with the schema when there is one
+    if fmt is not None and fmt.schema is None:
         body["response_format"] = {"type": "json_object"}
-    elif isinstance(fmt, dict) and fmt.get("type") == "json_schema":
-        schema_doc = (fmt.get("json_schema") or {}).get("schema")
-        body["response_format"] = {"type": "json_object", "json_schema": schema_doc}
+    elif fmt is not None:
+        body["response_format"] = {"type": "json_object", "json_schema": fmt.schema}
+    effort_of(doc, capabilities(model_id, "cohere"))
     _tools(doc, body)
     return body
 

@@ -8,14 +8,24 @@ the clock and the random ids.
 
 Request: OpenAI ``messages`` -> ``contents`` (roles ``user``/``model``,
 consecutive turns of one role merged), system/developer -> ``systemInstruction``,
-sampling knobs -> ``generationConfig``, tools -> ``functionDeclarations``.
-Response: the first part of each candidate's text -> ``content``,
-``functionCall`` parts -> ``tool_calls``, ``usageMetadata`` -> ``usage``.
+sampling knobs -> ``generationConfig``, tools -> ``functionDeclarations``,
+``response_format`` -> ``responseMimeType`` with ``responseJsonSchema`` (the schema as
+sent) or, for models the registry marks ``openapi``, ``responseSchema`` (the schema
+cleaned to Gemini's OpenAPI subset), ``reasoning_effort`` -> ``thinkingConfig``
+(``thinkingBudget`` for Gemini 2.5, ``thinkingLevel`` for Gemini 3, with
+``includeThoughts``); see :mod:`helix.providers.features`.
+Response: each candidate's text parts -> ``content``, thought parts ->
+``reasoning_content``, ``functionCall`` parts -> ``tool_calls``, ``usageMetadata`` ->
+``usage``.  A function call's ``thoughtSignature`` (Gemini 3 refuses a tool turn sent
+back without it) rides in its tool call id, after :data:`SIGNATURE_SEP`, and goes back
+on the ``functionCall`` part when the client sends the turn back; a Gemini 3 call that
+comes back without one gets Google's documented stand-in (:data:`UNSIGNED`).
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
 import mimetypes
 import secrets
 import struct
@@ -28,6 +38,14 @@ from helix._fast import SSEParser
 from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
+from helix.providers.features import (
+    GEMINI_BUDGETS,
+    GEMINI_LEVELS,
+    Capabilities,
+    capabilities,
+    effort_of,
+    output_format,
+)
 from helix.providers.openai import base_headers, upstream_error
 from helix.schema.gemini import (
     GenerateContentResponse,
@@ -37,6 +55,7 @@ from helix.schema.gemini import (
     error_list_decoder,
     response_decoder,
 )
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
 from helix.schema.stream import ABSENT
 from helix.schema.usage import CACHED, REASONING, Usage
 
@@ -294,7 +313,12 @@ def _function_response(content, param: str) -> dict:
     return value if isinstance(value, dict) else {"output": value}
 
 
-def _contents(messages, system: list[str]) -> list[dict]:
+# Google's documented stand-in for a function call Gemini 3 did not sign (a turn from another
+# model, or a client that rewrote the tool call id): Gemini 3 refuses an unsigned one.
+UNSIGNED = "skip_thought_signature_validator"
+
+
+def _contents(messages, system: list[str], sign: bool = False) -> list[dict]:
     contents: list[dict] = []
     names: dict[str, str] = {}  # tool_call id -> function name, from assistant turns
 
@@ -341,14 +365,18 @@ def _contents(messages, system: list[str]) -> list[dict]:
                     raise _bad("Each tool call needs function.name.", where)
                 if isinstance(call.get("id"), str):
                     names[call["id"]] = fn["name"]
-                parts.append(
-                    {
-                        "functionCall": {
-                            "name": fn["name"],
-                            "args": _tool_call_args(fn.get("arguments"), f"{where}.function"),
-                        }
+                part: dict = {
+                    "functionCall": {
+                        "name": fn["name"],
+                        "args": _tool_call_args(fn.get("arguments"), f"{where}.function"),
                     }
-                )
+                }
+                signature = _signature_of(call.get("id"))
+                if signature:
+                    part["thoughtSignature"] = signature
+                elif sign and j == 0:
+                    part["thoughtSignature"] = UNSIGNED
+                parts.append(part)
             add("model", parts)
         elif role in ("tool", "function"):
             call_id = msg.get("tool_call_id")
@@ -409,7 +437,39 @@ def _tool_config(choice) -> dict | None:
     return {"functionCallingConfig": mode}
 
 
-def _generation_config(doc: dict) -> dict:
+# A function call's thought signature travels in its tool call id: "<id>" + SEP + the
+# signature in URL-safe base64 without padding, so the id stays [A-Za-z0-9_-] (what
+# Anthropic accepts, should the conversation move to Claude).
+SIGNATURE_SEP = "__ts__"
+
+
+def _signature_of(call_id) -> str | None:
+    if isinstance(call_id, str):
+        _, sep, packed = call_id.partition(SIGNATURE_SEP)
+        if sep and packed:
+            try:
+                raw = base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4))
+            except (binascii.Error, ValueError):
+                return None
+            return base64.b64encode(raw).decode("ascii")
+    return None
+
+
+def _with_signature(call_id: str, signature: str) -> str:
+    try:
+        raw = base64.b64decode(signature)
+    except (binascii.Error, ValueError):
+        return call_id  # not base64: Google's signatures always are
+    packed = base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
+    return f"{call_id}{SIGNATURE_SEP}{packed}"
+
+
+def _json_schema(schema: dict) -> dict:
+    """A client's JSON Schema as ``responseJsonSchema`` takes it (meta keys dropped)."""
+    return {k: v for k, v in schema.items() if k not in ("$schema", "$id", "strict")}
+
+
+def _generation_config(doc: dict, caps: Capabilities) -> dict:
     cfg: dict = {}
     max_tokens = doc.get("max_completion_tokens")
     if max_tokens is None:
@@ -432,27 +492,35 @@ def _generation_config(doc: dict) -> dict:
         cfg["stopSequences"] = stop
     if doc.get("n") is not None:
         cfg["candidateCount"] = doc["n"]
-    fmt = doc.get("response_format")
-    if isinstance(fmt, dict):
-        kind = fmt.get("type")
-        if kind == "json_object":
-            cfg["responseMimeType"] = "application/json"
-        elif kind == "json_schema":
-            cfg["responseMimeType"] = "application/json"
-            spec = fmt.get("json_schema") or {}
-            schema = spec.get("schema") if isinstance(spec, dict) else None
-            if isinstance(schema, dict):
-                cfg["responseSchema"] = clean_schema(schema)
+    fmt = output_format(doc)
+    if fmt is not None:
+        cfg["responseMimeType"] = "application/json"
+        if fmt.schema is not None and caps.structured_output == "openapi":
+            cfg["responseSchema"] = clean_schema(fmt.schema)
+        elif fmt.schema is not None:
+            cfg["responseJsonSchema"] = _json_schema(fmt.schema)
+    effort = effort_of(doc, caps)
+    if effort is not None:
+        thoughts = effort != "none"
+        if caps.reasoning == "budget":
+            cfg["thinkingConfig"] = {"thinkingBudget": GEMINI_BUDGETS[effort],
+                                     "includeThoughts": thoughts}
+        else:
+            cfg["thinkingConfig"] = {"thinkingLevel": GEMINI_LEVELS[effort],
+                                     "includeThoughts": thoughts}
     return cfg
 
 
-def openai_to_gemini_request(doc: dict) -> dict:
-    """An OpenAI chat request (decoded JSON) as a Gemini ``GenerateContentRequest`` body."""
+def openai_to_gemini_request(doc: dict, caps: Capabilities | None = None) -> dict:
+    """An OpenAI chat request (decoded JSON) as a Gemini ``GenerateContentRequest`` body;
+    ``caps`` the model's structured-output and reasoning techniques (the newest Gemini's
+    when None)."""
     messages = doc.get("messages")
     if not isinstance(messages, list) or not messages:
         raise _bad("'messages' must be a non-empty array.", "messages")
+    caps = caps or capabilities("", "gemini")
     system: list[str] = []
-    out: dict = {"contents": _contents(messages, system)}
+    out: dict = {"contents": _contents(messages, system, caps.reasoning == "level")}
     if system:
         out["systemInstruction"] = {"parts": [{"text": "\n\n".join(system)}]}
     tools = _tools(doc)
@@ -461,7 +529,7 @@ def openai_to_gemini_request(doc: dict) -> dict:
     tool_config = _tool_config(doc.get("tool_choice")) if tools else None
     if tool_config:
         out["toolConfig"] = tool_config
-    gen = _generation_config(doc)
+    gen = _generation_config(doc, caps)
     if gen:
         out["generationConfig"] = gen
     return out
@@ -503,9 +571,12 @@ def openai_usage(u: UsageMetadata) -> dict:
     return usage_of(u).to_openai()
 
 
-def _tool_call(fc, call_id: str) -> dict:
+def _tool_call(fc, call_id: str, signature: str | None = None) -> dict:
+    call_id = fc.id or call_id
+    if signature:
+        call_id = _with_signature(call_id, signature)
     return {
-        "id": fc.id or call_id,
+        "id": call_id,
         "type": "function",
         "function": {"name": fc.name, "arguments": _encode(fc.args or {}).decode()},
     }
@@ -524,19 +595,27 @@ def gemini_to_openai_response(
     n = 0
     for cand in sorted(resp.candidates, key=lambda c: c.index):
         texts = []
+        thoughts = []
         calls = []
         if cand.content is not None:
             for part in cand.content.parts:
                 if part.function_call is not None:
-                    calls.append(_tool_call(part.function_call, f"call_{id_base}_{n}"))
+                    calls.append(_tool_call(part.function_call, f"call_{id_base}_{n}",
+                                            part.thought_signature))
                     n += 1
-                elif part.text is not None and not part.thought:
+                elif part.text is not None and part.thought:
+                    thoughts.append(part.text)
+                elif part.text is not None:
                     texts.append(part.text)
-        message: dict = {"role": "assistant", "content": "".join(texts) if texts else None}
+        message: dict = {
+            "role": "assistant", "content": "".join(texts) if texts else None, "refusal": None,
+        }
         if calls:
             message["tool_calls"] = calls
         elif message["content"] is None:
             message["content"] = ""
+        if thoughts:
+            message["reasoning_content"] = "".join(thoughts)
         choices.append(
             {
                 "index": cand.index,
@@ -549,7 +628,7 @@ def gemini_to_openai_response(
         choices.append(
             {
                 "index": 0,
-                "message": {"role": "assistant", "content": ""},
+                "message": {"role": "assistant", "content": "", "refusal": None},
                 "logprobs": None,
                 "finish_reason": "content_filter",
             }
@@ -565,6 +644,8 @@ def gemini_to_openai_response(
     if resp.usage_metadata is not None:
         usage = usage_of(resp.usage_metadata)
         out["usage"] = usage.to_openai()
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(resp.model_version or model)
     return out, usage
 
 
@@ -626,7 +707,8 @@ class GeminiStreamRelay:
         sink = self._sink
         if not self._seen:
             self._seen = True
-            out.append(sink.start(f"chatcmpl-{self._id_base}", self._model, self._created))
+            out.append(sink.start(f"chatcmpl-{self._id_base}", self._model, self._created,
+                                  backend=resp.model_version or self._model))
         if resp.usage_metadata is not None:
             self.usage = usage_of(resp.usage_metadata)
         for cand in resp.candidates:
@@ -635,25 +717,30 @@ class GeminiStreamRelay:
             if role:
                 self._started.add(idx)
             texts = []
+            thoughts = []
             calls = []
             if cand.content is not None:
                 for part in cand.content.parts:
                     if part.function_call is not None:
                         n = self._calls.get(idx, 0)
                         self._calls[idx] = n + 1
-                        call = _tool_call(part.function_call, f"call_{self._id_base}_{idx}_{n}")
+                        call = _tool_call(part.function_call, f"call_{self._id_base}_{idx}_{n}",
+                                          part.thought_signature)
                         call["index"] = n
                         calls.append(call)
-                    elif part.text and not part.thought:
+                    elif part.text and part.thought:
+                        thoughts.append(part.text)
+                    elif part.text:
                         texts.append(part.text)
-            if role or texts or calls:
+            if role or texts or calls or thoughts:
                 if texts:
                     content = "".join(texts)
                 elif role:
                     content = None if calls else ""
                 else:
                     content = ABSENT
-                out.append(sink.delta(idx, role=role, content=content, tools=calls or None))
+                out.append(sink.delta(idx, role=role, content=content, tools=calls or None,
+                                      reasoning="".join(thoughts) or None))
             if cand.finish_reason and idx not in self._finished:
                 self._finish(idx, finish_reason(cand.finish_reason, idx in self._calls), out)
         feedback = resp.prompt_feedback
@@ -857,7 +944,7 @@ class GeminiAdapter(TranslatingAdapter):
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         doc = _decode_body(body)
-        out = openai_to_gemini_request(doc)
+        out = openai_to_gemini_request(doc, capabilities(dep.model_id, "gemini"))
         stream = bool(view.stream)
         method = "streamGenerateContent" if stream else "generateContent"
         return UpstreamRequest(

@@ -19,7 +19,7 @@ from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
 from helix.schema.body import replace_model
 from helix.schema.stream import ABSENT
-from helix.schema.usage import Usage
+from helix.schema.usage import Usage, read_openai_usage
 
 _decode = msgspec.json.decode
 _encode = msgspec.json.Encoder().encode
@@ -129,7 +129,7 @@ class OpenAIStreamRelay:
     def feed(self, data: bytes) -> bytes:
         for _event, payload in self._parser.feed(data):
             if _USAGE_KEY in payload and _has_usage(payload):
-                usage = Usage.from_openai(decode_usage(payload))
+                usage = read_openai_usage(payload)
                 if usage is not None:
                     self.usage = usage
         return data

@@ -33,6 +33,7 @@ from helix.providers.anthropic import (
 )
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
+from helix.providers.features import capabilities
 from helix.providers.gemini import (
     GeminiAdapter,
     _decode_body,
@@ -204,7 +205,8 @@ class VertexClaudeAdapter(AnthropicAdapter):
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         doc = _decode_body(body)
-        out = openai_to_anthropic_request(doc, None, default_max_tokens(dep.model_id))
+        out = openai_to_anthropic_request(doc, None, default_max_tokens(dep.model_id),
+                                          capabilities(dep.model_id, "anthropic"))
         out["anthropic_version"] = VERTEX_ANTHROPIC_VERSION
         target = self._model_url(dep, "streamRawPredict" if view.stream else "rawPredict")
         return UpstreamRequest(b"POST", target, dep.static_headers, _encode(out))

@@ -7,9 +7,12 @@ that needs normalising (``openai/gpt-4o``, ``us.anthropic.claude-...``,
 normalised once and the answer cached.  The config's top-level ``models:``
 list is merged over the packaged table by :meth:`Registry.from_config`.
 
-Prices are USD per million tokens.  The registry informs cost accounting; it
-never decides routing: a model it does not know is still served, with an
-unknown (``None``) cost.
+Prices are USD per million tokens: input, output, cache reads
+(``cached_input_per_mtok``) and cache writes (``cache_write_per_mtok``:
+Anthropic's and Bedrock's prompt-cache creation, 1.25x input for the 5-minute
+cache).  The registry informs cost accounting; it never decides routing: a
+model it does not know is still served, with an unknown (``None``) cost.
+:func:`prices_as_of` says how old the packaged prices are.
 """
 
 from __future__ import annotations
@@ -32,6 +35,8 @@ __all__ = [
     "Registry",
     "cost",
     "lookup",
+    "price_tokens",
+    "prices_as_of",
 ]
 
 
@@ -46,9 +51,16 @@ class ModelInfo(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     input_per_mtok: float | None = None
     output_per_mtok: float | None = None
     cached_input_per_mtok: float | None = None
+    # Prompt-cache writes (Anthropic cache_creation_input_tokens, Bedrock
+    # cacheWriteInputTokens); None: priced at the input price.
+    cache_write_per_mtok: float | None = None
     aliases: tuple[str, ...] = ()
     # The same model under another provider type's id (bedrock, vertex, azure ...).
     provider_ids: dict[str, str] = {}
+    # How the chat translation asks this model for JSON and for reasoning (None: the
+    # provider family's default); see helix.providers.features.
+    structured_output: Literal["native", "openapi", "tool", "prompt"] | None = None
+    reasoning: Literal["budget", "adaptive", "level", "none"] | None = None
     notes: str | None = None
 
 
@@ -66,6 +78,11 @@ def _load_packaged() -> _DataFile:
 
 _DATA = _load_packaged()
 PRICES_AS_OF = _DATA.prices_as_of
+
+
+def prices_as_of() -> str:
+    """The date (``YYYY-MM-DD``) of the provider price pages the packaged prices come from."""
+    return PRICES_AS_OF
 
 # Provider types billed at another type's list prices for the same model.
 _SAME_PRICES = {
@@ -189,7 +206,7 @@ class Registry:
             f: getattr(ov, f)
             for f in (
                 "mode", "context_window", "max_output", "input_per_mtok",
-                "output_per_mtok", "cached_input_per_mtok",
+                "output_per_mtok", "cached_input_per_mtok", "cache_write_per_mtok",
             )
             if getattr(ov, f) is not None
         }
@@ -246,7 +263,9 @@ class Registry:
                 return info
         return None
 
-    def cost(self, model: str, provider_type: str | None, usage: Usage | None) -> float | None:
+    def cost(
+        self, model: str, provider_type: str | None, usage: Usage | dict | None
+    ) -> float | None:
         if usage is None:
             return None
         return cost(self.lookup(model, provider_type), usage)
@@ -264,37 +283,95 @@ def _compatible(ptype: str | None, info: ModelInfo) -> bool:
     return info.provider in _SAME_PRICES.get(ptype, ())
 
 
-def cost(info: ModelInfo | None, usage: Usage | None) -> float | None:
-    """USD for one response's usage; None when a needed price is unknown.
+def _tokens(usage) -> tuple[int, int, int, int] | None:
+    """(input, output, cache_read, cache_write) of a usage; None when it is not one.
 
-    Prompt tokens neither read from nor written to a prompt cache at the input
-    price, cache reads at the cached price and cache writes at the cache-write
-    price (each the input price when the model has none), completion tokens
-    (reasoning included) at the output price.
+    ``usage`` is OpenAI's usage dict (``prompt_tokens``, ``completion_tokens``,
+    ``prompt_tokens_details.cached_tokens`` / ``.cache_write_tokens``; DeepSeek's
+    ``prompt_cache_hit_tokens``), or any object with ``input``, ``output``,
+    ``cache_read``, ``cache_write`` attributes (a Usage struct).
     """
-    if info is None or usage is None:
+    if isinstance(usage, dict):
+        details = usage.get("prompt_tokens_details") or {}
+        cached = details.get("cached_tokens")
+        if cached is None:
+            cached = usage.get("prompt_cache_hit_tokens")
+        return (
+            usage.get("prompt_tokens") or 0,
+            usage.get("completion_tokens") or 0,
+            cached or 0,
+            details.get("cache_write_tokens") or 0,
+        )
+    if usage is None or not hasattr(usage, "input"):
+        return None
+    return (
+        getattr(usage, "input", 0) or 0,
+        getattr(usage, "output", 0) or 0,
+        getattr(usage, "cache_read", 0) or 0,
+        getattr(usage, "cache_write", 0) or 0,
+    )
+
+
+def price_tokens(
+    info: ModelInfo | None,
+    input: int,
+    output: int,
+    cache_read: int = 0,
+    cache_write: int = 0,
+    reasoning: int = 0,
+) -> float | None:
+    """USD for one response's tokens; None when a needed price is unknown.
+
+    ``input`` and ``output`` are totals as OpenAI reports them: ``input`` includes
+    the ``cache_read`` and ``cache_write`` tokens, ``output`` includes the
+    ``reasoning`` tokens (billed as output by every provider, so they need no
+    price of their own).  Uncached input is priced at the input price, cache reads
+    at the cached price, cache writes at the cache-write price (each the input
+    price when the model has none).
+    """
+    if info is None:
         return None
     input_price = info.input_per_mtok
     if input_price is None:
         return None
+    if cache_read > input:
+        cache_read = input
+    if cache_write > input - cache_read:
+        cache_write = input - cache_read
     output_price = info.output_per_mtok
     if output_price is None:
-        if usage.output:
+        if output:
             return None
         output_price = 0.0
     read_price = info.cached_input_per_mtok
     if read_price is None:
         read_price = input_price
-    write_price = getattr(info, "cache_write_per_mtok", None)
+    write_price = info.cache_write_per_mtok
     if write_price is None:
         write_price = input_price
-    read = min(usage.cache_read, usage.input)
-    write = min(usage.cache_write, usage.input - read)
     total = (
-        (usage.input - read - write) * input_price + read * read_price + write * write_price
-        + usage.output * output_price
+        (input - cache_read - cache_write) * input_price
+        + cache_read * read_price
+        + cache_write * write_price
+        + output * output_price
     ) / 1_000_000
     return total if total >= 0 else None
+
+
+def cost(info: ModelInfo | None, usage: Usage | dict | None) -> float | None:
+    """USD for one response's usage (a Usage struct or OpenAI's dict); None when unknown.
+
+    See :func:`price_tokens`.  A malformed usage (wrong types) costs None.
+    """
+    if info is None:
+        return None
+    try:
+        tokens = _tokens(usage)
+        if tokens is None:
+            return None
+        return price_tokens(info, *tokens)
+    except (AttributeError, TypeError):
+        return None
 
 
 DEFAULT = Registry(_DATA.models)

@@ -35,8 +35,13 @@ __all__ = [
     "json_encode",
     "message_decoder",
     "messages_request_decoder",
+    "usage_of",
     "usage_only_decoder",
 ]
+
+
+class OutputTokensDetails(msgspec.Struct):
+    thinking_tokens: int | None = None  # the part of output_tokens spent thinking
 
 
 class Usage(msgspec.Struct):
@@ -46,6 +51,7 @@ class Usage(msgspec.Struct):
     output_tokens: int | None = None
     cache_creation_input_tokens: int | None = None
     cache_read_input_tokens: int | None = None
+    output_tokens_details: OutputTokensDetails | None = None
 
 
 class ContentBlock(msgspec.Struct):
@@ -57,6 +63,8 @@ class ContentBlock(msgspec.Struct):
     name: str | None = None
     input: Any = None
     thinking: str | None = None
+    signature: str | None = None  # a thinking block's
+    data: str | None = None  # a redacted_thinking block's
 
 
 class Message(msgspec.Struct):
@@ -80,6 +88,7 @@ class Delta(msgspec.Struct):
     text: str | None = None
     partial_json: str | None = None
     thinking: str | None = None
+    signature: str | None = None
     stop_reason: str | None = None
     stop_sequence: str | None = None
 
@@ -207,3 +216,18 @@ def error_type_for(status: int, code: object = None) -> str:
     if status == 503:
         return "overloaded_error"
     return "api_error" if status >= 500 else "invalid_request_error"
+
+
+def usage_of(usage: Usage | None):
+    """Anthropic's usage (input tokens apart from cache reads and writes) as a Helix Usage."""
+    from helix.schema.usage import CACHED, REASONING
+    from helix.schema.usage import Usage as HelixUsage
+
+    u = usage or Usage()
+    read = u.cache_read_input_tokens or 0
+    write = u.cache_creation_input_tokens or 0
+    details = u.output_tokens_details
+    thinking = details.thinking_tokens if details is not None else None
+    return HelixUsage(input=(u.input_tokens or 0) + read + write, output=u.output_tokens or 0,
+                      cache_read=read, cache_write=write, reasoning=thinking or 0,
+                      reported=CACHED | (REASONING if thinking is not None else 0))

@@ -18,9 +18,22 @@ class ToolUse(msgspec.Struct):
     input: Any = None
 
 
+class ReasoningText(msgspec.Struct):
+    text: str = ""
+    signature: str | None = None
+
+
+class ReasoningContent(msgspec.Struct):
+    """Claude's thinking: signed text, or redacted (base64 bytes)."""
+
+    reasoningText: ReasoningText | None = None
+    redactedContent: str | None = None
+
+
 class ContentBlock(msgspec.Struct):
     text: str | None = None
     toolUse: ToolUse | None = None
+    reasoningContent: ReasoningContent | None = None
 
 
 class Message(msgspec.Struct):
@@ -71,14 +84,27 @@ class ToolUseDelta(msgspec.Struct):
     input: str = ""
 
 
+class ReasoningDelta(msgspec.Struct):
+    """One of: a piece of thinking text, the block's signature, redacted thinking."""
+
+    text: str | None = None
+    signature: str | None = None
+    redactedContent: str | None = None
+
+
 class BlockDelta(msgspec.Struct):
     text: str | None = None
     toolUse: ToolUseDelta | None = None
+    reasoningContent: ReasoningDelta | None = None
 
 
 class ContentBlockDeltaEvent(msgspec.Struct):
     contentBlockIndex: int = 0
     delta: BlockDelta | None = None
+
+
+class ContentBlockStopEvent(msgspec.Struct):
+    contentBlockIndex: int = 0
 
 
 class MessageStopEvent(msgspec.Struct):
@@ -100,7 +126,10 @@ class ErrorBody(msgspec.Struct):
 
 
 class TitanEmbedResponse(msgspec.Struct):
-    embedding: list[float]
+    """One Titan answer (``embedding``), or Helix's join of a batch's (``embeddings``)."""
+
+    embedding: list[float] | None = None
+    embeddings: list[list[float]] | None = None
     inputTextTokenCount: int = 0
 
 
@@ -117,6 +146,7 @@ STREAM_EVENT_DECODERS = {
     "messageStart": msgspec.json.Decoder(MessageStartEvent),
     "contentBlockStart": msgspec.json.Decoder(ContentBlockStartEvent),
     "contentBlockDelta": msgspec.json.Decoder(ContentBlockDeltaEvent),
+    "contentBlockStop": msgspec.json.Decoder(ContentBlockStopEvent),
     "messageStop": msgspec.json.Decoder(MessageStopEvent),
     "metadata": msgspec.json.Decoder(MetadataEvent),
 }

@@ -24,6 +24,15 @@ _encode = msgspec.json.Encoder().encode
 
 def replace_model(body: bytes, old: str, new: str) -> bytes:
     """``body`` with its top-level ``model`` (whose value is ``old``) set to ``new``."""
+    value = _encode(old)
+    for sep in (b'"model":', b'"model": '):  # compact JSON, and Python's json.dumps
+        needle = sep + value
+        i = body.find(needle)
+        if i >= 0:
+            if body.find(needle, i + 1) >= 0:
+                break  # ambiguous: decide below
+            j = i + len(sep)
+            return body[:j] + _encode(new) + body[j + len(value):]
     pattern = re.compile(rb'"model"\s*:\s*' + re.escape(_encode(old)))
     found = pattern.findall(body, 0)
     if len(found) == 1:

@@ -40,6 +40,7 @@ class Part(msgspec.Struct, rename="camel"):
     text: str | None = None
     thought: bool | None = None
     function_call: FunctionCall | None = None
+    thought_signature: str | None = None
 
 
 class Content(msgspec.Struct):

@@ -9,11 +9,13 @@ Decoders and encoders are module globals (built once, reused per request).
 from __future__ import annotations
 
 import base64
+import hashlib
 import struct
 
 import msgspec
 
 from helix.errors import ErrorKind, HelixError
+from helix.schema.jsonsafe import decode_client
 
 
 class StreamOptions(msgspec.Struct):
@@ -58,11 +60,15 @@ json_encode = msgspec.json.Encoder().encode
 # --- building OpenAI responses (for translating adapters) ---------------------------------
 
 
-def chunk_prefix(chunk_id: str, created: int, model: str) -> bytes:
-    """Everything of a ``chat.completion.chunk`` before its choices: encoded once per stream."""
+def chunk_prefix(chunk_id: str, created: int, model: str, backend: str | None = None) -> bytes:
+    """Everything of a ``chat.completion.chunk`` before its choices, with the fields OpenAI
+    sends on every chunk (``service_tier``, ``system_fingerprint`` of ``backend``, the
+    upstream model version, as in :func:`chat_completion`): encoded once per stream."""
     return (
         b'{"id":' + json_encode(chunk_id) + b',"object":"chat.completion.chunk","created":'
-        + str(created).encode() + b',"model":' + json_encode(model) + b',"choices":'
+        + str(created).encode() + b',"model":' + json_encode(model)
+        + b',"service_tier":"' + SERVICE_TIER.encode() + b'","system_fingerprint":"'
+        + system_fingerprint(backend or model).encode() + b'","choices":'
     )
 
 
@@ -77,10 +83,31 @@ def sse_usage_chunk(prefix: bytes, usage: dict) -> bytes:
     return b"data: " + prefix + b'[],"usage":' + json_encode(usage) + b"}\n\n"
 
 
+# A translated answer is processed at the provider's standard tier, OpenAI's "default".
+SERVICE_TIER = "default"
+
+
+def system_fingerprint(backend: str | None) -> str:
+    """``system_fingerprint`` of a translated answer: ``fp_`` + 10 hex of the upstream model
+    version (Anthropic's ``model``, Gemini's ``modelVersion``, the Bedrock or Cohere model id),
+    so, like OpenAI's, it changes when the backend serving the model changes."""
+    return "fp_" + hashlib.sha256((backend or "").encode()).hexdigest()[:10]
+
+
 def chat_completion(
-    cid: str, created: int, model: str, message: dict, finish_reason: str, usage: dict | None
+    cid: str,
+    created: int,
+    model: str,
+    message: dict,
+    finish_reason: str,
+    usage: dict | None,
+    *,
+    backend: str | None = None,
 ) -> dict:
-    """A one-choice ``chat.completion`` object (usage left out when unknown)."""
+    """A one-choice ``chat.completion`` object, with the fields OpenAI always sends
+    (``message.refusal``, ``logprobs``, ``service_tier``, ``system_fingerprint``); usage left
+    out when unknown.  ``backend`` is the upstream model version (default: ``model``)."""
+    message.setdefault("refusal", None)
     out = {
         "id": cid,
         "object": "chat.completion",
@@ -92,6 +119,8 @@ def chat_completion(
     }
     if usage is not None:
         out["usage"] = usage
+    out["service_tier"] = SERVICE_TIER
+    out["system_fingerprint"] = system_fingerprint(backend or model)
     return out
 
 
@@ -122,7 +151,8 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
     if not body:
         raise HelixError(ErrorKind.INVALID_REQUEST, "The request body is empty; expected JSON.")
     try:
-        return decoder.decode(body)
+        # Nesting bounded here, once, for everything downstream (translators, cache key).
+        return decode_client(body, decoder)
     except msgspec.ValidationError as exc:
         msg = str(exc)
         param = _param_of(exc)
@@ -145,9 +175,4 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
             f"Invalid value for '{param}': {msg.split(' - at ')[0]}." if param else msg,
             param=param,
             code="invalid_type" if msg.startswith("Expected") else None,
-        ) from None
-    except msgspec.DecodeError as exc:
-        raise HelixError(
-            ErrorKind.INVALID_REQUEST,
-            f"We could not parse the JSON body of your request ({exc}).",
         ) from None

@@ -12,8 +12,9 @@ a client's bytes itself.
 
 The calls, in the order a relay may make them::
 
-    start(id, model, created)          once, before anything else
-    delta(choice, role=..., content=..., reasoning=..., tools=[...])   any number
+    start(id, model, created, backend=...)   once, before anything else
+    delta(choice, role=..., content=..., reasoning=..., tools=[...], thinking=[...])
+                                       any number
     finish(choice, reason)             once per choice; reason in OpenAI's words
                                        (stop, length, tool_calls, content_filter)
     usage(usage)                       at most once, a helix.schema.usage.Usage
@@ -24,7 +25,11 @@ The calls, in the order a relay may make them::
 first one of a call carries ``id`` and ``function.name`` (and possibly the
 first ``function.arguments``), later ones carry ``index`` and argument
 fragments.  ``content`` distinguishes "absent" (:data:`ABSENT`), ``None`` and
-a string, because OpenAI clients see the difference.
+a string, because OpenAI clients see the difference.  ``thinking`` items are
+whole signed thinking blocks (``{type: thinking, thinking, signature}`` or
+``{type: redacted_thinking, data}``), sent once each after the block's
+``reasoning`` text, for a client to send back with its turn.  ``backend`` is
+the upstream model version the answer came from (the ``system_fingerprint``).
 
 ``passthrough`` is True only for the sink of a client that speaks the
 provider's own format (OpenAI chat in front of an OpenAI-compatible
@@ -39,7 +44,7 @@ if TYPE_CHECKING:
     from helix.errors import HelixError
     from helix.schema.usage import Usage
 
-__all__ = ["ABSENT", "StreamSink"]
+__all__ = ["ABSENT", "StreamSink", "tool_delta"]
 
 
 class _Absent:
@@ -55,10 +60,19 @@ ABSENT = _Absent()
 class StreamSink(Protocol):
     passthrough: bool
 
-    def start(self, id: str, model: str, created: int) -> bytes: ...
+    def start(self, id: str, model: str, created: int,
+              backend: str | None = None) -> bytes: ...
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
-              reasoning: str | None = None, tools: list | None = None) -> bytes: ...
+              reasoning: str | None = None, tools: list | None = None,
+              thinking: list | None = None) -> bytes: ...
     def finish(self, choice: int, reason: str) -> bytes: ...
     def usage(self, usage: Usage) -> bytes: ...
     def end(self) -> bytes: ...
     def error(self, err: HelixError) -> bytes: ...
+
+
+def tool_delta(call: dict) -> tuple[int, str | None, str, str]:
+    """``(index, id, name, argument fragment)`` of a ``tools`` item: ``id`` is not None
+    only on the first delta of a call (which opens it)."""
+    fn = call.get("function") or {}
+    return call.get("index", 0), call.get("id"), fn.get("name") or "", fn.get("arguments") or ""

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["CACHED", "REASONING", "Usage"]
+__all__ = ["CACHED", "REASONING", "Usage", "read_openai_usage"]
 
 CACHED = 1  # the provider reported cached prompt tokens (possibly 0)
 REASONING = 2  # the provider reported reasoning tokens (possibly 0)
@@ -53,7 +53,10 @@ class Usage(msgspec.Struct, kw_only=True):
             "total_tokens": self.tokens,
         }
         if self.reported & CACHED:
-            out["prompt_tokens_details"] = {"cached_tokens": self.cache_read}
+            details = {"cached_tokens": self.cache_read}
+            if self.cache_write:  # OpenAI's field for prompt-cache writes (Anthropic, Bedrock)
+                details["cache_write_tokens"] = self.cache_write
+            out["prompt_tokens_details"] = details
         if self.reported & REASONING:
             out["completion_tokens_details"] = {"reasoning_tokens": self.reasoning}
         return out
@@ -69,19 +72,22 @@ class Usage(msgspec.Struct, kw_only=True):
             total = usage.get("total_tokens")
             total = int(total) if total is not None else None
             reported = 0
-            cached = reasoning = 0
+            cached = written = reasoning = 0
             details = usage.get("prompt_tokens_details")
             if isinstance(details, dict):
                 reported |= CACHED
                 cached = int(details.get("cached_tokens") or 0)
+                written = int(details.get("cache_write_tokens") or 0)
             details = usage.get("completion_tokens_details")
             if isinstance(details, dict):
                 reported |= REASONING
                 reasoning = int(details.get("reasoning_tokens") or 0)
         except (TypeError, ValueError):
             return None
-        return cls(input=prompt, output=completion, cache_read=min(cached, prompt),
-                   reasoning=reasoning, total=total, reported=reported)
+        cached = min(cached, prompt)
+        return cls(input=prompt, output=completion, cache_read=cached,
+                   cache_write=min(written, prompt - cached), reasoning=reasoning, total=total,
+                   reported=reported)
 
     @classmethod
     def from_responses(cls, usage) -> Usage | None:
@@ -110,3 +116,51 @@ class Usage(msgspec.Struct, kw_only=True):
             "cache_read_input_tokens": self.cache_read,
             "output_tokens": self.output,
         }
+
+
+# --- reading OpenAI's usage straight into Usage (no dict in between) -----------------------
+
+
+class _PromptDetails(msgspec.Struct):
+    cached_tokens: int | None = None
+
+
+class _CompletionDetails(msgspec.Struct):
+    reasoning_tokens: int | None = None
+
+
+class _OpenAIUsage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int | None = None
+    prompt_tokens_details: _PromptDetails | None = None
+    completion_tokens_details: _CompletionDetails | None = None
+
+
+class _WithUsage(msgspec.Struct):
+    usage: _OpenAIUsage | None = None
+
+
+_openai_usage_decoder = msgspec.json.Decoder(_WithUsage)
+
+
+def read_openai_usage(body: bytes) -> Usage | None:
+    """The usage of an OpenAI JSON answer or chunk (only ``usage`` is decoded; every other
+    member is skipped); None when absent or not OpenAI's shape."""
+    try:
+        u = _openai_usage_decoder.decode(body).usage
+    except msgspec.DecodeError:  # ValidationError included: ``usage`` of the wrong type
+        return None
+    if u is None:
+        return None
+    reported = 0
+    cached = reasoning = 0
+    if u.prompt_tokens_details is not None:
+        reported |= CACHED
+        cached = u.prompt_tokens_details.cached_tokens or 0
+    if u.completion_tokens_details is not None:
+        reported |= REASONING
+        reasoning = u.completion_tokens_details.reasoning_tokens or 0
+    return Usage(input=u.prompt_tokens, output=u.completion_tokens,
+                 cache_read=min(cached, u.prompt_tokens), reasoning=reasoning,
+                 total=u.total_tokens, reported=reported)

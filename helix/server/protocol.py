@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -49,14 +50,22 @@ _T_KEEPALIVE = 1
 _T_HEADER = 2
 _T_BODY = 3
 
-# After answering an error on a connection whose request body we did not
 # During a graceful shutdown an idle keep-alive connection is kept this long
 # so a request already on its way is answered (with "connection: close").
 _DRAIN_IDLE = 1.0
-# read, keep draining input for this long before closing: closing with unread
-# data makes the kernel send RST, which can destroy our error response before
-# the client reads it.
+# When Helix closes a connection after a response (an error, "connection:
+# close", HTTP/1.0), it shuts down its write side and keeps reading (and
+# discarding) for up to this long before closing: closing with unread input
+# makes the kernel send RST, which can destroy the response before the client
+# reads it (nginx's lingering close).  The client's EOF ends it sooner.
 _LINGER = 2.0
+
+# RFC 9112 3.2 / RFC 3986 3.2.2: uri-host [ ":" port ].
+_HOST_RE = re.compile(
+    r"(?:\[[0-9A-Za-z:._~%!$&'()*+,;=-]+\]|[0-9A-Za-z._~%!$&'()*+,;=-]+)(?::[0-9]*)?"
+)
+_HOSTS_OK: set[str] = set()  # valid Host values seen (bounded, like _NAMES)
+_HOSTS_MAX = 256
 
 # Interned method strings: avoids a decode per request for the usual ones.
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH")}
@@ -82,6 +91,25 @@ def _bad(message: str) -> HelixError:
     return HelixError(ErrorKind.MALFORMED_HTTP, message)
 
 
+def _busy() -> HelixError:
+    return HelixError(
+        ErrorKind.UNAVAILABLE,
+        "Helix is holding too many request bodies right now; retry shortly.",
+        code="server_busy",
+        headers=[(b"retry-after", b"1")],
+    )
+
+
+def _host_ok(host: str) -> bool:
+    if host in _HOSTS_OK:
+        return True
+    if not host or _HOST_RE.fullmatch(host) is None:
+        return False
+    if len(_HOSTS_OK) < _HOSTS_MAX:
+        _HOSTS_OK.add(host)
+    return True
+
+
 class HttpProtocol(asyncio.Protocol):
     __slots__ = (
         "_access_log",
@@ -93,10 +121,12 @@ class HttpProtocol(asyncio.Protocol):
         "_current",
         "_dead",
         "_deadline",
+        "_extra",
         "_handler",
         "_head_bytes",
         "_head_raw",
         "_headers",
+        "_held",
         "_keep_alive",
         "_limits",
         "_linger",
@@ -147,6 +177,8 @@ class HttpProtocol(asyncio.Protocol):
         # is reusing it right now, and that client would see a reset).
         self.draining = False
         self.lost = False
+        # Input arrived after the request that ends the connection (discarded).
+        self._extra = False
         self._linger: asyncio.TimerHandle | None = None
         self._queue: deque[Exchange] = deque()
         self._current: Exchange | None = None
@@ -159,6 +191,8 @@ class HttpProtocol(asyncio.Protocol):
         self._deadline = 0.0
         self._reject: HelixError | None = None
         self._pstate = _P_IDLE
+        # Request body bytes this connection holds, counted in server.buffered.
+        self._held = 0
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -189,7 +223,11 @@ class HttpProtocol(asyncio.Protocol):
         if isinstance(peer, tuple) and len(peer) >= 2:
             self._client = (peer[0], peer[1])
         server = self._server
-        server.connection_opened(self)
+        if not server.connection_opened(self):  # over server.max_connections
+            self.closing = True
+            self._dead = True
+            transport.abort()
+            return
         if server.shutting_down:
             self.closing = True
             self._dead = True
@@ -211,6 +249,13 @@ class HttpProtocol(asyncio.Protocol):
             self._linger.cancel()
             self._linger = None
         self._queue.clear()
+        self._body = None
+        # The parser holds this protocol's bound callbacks: a cycle that only the
+        # cycle collector would free, so after a flood of connections their memory
+        # stayed until a full collection (issue 14.9).  Nothing parses after this.
+        self._parser = None
+        if self._held:
+            self._release(self._held)
         current = self._current
         # Cancel only a handler whose response is unfinished: one that is
         # doing post-response work (usage accounting) must be left alone.
@@ -233,6 +278,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._dead:
+            self._extra = True
             return
         if self._pstate == _P_HEAD:
             # Coarse guard for one huge header line that llhttp buffers
@@ -281,6 +327,7 @@ class HttpProtocol(asyncio.Protocol):
     # ==================================================================
     def on_message_begin(self) -> None:
         if self._dead:
+            self._extra = True  # a request after the one that closes the connection
             raise _Abort()
         self._pstate = _P_HEAD
 
@@ -334,6 +381,14 @@ class HttpProtocol(asyncio.Protocol):
                     code="http_version_not_supported",
                 )
             )
+        # RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with an
+        # invalid one, is a 400 (two Host headers were refused in on_header).
+        host = self._headers.get("host")
+        if host is None:
+            if version == "1.1":
+                self._abort(_bad("Missing Host header (required in HTTP/1.1)"))
+        elif not _host_ok(host):
+            self._abort(_bad("Invalid Host header"))
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method)
         if method is None:
@@ -383,6 +438,8 @@ class HttpProtocol(asyncio.Protocol):
             if length > limits.max_body_bytes:
                 self._abort(HelixError(ErrorKind.PAYLOAD_TOO_LARGE, "Request body too large"))
             has_body = length > 0
+            if has_body and self._server.buffered + length > limits.max_buffered_body_bytes:
+                self._abort(_busy())
 
         # llhttp treats the body of an upgrade request as the new protocol's
         # bytes and would hand us an empty body.
@@ -422,10 +479,19 @@ class HttpProtocol(asyncio.Protocol):
         return path + b"?" + parsed.query if parsed.query else path
 
     def on_body(self, body: bytes) -> None:
-        n = self._body_len + len(body)
-        if n > self._limits.max_body_bytes:
+        size = len(body)
+        n = self._body_len + size
+        limits = self._limits
+        if n > limits.max_body_bytes:
             # Only reachable for chunked bodies: Content-Length was checked up front.
             self._abort(HelixError(ErrorKind.PAYLOAD_TOO_LARGE, "Request body too large"))
+        server = self._server
+        if server.buffered + size > limits.max_buffered_body_bytes:
+            # Bodies arriving together went past the worker's budget (each one
+            # was admitted on its own): the one that crosses it is refused.
+            self._abort(_busy())
+        server.buffered += size
+        self._held += size
         self._body_len = n
         if self._body is None:
             self._body = [body]
@@ -538,8 +604,17 @@ class HttpProtocol(asyncio.Protocol):
             logger.exception("could not render error response")
             self._abort_transport()
 
+    def _release(self, n: int) -> None:
+        self._held -= n
+        self._server.buffered -= n
+
     def _handler_finished(self) -> None:
         self._server.active -= 1
+        current = self._current
+        if current is not None and self._held:
+            n = len(current.request.body)
+            if n:
+                self._release(min(n, self._held))
         self._current = None
         self._task = None
         if self.lost or self.closing:
@@ -582,14 +657,26 @@ class HttpProtocol(asyncio.Protocol):
         if self.lost:
             return
         self._queue.clear()
-        if exchange._reject is not None and self._pstate != _P_IDLE:
-            # We answered without reading the whole request: linger.
-            self._linger_close()
-        else:
+        # The client may still be sending (the rest of a refused request,
+        # pipelined requests, stray bytes): linger so they do not turn the
+        # close into an RST that destroys the response.  While the server
+        # drains, a connection that sent nothing more is closed at once (a
+        # client that keeps it open must not hold the shutdown for the linger).
+        if (
+            self.draining
+            and exchange._reject is None
+            and self._pstate == _P_IDLE
+            and not self._extra
+        ):
             self.transport.close()
+        else:
+            self._linger_close()
 
     def _linger_close(self) -> None:
         transport = self.transport
+        if self._linger is not None:
+            return
+        self._body = None  # a refused body's parts are not needed any more
         if transport.can_write_eof():
             transport.write_eof()
             # Keep reading (and discarding, since _dead) so unread input does
@@ -603,6 +690,10 @@ class HttpProtocol(asyncio.Protocol):
         """Answer a request the server rejects, in pipeline order, then close."""
         self._dead = True
         self.flow.pause_reading()
+        if self._body is not None:
+            # A body refused part-way: its parts are freed (and no longer counted).
+            self._release(min(self._body_len, self._held))
+            self._body = None
         request = Request(
             self._method or "",
             self._path,
@@ -642,6 +733,14 @@ class HttpProtocol(asyncio.Protocol):
             self._timer_kind = _T_NONE  # re-arm with the drain grace
             self._arm_timer()
 
+    def close_idle(self) -> None:
+        """Close an idle keep-alive connection to make room for a new one."""
+        if self.lost or self._current is not None or self._queue or self._pstate != _P_IDLE:
+            return
+        self.closing = True
+        self._dead = True
+        self.transport.close()
+
     def force_close(self) -> None:
         """Shutdown deadline passed: cancel the handler and drop the connection."""
         if self._task is not None:
@@ -665,6 +764,10 @@ class HttpProtocol(asyncio.Protocol):
             # Same phase as before: keep its original deadline (a slow-loris
             # client trickling bytes must not extend it).
             return
+        if kind == _T_KEEPALIVE:
+            self._server.idle[self] = None  # closed first when connections run out
+        elif self._timer_kind == _T_KEEPALIVE:
+            self._server.idle.pop(self, None)
         self._timer_kind = kind
         if kind == _T_NONE:
             # Leave any armed handle alone; it notices there is nothing to do.

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from helix.server.exchange import Exchange
+from helix.server.memory import trim, tune_malloc
 from helix.server.protocol import HttpProtocol
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
@@ -27,6 +29,12 @@ class ServerLimits:
     max_header_bytes: int = 64 * 1024  # total request head size -> 431
     max_headers: int = 100  # -> 431
     max_body_bytes: int = 32 * 1024 * 1024  # -> 413
+    # Request body bytes held by the whole worker (bodies being received and
+    # bodies of requests not yet answered); a body that would go beyond -> 503.
+    max_buffered_body_bytes: int = 48 * 1024 * 1024
+    # Open client connections per worker; beyond it the longest-idle keep-alive
+    # connection is closed to make room, and without one the new one is refused.
+    max_connections: int = 4096
     header_timeout: float = 10.0  # head must complete this long after it starts -> 408
     body_timeout: float = 60.0  # body must complete this long after the head -> 408
     keepalive_timeout: float = 75.0  # idle keep-alive connection closed silently
@@ -35,6 +43,9 @@ class ServerLimits:
     write_low_water: int = 64 * 1024
     server_header: bytes | None = None  # optional "server:" header value
 
+
+# Connections open at once above which their closing is followed by a heap trim.
+_TRIM_AFTER = 512
 
 Handler = Callable[[Exchange], Awaitable[None]]
 AccessLog = Callable[[Exchange, int, int, float], Any]
@@ -57,8 +68,19 @@ class Server:
         # (both maintained by HttpProtocol; the heartbeat publishes them to /status).
         self.active = 0
         self.requests_total = 0
+        # Request body bytes held by all connections (maintained by HttpProtocol).
+        self.buffered = 0
+        # Connections refused or closed to stay within max_connections.
+        self.refused = 0
+        self.evicted = 0
+        self._refusal_logged = 0.0
+        # Most connections open at once since the last heap trim (see connection_closed).
+        self._peak = 0
+        self._trim: asyncio.TimerHandle | None = None
         self.shutting_down = False
         self._conns: set[HttpProtocol] = set()
+        # Idle keep-alive connections, longest idle first (maintained by HttpProtocol).
+        self.idle: OrderedDict[HttpProtocol, None] = OrderedDict()
         self._servers: list[asyncio.AbstractServer] = []
         self._all_closed: asyncio.Event | None = None
 
@@ -67,6 +89,7 @@ class Server:
         """Serve on an already bound and listening socket."""
         if self.loop is None:
             self.loop = asyncio.get_running_loop()
+        tune_malloc()  # bodies freed go back to the kernel (helix/server/memory.py)
         srv = await self.loop.create_server(
             self._protocol_factory,
             sock=sock,
@@ -108,13 +131,45 @@ class Server:
         await asyncio.sleep(0)
 
     # -- bookkeeping (called by HttpProtocol) -------------------------------
-    def connection_opened(self, conn: HttpProtocol) -> None:
-        self._conns.add(conn)
+    def connection_opened(self, conn: HttpProtocol) -> bool:
+        """Register a new connection; False when it must be refused (over the cap)."""
+        conns = self._conns
+        if len(conns) >= self.limits.max_connections:
+            idle = self.idle
+            if idle:
+                oldest = next(iter(idle))
+                del idle[oldest]
+                oldest.close_idle()
+                self.evicted += 1
+            else:
+                self.refused += 1
+                now = self.loop.time()
+                if now - self._refusal_logged >= 10.0:
+                    self._refusal_logged = now
+                    logger.warning(
+                        "connection limit reached (server.max_connections=%d, none idle): "
+                        "refusing new connections", self.limits.max_connections,
+                    )
+                return False
+        conns.add(conn)
+        if len(conns) > self._peak:
+            self._peak = len(conns)
+        return True
 
     def connection_closed(self, conn: HttpProtocol) -> None:
-        self._conns.discard(conn)
-        if not self._conns and self._all_closed is not None:
+        conns = self._conns
+        conns.discard(conn)
+        self.idle.pop(conn, None)
+        # A flood of connections went away: give its memory back once it is over.
+        if self._peak >= _TRIM_AFTER and len(conns) * 2 < self._peak and self._trim is None:
+            self._trim = self.loop.call_later(1.0, self._trim_heap)
+        if not conns and self._all_closed is not None:
             self._all_closed.set()
+
+    def _trim_heap(self) -> None:
+        self._trim = None
+        self._peak = len(self._conns)
+        trim()
 
     @property
     def connections(self) -> int:

@@ -149,8 +149,28 @@ def test_embeddings(client, mock):
     bodies = [rec["body"] for rec in mock.requests()]
     assert bodies == [{"inputText": "hello"},
                       {"texts": ["a", "b", "c"], "input_type": "search_document"}]
-    with pytest.raises(openai.BadRequestError, match="one text per request"):
-        client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=["a", "b"])
+
+
+
+def test_titan_batch_fans_out_one_call_per_text(client, mock):
+    """OpenAI's contract is a batch; Titan takes one text per call: one call per input,
+    concurrent, answered in order with the usage summed."""
+    mock.clear()
+    texts = ["alpha", "beta gamma", "delta epsilon zeta", "eta"]
+    single = [client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=t)
+              for t in texts]
+    mock.clear()
+    r = client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=texts)
+    assert [d.index for d in r.data] == [0, 1, 2, 3]
+    assert [d.embedding for d in r.data] == [s.data[0].embedding for s in single]
+    assert r.usage.prompt_tokens == sum(s.usage.prompt_tokens for s in single)
+    assert sorted(rec["body"]["inputText"] for rec in mock.requests()) == sorted(texts)
+    b64 = client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=texts[:2],
+                                   encoding_format="base64")
+    assert len(b64.data) == 2
+    # One failing text fails the whole batch cleanly (Titan refuses an empty inputText).
+    with pytest.raises(openai.BadRequestError):
+        client.embeddings.create(model="amazon.titan-embed-text-v2:0", input=["ok", ""])
 
 
 def test_provider_error_passes_through(client):

@@ -90,5 +90,5 @@ def test_redis_down_policy_then_recovery(env):
     # limits resume: exactly LIMIT again for a fresh user, across both instances
     statuses = [chat(h, "after")[0] for h in [a, b] * LIMIT]
     assert statuses.count(200) == LIMIT, statuses
-    assert "redis is reachable again" in a.log()
+    assert a.wait_log("redis is reachable again")
     assert "rate limits: redis failed" in a.log()

@@ -224,7 +224,9 @@ def test_claude_code_stream_relayed_event_for_event(client, mock):
     ) as stream:
         events = [e.type for e in stream]
         final = stream.get_final_message()
-    assert final.content[0].text.startswith("mock reply to: <system-reminder>ctx</system-")
+    # Claude Code asks for thinking: the (signed) thinking block comes first, then the text
+    assert final.content[0].type == "thinking" and final.content[0].signature
+    assert final.content[1].text.startswith("mock reply to: <system-reminder>ctx</system-")
     assert final.stop_reason == "end_turn" and final.usage.output_tokens > 0
     assert events[0] == "message_start" and events[-1] == "message_stop"
     (req,) = upstream(mock, "/v1/messages")

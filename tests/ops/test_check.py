@@ -255,3 +255,23 @@ def test_helix_refuses_to_start_what_check_refuses(tmp_path):
     assert r.returncode == 2
     assert "observability.tracing" in r.stderr and "simulated broken install" in r.stderr
     assert "worker" not in r.stderr.lower()  # refused before any worker was forked
+
+
+def test_responses_store_directory_and_redis_are_checked(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    cfg = tmp_path / "h.yaml"
+    cfg.write_text(f"responses: {{state_dir: {ro}/helix}}\n")
+    if os.geteuid() != 0:  # root writes anywhere: the directory case needs a user
+        out = run_helix("check", "--config", str(cfg), "--offline")
+        assert out.returncode != 0 and "responses.state_dir" in out.stdout + out.stderr
+    cfg.write_text(f"responses: {{state_dir: {tmp_path}/state}}\n")
+    out = run_helix("check", "--config", str(cfg), "--offline")
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "responses.state_dir" in out.stdout + out.stderr
+    assert not (tmp_path / "state").exists()  # checked, not created
+    port = free_port()  # nothing listens there
+    cfg.write_text(f"responses: {{store: redis, redis_url: 'redis://127.0.0.1:{port}/0'}}\n")
+    out = run_helix("check", "--config", str(cfg), "--timeout", "1")
+    assert out.returncode != 0 and "responses.redis_url" in out.stdout + out.stderr

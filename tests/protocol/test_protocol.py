@@ -124,7 +124,7 @@ async def test_connection_close_request():
     await settle()
     r = one_response(t)  # the pipelined request after "close" is not answered
     assert r.header("connection") == "close"
-    assert t.closed
+    assert t.closed or t.eof_written  # lingering close
 
 
 async def test_head_request_has_no_body():
@@ -528,7 +528,7 @@ async def test_http10_closes_after_response():
     r = one_response(t)
     assert r.body == b"GET /old? 1.0|"
     assert r.header("connection") == "close"
-    assert t.closed
+    assert t.closed or t.eof_written
 
 
 async def test_http10_keep_alive():
@@ -554,7 +554,7 @@ async def test_http10_stream_is_close_delimited():
     assert r.header("transfer-encoding") is None
     assert r.header("connection") == "close"
     assert r.body == b"data: 1\n\ndata: 2\n\n"
-    assert t.closed
+    assert t.closed or t.eof_written
 
 
 # --------------------------------------------------------------------------
@@ -895,7 +895,7 @@ async def test_drain_serves_a_request_racing_the_shutdown_with_connection_close(
     rs = parse_responses(t.data)
     assert [r.body.rsplit(b"|", 1)[1] for r in rs] == [b"first", b"second"]
     assert rs[1].header("connection") == "close"
-    assert t.closed
+    assert t.closed or t.eof_written
 
 
 async def test_drain_closes_an_idle_connection_after_the_grace():

@@ -28,6 +28,7 @@ from helix.mock.anthropic_routes import messages_create
 from helix.mock.base import Controls, MockRequest
 from helix.providers import anthropic as A
 from helix.providers import catalog
+from helix.providers.features import OUTPUT_TOOL, Capabilities
 from helix.routing.registry import ModelRegistry
 from helix.schema.anthropic import message_decoder
 from helix.schema.openai import chat_request_decoder, decode_request
@@ -334,26 +335,92 @@ def test_sampling_user_stream_and_passthrough_extensions():
     assert out["stream"] is True and "stream_options" not in out
 
 
-def test_response_format_becomes_a_system_instruction():
-    obj = translate(
-        {
-            "messages": [{"role": "system", "content": "S"}, user("q")],
-            "response_format": {"type": "json_object"},
-        }
-    )
-    assert obj["system"].startswith("S\n\n") and "JSON object" in obj["system"]
-    schema = {"type": "object", "properties": {"a": {"type": "integer"}}, "required": ["a"]}
-    out = translate(
-        {
-            "messages": [user("q")],
-            "response_format": {
-                "type": "json_schema",
-                "json_schema": {"name": "x", "schema": schema},
-            },
-        }
-    )
-    assert json.dumps(schema, separators=(",", ":")) in out["system"]
-    assert "system" not in translate({"messages": [user("q")], "response_format": {"type": "text"}})
+SCHEMA = {"type": "object", "properties": {"a": {"type": "integer", "minimum": 1},
+                                           "tags": {"type": ["array", "null"],
+                                                    "items": {"type": "string"}}},
+          "required": ["a", "tags"]}
+
+
+def json_schema(schema=SCHEMA, name="answer"):
+    return {"type": "json_schema", "json_schema": {"name": name, "schema": schema}}
+
+
+def test_json_schema_is_native_structured_output_on_models_that_have_it():
+    out = translate({"messages": [user("q")], "response_format": json_schema()},
+                    model="claude-sonnet-4-5")
+    assert "tools" not in out and "system" not in out
+    assert out["output_config"]["format"] == {"type": "json_schema", "schema": {
+        "type": "object",
+        "properties": {
+            "a": {"type": "integer", "description": "{minimum: 1}"},
+            "tags": {"anyOf": [{"type": "array", "items": {"type": "string"}},
+                               {"type": "null"}]},
+        },
+        "additionalProperties": False,
+        "required": ["a", "tags"],
+    }}
+
+
+@pytest.mark.parametrize("model", ["claude-3-5-sonnet-20241022", "claude-sonnet-4-0"])
+def test_json_schema_is_the_forced_output_tool_on_older_models(model):
+    out = translate({"messages": [{"role": "system", "content": "S"}, user("q")],
+                     "response_format": json_schema()}, model=model)
+    assert "output_config" not in out and out["system"] == "S"
+    [tool] = out["tools"]
+    assert tool["name"] == OUTPUT_TOOL and tool["input_schema"] == SCHEMA
+    assert "`answer`" in tool["description"]
+    assert out["tool_choice"] == {"type": "tool", "name": OUTPUT_TOOL}
+
+
+def test_json_object_is_the_output_tool_even_on_native_models():
+    out = translate({"messages": [user("q")], "response_format": {"type": "json_object"}},
+                    model="claude-sonnet-4-6")
+    assert out["tools"][0]["input_schema"] == {"type": "object"}
+    assert out["tool_choice"]["type"] == "tool"
+    assert "system" not in translate({"messages": [user("q")],
+                                      "response_format": {"type": "text"}})
+
+
+def test_output_tool_next_to_client_tools_is_chosen_among_them():
+    weather = {"type": "function", "function": {"name": "weather", "parameters": {
+        "type": "object", "properties": {}}}}
+    out = translate({"messages": [user("q")], "tools": [weather], "parallel_tool_calls": False,
+                     "response_format": {"type": "json_object"}}, model="claude-3-5-haiku")
+    assert [t["name"] for t in out["tools"]] == ["weather", OUTPUT_TOOL]
+    assert out["tool_choice"] == {"type": "any", "disable_parallel_tool_use": True}
+    assert OUTPUT_TOOL in out["system"]
+    forced = translate({"messages": [user("q")], "tools": [weather],
+                        "tool_choice": {"type": "function", "function": {"name": "weather"}},
+                        "response_format": {"type": "json_object"}}, model="claude-3-5-haiku")
+    assert forced["tool_choice"] == {"type": "tool", "name": "weather"}
+
+
+def test_client_tool_may_not_take_the_reserved_name():
+    tool = {"type": "function", "function": {"name": OUTPUT_TOOL}}
+    with pytest.raises(HelixError) as ei:
+        translate({"messages": [user("q")], "tools": [tool]})
+    assert ei.value.status == 400 and ei.value.param == "tools[0].function.name"
+
+
+@pytest.mark.parametrize(("fmt", "param"), [
+    ({"type": "json_schema"}, "response_format.json_schema"),
+    ({"type": "json_schema", "json_schema": {"schema": SCHEMA}},
+     "response_format.json_schema.name"),
+    (json_schema({"type": "array"}), "response_format.json_schema.schema"),
+])
+def test_bad_response_formats_are_400s(fmt, param):
+    with pytest.raises(HelixError) as ei:
+        translate({"messages": [user("q")], "response_format": fmt})
+    assert ei.value.status == 400 and ei.value.param == param
+
+
+def test_prompt_technique_is_a_system_instruction():
+    caps = Capabilities("prompt", "none")
+    out = A.openai_to_anthropic_request(
+        {"messages": [{"role": "system", "content": "S"}, user("q")],
+         "response_format": json_schema()}, "claude-x", 4096, caps)
+    assert out["system"].startswith("S\n\n") and "JSON object" in out["system"]
+    assert json.dumps(SCHEMA, separators=(",", ":")) in out["system"]
 
 
 @pytest.mark.parametrize("param", sorted(A.DROPPED_PARAMS))
@@ -541,7 +608,7 @@ def test_text_response_with_cache_usage():
         "prompt_tokens": 2095 + 2051 + 1000,
         "completion_tokens": 503,
         "total_tokens": 2095 + 2051 + 1000 + 503,
-        "prompt_tokens_details": {"cached_tokens": 1000},
+        "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 2051},
     }
 
 
@@ -681,7 +748,7 @@ def test_text_stream():
         "prompt_tokens": 135,
         "completion_tokens": 15,
         "total_tokens": 150,
-        "prompt_tokens_details": {"cached_tokens": 100},
+        "prompt_tokens_details": {"cached_tokens": 100, "cache_write_tokens": 10},
     }
     assert body[-1]["choices"] == [] and body[-1]["usage"] == usage
     assert relay.usage.to_openai() == usage

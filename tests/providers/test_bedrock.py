@@ -179,7 +179,8 @@ def test_response_text_and_usage():
     }).encode()
     out = json.loads(d.adapter.chat_response(d, body))
     assert out["object"] == "chat.completion" and out["model"] == MODEL
-    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello"}
+    assert out["choices"][0]["message"] == {"role": "assistant", "content": "Hello",
+                                             "refusal": None}
     assert out["choices"][0]["finish_reason"] == "length"
     assert out["usage"] == {"prompt_tokens": 14, "completion_tokens": 5, "total_tokens": 19,
                             "prompt_tokens_details": {"cached_tokens": 4}}
@@ -339,8 +340,14 @@ def test_titan_embeddings():
     assert up.target == b"/model/amazon.titan-embed-text-v2%3A0/invoke"
     assert json.loads(up.body) == {"inputText": "hello", "dimensions": 256}
     assert json.loads(embed(d, {"input": ["one"]}).body) == {"inputText": "one"}
-    with pytest.raises(HelixError, match="one text per request"):
-        embed(d, {"input": ["a", "b"]})
+    fan = embed(d, {"input": ["a", "b"], "dimensions": 8})  # Titan: one call per text
+    assert [json.loads(u.body) for u in fan.requests] == [
+        {"inputText": "a", "dimensions": 8}, {"inputText": "b", "dimensions": 8}]
+    joined = fan.combine([b'{"embedding":[1.0],"inputTextTokenCount":2}',
+                          b'{"embedding":[2.0],"inputTextTokenCount":5}'])
+    out = json.loads(d.adapter.embeddings_response(d, joined))
+    assert [x["embedding"] for x in out["data"]] == [[1.0], [2.0]]
+    assert out["usage"]["prompt_tokens"] == 7
     with pytest.raises(HelixError, match="strings"):
         embed(d, {"input": [1, 2, 3]})
     out = json.loads(d.adapter.embeddings_response(

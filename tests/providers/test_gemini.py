@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from helix.api.chat import OpenAIChunkSink
 from helix.config import load_file
 from helix.errors import ErrorKind, HelixError, Retry
+from helix.providers.features import Capabilities
 from helix.providers.gemini import (
     GeminiStreamRelay,
     clean_schema,
@@ -123,7 +124,7 @@ def test_full_request_translation():
         "seed": 3,
         "response_format": {"type": "json_object"},
     }
-    out = openai_to_gemini_request(doc)
+    out = openai_to_gemini_request(doc, Capabilities("native", "budget"))  # Gemini 2.5
     check_request_shape(out)
     assert out["systemInstruction"] == {"parts": [{"text": "be brief\n\nno emojis"}]}
     # consecutive user turns merged; the tool answers merged into one user turn
@@ -181,7 +182,7 @@ def test_tool_choice_modes(choice, expected):
     check_request_shape(out)
 
 
-def test_json_schema_response_format_is_cleaned():
+def test_json_schema_response_format_is_cleaned_for_openapi_models():
     schema = {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "type": "object",
@@ -201,10 +202,14 @@ def test_json_schema_response_format_is_cleaned():
         "response_format": {"type": "json_schema",
                             "json_schema": {"name": "p", "schema": schema, "strict": True}},
     }
-    out = openai_to_gemini_request(doc)
+    native = openai_to_gemini_request(doc)["generationConfig"]  # Gemini 2.5 and later
+    assert "responseSchema" not in native
+    assert native["responseJsonSchema"] == {k: v for k, v in schema.items() if k != "$schema"}
+    out = openai_to_gemini_request(doc, Capabilities("openapi", "none"))  # Gemini 2.0
     check_request_shape(out)
     gen = out["generationConfig"]
     assert gen["responseMimeType"] == "application/json"
+    assert "responseJsonSchema" not in gen
     assert gen["responseSchema"] == {
         "type": "OBJECT",
         "properties": {
@@ -289,7 +294,8 @@ def test_text_response():
     assert out["id"] == "chatcmpl-resp123"
     assert out["model"] == "gemini-2.5-flash" and out["created"] == 1700000000
     [choice] = out["choices"]
-    assert choice["message"] == {"role": "assistant", "content": "Hello world"}
+    assert choice["message"] == {"role": "assistant", "content": "Hello world", "refusal": None,
+                                 "reasoning_content": "thinking..."}
     assert choice["finish_reason"] == "stop"
     assert out["usage"] == {
         "prompt_tokens": 10,

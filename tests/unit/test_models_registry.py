@@ -31,7 +31,7 @@ def test_data_header_and_size():
     assert re.fullmatch(r"\d{4}-\d{2}-\d{2}", raw["prices_as_of"])
     assert raw["prices_as_of"] == models.PRICES_AS_OF
     assert "list prices" in raw["source"]
-    assert 60 <= len(raw["models"]) <= 120
+    assert 60 <= len(raw["models"]) <= 160
     assert len(DEFAULT) == len(raw["models"])
 
 
@@ -39,11 +39,14 @@ def test_every_entry_has_prices_or_says_unknown():
     for e in _raw()["models"]:
         # Both keys are always written: a number (0 = free) or null (explicitly unknown).
         assert "input_per_mtok" in e and "output_per_mtok" in e, e["id"]
-        for key in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok"):
+        for key in ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                    "cache_write_per_mtok"):
             v = e.get(key)
             assert v is None or (isinstance(v, int | float) and 0 <= v < 1000), (e["id"], key)
         if e.get("cached_input_per_mtok") is not None:
             assert e["cached_input_per_mtok"] <= e["input_per_mtok"], e["id"]
+        if e.get("cache_write_per_mtok") is not None:
+            assert e["cache_write_per_mtok"] >= e["input_per_mtok"], e["id"]
         if e["mode"] == "embedding":
             assert e["output_per_mtok"] == 0, e["id"]
         assert e["context_window"] is None or e["context_window"] > 0
@@ -112,6 +115,14 @@ def test_default_models_of_built_providers_are_priced():
         ("llama-3.3-70b-versatile", "groq", "llama-3.3-70b-versatile"),
         ("accounts/fireworks/models/llama-v3p3-70b-instruct", "fireworks", None),
         ("text-embedding-3-small", "openai", "text-embedding-3-small"),
+        # current families (prices of 2026-12)
+        ("claude-opus-4-5", "anthropic", "claude-opus-4-5-20251101"),
+        ("anthropic.claude-sonnet-4-6", "bedrock", "claude-sonnet-4-6"),
+        ("us.anthropic.claude-opus-4-6-v1", "bedrock", "claude-opus-4-6"),
+        ("claude-sonnet-5-5", "anthropic", "claude-sonnet-5-5"),
+        ("gpt-6.1-sol", "azure", "gpt-6.1-sol"),
+        ("openai/gpt-6-luna", "openrouter", "gpt-6-luna"),
+        ("gemini-3.5-flash", "vertex", "gemini-3.5-flash"),
     ],
 )
 def test_lookup_resolves(name, ptype, expected):
@@ -201,6 +212,61 @@ def test_cost_real_models():
     assert cost_of(lookup("claude-3-5-sonnet"), usage) == pytest.approx(3.0 + 0.3 + 15.0)
     emb = {"prompt_tokens": 1_000_000, "total_tokens": 1_000_000}
     assert cost_of(lookup("text-embedding-3-small"), emb) == pytest.approx(0.02)
+
+
+def test_cost_prices_cache_writes():
+    info = ModelInfo(id="m", provider="anthropic", input_per_mtok=3.0, output_per_mtok=15.0,
+                     cached_input_per_mtok=0.3, cache_write_per_mtok=3.75)
+    usage = {"prompt_tokens": 3000, "completion_tokens": 100,
+             "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 1500}}
+    expected = (500 * 3.0 + 1000 * 0.3 + 1500 * 3.75 + 100 * 15.0) / 1e6
+    assert cost(info, usage) == pytest.approx(expected)
+    # No cache-write price: written tokens cost the input price, as before.
+    plain = msgspec.structs.replace(info, cache_write_per_mtok=None)
+    assert cost(plain, usage) == pytest.approx((2000 * 3.0 + 1000 * 0.3 + 100 * 15.0) / 1e6)
+    # Writes beyond the uncached prompt (a broken upstream) are capped, never negative.
+    usage["prompt_tokens_details"]["cache_write_tokens"] = 10_000
+    assert cost(info, usage) == pytest.approx((1000 * 0.3 + 2000 * 3.75 + 100 * 15.0) / 1e6)
+
+
+def test_cost_takes_a_usage_struct_with_the_same_numbers():
+    from helix.schema.usage import Usage
+
+    info = lookup("claude-sonnet-4-5")
+    as_dict = {"prompt_tokens": 3000, "completion_tokens": 700,
+               "prompt_tokens_details": {"cached_tokens": 1000, "cache_write_tokens": 1500},
+               "completion_tokens_details": {"reasoning_tokens": 600}}
+    as_struct = Usage(input=3000, output=700, cache_read=1000, cache_write=1500, reasoning=600)
+    assert cost(info, as_struct) == pytest.approx(cost(info, as_dict))
+    assert models.price_tokens(info, 3000, 700, 1000, 1500, 600) == pytest.approx(
+        cost(info, as_dict))
+    assert cost(info, object()) is None
+
+
+def test_anthropic_cache_creation_is_priced_as_a_cache_write():
+    from helix.providers.anthropic.response import usage_of
+    from helix.schema.anthropic import Usage
+
+    usage = usage_of(Usage(input_tokens=100, cache_creation_input_tokens=2000,
+                           cache_read_input_tokens=0, output_tokens=10))
+    assert (usage.input, usage.cache_write, usage.cache_read) == (2100, 2000, 0)
+    info = lookup("claude-sonnet-4-5", "anthropic")
+    assert info.cache_write_per_mtok == pytest.approx(info.input_per_mtok * 1.25)
+    expected = (100 * info.input_per_mtok + 2000 * info.cache_write_per_mtok
+                + 10 * info.output_per_mtok) / 1e6
+    assert cost(info, usage) == pytest.approx(expected)
+
+
+def test_bedrock_cache_writes_are_carried_for_pricing():
+    from helix.providers.bedrock import usage_of
+    from helix.schema.bedrock import TokenUsage
+
+    usage = usage_of(TokenUsage(inputTokens=10, outputTokens=5, cacheWriteInputTokens=300))
+    assert (usage.input, usage.cache_write) == (310, 300)
+
+
+def test_prices_as_of_is_the_files_date():
+    assert models.prices_as_of() == _raw()["prices_as_of"]
 
 
 def test_cost_unknown_or_malformed_is_none():

@@ -27,6 +27,7 @@ from helix.observe import timing
 from helix.schema.anthropic import (
     count_tokens_decoder,
     messages_request_decoder,
+    usage_of,
     usage_only_decoder,
 )
 from helix.schema.openai import ChatRequestView, StreamOptions
@@ -103,8 +104,6 @@ class MessagesApi(Api):
 
     # -- native ------------------------------------------------------------------------
     def native_usage(self, body: bytes) -> Usage | None:
-        from helix.providers.anthropic import usage_of
-
         try:
             usage = usage_only_decoder.decode(body).usage
         except msgspec.DecodeError:

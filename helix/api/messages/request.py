@@ -9,11 +9,14 @@ documents, ``tool_use`` -> ``tool_calls``, ``tool_result`` -> ``tool`` messages
 ``max_tokens``; ``stop_sequences`` -> ``stop``; ``temperature``, ``top_p``;
 ``tools`` (custom tools) and ``tool_choice`` (auto / any -> required / tool /
 none, ``disable_parallel_tool_use`` -> ``parallel_tool_calls: false``);
-``metadata.user_id`` -> ``user``; ``stream`` (with usage asked for).
+``metadata.user_id`` -> ``user``; ``output_config.format`` (structured outputs) ->
+``response_format`` (``json_schema``, strict, as Anthropic enforces it); ``stream`` (with
+usage asked for).
 
 Dropped, because the answer stays a valid answer without them: ``top_k``
-(OpenAI has no equivalent; a sampling detail), ``thinking`` (the model's own
-reasoning switch: providers that reason do so unasked), ``cache_control``
+(OpenAI has no equivalent; a sampling detail), ``thinking`` and ``output_config.effort``
+(the model's own reasoning switch: providers that reason do so unasked, and one that does
+not would refuse a reasoning effort), ``cache_control``
 (a caching hint), ``service_tier``, ``context_management``, thinking and
 redacted-thinking blocks of earlier turns (signed by Anthropic: no other
 provider reads them).
@@ -244,6 +247,24 @@ def _tool_choice(choice: Any) -> tuple[Any, bool]:
                "tool_choice.type")
 
 
+def _output_format(doc: dict) -> dict | None:
+    """``output_config.format`` (or the beta ``output_format``) as ``response_format``."""
+    config = doc.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if fmt is None:
+        fmt = doc.get("output_format")
+    if fmt is None:
+        return None
+    if not isinstance(fmt, dict) or fmt.get("type") != "json_schema":
+        raise _bad("output_config.format.type: Input should be 'json_schema'",
+                   "output_config.format.type")
+    schema = fmt.get("schema")
+    if not isinstance(schema, dict):
+        raise _bad("output_config.format.schema: Field required", "output_config.format.schema")
+    return {"type": "json_schema",
+            "json_schema": {"name": "response", "schema": schema, "strict": True}}
+
+
 def to_chat(doc: dict) -> dict:
     """An Anthropic Messages request (decoded) as an OpenAI chat-completions request."""
     for key, why in _REFUSED.items():
@@ -270,6 +291,9 @@ def to_chat(doc: dict) -> dict:
     meta = doc.get("metadata")
     if isinstance(meta, dict) and isinstance(meta.get("user_id"), str):
         out["user"] = meta["user_id"]
+    fmt = _output_format(doc)
+    if fmt is not None:
+        out["response_format"] = fmt
     if doc.get("stream"):
         out["stream"] = True
         out["stream_options"] = {"include_usage": True}

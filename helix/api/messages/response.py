@@ -22,7 +22,7 @@ import msgspec
 
 from helix.errors import ErrorKind, HelixError
 from helix.schema.anthropic import STOP_REASONS, error_type_for
-from helix.schema.stream import ABSENT
+from helix.schema.stream import ABSENT, tool_delta
 from helix.schema.usage import Usage
 
 __all__ = ["AnthropicSink", "error_json", "event", "to_message"]
@@ -120,7 +120,7 @@ class AnthropicSink:
         self._stop: str | None = None
         self._usage: Usage | None = None
 
-    def start(self, id: str, model: str, created: int) -> bytes:
+    def start(self, id: str, model: str, created: int, backend: str | None = None) -> bytes:
         msg = {"id": message_id(id), "type": "message", "role": "assistant",
                "model": self._model, "content": [], "stop_reason": None,
                "stop_sequence": None, "usage": {"input_tokens": 0, "output_tokens": 0}}
@@ -146,7 +146,8 @@ class AnthropicSink:
                          {"type": "content_block_delta", "index": self._index, "delta": delta}))
 
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
-              reasoning: str | None = None, tools: list | None = None) -> bytes:
+              reasoning: str | None = None, tools: list | None = None,
+              thinking: list | None = None) -> bytes:
         if choice != 0:
             return b""  # Anthropic has one choice
         out: list[bytes] = []
@@ -154,6 +155,9 @@ class AnthropicSink:
             if self._open != _THINKING:
                 self._begin(_THINKING, {"type": "thinking", "thinking": "", "signature": ""}, out)
             self._delta({"type": "thinking_delta", "thinking": reasoning}, out)
+        for block in thinking or ():  # a signed block, whole: its signature ends ours
+            if block.get("type") == "thinking" and self._open == _THINKING:
+                self._delta({"type": "signature_delta", "signature": block["signature"]}, out)
         if isinstance(content, str) and content:
             if self._open != _TEXT:
                 self._begin(_TEXT, {"type": "text", "text": ""}, out)
@@ -163,12 +167,9 @@ class AnthropicSink:
         return b"".join(out)
 
     def _tool(self, call: dict, out: list[bytes]) -> None:
-        index = call.get("index", 0)
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or ""
-        if call.get("id") is not None:
-            block = {"type": "tool_use", "id": call["id"], "name": fn.get("name", ""),
-                     "input": {}}
+        index, call_id, name, args = tool_delta(call)
+        if call_id is not None:
+            block = {"type": "tool_use", "id": call_id, "name": name, "input": {}}
             self._begin(_TOOL, block, out)
             self._open_tool = index
             self._tools[index] = self._index

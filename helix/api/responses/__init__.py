@@ -36,7 +36,7 @@ from helix.api.responses.store import Record
 from helix.errors import ErrorKind, HelixError
 from helix.schema.openai import ChatRequestView, StreamOptions
 from helix.schema.responses import responses_request_decoder
-from helix.schema.usage import Usage
+from helix.schema.usage import CACHED, REASONING, Usage
 
 __all__ = ["RESPONSES", "ResponsesApi", "make_resource_handler"]
 
@@ -53,8 +53,31 @@ LATE_WRITE_WAIT = (0.01, 0.02, 0.04, 0.08)
 
 
 class _Id(msgspec.Struct):
+    """A Response reduced to what Helix reads: its id and usage."""
+
     id: str | None = None
-    usage: dict | None = None
+    usage: _ResponseUsage | None = None
+
+
+class _Details(msgspec.Struct):
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+
+
+class _ResponseUsage(msgspec.Struct):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int | None = None
+    input_tokens_details: _Details | None = None
+    output_tokens_details: _Details | None = None
+
+    def usage(self) -> Usage:
+        cached = self.input_tokens_details.cached_tokens if self.input_tokens_details else 0
+        reasoning = (self.output_tokens_details.reasoning_tokens
+                     if self.output_tokens_details else 0)
+        return Usage(input=self.input_tokens, output=self.output_tokens,
+                     cache_read=min(cached, self.input_tokens), reasoning=reasoning,
+                     total=self.total_tokens, reported=CACHED | REASONING)
 
 
 _id_decoder = msgspec.json.Decoder(_Id)
@@ -74,23 +97,37 @@ def not_found(rid: str, param: str | None = None) -> HelixError:
 
 
 class Conversation:
-    """One /v1/responses request's state (``ctx.hub``)."""
+    """One /v1/responses request's state (``ctx.hub``).  The body is decoded only when a
+    translation or a stored conversation needs it: a native request never pays for it."""
 
-    __slots__ = ("chat", "created", "doc", "final", "history", "items", "native_previous",
-                 "rid", "skeleton", "store", "tenant")
+    __slots__ = ("_doc", "_items", "body", "chat", "created", "final", "history",
+                 "native_previous", "rid", "store", "tenant")
 
-    def __init__(self, doc: dict, tenant: str, store: bool) -> None:
-        self.doc = doc
+    def __init__(self, body: bytes, tenant: str, store: bool) -> None:
+        self.body = body
         self.tenant = tenant
         self.store = store
         self.rid = new_id("resp_")
         self.created = time.time()
-        self.items = input_items(doc)
         self.history: list[dict] | None = None  # earlier turns Helix keeps, oldest first
         self.native_previous: str | None = None  # the provider holding previous_response_id
         self.chat: dict | None = None
-        self.skeleton: dict | None = None
         self.final: dict | None = None
+        self._doc: dict | None = None
+        self._items: list[dict] | None = None
+
+    @property
+    def doc(self) -> dict:
+        if self._doc is None:
+            self._doc = _decode(self.body)
+        return self._doc
+
+    @property
+    def items(self) -> list[dict]:
+        """This request's input items, with ids (what input_items lists)."""
+        if self._items is None:
+            self._items = input_items(self.doc)
+        return self._items
 
 
 class ResponsesApi(Api):
@@ -108,10 +145,10 @@ class ResponsesApi(Api):
     def _conversation(self, ctx) -> Conversation:
         conv = ctx.hub
         if conv is None:
-            doc = _decode(ctx.exchange.request.body)
-            keep = doc.get("store", True) is not False and self.store.kind != "none"
-            conv = ctx.hub = Conversation(doc, tenant(self.credential(
-                ctx.exchange.request.headers)), keep)
+            request = ctx.exchange.request
+            keep = ctx.view.store is not False and self.store.kind != "none"
+            conv = ctx.hub = Conversation(request.body, tenant(self.credential(request.headers)),
+                                          keep)
         return conv
 
     def local_phase(self):
@@ -120,10 +157,10 @@ class ResponsesApi(Api):
         api = self
 
         async def continue_conversation(ctx) -> bool:
-            conv = api._conversation(ctx)
             prev = ctx.view.previous_response_id
             if not prev:
-                return False
+                return False  # nothing to resolve (and a native request pays nothing here)
+            conv = api._conversation(ctx)
             record = await api._get(prev, conv.tenant)
             native = [d for d in ctx.candidates if api.name in d.adapter.native]
             if record is None:
@@ -196,9 +233,10 @@ class ResponsesApi(Api):
 
     def native_usage(self, body: bytes) -> Usage | None:
         try:
-            return Usage.from_responses(_id_decoder.decode(body).usage)
+            usage = _id_decoder.decode(body).usage
         except msgspec.DecodeError:
             return None
+        return usage.usage() if usage is not None else None
 
     # -- translated: through the chat hub ---------------------------------------------------
     def _chat(self, ctx) -> dict:
@@ -264,10 +302,11 @@ class ResponsesApi(Api):
             task.add_done_callback(tasks.discard)
 
         def what_to_store(ctx):
-            conv = ctx.hub
-            if (conv is None or not conv.store or ctx.error is not None or ctx.status != 200
-                    or ctx.cache == "hit" or ctx.deployment is None):
-                return
+            if (ctx.error is not None or ctx.status != 200 or ctx.cache == "hit"
+                    or ctx.deployment is None or ctx.view is None
+                    or ctx.view.store is False or api.store.kind == "none"):
+                return None
+            conv = api._conversation(ctx)  # a native request's is made here, after its answer
             dep = ctx.deployment
             if api.name in dep.adapter.native:
                 rid = getattr(ctx.relay, "response_id", None)

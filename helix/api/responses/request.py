@@ -15,7 +15,9 @@ conversation come first (``previous_response_id``, resolved by Helix);
 
 Dropped, harmless: ``metadata``, ``include``, ``truncation``, ``store`` (Helix
 stores), ``prompt_cache_key``, ``service_tier``, ``reasoning.summary``,
-``reasoning`` items of earlier turns (encrypted for OpenAI only).
+``reasoning`` items of earlier turns (encrypted for OpenAI only), except those whose
+``encrypted_content`` is Claude's signed thinking as Helix packed it: those go back as the
+next assistant turn's ``thinking_blocks``.
 
 Refused with a 400 naming the field: built-in tools (``web_search``,
 ``file_search``, ``code_interpreter``, ``computer_use_preview``,
@@ -31,6 +33,7 @@ from typing import Any
 
 from helix.api.responses.response import new_id
 from helix.errors import ErrorKind, HelixError
+from helix.providers.features import unpack_thinking
 
 __all__ = ["input_items", "to_chat"]
 
@@ -118,6 +121,13 @@ def _parts(content: list, where: str, role: str) -> tuple[list[dict], bool]:
 
 def _messages(items: list[dict]) -> list[dict]:
     out: list[dict] = []
+    pending: list[dict] = []  # signed thinking of a reasoning item, for the next assistant turn
+
+    def attach(msg: dict) -> None:
+        if pending:
+            msg.setdefault("thinking_blocks", []).extend(pending)
+            pending.clear()
+
     for i, item in enumerate(items):
         where = f"input[{i}]"
         itype = item.get("type")
@@ -131,6 +141,8 @@ def _messages(items: list[dict]) -> list[dict]:
             else:
                 content = parts
             out.append({"role": "system" if role == "developer" else role, "content": content})
+            if role == "assistant":
+                attach(out[-1])
         elif itype == "function_call":
             call = {"id": item.get("call_id"), "type": "function",
                     "function": {"name": item.get("name"),
@@ -141,14 +153,15 @@ def _messages(items: list[dict]) -> list[dict]:
                 last.setdefault("tool_calls", []).append(call)
             else:
                 out.append({"role": "assistant", "content": None, "tool_calls": [call]})
+            attach(out[-1])
         elif itype == "function_call_output":
             output = item.get("output")
             if isinstance(output, list):
                 output = "".join(p.get("text", "") for p in output if isinstance(p, dict))
             out.append({"role": "tool", "tool_call_id": item.get("call_id"),
                         "content": output if isinstance(output, str) else ""})
-        elif itype == "reasoning":
-            continue
+        elif itype == "reasoning":  # Claude's signed thinking comes back packed in it
+            pending.extend(unpack_thinking(item.get("encrypted_content")))
         elif itype == "item_reference":
             raise _openai_only("'item_reference'", f"{where}.type")
         else:

@@ -23,7 +23,8 @@ from typing import Any
 
 import msgspec
 
-from helix.schema.stream import ABSENT
+from helix.providers.features import pack_thinking
+from helix.schema.stream import ABSENT, tool_delta
 from helix.schema.usage import Usage
 
 __all__ = ["ResponsesSink", "build_response", "new_id", "response_skeleton", "usage_json"]
@@ -84,9 +85,14 @@ def build_response(doc: dict, skeleton: dict, usage: Usage | None) -> dict:
     msg = choice.get("message") or {}
     items: list[dict] = []
     reasoning = msg.get("reasoning_content") or msg.get("reasoning")
-    if isinstance(reasoning, str) and reasoning:
-        items.append({"id": new_id("rs_"), "type": "reasoning", "summary": [],
-                      "content": [{"type": "reasoning_text", "text": reasoning}]})
+    blocks = msg.get("thinking_blocks")
+    if (isinstance(reasoning, str) and reasoning) or blocks:
+        item = {"id": new_id("rs_"), "type": "reasoning", "summary": [], "content": []}
+        if isinstance(reasoning, str) and reasoning:
+            item["content"] = [{"type": "reasoning_text", "text": reasoning}]
+        if blocks:  # Claude's signed thinking, for the client to send back
+            item["encrypted_content"] = pack_thinking(blocks)
+        items.append(item)
     text = msg.get("content")
     parts = []
     if isinstance(text, str) and text:
@@ -118,7 +124,7 @@ class ResponsesSink:
     """
 
     __slots__ = ("_calls", "_finish", "_item", "_kind", "_response", "_seq", "_text",
-                 "_usage", "final", "on_end")
+                 "_thinking", "_usage", "final", "on_end")
     passthrough = False
 
     def __init__(self, skeleton: dict) -> None:
@@ -128,6 +134,7 @@ class ResponsesSink:
         self._item: dict | None = None  # the open output item
         self._text: list[str] = []  # the open item's text / arguments so far
         self._calls: dict[int, dict] = {}  # tool call index -> its item
+        self._thinking: list[dict] = []  # signed thinking blocks of the open reasoning item
         self._finish: str | None = None
         self._usage: Usage | None = None
         self.final: dict | None = None
@@ -141,7 +148,7 @@ class ResponsesSink:
     def _index(self) -> int:
         return len(self._response["output"]) - 1
 
-    def start(self, id: str, model: str, created: int) -> bytes:
+    def start(self, id: str, model: str, created: int, backend: str | None = None) -> bytes:
         r = self._response
         return (self._event("response.created", {"response": r})
                 + self._event("response.in_progress", {"response": r}))
@@ -175,7 +182,10 @@ class ResponsesSink:
                                    {**where, "content_index": 0, "text": text}))
             out.append(self._event("response.content_part.done",
                                    {**where, "content_index": 0, "part": part}))
-            done = {**item, "content": [part]}
+            done = {**item, "content": [part] if text else []}
+            if self._thinking:
+                done["encrypted_content"] = pack_thinking(self._thinking)
+                self._thinking = []
         else:
             out.append(self._event("response.function_call_arguments.done",
                                    {**where, "arguments": text}))
@@ -187,17 +197,20 @@ class ResponsesSink:
         self._item = None
 
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
-              reasoning: str | None = None, tools: list | None = None) -> bytes:
+              reasoning: str | None = None, tools: list | None = None,
+              thinking: list | None = None) -> bytes:
         if choice != 0:
             return b""  # one output per response
         out: list[bytes] = []
-        if reasoning:
+        if reasoning or thinking:
             if self._kind != _REASONING:
                 item = {"id": new_id("rs_"), "type": "reasoning", "summary": [], "content": []}
                 self._open(_REASONING, item, out)
                 out.append(self._event("response.content_part.added", {
                     "item_id": item["id"], "output_index": self._index(), "content_index": 0,
                     "part": {"type": "reasoning_text", "text": ""}}))
+            self._thinking.extend(thinking or ())
+        if reasoning:
             self._text.append(reasoning)
             out.append(self._event("response.reasoning_text.delta", {
                 "item_id": self._item["id"], "output_index": self._index(),
@@ -222,12 +235,10 @@ class ResponsesSink:
     def _tool(self, call: dict, out: list[bytes]) -> None:
         from helix.errors import ErrorKind, HelixError
 
-        index = call.get("index", 0)
-        fn = call.get("function") or {}
-        args = fn.get("arguments") or ""
-        if call.get("id") is not None:
+        index, call_id, name, args = tool_delta(call)
+        if call_id is not None:
             item = {"id": new_id("fc_"), "type": "function_call", "status": "in_progress",
-                    "arguments": "", "call_id": call["id"], "name": fn.get("name", "")}
+                    "arguments": "", "call_id": call_id, "name": name}
             self._open(_CALL, item, out)
             self._calls[index] = item
         elif self._kind != _CALL or self._calls.get(index) is not self._item:

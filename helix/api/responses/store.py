@@ -167,10 +167,9 @@ class RedisStore:
 
     def _redis(self):
         if self._client is None:
-            import redis.asyncio as aioredis
+            from helix.limit.redis import redis_client
 
-            self._client = aioredis.Redis.from_url(
-                self.url, socket_timeout=self.timeout, socket_connect_timeout=self.timeout)
+            self._client = redis_client(self.url, self.timeout)  # a server or a cluster
         return self._client
 
     async def _call(self, coro):

@@ -2,19 +2,27 @@
 
 Translated: ``messages`` (system/developer -> top-level ``system``; consecutive
 same-role turns merged; ``tool`` messages -> ``tool_result`` blocks in a user
-turn; assistant ``tool_calls`` -> ``tool_use`` blocks; ``image_url`` data URLs ->
-base64 image sources, http(s) URLs -> url sources; ``file`` parts carrying a
-data URL -> base64 ``document`` blocks), ``max_completion_tokens``/``max_tokens``
-(filled with the model's default when absent: Anthropic requires it),
+turn; assistant ``tool_calls`` -> ``tool_use`` blocks, after the turn's signed
+``thinking_blocks`` (or OpenRouter's ``reasoning_details``) when it carries them back;
+``image_url`` data URLs -> base64 image sources, http(s) URLs -> url sources; ``file``
+parts carrying a data URL -> base64 ``document`` blocks), ``max_completion_tokens``/
+``max_tokens`` (filled with the model's default when absent: Anthropic requires it),
 ``stop``, ``temperature``, ``top_p``, ``tools``, ``tool_choice``,
 ``parallel_tool_calls: false`` (-> ``disable_parallel_tool_use``),
-``response_format`` (best effort: a system instruction asking for JSON, with the
-schema for ``json_schema``), ``user`` (-> ``metadata.user_id``), ``stream``.
+``response_format`` (structured output: ``output_config.format`` with the schema made
+strict on models that have it, else the forced output tool; see
+:mod:`helix.providers.features`), ``reasoning_effort`` (extended thinking: a
+``budget_tokens`` from the effort, or adaptive thinking with ``output_config.effort``,
+per the model registry), ``user`` (-> ``metadata.user_id``), ``stream``.
 ``cache_control`` on text/image parts is kept (Anthropic prompt caching).
+
+Thinking asked for by ``reasoning_effort`` is left off for a request whose last assistant
+turn used tools without its signed thinking block (a client that does not send
+``thinking_blocks`` back): Anthropic refuses such a turn while thinking is on.
 
 Dropped, because the answer stays a valid answer without them:
 :data:`DROPPED_PARAMS` (``seed``, ``presence_penalty``, ``frequency_penalty``,
-``store``, ``metadata``, ``service_tier``, ``prediction``, ``reasoning_effort``,
+``store``, ``metadata``, ``service_tier``, ``prediction``,
 ``verbosity``, ``prompt_cache_key``, ``safety_identifier``, ``stream_options``
 -- the latter is honoured by the relay).
 
@@ -25,8 +33,10 @@ non-empty ``logit_bias``, ``audio``, non-text ``modalities``, the legacy
 ``functions``/``function_call``, ``web_search_options``.
 
 Any other key is passed through verbatim, like vendor extensions on the
-OpenAI route: Anthropic-native parameters (``top_k``, ``thinking``, ...) sent via
-the SDK's ``extra_body`` work, and a truly unknown key gets Anthropic's own 400.
+OpenAI route: Anthropic-native parameters (``top_k``, ``thinking``, ``output_config``,
+...) sent via the SDK's ``extra_body`` work (a client's ``thinking`` wins over
+``reasoning_effort``; its ``output_config`` is merged over Helix's), and a truly unknown
+key gets Anthropic's own 400.
 """
 
 from __future__ import annotations
@@ -37,8 +47,20 @@ from typing import Any
 import msgspec
 
 from helix.errors import ErrorKind, HelixError
+from helix.providers.features import (
+    OUTPUT_TOOL,
+    Capabilities,
+    anthropic_thinking,
+    capabilities,
+    check_tool_names,
+    effort_of,
+    json_instruction,
+    output_format,
+    strict_schema,
+    thinking_blocks_of,
+)
 from helix.routing.models import lookup
-from helix.schema.anthropic import json_decode, json_encode
+from helix.schema.anthropic import json_decode
 
 DEFAULT_MAX_TOKENS = 4096
 
@@ -65,7 +87,6 @@ DROPPED_PARAMS = frozenset(
         "metadata",
         "service_tier",
         "prediction",
-        "reasoning_effort",
         "verbosity",
         "prompt_cache_key",
         "safety_identifier",
@@ -104,14 +125,12 @@ _HANDLED = frozenset(
         "tool_choice",
         "parallel_tool_calls",
         "response_format",
+        "reasoning_effort",
         "user",
         "stream",
+        "thinking",
+        "output_config",
     }
-)
-
-_JSON_OBJECT_INSTRUCTION = (
-    "Respond with a single valid JSON object and nothing else: no prose before or after it "
-    "and no Markdown code fences."
 )
 
 
@@ -305,6 +324,8 @@ def _translate_messages(messages: Any) -> tuple[list[dict], list[dict]]:
             blocks = _content_blocks(content, f"{where}.content", ("text", "refusal"))
             if msg.get("tool_calls"):
                 blocks.extend(_tool_use_blocks(msg["tool_calls"], f"{where}.tool_calls"))
+            if blocks:  # signed thinking goes back first, as Anthropic answered it
+                blocks[:0] = thinking_blocks_of(msg, where)
         elif role == "tool":
             role = "user"
             blocks = [_tool_result_block(msg, where)]
@@ -380,39 +401,79 @@ def _translate_tool_choice(choice: Any, parallel: Any) -> dict | None:
     return out
 
 
-def _format_instruction(fmt: Any) -> str | None:
+def _needs_thinking_block(messages: list[dict]) -> bool:
+    """Whether the last assistant turn used tools without its signed thinking block in
+    front (Anthropic refuses such a turn while thinking is on)."""
+    for m in reversed(messages):
+        if m["role"] != "assistant":
+            continue
+        content = m["content"]
+        if not isinstance(content, list):
+            return False
+        if not any(b.get("type") == "tool_use" for b in content):
+            return False
+        return content[0].get("type") not in ("thinking", "redacted_thinking")
+    return False
+
+
+def _thinking_on(thinking: Any) -> bool:
+    return isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive")
+
+
+def _structured_output(doc: dict, caps: Capabilities, out: dict, system: list[dict],
+                       thinking: bool) -> None:
+    """``response_format`` as Anthropic structured output, the output tool or a system
+    instruction (``out``'s tools, tool choice and output config; ``system`` for the text)."""
+    fmt = output_format(doc)
     if fmt is None:
-        return None
-    ftype = fmt.get("type") if isinstance(fmt, dict) else None
-    if ftype == "text":
-        return None
-    if ftype == "json_object":
-        return _JSON_OBJECT_INSTRUCTION
-    if ftype == "json_schema":
-        spec = fmt.get("json_schema") if isinstance(fmt.get("json_schema"), dict) else {}
-        schema = spec.get("schema")
-        if schema is None:
-            return _JSON_OBJECT_INSTRUCTION
-        return (
-            f"{_JSON_OBJECT_INSTRUCTION} The JSON object must conform to this JSON Schema:\n"
-            + json_encode(schema).decode()
-        )
-    raise _bad(
-        "Invalid value for 'response_format.type': expected 'text', 'json_object' or "
-        "'json_schema'.",
-        "response_format.type",
-    )
+        return
+    mode = caps.structured_output
+    if mode == "native" and fmt.schema is not None:
+        out.setdefault("output_config", {})["format"] = {
+            "type": "json_schema", "schema": strict_schema(fmt.schema)}
+        return
+    if mode == "prompt":
+        system.append({"type": "text", "text": json_instruction(fmt)})
+        return
+    # The output tool (json_object on a native model too: native outputs need a closed
+    # schema, and any JSON object has none).
+    name, description, schema = fmt.tool()
+    tools = out.setdefault("tools", [])
+    tools.append({"name": name, "description": description, "input_schema": schema})
+    choice = out.get("tool_choice")
+    ctype = choice.get("type") if choice else None
+    if thinking:
+        # Anthropic refuses a forced tool while thinking: the tool is offered and asked for.
+        if ctype == "none":
+            out["tool_choice"] = {**choice, "type": "auto"}
+    elif ctype in (None, "auto", "any", "none"):
+        forced = {"type": "any"} if len(tools) > 1 and ctype != "none" else {
+            "type": "tool", "name": name}
+        if choice and choice.get("disable_parallel_tool_use"):
+            forced["disable_parallel_tool_use"] = True
+        out["tool_choice"] = forced
+        if forced["type"] == "tool":
+            return
+    else:
+        return  # the client forces one of its own tools: its answer is that call
+    system.append({"type": "text", "text": (
+        f"When you have the final answer, give it by calling the `{OUTPUT_TOOL}` tool (its "
+        "input is the answer) instead of answering in text.")})
 
 
-def openai_to_anthropic_request(doc: dict, model_id: str | None, default_max_tokens: int) -> dict:
+def openai_to_anthropic_request(doc: dict, model_id: str | None, default_max_tokens: int,
+                                caps: Capabilities | None = None) -> dict:
     """An OpenAI chat-completions request dict -> an Anthropic Messages request dict.
 
-    ``model_id`` None leaves ``model`` out (Vertex AI names it in the URL).
+    ``model_id`` None leaves ``model`` out (Vertex AI names it in the URL); ``caps`` is
+    the model's structured-output and reasoning techniques (from ``model_id`` when None).
     Raises HelixError(INVALID_REQUEST) naming the parameter it cannot translate.
     """
     for param, used in REJECTED_PARAMS.items():
         if param in doc and used(doc[param]):
             raise _unsupported(param, _REJECT_WHY[param])
+    if caps is None:
+        caps = capabilities(model_id or "", "anthropic")
     system, messages = _translate_messages(doc.get("messages"))
     out: dict[str, Any] = {}
     if model_id is not None:
@@ -421,9 +482,31 @@ def openai_to_anthropic_request(doc: dict, model_id: str | None, default_max_tok
     if max_tokens is None:
         max_tokens = doc.get("max_tokens")
     out["max_tokens"] = default_max_tokens if max_tokens is None else max_tokens
-    instruction = _format_instruction(doc.get("response_format"))
-    if instruction is not None:
-        system.append({"type": "text", "text": instruction})
+    tools = doc.get("tools")
+    check_tool_names(tools)
+    if tools:
+        out["tools"] = _translate_tools(tools)
+        choice = _translate_tool_choice(doc.get("tool_choice"), doc.get("parallel_tool_calls"))
+        if choice is not None:
+            out["tool_choice"] = choice
+    # Reasoning: the client's own `thinking` wins; reasoning_effort otherwise.
+    thinking = doc.get("thinking")
+    effort = effort_of(doc, caps)
+    if thinking is None and effort is not None:
+        sent = out["max_tokens"] if isinstance(out["max_tokens"], int) else default_max_tokens
+        thinking, level = anthropic_thinking(effort, caps, sent, doc)
+        if thinking is not None and _needs_thinking_block(messages):
+            thinking = None  # the client did not send the turn's thinking back: no thinking
+        if level is not None:
+            out["output_config"] = {"effort": level}
+    if thinking is not None:
+        out["thinking"] = thinking
+    _structured_output(doc, caps, out, system, _thinking_on(thinking))
+    client_config = doc.get("output_config")
+    if isinstance(client_config, dict):
+        out["output_config"] = {**out.get("output_config", {}), **client_config}
+    elif client_config is not None:
+        out["output_config"] = client_config  # Anthropic says what is wrong with it
     if system:
         if any(len(b) > 2 for b in system):  # cache_control: keep the blocks
             out["system"] = system
@@ -440,18 +523,12 @@ def openai_to_anthropic_request(doc: dict, model_id: str | None, default_max_tok
     for key in ("temperature", "top_p"):
         if doc.get(key) is not None:
             out[key] = doc[key]
-    tools = doc.get("tools")
-    if tools:
-        out["tools"] = _translate_tools(tools)
-        choice = _translate_tool_choice(doc.get("tool_choice"), doc.get("parallel_tool_calls"))
-        if choice is not None:
-            out["tool_choice"] = choice
     user = doc.get("user")
     if isinstance(user, str) and user:
         out["metadata"] = {"user_id": user}
     if doc.get("stream"):
         out["stream"] = True
-    for key, value in doc.items():  # Anthropic-native extensions (top_k, thinking, ...)
+    for key, value in doc.items():  # Anthropic-native extensions (top_k, ...)
         if key not in _HANDLED and key not in DROPPED_PARAMS and key not in REJECTED_PARAMS:
             out[key] = value
     return out

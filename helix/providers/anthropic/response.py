@@ -1,11 +1,15 @@
 """Anthropic Message -> OpenAI ``chat.completion``, usage, and Anthropic errors.
 
 Text blocks are joined into ``message.content``; ``tool_use`` blocks become
-``tool_calls``; ``thinking`` blocks are exposed as ``message.reasoning_content``;
-other block types are skipped.  ``id`` is ``chatcmpl-<Anthropic message id>``;
-``model`` is the deployment's public model name.  Usage: ``prompt_tokens`` =
-input + cache read + cache creation tokens,
-``prompt_tokens_details.cached_tokens`` = cache read tokens.
+``tool_calls``, except the structured-output tool's (:data:`OUTPUT_TOOL`), whose input is
+the ``content`` (``finish_reason: "stop"``); ``thinking`` blocks are exposed as
+``message.reasoning_content`` and, signed, as ``message.thinking_blocks`` (with
+``redacted_thinking`` ones) for the client to send back; other block types are skipped.
+``id`` is ``chatcmpl-<Anthropic message id>``; ``model`` is the deployment's public model
+name.  Usage: ``prompt_tokens`` = input + cache read + cache creation tokens,
+``prompt_tokens_details.cached_tokens`` = cache read tokens (``cache_write_tokens`` the
+cache creation tokens), ``completion_tokens_details.reasoning_tokens`` = the thinking
+tokens when Anthropic reports them.
 """
 
 from __future__ import annotations
@@ -16,15 +20,18 @@ from typing import Any
 import msgspec
 
 from helix.errors import HelixError
+from helix.providers.features import OUTPUT_TOOL
 from helix.schema.anthropic import (
     ERROR_TYPES,
     FINISH_REASONS,
     ErrorDetail,
     Message,
     json_encode,
+    usage_of,
 )
 from helix.schema.anthropic import Usage as AnthropicUsage
-from helix.schema.usage import CACHED, Usage
+from helix.schema.openai import SERVICE_TIER, system_fingerprint
+from helix.schema.usage import Usage
 
 
 def response_created() -> int:
@@ -34,15 +41,6 @@ def response_created() -> int:
 
 def finish_reason(stop_reason: str | None) -> str:
     return FINISH_REASONS.get(stop_reason or "", "stop")
-
-
-def usage_of(usage: AnthropicUsage | None) -> Usage:
-    """Anthropic's usage (input tokens apart from cache reads and writes) as a Usage."""
-    u = usage or AnthropicUsage()
-    read = u.cache_read_input_tokens or 0
-    write = u.cache_creation_input_tokens or 0
-    return Usage(input=(u.input_tokens or 0) + read + write, output=u.output_tokens or 0,
-                 cache_read=read, cache_write=write, reported=CACHED)
 
 
 def openai_usage(usage: AnthropicUsage | None) -> dict:
@@ -60,10 +58,14 @@ def anthropic_to_openai_response(
     msg = doc if isinstance(doc, Message) else msgspec.convert(doc, Message)
     texts: list[str] = []
     thinking: list[str] = []
+    signed: list[dict] = []
     calls: list[dict] = []
+    output: str | None = None
     for block in msg.content:
         if block.type == "text":
             texts.append(block.text or "")
+        elif block.type == "tool_use" and block.name == OUTPUT_TOOL:
+            output = _arguments(block.input)
         elif block.type == "tool_use":
             calls.append(
                 {
@@ -72,8 +74,16 @@ def anthropic_to_openai_response(
                     "function": {"name": block.name, "arguments": _arguments(block.input)},
                 }
             )
-        elif block.type == "thinking" and block.thinking:
-            thinking.append(block.thinking)
+        elif block.type == "thinking":
+            if block.thinking:
+                thinking.append(block.thinking)
+            if block.signature:
+                signed.append({"type": "thinking", "thinking": block.thinking or "",
+                               "signature": block.signature})
+        elif block.type == "redacted_thinking" and block.data:
+            signed.append({"type": "redacted_thinking", "data": block.data})
+    if output is not None:  # the structured-output tool's input is the answer
+        texts = [output]
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(texts) if texts or not calls else None,
@@ -83,6 +93,11 @@ def anthropic_to_openai_response(
         message["tool_calls"] = calls
     if thinking:
         message["reasoning_content"] = "".join(thinking)
+    if signed:
+        message["thinking_blocks"] = signed
+    reason = finish_reason(msg.stop_reason)
+    if output is not None and not calls and reason == "tool_calls":
+        reason = "stop"
     usage = usage_of(msg.usage)
     out = {
         "id": f"chatcmpl-{msg.id}",
@@ -94,10 +109,12 @@ def anthropic_to_openai_response(
                 "index": 0,
                 "message": message,
                 "logprobs": None,
-                "finish_reason": finish_reason(msg.stop_reason),
+                "finish_reason": reason,
             }
         ],
         "usage": usage.to_openai(),
+        "service_tier": SERVICE_TIER,
+        "system_fingerprint": system_fingerprint(msg.model or model),
     }
     return out, usage
 

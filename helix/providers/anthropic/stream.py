@@ -19,6 +19,7 @@ from helix.providers.anthropic.response import (
     finish_reason,
     usage_of,
 )
+from helix.providers.features import OUTPUT_TOOL
 from helix.schema.anthropic import (
     ContentBlock,
     ErrorDetail,
@@ -49,7 +50,11 @@ class AnthropicStreamRelay:
     One per request.  ``message_start`` starts the sink's message
     (``chatcmpl-<message id>``) with the assistant role; each ``tool_use``
     block becomes a tool call whose first delta has its id and name and whose
-    later deltas carry argument fragments, indexed in order of appearance.
+    later deltas carry argument fragments, indexed in order of appearance; the
+    structured-output tool's input fragments are content instead.  Thinking text
+    is reasoning as it comes; each thinking block, once its signature is in
+    (``content_block_stop``), goes out whole as ``thinking`` (the client's
+    ``thinking_blocks``), a ``redacted_thinking`` block at its start.
     ``message_delta`` finishes the choice; ``message_stop`` adds the usage and
     ends the stream.  An ``error`` event raises HelixError from :meth:`feed`
     (after what the same read completed before it has been returned: then from
@@ -63,9 +68,11 @@ class AnthropicStreamRelay:
         "_error",
         "_finish_sent",
         "_model",
+        "_output",
         "_parser",
         "_sink",
         "_started",
+        "_thinking",
         "_tools",
         "_usage",
         "usage",
@@ -79,6 +86,8 @@ class AnthropicStreamRelay:
         self._parser = SSEParser()
         self._started = False
         self._tools: dict[int, int] = {}  # content block index -> tool_call index
+        self._output: int | None = None  # content block index of the structured-output tool
+        self._thinking: dict[int, list] = {}  # block index -> [text pieces, signature]
         self._usage = Usage()
         self._finish_sent = False
         self._done = False
@@ -144,12 +153,17 @@ class AnthropicStreamRelay:
             sink = self._sink
             self._started = True
             self._merge_usage(msg.usage)
-            return sink.start(f"chatcmpl-{msg.id}", self._model, self._created) + sink.delta(
+            return sink.start(f"chatcmpl-{msg.id}", self._model, self._created,
+                              backend=msg.model or self._model) + sink.delta(
                 0, role=True, content=""
             )
+        if etype == "content_block_stop":
+            return self._block_stop(ev)
         if etype == "message_delta":
             self._merge_usage(ev.usage)
             reason = finish_reason(ev.delta.stop_reason if ev.delta is not None else None)
+            if reason == "tool_calls" and self._output is not None and not self._tools:
+                reason = "stop"  # the structured-output tool answered
             return self._finish(reason)
         if etype == "message_stop":
             out = [self._finish("stop")]
@@ -162,12 +176,16 @@ class AnthropicStreamRelay:
             return b"".join(out)
         if etype == "error":
             raise anthropic_error(ev.error or ErrorDetail())
-        return b""  # ping, content_block_stop, and event types added later
+        return b""  # ping and event types added later
 
     def _block_start(self, ev: StreamEvent) -> bytes:
         block = ev.content_block or ContentBlock(type="")
         if block.type == "text":
             return self._sink_started().delta(0, content=block.text) if block.text else b""
+        if block.type == "tool_use" and block.name == OUTPUT_TOOL:
+            self._output = ev.index if ev.index is not None else -1
+            args = _arguments(block.input) if block.input else ""
+            return self._sink_started().delta(0, content=args) if args else b""
         if block.type == "tool_use":
             index = len(self._tools)
             self._tools[ev.index if ev.index is not None else -1] = index
@@ -179,9 +197,23 @@ class AnthropicStreamRelay:
                 "function": {"name": block.name, "arguments": args},
             }
             return self._sink_started().delta(0, tools=[call])
-        if block.type == "thinking" and block.thinking:
-            return self._sink_started().delta(0, reasoning=block.thinking)
+        if block.type == "thinking":
+            self._thinking[ev.index if ev.index is not None else -1] = [
+                [block.thinking] if block.thinking else [], block.signature]
+            if block.thinking:
+                return self._sink_started().delta(0, reasoning=block.thinking)
+            return b""
+        if block.type == "redacted_thinking" and block.data:
+            signed = {"type": "redacted_thinking", "data": block.data}
+            return self._sink_started().delta(0, thinking=[signed])
         return b""
+
+    def _block_stop(self, ev: StreamEvent) -> bytes:
+        state = self._thinking.pop(ev.index if ev.index is not None else -1, None)
+        if state is None or not state[1]:
+            return b""
+        signed = {"type": "thinking", "thinking": "".join(state[0]), "signature": state[1]}
+        return self._sink_started().delta(0, thinking=[signed])
 
     def _delta(self, ev: StreamEvent) -> bytes:
         d = ev.delta
@@ -190,14 +222,25 @@ class AnthropicStreamRelay:
         if d.type == "text_delta":
             return self._sink_started().delta(0, content=d.text) if d.text else b""
         if d.type == "input_json_delta":
-            index = self._tools.get(ev.index if ev.index is not None else -1)
+            where = ev.index if ev.index is not None else -1
+            if where == self._output:
+                return self._sink_started().delta(0, content=d.partial_json) \
+                    if d.partial_json else b""
+            index = self._tools.get(where)
             if index is None or not d.partial_json:
                 return b""  # a server tool's input, or the empty opening fragment
             call = {"index": index, "function": {"arguments": d.partial_json}}
             return self._sink_started().delta(0, tools=[call])
         if d.type == "thinking_delta" and d.thinking:
+            state = self._thinking.get(ev.index if ev.index is not None else -1)
+            if state is not None:
+                state[0].append(d.thinking)
             return self._sink_started().delta(0, reasoning=d.thinking)
-        return b""  # signature_delta, citations_delta, ...
+        if d.type == "signature_delta" and d.signature:
+            state = self._thinking.get(ev.index if ev.index is not None else -1)
+            if state is not None:
+                state[1] = d.signature
+        return b""  # citations_delta, ...
 
     def close(self) -> bytes:
         self._parser.close()

@@ -1,0 +1,162 @@
+"""The pipeline in-process: an App built from config, driven through a fake Exchange against
+the mock provider, for every client API.  No Helix subprocess: the phases, the attempt loop,
+error rendering per dialect and the stream sinks are exercised directly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from helix.config import load_file
+from helix.errors import HelixError
+from helix.mock import MockProcess
+from helix.server.exchange import Request
+
+
+class FakeExchange:
+    """What a handler sees of a request: records every byte of the answer."""
+
+    def __init__(self, method: str, path: str, body: bytes = b"", headers=None,
+                 query: str = "") -> None:
+        self.request = Request(method, path, query, dict(headers or {}), body, "1.1",
+                               ("127.0.0.1", 1), True)
+        self.committed = False
+        self.finished = False
+        self.client_gone = False
+        self.status = 0
+        self.headers: list = []
+        self.chunks: list[bytes] = []
+
+    def respond(self, status, headers, body) -> None:
+        assert not self.committed
+        self.committed = self.finished = True
+        self.status, self.headers, self.chunks = status, headers, [body]
+
+    def respond_error(self, err: HelixError, body: bytes | None = None) -> None:
+        self.respond(err.status, [(b"content-type", b"application/json"), *err.headers],
+                     err.to_json() if body is None else body)
+
+    def start_stream(self, status, headers, first=b"") -> None:
+        self.committed = True
+        self.status, self.headers = status, headers
+        self.chunks = [first] if first else []
+
+    async def send(self, data: bytes) -> None:
+        self.chunks.append(data)
+
+    def end_stream(self) -> None:
+        self.finished = True
+
+    @property
+    def body(self) -> bytes:
+        return b"".join(self.chunks)
+
+    def header(self, name: bytes) -> bytes | None:
+        return next((v for k, v in self.headers if k == name), None)
+
+
+@pytest.fixture(scope="module")
+def mock():
+    with MockProcess("--chunks", "3") as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def app_config(mock, tmp_path_factory):
+    state = tmp_path_factory.mktemp("state")
+    path = state / "helix.yaml"
+    path.write_text(f"""
+providers:
+  - {{name: oai, type: openai_compatible, base_url: "{mock.url}/v1", api_key: k,
+     models: [gpt-4o-mini]}}
+  - {{name: anthropic, type: anthropic, base_url: "{mock.url}", api_key: k,
+     models: [claude-sonnet-4-5]}}
+responses: {{state_dir: "{state}"}}
+""")
+    return load_file(str(path), env={})
+
+
+def run(app_config, *exchanges: FakeExchange) -> list[FakeExchange]:
+    from helix.app import App
+
+    async def go():
+        app = App(app_config)
+        try:
+            for ex in exchanges:
+                try:
+                    await app.handle(ex)
+                except HelixError as err:  # raised before any pipeline: the server answers
+                    ex.respond_error(err)
+        finally:
+            await app.close()
+
+    asyncio.run(go())
+    return list(exchanges)
+
+
+def post(path: str, doc: dict, **headers) -> FakeExchange:
+    return FakeExchange("POST", path, json.dumps(doc).encode(),
+                        {"content-type": "application/json", **headers})
+
+
+def test_every_api_answers_in_its_own_dialect_natively_and_translated(app_config):
+    hi = [{"role": "user", "content": "hi"}]
+    chat, chat_x, msg, msg_x, resp = run(
+        app_config,
+        post("/v1/chat/completions", {"model": "gpt-4o-mini", "messages": hi}),
+        post("/v1/chat/completions", {"model": "claude-sonnet-4-5", "messages": hi}),
+        post("/v1/messages", {"model": "claude-sonnet-4-5", "max_tokens": 9, "messages": hi}),
+        post("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 9, "messages": hi}),
+        post("/v1/responses", {"model": "claude-sonnet-4-5", "input": "hi"}),
+    )
+    for ex in (chat, chat_x, msg, msg_x, resp):
+        assert ex.status == 200, (ex.request.path, ex.body)
+    for ex in (chat, chat_x):
+        doc = json.loads(ex.body)
+        assert ex.status == 200 and doc["object"] == "chat.completion"
+        assert doc["choices"][0]["message"]["content"] == "mock reply to: hi"
+    for ex in (msg, msg_x):
+        doc = json.loads(ex.body)
+        assert ex.status == 200 and doc["type"] == "message"
+        assert doc["content"][0]["text"] == "mock reply to: hi"
+    doc = json.loads(resp.body)
+    assert doc["object"] == "response" and doc["output"][0]["content"][0]["text"] == \
+        "mock reply to: hi"
+
+
+def test_errors_are_rendered_by_the_clients_api(app_config):
+    chat, msg, resp = run(
+        app_config,
+        post("/v1/chat/completions", {"model": "nope", "messages": [{"role": "user",
+                                                                    "content": "x"}]}),
+        post("/v1/messages", {"model": "nope", "max_tokens": 5, "messages": []}),
+        post("/v1/responses", {"model": "claude-sonnet-4-5", "input": "x",
+                               "previous_response_id": "resp_unknown"}),
+    )
+    assert chat.status == 404 and json.loads(chat.body)["error"]["code"] == "model_not_found"
+    doc = json.loads(msg.body)
+    assert msg.status == 404 and doc == {"type": "error", "error": {
+        "type": "not_found_error", "message": doc["error"]["message"]}}
+    assert resp.status == 404
+    assert json.loads(resp.body)["error"]["code"] == "previous_response_not_found"
+
+
+def test_streams_go_through_each_apis_sink(app_config):
+    hi = [{"role": "user", "content": "hi"}]
+    chat, msg, resp = run(
+        app_config,
+        post("/v1/chat/completions", {"model": "claude-sonnet-4-5", "messages": hi,
+                                      "stream": True}),
+        post("/v1/messages", {"model": "gpt-4o-mini", "max_tokens": 9, "messages": hi,
+                              "stream": True}),
+        post("/v1/responses", {"model": "claude-sonnet-4-5", "input": "hi", "stream": True}),
+    )
+    assert chat.body.endswith(b"data: [DONE]\n\n") and b"chat.completion.chunk" in chat.body
+    assert msg.body.startswith(b"event: message_start") and b"event: message_stop" in msg.body
+    assert resp.body.startswith(b"event: response.created")
+    assert b"event: response.completed" in resp.body
+    for ex in (chat, msg, resp):
+        assert ex.header(b"content-type") == b"text/event-stream; charset=utf-8"
+        assert ex.finished
