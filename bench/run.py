@@ -583,7 +583,7 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
                 res["concurrency"][conns] = wrk
         res["saturation"] = res["concurrency"].get(32) or next(iter(res["concurrency"].values()))
         res["pss_load_kb"] = sampler.max_kb
-        if isinstance(target, Helix) and opts.apis:
+        if type(target) is Helix and opts.apis:
             res["apis"] = {}
             for label, path, body, anth in APIS:
                 log(f"{target.name}: (h) {label} c=32 {opts.duration}s")
@@ -962,7 +962,22 @@ def write_report(
         for n, e in failed.items():
             add(f"- {n}: {e}")
         add("")
-    path.write_text("\n".join(L))
+    path.write_text("\n".join(L).rstrip() + "\n" + _kept_sections(path, L))
+
+
+def _kept_sections(path: Path, generated: list[str]) -> str:
+    """The sections of the existing report that this run does not write (the feature costs,
+    the hedging / affinity / start-up benches ...): kept, after this run's own."""
+    if not path.exists():
+        return ""
+    ours = {line.split(")")[0] for line in generated if line.startswith("## (")}
+    kept = []
+    for section in path.read_text().split("\n## ")[1:]:
+        heading = "## " + section.splitlines()[0]
+        if heading.startswith("## (") and heading.split(")")[0] in ours:
+            continue
+        kept.append("\n## " + section.rstrip() + "\n")
+    return "".join(kept)
 
 
 # -- main ------------------------------------------------------------------------------------
