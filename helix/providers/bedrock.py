@@ -714,6 +714,9 @@ class BedrockAdapter(TranslatingAdapter):
             doc = _decode(body)
         except msgspec.DecodeError as exc:
             raise _bad(f"We could not parse the JSON body of your request ({exc}).") from None
+        return self.chat_request_doc(dep, view, doc)
+
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
         action = "converse-stream" if doc.get("stream") else "converse"
         converse = _encode(to_converse(doc, dep.model_id))
         return UpstreamRequest(b"POST", self._target(dep, action), dep.static_headers, converse)

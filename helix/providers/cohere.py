@@ -375,7 +375,10 @@ class CohereAdapter(TranslatingAdapter):
             raise _bad(f"We could not parse the JSON body of your request ({exc}).") from None
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        payload = _encode(to_cohere(self._decode(body), dep.model_id))
+        return self.chat_request_doc(dep, view, self._decode(body))
+
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
+        payload = _encode(to_cohere(doc, dep.model_id))
         return UpstreamRequest(
             b"POST", f"{dep.base_path}/v2/chat".encode(), dep.static_headers, payload
         )

@@ -943,7 +943,9 @@ class GeminiAdapter(TranslatingAdapter):
         return dep.static_headers
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        doc = _decode_body(body)
+        return self.chat_request_doc(dep, view, _decode_body(body))
+
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
         out = openai_to_gemini_request(doc, capabilities(dep.model_id, "gemini"))
         stream = bool(view.stream)
         method = "streamGenerateContent" if stream else "generateContent"

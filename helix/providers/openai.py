@@ -353,6 +353,9 @@ class OpenAIAdapter:
             body = replace_model(body, view.model, dep.model_id)
         return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
 
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
+        return self._request(dep, view, _encode(doc), "chat/completions")
+
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
         return self._request(dep, view, body, "chat/completions")
 

@@ -204,7 +204,9 @@ class VertexClaudeAdapter(AnthropicAdapter):
         return path.encode()
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        doc = _decode_body(body)
+        return self.chat_request_doc(dep, view, _decode_body(body))
+
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
         out = openai_to_anthropic_request(doc, None, default_max_tokens(dep.model_id),
                                           capabilities(dep.model_id, "anthropic"))
         out["anthropic_version"] = VERTEX_ANTHROPIC_VERSION

@@ -93,7 +93,7 @@ class MessagesApi(Api):
         doc["model"] = dep.model_id
         if dep.provider_type in _COMPLETION_TOKENS and "max_tokens" in doc:
             doc["max_completion_tokens"] = doc.pop("max_tokens")
-        return dep.adapter.chat_request(dep, self._chat_view(ctx, dep), _encode(doc))
+        return dep.adapter.chat_request_doc(dep, self._chat_view(ctx, dep), doc)
 
     def stream_relay(self, ctx, dep, sink):
         return dep.adapter.stream_relay(dep, self._chat_view(ctx, dep), sink)

@@ -100,12 +100,13 @@ class Conversation:
     """One /v1/responses request's state (``ctx.hub``).  The body is decoded only when a
     translation or a stored conversation needs it: a native request never pays for it."""
 
-    __slots__ = ("_doc", "_items", "body", "chat", "created", "final", "history",
-                 "native_previous", "rid", "store", "tenant")
+    __slots__ = ("_credential", "_doc", "_items", "_tenant", "body", "chat", "created", "final",
+                 "history", "native_previous", "rid", "store")
 
-    def __init__(self, body: bytes, tenant: str, store: bool) -> None:
+    def __init__(self, body: bytes, credential: str | None, store: bool) -> None:
         self.body = body
-        self.tenant = tenant
+        self._credential = credential
+        self._tenant: str | None = None
         self.store = store
         self.rid = new_id("resp_")
         self.created = time.time()
@@ -115,6 +116,13 @@ class Conversation:
         self.final: dict | None = None
         self._doc: dict | None = None
         self._items: list[dict] | None = None
+
+    @property
+    def tenant(self) -> str:
+        """Whose stored responses these are (hashed only when the store is used)."""
+        if self._tenant is None:
+            self._tenant = tenant(self._credential)
+        return self._tenant
 
     @property
     def doc(self) -> dict:
@@ -147,8 +155,7 @@ class ResponsesApi(Api):
         if conv is None:
             request = ctx.exchange.request
             keep = ctx.view.store is not False and self.store.kind != "none"
-            conv = ctx.hub = Conversation(request.body, tenant(self.credential(request.headers)),
-                                          keep)
+            conv = ctx.hub = Conversation(request.body, self.credential(request.headers), keep)
         return conv
 
     def local_phase(self):
@@ -261,7 +268,7 @@ class ResponsesApi(Api):
         doc["model"] = dep.model_id
         if dep.provider_type in _COMPLETION_TOKENS and "max_tokens" in doc:
             doc["max_completion_tokens"] = doc.pop("max_tokens")
-        return dep.adapter.chat_request(dep, self._chat_view(ctx, dep), _encode(doc))
+        return dep.adapter.chat_request_doc(dep, self._chat_view(ctx, dep), doc)
 
     def _skeleton(self, ctx, dep) -> dict:
         conv = self._conversation(ctx)

@@ -17,6 +17,7 @@ text, reasoning, temperature, ...) as OpenAI's does.
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from typing import Any
@@ -40,8 +41,25 @@ _ECHO = {
 }
 
 
+class _Ids:
+    """Unique ids without a system call each: 16 random hex digits per process (drawn again
+    in every forked child) and a counter."""
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.base = os.urandom(8).hex()
+        self.count = itertools.count(int.from_bytes(os.urandom(4), "big"))
+
+
+_IDS = _Ids()
+
+
 def new_id(prefix: str) -> str:
-    return prefix + os.urandom(16).hex()
+    """``prefix`` + 32 hex digits, unique across processes and instances."""
+    return f"{prefix}{_IDS.base}{next(_IDS.count) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def usage_json(usage: Usage | None) -> dict | None:

@@ -111,7 +111,9 @@ class AnthropicAdapter(TranslatingAdapter):
         return (f"{path}?{query}" if query else path).encode()
 
     def chat_request(self, dep: Deployment, view, body: bytes) -> UpstreamRequest:
-        doc = json_decode(body)
+        return self.chat_request_doc(dep, view, json_decode(body))
+
+    def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
         out = openai_to_anthropic_request(doc, dep.model_id, default_max_tokens(dep.model_id))
         target = self._target(dep, "/v1/messages")
         return UpstreamRequest(b"POST", target, dep.static_headers, json_encode(out))
