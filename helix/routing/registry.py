@@ -21,6 +21,7 @@ import re
 from collections import OrderedDict
 
 from helix.client import Timeouts, parse_url
+from helix.client.pool import HeaderBlock
 from helix.config import Config, ProviderConfig
 from helix.errors import ErrorKind, HelixError
 from helix.providers import catalog
@@ -52,7 +53,8 @@ class ProviderEndpoint:
         self.cfg = cfg
         spec = catalog.spec(cfg.type)
         self.origin, self.base_path = parse_url(catalog.base_url(spec, cfg))
-        self.headers = spec.headers(cfg)
+        # Sent on every request: serialized once (client.pool.HeaderBlock).
+        self.headers = HeaderBlock(spec.headers(cfg))
         self.adapter = spec.adapter
         self.adapter_for = spec.adapter_for
         self.query = spec.query(cfg)

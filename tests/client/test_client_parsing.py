@@ -475,3 +475,15 @@ def test_oversized_head_rejected_but_large_first_read_ok():
         assert body == big
 
     asyncio.run(go())
+
+
+def test_header_block_serializes_once_and_like_a_plain_list():
+    from helix.client.pool import HeaderBlock, _build_head
+
+    headers = [(b"content-type", b"application/json"), (b"authorization", b"Bearer k"),
+               (b"Connection", b"close")]
+    block = HeaderBlock(headers)
+    for method, body in ((b"POST", b'{"a":1}'), (b"GET", b"")):
+        assert _build_head(method, b"/v1/x", block, body, b"host: h\r\n") == \
+            _build_head(method, b"/v1/x", list(headers), body, b"host: h\r\n")
+    assert block.serialized() is block.serialized()  # computed once
