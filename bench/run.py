@@ -562,6 +562,15 @@ def measure(proc: Proc, port: int, duration: float, conns: int, mock_port: int,
     return wrk
 
 
+def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The run with the median CPU per request (its own figures, not a mix of runs)."""
+    ordered = sorted(runs, key=lambda r: r["cpu_us_per_req"])
+    out = dict(ordered[len(ordered) // 2])
+    out["runs"] = len(runs)
+    out["connects_all"] = [r.get("upstream_connects") for r in runs]
+    return out
+
+
 def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     ctx = target.ctx
     res: dict[str, Any] = {}
@@ -579,8 +588,9 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
             for conns in opts.conns:
                 log(f"{target.name}: (a) wrk saturation c={conns} {opts.duration}s")
                 run_wrk(port, min(2.0, opts.duration), conns)  # warm-up (and pool fill)
-                wrk = measure(proc, port, opts.duration, conns, ctx.mock_port)
-                res["concurrency"][conns] = wrk
+                runs = [measure(proc, port, opts.duration, conns, ctx.mock_port)
+                        for _ in range(opts.repeat)]
+                res["concurrency"][conns] = median_run(runs)
         res["saturation"] = res["concurrency"].get(32) or next(iter(res["concurrency"].values()))
         res["pss_load_kb"] = sampler.max_kb
         if type(target) is Helix and opts.apis:
@@ -588,8 +598,9 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
             for label, path, body, anth in APIS:
                 log(f"{target.name}: (h) {label} c=32 {opts.duration}s")
                 run_wrk(port, min(2.0, opts.duration), 32, path, body, anth)
-                res["apis"][label] = measure(proc, port, opts.duration, 32, ctx.mock_port,
-                                             path, body, anth)
+                res["apis"][label] = median_run([
+                    measure(proc, port, opts.duration, 32, ctx.mock_port, path, body, anth)
+                    for _ in range(opts.repeat)])
 
         log(f"{target.name}: (b) open loop {opts.rate:.0f} req/s {opts.duration}s")
         res["openloop"] = run_loadgen(
@@ -795,7 +806,8 @@ def write_report(
     add(
         "Per connection count: req/s, proxy CPU µs per request (and its ratio to nginx's at the "
         "same concurrency), p99, and the upstream connections the proxy opened during the "
-        "timed run (counted by the mock: 0 means no churn; the warm-up fills the pool).\n"
+        "timed run (counted by the mock: 0 means no churn; the warm-up fills the pool). "
+        f"Each row is the median (by CPU/request) of {opts.repeat} run(s).\n"
     )
     add("| target | conns | req/s | vs nginx | proxy CPU µs/req | CPU vs nginx | "
         "CPU vs own c=32 | p99 ms | upstream connects | errors |")
@@ -996,6 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--conns", default="32,128,512",
                    help="wrk connection counts for the saturation scenario (a)")
+    p.add_argument("--repeat", type=int, default=1,
+                   help="runs per saturation measurement; the median (by CPU/request) is kept")
     p.add_argument("--apis", action="store_true",
                    help="(h): every client API, native and translated, through helix")
     p.add_argument(
