@@ -196,7 +196,7 @@ def _state_dir(rs, env) -> Callable[[float], str]:
     the nearest existing directory on its path must be writable)."""
 
     def run(_timeout: float) -> str:
-        from helix.api.responses.store import default_state_dir
+        from helix.config import default_state_dir
 
         path = rs.state_dir or default_state_dir(env)
         probe = path

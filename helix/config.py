@@ -337,6 +337,16 @@ class CachingConfig(msgspec.Struct, **_STRUCT):
     admin_api_key: str | None = None  # enables POST /admin/cache/purge (Bearer this key)
 
 
+def default_state_dir(env: dict[str, str] | None = None) -> str:
+    """Where Helix keeps state when ``responses.state_dir`` is unset: $HELIX_STATE_DIR, else
+    $XDG_STATE_HOME/helix or ~/.local/state/helix."""
+    env = os.environ if env is None else env
+    if env.get("HELIX_STATE_DIR"):
+        return env["HELIX_STATE_DIR"]
+    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "helix")
+
+
 class ResponsesConfig(msgspec.Struct, **_STRUCT):
     """Conversation state for /v1/responses answered by providers without a Responses API
     (Helix addition; helix/api/responses/store.py).  OpenAI and Azure keep their own."""

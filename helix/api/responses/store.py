@@ -32,6 +32,8 @@ from typing import Any
 
 import msgspec
 
+from helix.config import default_state_dir
+
 __all__ = ["NoStore", "Record", "RedisStore", "SqliteStore", "open_store"]
 
 log = logging.getLogger("helix.responses")
@@ -50,14 +52,6 @@ class Record(msgspec.Struct, kw_only=True):
 
 
 _record_decoder = msgspec.json.Decoder(Record)
-
-
-def default_state_dir(env: dict[str, str] | None = None) -> str:
-    env = os.environ if env is None else env
-    if env.get("HELIX_STATE_DIR"):
-        return env["HELIX_STATE_DIR"]
-    base = env.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
-    return os.path.join(base, "helix")
 
 
 class NoStore:
