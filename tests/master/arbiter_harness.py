@@ -212,6 +212,11 @@ class TinyServer:
 
     async def shutdown(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        # A connection the listener accepted in the same loop turn as stop_accepting() is
+        # only known once its connection_made ran: give those a moment to show up (Helix's
+        # own server drains with a grace period for the same reason), else the process
+        # would exit under them and their clients read an empty answer.
+        await asyncio.sleep(0.1)
         while self._conns and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         for conn in list(self._conns):
