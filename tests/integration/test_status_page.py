@@ -91,13 +91,24 @@ def wait_for(pred, timeout: float, what: str):
     raise AssertionError(f"timed out after {timeout}s waiting for {what}")
 
 
-def state_of(driver, deployment: str) -> str | None:
-    from selenium.webdriver.common.by import By
+def text_of(driver, selector: str) -> str:
+    # Read in one script call: an element handle kept across calls goes stale
+    # when the page re-renders.
+    return driver.execute_script(
+        "const e = document.querySelector(arguments[0]); return e ? e.innerText : '';",
+        selector)
 
-    for row in driver.find_elements(By.CSS_SELECTOR, "#deployment-table tbody tr"):
-        cells = row.find_elements(By.TAG_NAME, "td")
-        if cells and cells[0].text == deployment:
-            return cells[3].text
+
+def state_of(driver, deployment: str) -> str | None:
+    # The page re-renders the table on every poll, so row elements found one
+    # call earlier can be gone the next (a stale element). One script reads
+    # the whole table in a single turn of the page's event loop instead.
+    rows = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#deployment-table tbody tr'))"
+        ".map(r => Array.from(r.querySelectorAll('td')).map(td => td.innerText));")
+    for cells in rows or ():
+        if cells and cells[0].strip() == deployment:
+            return cells[3].strip()
     return None
 
 
@@ -156,14 +167,12 @@ rate_limits: {{global: {{requests_per_minute: 100000}}}}
                          "the flaky deployment shown cooling")
                 assert state_of(browser, "primary/gpt-4o-mini") == "healthy"
 
-                from selenium.webdriver.common.by import By
-
-                page = browser.find_element(By.TAG_NAME, "body").text
+                page = text_of(browser, "body")
                 assert "gpt-4o-mini" in page and "prices as of" in page
-                assert "live" in browser.find_element(By.ID, "live").text
-                traffic = browser.find_element(By.ID, "traffic").text
+                assert "live" in text_of(browser, "#live")
+                traffic = text_of(browser, "#traffic")
                 assert "flaky-model" in traffic and "gpt-4o-mini" in traffic
-                workers = browser.find_element(By.ID, "workers").text
+                workers = text_of(browser, "#workers")
                 assert workers.count("ready") == 2
                 problems = [e["message"] for e in browser.get_log("browser")
                             if e["level"] in ("SEVERE", "WARNING")]
