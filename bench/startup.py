@@ -1,12 +1,19 @@
 """Cold start and idle memory of Helix with 2 workers, default config vs every feature on.
 
-    python bench/startup.py [--runs 5] [--tree DIR ...]
+    python bench/startup.py [--runs 5] [--tree DIR ...] [--python VENV/bin/python ...]
 
 For each source tree (default: this checkout; pass several ``--tree`` to compare, e.g. the
 main branch and a feature branch) and each config, it starts ``python -m helix`` with that
 tree first on ``PYTHONPATH`` in front of the bundled mock, measures the time from exec to
 the first 200 on a chat request (polled every 5 ms), then the PSS summed over master +
 workers after 2 s idle.  Median of ``--runs`` fresh processes.  Prints a Markdown table.
+
+``--python`` measures an *installed* Helix instead of a source tree: the interpreter of a
+venv made with ``python -m venv V && V/bin/pip install .``, run from an empty directory.
+That is how a deployment starts (the image's ``pip install .``): bytecode compiled at
+install, no editable-install finder and none of the development interpreter's ``.pth``
+hooks in site-packages -- each of which costs start-up time a deployment never pays, and a
+source tree under ``PYTHONDONTWRITEBYTECODE=1`` recompiles every module on every start.
 Every process started here is stopped (its session killed) in a ``finally``.
 """
 
@@ -102,19 +109,23 @@ def stop(proc: subprocess.Popen) -> None:
             continue
 
 
-def one(tree: str, config_path: str) -> tuple[float, int]:
+def one(target: tuple[str, str, str | None], config_path: str) -> tuple[float, int]:
+    python, cwd, tree = target
     port = free_port()
-    env = dict(os.environ, PYTHONPATH=tree)
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    if tree is not None:
+        env["PYTHONPATH"] = tree
     t0 = time.monotonic()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "helix", "--config", config_path, "--port", str(port),
-         "--workers", "2"], env=env, cwd=tree, stdout=subprocess.DEVNULL,
+        [python, "-m", "helix", "--config", config_path, "--port", str(port),
+         "--workers", "2"], env=env, cwd=cwd, stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = t0 + 30
         while not chat_ok(port):
             if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"helix from {tree} did not start")
+                raise RuntimeError(f"helix from {tree or python} did not start")
             time.sleep(0.005)
         cold = time.monotonic() - t0
         # Both workers must be up (the first 200 may come from the first one ready).
@@ -130,8 +141,12 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--tree", action="append", help="source tree(s) to compare")
+    ap.add_argument("--python", action="append",
+                    help="interpreter(s) of a venv with Helix installed (pip install .)")
     opts = ap.parse_args()
-    trees = opts.tree or [ROOT]
+    empty = tempfile.mkdtemp(prefix="helix-startup-")
+    targets = [(sys.executable, t, t) for t in (opts.tree or ([] if opts.python else [ROOT]))]
+    targets += [(py, empty, None) for py in (opts.python or [])]
     sys.path.insert(0, ROOT)
     from helix.mock import MockProcess
 
@@ -142,14 +157,16 @@ def main() -> int:
             path = os.path.join(tmp, name.replace(" ", "_") + ".yaml")
             with open(path, "w") as f:
                 f.write(text)
-            for tree in trees:
+            for target in targets:
                 colds, psss = [], []
                 for _ in range(opts.runs):
-                    c, p = one(tree, path)
+                    c, p = one(target, path)
                     colds.append(c)
                     psss.append(p)
-                rows.append((name, tree, statistics.median(colds) * 1000,
+                label = target[2] or f"installed: {target[0]}"
+                rows.append((name, label, statistics.median(colds) * 1000,
                              statistics.median(psss) / 1024))
+    os.rmdir(empty)
     print("| config | tree | cold start (exec → first 200), ms "
           "| idle PSS, master + 2 workers, MiB |")
     print("|---|---|---|---|")

@@ -17,9 +17,9 @@ model it does not know is still served, with an unknown (``None``) cost.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Iterable
-from importlib import resources
 from typing import TYPE_CHECKING, Literal
 
 import msgspec
@@ -72,7 +72,11 @@ class _DataFile(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def _load_packaged() -> _DataFile:
-    raw = resources.files("helix.data").joinpath("models.json").read_bytes()
+    # Beside this package on disk in every install form (wheel, bundle, image); a plain
+    # open() spares every process the importlib.resources/zipfile imports.
+    path = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "models.json")
+    with open(path, "rb") as f:
+        raw = f.read()
     return msgspec.json.decode(raw, type=_DataFile)
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 
 from helix.errors import ErrorKind, HelixError, Retry
 from helix.routing.health import CONNECT, FAILURE, RATE_LIMITED, SUCCESS
@@ -126,6 +125,8 @@ def _seconds(value: bytes, now_wall: float | None) -> float | None:
         return sum(float(a) * _GO_UNIT[u] for a, u in parts)
     wall = now_wall if now_wall is not None else datetime.now(UTC).timestamp()
     try:
+        from email.utils import parsedate_to_datetime  # rare: Retry-After as an HTTP-date
+
         when = parsedate_to_datetime(text)
     except (TypeError, ValueError):
         when = None

@@ -15,7 +15,6 @@ is an ``mmap``/``munmap`` pair per large buffer, noise next to moving 1 MiB.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import logging
 
 log = logging.getLogger("helix.server")
@@ -32,9 +31,14 @@ _libc = None
 def _lib():
     global _libc
     if _libc is None:
+        # The C library is already mapped into the interpreter: dlopen(NULL) finds its
+        # symbols without ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a
+        # subprocess (a fork of the worker on its way to its first request).
         try:
-            _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        except OSError:
+            _libc = ctypes.CDLL(None)
+            if not hasattr(_libc, "mallopt"):
+                _libc = ctypes.CDLL("libc.so.6")
+        except (OSError, AttributeError):
             _libc = False
     return _libc or None
 

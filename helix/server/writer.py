@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import http
 import time
-from email.utils import formatdate
 
 __all__ = [
     "CHUNK_END",
@@ -48,6 +47,18 @@ _date_second = -1
 _date_line = b""
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def http_date(sec: float) -> str:
+    """IMF-fixdate (RFC 9110 5.6.7), what ``email.utils.formatdate(usegmt=True)`` gives,
+    without importing the email package into every worker."""
+    t = time.gmtime(sec)
+    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
+            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
+
+
 def date_header() -> bytes:
     """``b"date: <IMF-fixdate>\\r\\n"``, reformatted at most once per second."""
     global _date_second, _date_line
@@ -55,7 +66,7 @@ def date_header() -> bytes:
     sec = int(now)
     if sec != _date_second:
         _date_second = sec
-        _date_line = b"date: " + formatdate(sec, usegmt=True).encode("ascii") + _CRLF
+        _date_line = b"date: " + http_date(sec).encode("ascii") + _CRLF
     return _date_line
 
 

@@ -54,3 +54,17 @@ def test_build_head_rejects_crlf(bad):
 def test_frame_chunk():
     assert writer.frame_chunk(b"hello") == b"5\r\nhello\r\n"
     assert writer.frame_chunk(memoryview(b"x" * 16)) == b"10\r\n" + b"x" * 16 + b"\r\n"
+
+
+def test_http_date_matches_the_email_package():
+    # The worker formats its Date header itself (no email-package import on the
+    # way to the first request); it must be byte-for-byte what formatdate gives.
+    import random
+    from email.utils import formatdate
+
+    from helix.server.writer import http_date
+
+    rng = random.Random(15)
+    times = [0, 951782400, 4102444799] + [rng.randrange(0, 4102444800) for _ in range(2000)]
+    for t in times:
+        assert http_date(t) == formatdate(t, usegmt=True), t
