@@ -24,9 +24,23 @@ from helix import __version__
 log = logging.getLogger("helix.master")
 
 
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    """argparse's formatter at the terminal's width, found without importing shutil (and
+    with it bz2/lzma/zlib): every ArgumentParser builds one for ``-h``, on every start."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        try:
+            columns = os.get_terminal_size(sys.stdout.fileno()).columns
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return argparse.HelpFormatter(prog, width=max(columns - 2, 20))
+
+
 def _serve_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="helix",
+        formatter_class=_formatter,
         description="Helix: an OpenAI-compatible LLM gateway.",
         epilog="Subcommands: 'helix check' validates a config, 'helix models' lists what it "
         "serves with prices, 'helix mock' runs the bundled mock provider. With no --config, "
@@ -96,6 +110,7 @@ def cmd_check(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="helix check",
+        formatter_class=_formatter,
         description="Validate a config, print it (secrets masked) and prove it can run: "
         "modules load, credentials parse, the port binds, Redis/S3/tracing/Helicone answer.",
     )
@@ -212,6 +227,7 @@ def cmd_models(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
         prog="helix models",
+        formatter_class=_formatter,
         description="List every model name a config serves, its deployments (provider/model "
         "id), context window, max output and prices, with the date of the prices.",
     )

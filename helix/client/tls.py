@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import ssl
 
-import certifi
-
 __all__ = ["client_context"]
 
 _contexts: dict[bool, ssl.SSLContext] = {}
 
 
 def _build(verify: bool) -> ssl.SSLContext:
+    # Imported here: a process with no https upstream never needs it (cold start).
+    import certifi
+
     ctx = ssl.create_default_context(cafile=certifi.where())
     # create_default_context only loads the system store when no cafile is given.
     ctx.load_default_certs(ssl.Purpose.SERVER_AUTH)
