@@ -201,6 +201,10 @@ def test_metrics_totals_equal_requests_sent_across_workers(helix):
     # Both workers answered (the kernel spreads fresh connections over the listeners).
     served = [w["requests_total"] for w in status_doc(helix.port)["workers"]["live"]]
     assert len(served) == 2
+    # The last answer's metrics land just after its bytes: wait for them once, bounded.
+    wait_for(lambda: sample(scrape(helix.port), "helix_http_requests_total", endpoint="chat",
+                            model="gpt-4o-mini", status="200") - base == n, 10,
+             "every request counted in /metrics")
     for _ in range(20):  # every scrape, whichever worker answers it, sees every request
         text = scrape(helix.port)
         got = sample(text, "helix_http_requests_total", endpoint="chat", model="gpt-4o-mini",
@@ -231,9 +235,14 @@ def test_stream_ttft_histogram_and_error_status(helix):
                               json.dumps({"model": "nope", "messages": [{"role": "user",
                                                                        "content": "x"}]}).encode())
     assert status == 404 and headers.get("x-request-id")
-    text = scrape(helix.port)
+    # A worker records a request's metrics just after its last byte is written, so a
+    # scrape sent the moment the answer arrives can come before that: wait, bounded.
+    def counted():
+        text = scrape(helix.port)
+        return text if sample(text, "helix_http_requests_total", status="404") >= 1 else None
+
+    text = wait_for(counted, 10, "the 404 counted in /metrics")
     assert sample(text, "helix_gen_ai_server_time_to_first_token_seconds_count") == base + 1
-    assert sample(text, "helix_http_requests_total", status="404") >= 1
 
 
 def test_request_id_accepted_or_generated(helix):
@@ -383,8 +392,11 @@ def test_metrics_survive_a_worker_restart(helix):
     assert sample(text, "helix_worker_restarts_total") == 1
     for _ in range(10):
         post(helix.port, "/v1/chat/completions", BODY)
-    # The /metrics requests are not pipeline requests: only the 10 chats count.
-    assert sample(scrape(helix.port), name) == sample(text, name) + 10
+    # The /metrics requests are not pipeline requests: only the 10 chats count (waited
+    # for: the last one's metrics land just after its answer).
+    want = sample(text, name) + 10
+    wait_for(lambda: sample(scrape(helix.port), name) >= want, 10, "the 10 chats counted")
+    assert sample(scrape(helix.port), name) == want
     assert status_doc(helix.port)["workers"]["restarts_total"] == 1
 
 
