@@ -32,6 +32,20 @@ def http_get(port: int, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         conn.close()
 
 
+def metrics_when(port: int, ready, timeout: float = 10.0) -> bytes:
+    """``/metrics`` once ``ready(text)`` holds (bounded).  A worker records a request's
+    metrics just after the answer's last byte, and with two workers the scrape can reach
+    the other one first: asserting on the first scrape races that."""
+    deadline = time.monotonic() + timeout
+    while True:
+        status, body = http_get(port, "/metrics")
+        if status == 200 and ready(body.decode()):
+            return body
+        if time.monotonic() > deadline:
+            return body  # the caller's assertion says what is missing
+        time.sleep(0.05)
+
+
 class HelixProcess:
     """``helix --config <tmp> --port <free>`` in its own process group.
 

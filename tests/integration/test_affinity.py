@@ -12,7 +12,7 @@ import re
 import pytest
 
 from helix.mock import MockProcess
-from tests.helpers import HelixProcess, http_get
+from tests.helpers import HelixProcess, metrics_when
 
 KEY = "sk-upstream-secret-1234"
 
@@ -81,10 +81,13 @@ def test_same_prefix_same_deployment_and_cached_tokens(helix):
                 cached += got
     assert all(len(s) == 1 for s in served.values()), served  # one deployment per prefix
     assert {p for s in served.values() for p in s} == {"a", "b"}  # and prefixes spread
-    _, text = http_get(helix.port, "/metrics")
-    counted = sum(float(v) for v in re.findall(
-        r'^helix_prompt_cache_read_tokens_total\{provider="[ab]",model="aff"\} (\S+)$',
-        text.decode(), re.M))
+    def read_tokens(text: str) -> float:
+        return sum(float(v) for v in re.findall(
+            r'^helix_prompt_cache_read_tokens_total\{provider="[ab]",model="aff"\} (\S+)$',
+            text, re.M))
+
+    text = metrics_when(helix.port, lambda t: read_tokens(t) >= cached)
+    counted = read_tokens(text.decode())
     assert counted == cached == 12 * 2 * 45
 
 

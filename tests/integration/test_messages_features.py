@@ -12,7 +12,7 @@ import anthropic
 import pytest
 
 from helix.mock import MockProcess
-from tests.helpers import HelixProcess, http_get
+from tests.helpers import HelixProcess, metrics_when
 
 UPSTREAM = "sk-upstream-features-77"
 ALICE, BOB, CAPPED = "hx-alice-key", "hx-bob-key", "hx-capped-key"
@@ -191,8 +191,7 @@ def test_metrics_and_access_line_say_messages(helix):
     with client(helix, ALICE) as c:
         c.messages.create(model="claude-sonnet-4-5", max_tokens=20,
                           messages=[{"role": "user", "content": "metrics please"}])
-    status, body = http_get(helix.port, "/metrics")
-    assert status == 200
+    body = metrics_when(helix.port, lambda t: 'endpoint="messages"' in t)
     lines = [ln for ln in body.decode().splitlines()
              if ln.startswith("helix_http_requests_total{") and 'endpoint="messages"' in ln]
     assert any('provider="anthropic"' in ln and 'status="200"' in ln for ln in lines), lines

@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from helix.mock import MockProcess
-from tests.helpers import HelixProcess, http_get
+from tests.helpers import HelixProcess, metrics_when
 
 UPSTREAM = "sk-upstream-resp-features"
 ALICE, BOB, CAPPED = "hx-alice-key", "hx-bob-key", "hx-capped-key"
@@ -123,7 +123,7 @@ def test_fallback_from_openai_to_claude_stays_in_responses_format(helix, mock, s
 def test_metrics_say_responses(helix):
     with client(helix, ALICE) as c:
         c.responses.create(model="claude-sonnet-4-5", input="metrics")
-    _, body = http_get(helix.port, "/metrics")
+    body = metrics_when(helix.port, lambda t: 'endpoint="responses"' in t)
     lines = [ln for ln in body.decode().splitlines()
              if ln.startswith("helix_http_requests_total{") and 'endpoint="responses"' in ln]
     assert any('status="200"' in ln for ln in lines), lines
