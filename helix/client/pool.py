@@ -196,35 +196,11 @@ def _build_head(
 ) -> tuple[bytes, bool]:
     """Serialize the request head; returns (head, keep_alive)."""
     if type(headers) is HeaderBlock:
-        block, n, has_host, keep_alive = headers.serialized()
-        parts = [method, b" ", target, b" HTTP/1.1\r\n", block]
-        lines = 2 + n
-        if not has_host:
-            parts.append(host_line)
-            lines += 1
-        if body or method in _BODY_METHODS:
-            parts.append(b"content-length: %d\r\n\r\n" % len(body))
-            lines += 1
-        else:
-            parts.append(b"\r\n")
-        head = b"".join(parts)
-        if head.count(b"\n") != lines or head.count(b"\r") != lines:
-            raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
-        return head, keep_alive
-    parts = [method, b" ", target, b" HTTP/1.1\r\n"]
-    lines = 2  # request line + blank line
-    has_host = False
-    keep_alive = True
-    for name, value in headers:
-        lname = name.lower()
-        if lname == b"content-length" or lname == b"transfer-encoding":
-            continue  # we frame the body ourselves
-        if lname == b"host":
-            has_host = True
-        elif lname == b"connection" and b"close" in value.lower():
-            keep_alive = False
-        parts += (name, b": ", value, b"\r\n")
-        lines += 1
+        block, n, has_host, keep_alive = headers.serialized()  # built once per deployment
+    else:
+        block, n, has_host, keep_alive = _serialize(headers)
+    parts = [method, b" ", target, b" HTTP/1.1\r\n", block]
+    lines = 2 + n  # request line + blank line + one per header
     if not has_host:
         parts.append(host_line)
         lines += 1
