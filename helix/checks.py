@@ -8,7 +8,8 @@ check          network  what it proves
 =============  =======  ==========================================================
 imports        no       every module the enabled features import loads (tracing:
                         opentelemetry-proto/protobuf; Vertex: cryptography; Redis:
-                        redis-py; S3 and Bedrock: Helix's own SigV4 signer)
+                        redis-py; S3 and Bedrock: Helix's own SigV4 signer; an https
+                        upstream: certifi's CA bundle)
 credentials    no       Vertex service-account keys exist, parse and hold an RSA key;
                         Bedrock and S3 have AWS credentials (config or ``AWS_*``)
 port           no       ``server.host:server.port`` can be bound right now
@@ -33,6 +34,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from helix.client.tls import may_need_ca_bundle
+
 __all__ = ["OFFLINE", "Check", "Result", "app_check", "mask_tree", "mask_url", "plan",
            "preflight", "run"]
 
@@ -49,7 +52,7 @@ _CRYPTO = ("cryptography.hazmat.primitives.serialization",
            "cryptography.hazmat.primitives.hashes")
 _REDIS = ("redis.asyncio", "redis.asyncio.cluster")
 _PACKAGE_OF = {"opentelemetry": "opentelemetry-proto", "google": "protobuf",
-               "cryptography": "cryptography", "redis": "redis"}
+               "cryptography": "cryptography", "redis": "redis", "certifi": "certifi"}
 
 
 @dataclass(frozen=True)
@@ -398,6 +401,9 @@ def plan(cfg, env: dict[str, str] | None = None, *, port: bool = True) -> list[C
         elif p.type == "bedrock":
             checks.append(Check("imports", f"providers[{i}] (bedrock)", "SigV4 signer",
                                 _imports(("helix.providers.sigv4", "helix.providers.bedrock"))))
+    if may_need_ca_bundle(cfg.providers):
+        # Imported on the first https connect, not at start: a broken install must show here.
+        checks.append(Check("imports", "providers", "CA bundle", _imports(("certifi",))))
     if caching is not None and caching.backend == "redis":
         checks.append(Check("imports", "caching.backend", "redis client",
                             _imports((*_REDIS, "helix.cache.redis"))))

@@ -12,9 +12,16 @@ from __future__ import annotations
 
 import ssl
 
-__all__ = ["client_context"]
+__all__ = ["client_context", "may_need_ca_bundle"]
 
 _contexts: dict[bool, ssl.SSLContext] = {}
+
+
+def may_need_ca_bundle(providers) -> bool:
+    """Whether any configured provider may be reached over https, so certifi will be
+    imported on a first connection.  Only an explicit ``http://`` base URL rules it out; a
+    default base URL is taken to be https (all but Ollama's are)."""
+    return any(not (p.base_url or "").startswith("http://") for p in providers)
 
 
 def _build(verify: bool) -> ssl.SSLContext:

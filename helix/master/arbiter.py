@@ -741,8 +741,10 @@ def _preload(config: Config) -> None:
 
         for p in config.providers:
             catalog.spec(p.type)  # the provider modules this config uses
-        if any(not (p.base_url or "").startswith("http://") for p in config.providers):
-            import certifi  # noqa: F401  (an https upstream: the CA bundle's module, shared)
+        from helix.client.tls import may_need_ca_bundle
+
+        if may_need_ca_bundle(config.providers):
+            import certifi  # noqa: F401  (imported on the first https connect: shared instead)
     except Exception:  # a worker reports it properly (BOOT_ERROR); never the master's fault
         logging.getLogger("helix.master").debug("preload failed", exc_info=True)
     gc.collect()
