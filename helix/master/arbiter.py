@@ -726,8 +726,6 @@ def _preload(config: Config) -> None:
     import gc
 
     try:
-        import multiprocessing.synchronize  # noqa: F401  (shared-memory locks)
-
         import uvloop  # noqa: F401
 
         import helix.app

@@ -35,8 +35,9 @@ Shared memory (planned by :func:`plan_shm` in the master, before fork):
 
 from __future__ import annotations
 
-import multiprocessing
 from typing import NamedTuple
+
+from helix.master.shm import process_lock
 
 __all__ = [
     "CONNECT",
@@ -219,7 +220,7 @@ def plan_shm(layout, config, capacity: int) -> None:
     layout.alloc(WINDOW_TABLE, rows=capacity * ndeps, cols=W_COLS, dtype="d")
     layout.alloc(LATENCY_TABLE, rows=capacity, cols=stride_for(ndeps), dtype="d")
     layout.alloc(RR_TABLE, rows=ndeps, cols=1, dtype="Q")
-    _LOCK = multiprocessing.Lock()
+    _LOCK = process_lock()
 
 
 class HealthTable:
@@ -239,7 +240,7 @@ class HealthTable:
         self.rows = rows
         self.row = row
         self.policy = policy
-        self.lock = lock if lock is not None else multiprocessing.Lock()
+        self.lock = lock if lock is not None else process_lock()
 
     def clear_row(self) -> None:
         base = self.row * self.ndeps * W_COLS
