@@ -722,7 +722,25 @@ def machine_info() -> dict[str, str]:
         "date": datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
         "nginx": sh(["nginx", "-v"]),
         "wrk": sh(["wrk", "--version"]).split(" [")[0],
+        # The tree under test runs its Cython accelerators only if they were built in place
+        # (``pip install -e .``); a bare checkout runs the pure-Python twins, a few µs/request
+        # slower, so every result says which it measured.
+        "helix_fast": helix_fast(),
     }
+
+
+def helix_fast() -> str:
+    code = "import helix._fast as f; print(f.IMPLEMENTATION, f.REASON or '')"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    try:
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                           env=env, cwd=ROOT, timeout=30)
+        out = r.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        return "?"
+    if not out.startswith("compiled"):
+        log(f"helix accelerators: {out} -- build them with `pip install -e .` for real numbers")
+    return out
 
 
 def fmt(v: Any, nd: int = 1) -> str:
@@ -788,6 +806,7 @@ def write_report(
     add(f"- Command: `{' '.join(['python', *argv])}`")
     add(f"- Machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}")
     add(f"- Python {info['python']}; {info['nginx']}; {info['wrk']}")
+    add(f"- Helix accelerators (helix/_fast): {info.get('helix_fast', '?')}")
     if "litellm_version" in info:
         add(f"- LiteLLM {info['litellm_version']}")
     add(f"- Date: {info['date']}")

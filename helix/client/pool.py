@@ -38,6 +38,7 @@ from helix.client.connection import DONE, Connection, connect_error, open_connec
 from helix.client.resolver import Resolver
 from helix.client.tls import client_context
 from helix.errors import ErrorKind, HelixError, Retry
+from helix.schema.jsonsafe import check_json_object
 
 __all__ = [
     "Origin",
@@ -318,8 +319,6 @@ class UpstreamResponse:
                 chunks.append(chunk)
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._json:
-            from helix.schema.jsonsafe import check_json_object
-
             check_json_object(data, f"upstream {self._label}")
         return data
 
@@ -345,8 +344,6 @@ class UpstreamResponse:
             if chunk is None:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 if self._json:
-                    from helix.schema.jsonsafe import check_json_object
-
                     check_json_object(data, f"upstream {self._label}")
                 return data, True
             chunks.append(chunk)
