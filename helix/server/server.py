@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from helix.server.exchange import Exchange
-from helix.server.memory import trim, tune_malloc
+from helix.server.memory import GcPacer, trim, tune_malloc
 from helix.server.protocol import HttpProtocol
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
@@ -77,6 +77,8 @@ class Server:
         # Most connections open at once since the last heap trim (see connection_closed).
         self._peak = 0
         self._trim: asyncio.TimerHandle | None = None
+        # The collector's young-generation threshold follows the connection count.
+        self._gc = GcPacer()
         self.shutting_down = False
         self._conns: set[HttpProtocol] = set()
         # Idle keep-alive connections, longest idle first (maintained by HttpProtocol).
@@ -152,14 +154,21 @@ class Server:
                     )
                 return False
         conns.add(conn)
-        if len(conns) > self._peak:
-            self._peak = len(conns)
+        n = len(conns)
+        if n > self._peak:
+            self._peak = n
+        gc = self._gc
+        if n > gc.hi:
+            gc.update(n)
         return True
 
     def connection_closed(self, conn: HttpProtocol) -> None:
         conns = self._conns
         conns.discard(conn)
         self.idle.pop(conn, None)
+        gc = self._gc
+        if len(conns) < gc.lo:
+            gc.update(len(conns))
         # A flood of connections went away: give its memory back once it is over.
         if self._peak >= _TRIM_AFTER and len(conns) * 2 < self._peak and self._trim is None:
             self._trim = self.loop.call_later(1.0, self._trim_heap)

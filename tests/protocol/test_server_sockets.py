@@ -395,3 +395,41 @@ async def test_header_timeout_over_socket():
     finally:
         writer.close()
         await server.shutdown(1.0)
+
+
+async def test_gc_threshold_follows_the_connection_count():
+    # The young-generation threshold scales with open connections (so collections under
+    # load do not rescan every live request again and again) and is the process's own again
+    # once they are gone (helix/server/memory.py, GcPacer).
+    import gc
+
+    from helix.server.memory import GC_PER_CONNECTION
+
+    base = gc.get_threshold()
+    server, port = await start(app)
+    n = 3 * base[0] // GC_PER_CONNECTION
+    conns = []
+    try:
+        for _ in range(n):
+            conns.append(await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), WAIT))
+        for _ in range(100):  # connection_made runs on the server's side of the loop
+            if server.connections == n:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == n
+        t0, t1, t2 = gc.get_threshold()
+        assert t0 >= GC_PER_CONNECTION * n // 2 > base[0]
+        assert (t1, t2) == base[1:]
+        for _, writer in conns:
+            writer.close()
+        for _ in range(200):
+            if server.connections == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert server.connections == 0
+        assert gc.get_threshold() == base
+    finally:
+        for _, writer in conns:
+            writer.close()
+        await server.shutdown(1.0)
+        gc.set_threshold(*base)
