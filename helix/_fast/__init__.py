@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
+from helix._fast.head_py import head as head_py
 from helix._fast.shmlock_py import RowLocks as RowLocksPy
 from helix._fast.sse_py import SSEParser as SSEParserPy
 
@@ -70,6 +71,19 @@ def _load_ewma():
 # The balancer's shared PeakEWMA table (helix/routing/balancer.py).
 LatencyTableC = _load_ewma()
 LatencyTable = LatencyTablePy if NO_EXTENSIONS or LatencyTableC is None else LatencyTableC
+
+
+def _load_head():
+    try:
+        from helix._fast import head_c
+    except ImportError:
+        return None
+    return head_c.head
+
+
+# Response head bytes (helix/server/writer.py build_head).
+head_c = _load_head()
+head = head_py if NO_EXTENSIONS or head_c is None else head_c
 
 
 def describe() -> str:

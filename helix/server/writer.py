@@ -9,6 +9,8 @@ from __future__ import annotations
 import http
 import time
 
+from helix._fast import head as _head
+
 __all__ = [
     "CHUNK_END",
     "CONTINUE_100",
@@ -70,19 +72,6 @@ def date_header() -> bytes:
     return _date_line
 
 
-# Framing headers are owned by the server: a handler (or an upstream header
-# passed through) must never be able to emit a second content-length or a
-# transfer-encoding that disagrees with how we actually frame the body --
-# that is response smuggling toward whatever proxy sits in front of us.
-_RESERVED = frozenset(
-    {b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"}
-)
-
-_CONN_CLOSE = b"connection: close\r\n"
-_CONN_KEEP_ALIVE = b"connection: keep-alive\r\n"
-_TE_CHUNKED = b"transfer-encoding: chunked\r\n"
-
-
 def build_head(
     status: int,
     headers: list[tuple[bytes, bytes]],
@@ -98,33 +87,13 @@ def build_head(
     ``content_length`` None means "no content-length" (chunked, close-delimited
     or a 1xx/204/304 response).  ``keep_alive_10`` adds ``connection:
     keep-alive`` for an HTTP/1.0 client that asked to keep the connection.
+    Framing headers in ``headers`` (content-length, transfer-encoding,
+    connection, date, keep-alive) are dropped: the server owns them.  A CR or
+    LF in a header name or value is ``ValueError`` (response splitting).  The
+    bytes are assembled by ``helix._fast.head`` (compiled, or its twin).
     """
-    parts = [status_line(status), date_header()]
-    if server is not None:
-        parts.append(b"server: " + server + _CRLF)
-    n = 0
-    for name, value in headers:
-        if name in _RESERVED:
-            continue
-        parts.append(b"%b: %b\r\n" % (name, value))
-        n += 1
-    if n:
-        # Response splitting guard: each header line must contain exactly one
-        # CR and one LF (its terminator).  Two C-level scans over the joined
-        # block are cheaper than checking every value in Python.
-        block = b"".join(parts[-n:])
-        if block.count(b"\n") != n or block.count(b"\r") != n:
-            raise ValueError("CR/LF in response header")
-    if content_length is not None:
-        parts.append(b"content-length: %d\r\n" % content_length)
-    elif chunked:
-        parts.append(_TE_CHUNKED)
-    if close:
-        parts.append(_CONN_CLOSE)
-    elif keep_alive_10:
-        parts.append(_CONN_KEEP_ALIVE)
-    parts.append(_CRLF)
-    return b"".join(parts)
+    return _head(status_line(status), date_header(), headers, content_length, chunked, close,
+                 keep_alive_10, server)
 
 
 def frame_chunk(data: bytes | bytearray | memoryview) -> bytes:

@@ -1,0 +1,63 @@
+"""A response head's bytes from its parts: the pure-Python twin of head_c.pyx.
+
+``head(status_line, date_line, headers, content_length, chunked, close, keep_alive_10,
+server)`` is :func:`helix.server.writer.build_head` after its two cached lines are
+looked up: the caller's header lines (framing headers dropped: the server owns them),
+then the framing, then the blank line, as one ``bytes``.  A CR or LF in a header name
+or value is response splitting: ``ValueError``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["RESERVED", "head"]
+
+# Framing headers are owned by the server: a handler (or an upstream header passed
+# through) must never emit a second content-length or a transfer-encoding that
+# disagrees with how the body is actually framed -- response smuggling toward whatever
+# proxy sits in front of us.
+RESERVED = frozenset(
+    {b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"}
+)
+
+_CRLF = b"\r\n"
+_CONN_CLOSE = b"connection: close\r\n"
+_CONN_KEEP_ALIVE = b"connection: keep-alive\r\n"
+_TE_CHUNKED = b"transfer-encoding: chunked\r\n"
+
+
+def head(
+    status_line: bytes,
+    date_line: bytes,
+    headers,
+    content_length,
+    chunked: bool,
+    close: bool,
+    keep_alive_10: bool,
+    server,
+) -> bytes:
+    parts = [status_line, date_line]
+    if server is not None:
+        parts.append(b"server: " + server + _CRLF)
+    n = 0
+    for name, value in headers:
+        if name in RESERVED:
+            continue
+        parts.append(b"%b: %b\r\n" % (name, value))
+        n += 1
+    if n:
+        # Response splitting guard: each header line must contain exactly one CR and
+        # one LF (its terminator).  Two C-level scans over the joined block are
+        # cheaper than checking every value in Python.
+        block = b"".join(parts[-n:])
+        if block.count(b"\n") != n or block.count(b"\r") != n:
+            raise ValueError("CR/LF in response header")
+    if content_length is not None:
+        parts.append(b"content-length: %d\r\n" % content_length)
+    elif chunked:
+        parts.append(_TE_CHUNKED)
+    if close:
+        parts.append(_CONN_CLOSE)
+    elif keep_alive_10:
+        parts.append(_CONN_KEEP_ALIVE)
+    parts.append(_CRLF)
+    return b"".join(parts)

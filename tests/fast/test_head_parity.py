@@ -1,0 +1,88 @@
+"""The compiled response-head builder and its pure-Python twin must give the same bytes
+and the same errors (helix/_fast/head_c.pyx, head_py.py)."""
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helix._fast import head_c, head_py
+from helix.server.writer import build_head
+
+IMPLS = [head_py] + ([head_c] if head_c is not None else [])
+
+STATUS = b"HTTP/1.1 200 OK\r\n"
+DATE = b"date: Sat, 05 Dec 2026 06:03:03 GMT\r\n"
+RESERVED = [b"content-length", b"transfer-encoding", b"connection", b"date", b"keep-alive"]
+NAMES = st.one_of(
+    st.sampled_from([*RESERVED, b"Content-Length", b"content-type", b"x-a", b"dat", b"datE"]),
+    st.binary(min_size=0, max_size=20),
+)
+VALUES = st.one_of(st.binary(max_size=40), st.sampled_from([b"a\rb", b"a\nb", b"", b"\r\n"]))
+
+
+def outcome(fn, *args):
+    try:
+        return ("ok", fn(*args))
+    except Exception as exc:  # the type and message are what is compared
+        return (type(exc), str(exc))
+
+
+def test_compiled_twin_is_built_when_extensions_are_expected():
+    if os.environ.get("HELIX_EXPECT_EXTENSIONS") == "1":
+        assert head_c is not None
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    headers=st.lists(st.tuples(NAMES, VALUES), max_size=8),
+    content_length=st.one_of(st.none(), st.integers(min_value=-3, max_value=10**12)),
+    chunked=st.booleans(),
+    close=st.booleans(),
+    keep_alive_10=st.booleans(),
+    server=st.one_of(st.none(), st.sampled_from([b"helix", b""])),
+)
+def test_same_bytes_and_errors(headers, content_length, chunked, close, keep_alive_10, server):
+    args = (STATUS, DATE, headers, content_length, chunked, close, keep_alive_10, server)
+    expected = outcome(head_py, *args)
+    for impl in IMPLS:
+        assert outcome(impl, *args) == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda f: f.__module__)
+def test_known_head(impl):
+    out = impl(STATUS, DATE, [(b"content-type", b"application/json"), (b"content-length", b"9"),
+                              (b"x-b", b"")], 5, False, False, False, b"helix")
+    assert out == (STATUS + DATE + b"server: helix\r\ncontent-type: application/json\r\n"
+                   b"x-b: \r\ncontent-length: 5\r\n\r\n")
+    out = impl(STATUS, DATE, [], None, True, True, False, None)
+    assert out == STATUS + DATE + b"transfer-encoding: chunked\r\nconnection: close\r\n\r\n"
+    out = impl(STATUS, DATE, [], None, False, False, True, None)
+    assert out == STATUS + DATE + b"connection: keep-alive\r\n\r\n"
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda f: f.__module__)
+@pytest.mark.parametrize("headers", [
+    [(b"x-a", bytearray(b"v"))],          # any buffer %b takes
+    ((b"x-a", b"v"),),                    # a tuple of headers
+    [[b"x-a", b"v"]],                     # a list pair
+    [(b"x-a", memoryview(b"v"))],
+])
+def test_other_buffers_and_containers(impl, headers):
+    assert impl(STATUS, DATE, headers, 1, False, False, False, None) == \
+        STATUS + DATE + b"x-a: v\r\ncontent-length: 1\r\n\r\n"
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda f: f.__module__)
+def test_wrong_types_fail_alike(impl):
+    with pytest.raises(TypeError):
+        impl(STATUS, DATE, [(b"x-a", "text")], 1, False, False, False, None)
+    with pytest.raises(ValueError):
+        impl(STATUS, DATE, [(b"x-a", b"v\r\nset-cookie: a=b")], 1, False, False, False, None)
+
+
+def test_writer_uses_it():
+    head = build_head(404, [(b"x-a", b"1")], 0, close=True)
+    assert head.startswith(b"HTTP/1.1 404 Not Found\r\ndate: ")
+    assert head.endswith(b"\r\nx-a: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
