@@ -266,7 +266,10 @@ class UpstreamResponse:
 
     def header(self, name: bytes) -> bytes | None:
         """First value of header *name* (case-insensitive), or None."""
-        name = name.lower()
+        return self._header(name.lower())
+
+    def _header(self, name: bytes) -> bytes | None:
+        # ``name`` lower-case already (the parser lower-cases what it stores).
         for key, value in self.headers:
             if key == name:
                 return value
@@ -279,7 +282,7 @@ class UpstreamResponse:
         a 502 at once; a body later taken with :meth:`read` must be a JSON
         object (unless content-encoded, which Helix relays untouched).
         """
-        ctype = self.header(b"content-type")
+        ctype = self._header(b"content-type")
         if ctype is not None and ctype[:9].lower() == b"text/html":
             self.close()
             raise HelixError(
@@ -287,7 +290,7 @@ class UpstreamResponse:
                 f"upstream {self._label} answered with an HTML page instead of JSON",
                 code="upstream_invalid_response",
             )
-        encoding = self.header(b"content-encoding")
+        encoding = self._header(b"content-encoding")
         self._json = encoding is None or encoding.strip().lower() == b"identity"
 
     async def read(self) -> bytes:
@@ -295,7 +298,7 @@ class UpstreamResponse:
         conn = self._conn
         limit = self._max_bytes
         if conn is not None and limit is not None:
-            declared = self.header(b"content-length")
+            declared = self._header(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 self._abandon(conn)
                 raise self._too_large(limit)
@@ -329,7 +332,7 @@ class UpstreamResponse:
         than ``max_response_bytes`` is refused at once, as :meth:`read` does."""
         conn = self._conn
         limit = self._max_bytes
-        declared = self.header(b"content-length")
+        declared = self._header(b"content-length")
         if conn is not None and limit is not None and declared is not None \
                 and declared.isdigit() and int(declared) > limit:
             self._abandon(conn)

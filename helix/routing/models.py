@@ -24,9 +24,10 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from helix.schema.usage import Usage
+
 if TYPE_CHECKING:
     from helix.config import Config, ModelOverride
-    from helix.schema.usage import Usage
 
 __all__ = [
     "DEFAULT",
@@ -370,6 +371,9 @@ def cost(info: ModelInfo | None, usage: Usage | dict | None) -> float | None:
     if info is None:
         return None
     try:
+        if type(usage) is Usage:  # every answer's case: no dict or attribute probing
+            return price_tokens(info, usage.input or 0, usage.output or 0,
+                                usage.cache_read or 0, usage.cache_write or 0)
         tokens = _tokens(usage)
         if tokens is None:
             return None
