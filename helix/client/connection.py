@@ -8,9 +8,15 @@ line and headers) -> ``BODY`` (head delivered, body pieces buffered in a
 deque) -> ``DONE`` (message complete) -> back to ``IDLE`` when the pool takes
 it back.  ``closed`` is set once the transport is gone, whatever the state.
 
-Only two timers exist per connection and at most one is armed at a time:
+Two deadlines exist per connection and at most one is live at a time:
 ``first_byte``/total while in ``HEAD`` and ``read``/total while a consumer
-waits for the next body piece.  Nothing is scheduled while data flows.
+waits for the next body piece.  Both share one lazily re-armed timer handle
+(as the server's connections do): ending a deadline only forgets it, and a
+new deadline later than the armed handle leaves the handle alone -- it fires
+early, sees the later deadline (or none) and re-arms (or stops).  So a reused
+connection schedules no timer per request or per stream chunk; a timer
+scheduled and cancelled each time cost ~1.8 us on uvloop.  The handle is
+cancelled for real only when the connection dies.
 
 Every foreign exception (``OSError``, ``ssl.SSLError``, httptools errors,
 ``TimeoutError``) is turned into a :class:`HelixError` here, by
@@ -78,6 +84,7 @@ class Connection(asyncio.Protocol):
         "buffered",
         "closed",
         "deadline",
+        "due",
         "error",
         "got_bytes",
         "head_only",
@@ -98,6 +105,7 @@ class Connection(asyncio.Protocol):
         "state",
         "status",
         "timer",
+        "timer_at",
         "transport",
     )
 
@@ -130,7 +138,10 @@ class Connection(asyncio.Protocol):
         self.paused = False
         self.head_waiter: asyncio.Future | None = None
         self.body_waiter: asyncio.Future | None = None
+        # The armed handle (fires at timer_at) and the live deadline (None: none).
         self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = 0.0
+        self.due: float | None = None
         self.error: HelixError | None = None
         self.got_bytes = False
         self.retryable = False
@@ -200,19 +211,15 @@ class Connection(asyncio.Protocol):
                         cause=exc,
                     )
                 )
-        elif state == BODY:
-            if self.error is None:
-                if exc is None and self._close_delimited():
-                    self._complete()
-                else:
-                    what = "reset" if exc is not None else "closed"
-                    self.fail(
-                        HelixError(
-                            _PROTO, f"connection to {self.label} {what} mid-response", cause=exc
-                        )
-                    )
-        else:
-            self._cancel_timer()
+        elif state == BODY and self.error is None:
+            if exc is None and self._close_delimited():
+                self._complete()
+            else:
+                what = "reset" if exc is not None else "closed"
+                self.fail(
+                    HelixError(_PROTO, f"connection to {self.label} {what} mid-response", cause=exc)
+                )
+        self._drop_timer()
         cb = self._lost_cb
         if cb is not None:
             cb(self)
@@ -309,7 +316,24 @@ class Connection(asyncio.Protocol):
                 return False
         return True
 
+    def _arm(self, when: float) -> None:
+        """Make ``when`` the live deadline; schedule only if nothing armed fires by then."""
+        self.due = when
+        timer = self.timer
+        if timer is not None:
+            if self.timer_at <= when:
+                return  # fires early, sees ``due``, re-arms
+            timer.cancel()
+        self.timer_at = when
+        self.timer = self.loop.call_at(when, self._on_timer)
+
     def _cancel_timer(self) -> None:
+        """No live deadline any more (the armed handle, if any, finds none and stops)."""
+        self.due = None
+
+    def _drop_timer(self) -> None:
+        """The connection is gone: cancel the handle itself."""
+        self.due = None
         timer = self.timer
         if timer is not None:
             self.timer = None
@@ -317,6 +341,14 @@ class Connection(asyncio.Protocol):
 
     def _on_timer(self) -> None:
         self.timer = None
+        due = self.due
+        if due is None:
+            return
+        if self.loop.time() + 0.005 < due:
+            self.timer_at = due
+            self.timer = self.loop.call_at(due, self._on_timer)
+            return
+        self.due = None
         deadline = self.deadline
         if deadline is not None and self.loop.time() >= deadline:
             msg = f"upstream {self.label} exceeded the total time budget"
@@ -331,7 +363,7 @@ class Connection(asyncio.Protocol):
         if self.error is None:
             self.error = err
         self.reusable = False
-        self._cancel_timer()
+        self._drop_timer()
         waiter = self.head_waiter
         if waiter is not None:
             self.head_waiter = None
@@ -348,13 +380,14 @@ class Connection(asyncio.Protocol):
     def abort(self) -> None:
         """Close now, state unknown: never reused."""
         self.reusable = False
-        self._cancel_timer()
+        self._drop_timer()
         if not self.closed and self.transport is not None:
             self.transport.abort()
 
     def close_idle(self) -> None:
         """Politely close an idle socket (FIN, not RST)."""
         self.reusable = False
+        self._drop_timer()
         if not self.closed and self.transport is not None:
             self.transport.close()
 
@@ -401,7 +434,7 @@ class Connection(asyncio.Protocol):
         when = loop.time() + first_byte
         if deadline is not None and deadline < when:
             when = deadline
-        self.timer = loop.call_at(when, self._on_timer)
+        self._arm(when)
         return waiter
 
     async def wait_body(self) -> None:
@@ -412,7 +445,7 @@ class Connection(asyncio.Protocol):
         if deadline is not None and deadline < when:
             when = deadline
         waiter = self.body_waiter = loop.create_future()
-        self.timer = loop.call_at(when, self._on_timer)
+        self._arm(when)
         try:
             await waiter
         finally:

@@ -356,6 +356,49 @@ def test_first_byte_and_read_timeouts():
     asyncio.run(go())
 
 
+def test_deadlines_on_a_reused_connection_share_one_lazy_timer():
+    # One timer handle per connection, re-armed lazily (helix/client/connection.py):
+    # a later deadline leaves an earlier armed handle alone, which fires early, sees the
+    # live deadline and re-arms; an earlier one re-arms at once; an ended one stops it.
+    async def go():
+        loop = asyncio.get_running_loop()
+        conn, tr = make_conn()
+        pool = FakePool()
+        ok = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"
+
+        # 1. Short first-byte deadline, answered at once; the handle stays armed.
+        fut = send(conn, first_byte=0.1)
+        conn.data_received(ok)
+        await fut
+        resp = UpstreamResponse(conn, pool)
+        assert await resp.read() == b"ok"
+        assert conn.due is None and conn.timer is not None
+        conn.reset_idle(loop.time())
+
+        # 2. Reused with a long deadline, answered after the first handle's time: no timeout.
+        fut = send(conn, first_byte=30)
+        assert conn.timer_at < conn.due  # nothing new scheduled
+        await asyncio.sleep(0.25)  # the stale handle fired and re-armed for the live deadline
+        assert not fut.done() and conn.timer is not None and conn.timer_at == conn.due
+        conn.data_received(ok)
+        await fut
+        resp = UpstreamResponse(conn, pool)
+        assert await resp.read() == b"ok"
+        conn.reset_idle(loop.time())
+
+        # 3. Reused with a deadline earlier than the armed handle: re-armed, and it fires.
+        t0 = loop.time()
+        fut = send(conn, first_byte=0.1)
+        assert conn.timer_at == conn.due
+        with pytest.raises(HelixError) as ei:
+            await asyncio.wait_for(fut, 5)
+        assert ei.value.kind is ErrorKind.READ_TIMEOUT and tr.closed
+        assert 0.09 <= loop.time() - t0 < 2
+        assert conn.timer is None  # a dead connection keeps no handle
+
+    asyncio.run(go())
+
+
 def test_close_before_end_discards_and_after_end_releases():
     async def go():
         conn, tr = make_conn()
