@@ -13,7 +13,7 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-FAST_MODULES = ["sse", "ewma", "shmlock", "head"]
+FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan"]
 
 
 class OptionalBuildExt(build_ext):

@@ -14,6 +14,7 @@ import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
 from helix._fast.head_py import head as head_py
+from helix._fast.scan_py import brackets as brackets_py
 from helix._fast.shmlock_py import RowLocks as RowLocksPy
 from helix._fast.sse_py import SSEParser as SSEParserPy
 
@@ -84,6 +85,19 @@ def _load_head():
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _load_head()
 head = head_py if NO_EXTENSIONS or head_c is None else head_c
+
+
+def _load_scan():
+    try:
+        from helix._fast import scan_c
+    except ImportError:
+        return None
+    return scan_c.brackets
+
+
+# The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
+brackets_c = _load_scan()
+brackets = brackets_py if NO_EXTENSIONS or brackets_c is None else brackets_c
 
 
 def describe() -> str:

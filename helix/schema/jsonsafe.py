@@ -8,7 +8,8 @@ conversion) recurses too.  So nesting is bounded explicitly, well below both:
 within the bound can be decoded, walked and re-encoded anywhere downstream
 without a ``RecursionError``.
 
-The check costs two ``bytes.count`` calls for ordinary bodies (a body with
+The check costs one bracket count (``helix._fast.brackets``: a C loop, or two
+``bytes.count`` calls in the twin) for ordinary bodies (a body with
 fewer opening brackets than the bound cannot be deeper than it); only bodies
 with more brackets get the exact scan, which runs in C-implemented
 primitives (a regex that blanks strings, ``bytes.translate``,
@@ -28,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from helix._fast import brackets
 from helix.errors import ErrorKind, HelixError
 
 __all__ = [
@@ -61,7 +63,7 @@ def depth_exceeds(body: bytes, limit: int = MAX_DEPTH) -> bool:
     decoder report malformed input first): brackets inside strings are ignored,
     but an unterminated string may be counted as structure.
     """
-    if body.count(b"[") + body.count(b"{") <= limit:
+    if brackets(body) <= limit:
         return False
     if b'"' in body:
         body = _STRING.sub(b"", body)

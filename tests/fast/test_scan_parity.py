@@ -1,0 +1,41 @@
+"""The compiled bracket count and its pure-Python twin agree (helix/_fast/scan_c.pyx,
+scan_py.py), and the depth guard built on it still finds deep documents."""
+
+import os
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from helix._fast import brackets_c, brackets_py
+from helix.schema.jsonsafe import MAX_DEPTH, depth_exceeds
+
+IMPLS = [brackets_py] + ([brackets_c] if brackets_c is not None else [])
+
+
+def test_compiled_twin_is_built_when_extensions_are_expected():
+    if os.environ.get("HELIX_EXPECT_EXTENSIONS") == "1":
+        assert brackets_c is not None
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=300) | st.text(alphabet='[]{}"\\a, ', max_size=300).map(str.encode))
+def test_same_count(body):
+    expected = body.count(b"[") + body.count(b"{")
+    for impl in IMPLS:
+        assert impl(body) == expected
+
+
+@pytest.mark.parametrize("impl", IMPLS, ids=lambda f: f.__module__)
+def test_other_buffers(impl):
+    assert impl(bytearray(b"[{x[")) == 3
+    assert impl(b"") == 0
+
+
+def test_depth_guard_on_the_count():
+    deep = b"[" * (MAX_DEPTH + 1) + b"]" * (MAX_DEPTH + 1)
+    assert depth_exceeds(deep)
+    assert not depth_exceeds(b"[" * MAX_DEPTH + b"]" * MAX_DEPTH)
+    wide = b"[" + b"[]," * 500 + b"[]]"  # many brackets, shallow
+    assert not depth_exceeds(wide)
+    assert not depth_exceeds(b'{"a":"' + b"[" * 500 + b'"}')  # inside a string
