@@ -730,7 +730,7 @@ def machine_info() -> dict[str, str]:
 
 
 def helix_fast() -> str:
-    code = "import helix._fast as f; print(f.IMPLEMENTATION, f.REASON or '')"
+    code = "import helix._fast as f; print(f.describe())"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     try:
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

@@ -100,5 +100,21 @@ brackets_c = _load_scan()
 brackets = brackets_py if NO_EXTENSIONS or brackets_c is None else brackets_c
 
 
+# Every accelerator's compiled build (None: not built).
+COMPILED = {
+    "sse": SSEParserC,
+    "ewma": LatencyTableC,
+    "shmlock": RowLocksC,
+    "head": head_c,
+    "scan": brackets_c,
+}
+
+
 def describe() -> str:
-    return IMPLEMENTATION if REASON is None else f"{IMPLEMENTATION} ({REASON})"
+    """``compiled`` only when every accelerator is (the Docker build greps for it)."""
+    if REASON is not None:
+        return f"{IMPLEMENTATION} ({REASON})"
+    missing = [name for name, impl in COMPILED.items() if impl is None]
+    if missing:
+        return f"partial (pure-Python: {', '.join(missing)})"
+    return IMPLEMENTATION

@@ -86,3 +86,16 @@ def test_writer_uses_it():
     head = build_head(404, [(b"x-a", b"1")], 0, close=True)
     assert head.startswith(b"HTTP/1.1 404 Not Found\r\ndate: ")
     assert head.endswith(b"\r\nx-a: 1\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+
+
+def test_version_says_compiled_only_when_every_accelerator_is(monkeypatch):
+    import helix._fast as fast
+
+    if fast.REASON is not None:  # the twins on purpose (HELIX_NO_EXTENSIONS) or no build
+        assert fast.describe().startswith("pure-python")
+        return
+    monkeypatch.setitem(fast.COMPILED, "head", None)
+    assert fast.describe() == "partial (pure-Python: head)"
+    monkeypatch.undo()
+    if all(fast.COMPILED.values()):
+        assert fast.describe() == "compiled"
