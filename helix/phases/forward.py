@@ -62,20 +62,45 @@ _RID_NAMES = frozenset({b"x-request-id", b"request-id", b"x-amzn-requestid"})
 _NONE: frozenset[bytes] = frozenset()
 
 
+_DROP = 0
+_PASS = 1
+_RID = 2
+# What to do with each (lower-cased) provider header name, decided once per name: a
+# provider answers with the same dozen or two names every time.  Bounded, so one sending
+# random names cannot grow it.
+_KINDS: dict[bytes, int] = {}
+_KINDS_MAX = 1024
+
+
+def _kind(name: bytes) -> int:
+    if (name == b"content-type" or name in _KEEP or name.startswith(b"x-ratelimit-")
+            or name.startswith(b"anthropic-ratelimit-")):
+        kind = _PASS
+    elif name in _RID_NAMES:
+        kind = _RID
+    else:
+        kind = _DROP
+    if len(_KINDS) < _KINDS_MAX:
+        _KINDS[name] = kind
+    return kind
+
+
 def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]],
                      own: frozenset[bytes] = frozenset()):
     """The provider's headers worth keeping, then Helix's route headers.  ``own``: headers
     the client's SDK reads under the provider's name (a native answer only)."""
     out = []
+    kinds = _KINDS
     for k, v in upstream:
-        if k == b"content-type" or k in _KEEP or k.startswith(b"x-ratelimit-"):
+        kind = kinds.get(k)
+        if kind is None:
+            kind = _kind(k)
+        if kind == _PASS:
             out.append((k, v))
-        elif k in _RID_NAMES:
+        elif kind == _RID:
             out.append((_UPSTREAM_RID, v))
             if k in own:
                 out.append((k, v))
-        elif k.startswith(b"anthropic-ratelimit-"):
-            out.append((k, v))
     out.extend(route)
     return out
 

@@ -160,3 +160,29 @@ def test_streams_go_through_each_apis_sink(app_config):
     for ex in (chat, msg, resp):
         assert ex.header(b"content-type") == b"text/event-stream; charset=utf-8"
         assert ex.finished
+
+
+def test_provider_headers_kept_and_renamed_with_a_bounded_memo():
+    # forward.response_headers decides per header name once (a bounded memo): which provider
+    # headers reach the client, and the provider's request id as x-upstream-request-id.
+    from helix.phases import forward
+
+    up = [(b"content-type", b"application/json"), (b"date", b"x"), (b"server", b"m"),
+          (b"content-length", b"574"), (b"x-request-id", b"r1"), (b"set-cookie", b"a=b"),
+          (b"x-ratelimit-limit-requests", b"5"), (b"anthropic-ratelimit-tokens-limit", b"9"),
+          (b"openai-version", b"2020"), (b"retry-after", b"1"), (b"request-id", b"r2")]
+    route = [(b"x-helix-provider", b"p")]
+    expected = [(b"content-type", b"application/json"), (b"x-upstream-request-id", b"r1"),
+                (b"x-ratelimit-limit-requests", b"5"), (b"anthropic-ratelimit-tokens-limit", b"9"),
+                (b"openai-version", b"2020"), (b"retry-after", b"1"),
+                (b"x-upstream-request-id", b"r2"), (b"x-helix-provider", b"p")]
+    for _ in range(2):  # decided, then memoised: the same answer
+        assert forward.response_headers(up, route) == expected
+    own = forward.response_headers(up, route, frozenset({b"request-id"}))
+    assert own[-3:] == [(b"x-upstream-request-id", b"r2"), (b"request-id", b"r2"),
+                        (b"x-helix-provider", b"p")]
+    for i in range(3 * forward._KINDS_MAX):  # random names do not grow it without bound
+        forward.response_headers([(b"x-rand-%d" % i, b"v")], [])
+    assert len(forward._KINDS) <= forward._KINDS_MAX
+    assert forward.response_headers([(b"x-ratelimit-new-%d" % 10**6, b"1")], []) == \
+        [(b"x-ratelimit-new-1000000", b"1")]  # still decided right once the memo is full
