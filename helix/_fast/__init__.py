@@ -1,15 +1,18 @@
 """Optional compiled accelerators, chosen in exactly this one place.
 
 Each accelerator is one Python source (``<name>_py.py``) that the build also
-compiles with Cython as ``<name>_c``.  Both are always importable under their
-own names (``SSEParserPy``, ``SSEParserC``) so tests can compare them in one
-process; the unsuffixed name is the one the rest of Helix uses.
+compiles with Cython as ``<name>_c`` (or, where the point is C that pure-Python
+mode cannot express, a hand-written ``<name>_c.pyx`` next to its twin).  Both
+are always importable under their own names (``SSEParserPy``, ``SSEParserC``)
+so tests can compare them in one process; the unsuffixed name is the one the
+rest of Helix uses.
 
 ``HELIX_NO_EXTENSIONS=1`` forces the pure-Python twins.
 """
 
 from __future__ import annotations
 
+import importlib
 import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
@@ -45,60 +48,34 @@ else:
     REASON = None
 
 
-def _load_shmlock():
+def _compiled_attr(module: str, attr: str):
+    """``helix._fast.<module>.<attr>`` from a real extension module, else None."""
     try:
-        from helix._fast import shmlock_c
+        mod = importlib.import_module(f"helix._fast.{module}")
     except ImportError:
         return None
-    return shmlock_c.RowLocks
+    # A ``<name>_c.py`` link to the pure source imports too; only an extension counts.
+    if not (mod.__file__ or "").endswith((".so", ".pyd")):
+        return None
+    return getattr(mod, attr)
+
+
+def _pick(py, c):
+    return py if NO_EXTENSIONS or c is None else c
 
 
 # Owner-pid locks for the local rate limiter's shared table (helix/limit/local.py).
-RowLocksC = _load_shmlock()
-RowLocks = RowLocksPy if NO_EXTENSIONS or RowLocksC is None else RowLocksC
-
-
-
-def _load_ewma():
-    try:
-        from helix._fast import ewma_c
-    except ImportError:
-        return None
-    if not (ewma_c.__file__ or "").endswith((".so", ".pyd")):
-        return None
-    return ewma_c.LatencyTable
-
-
+RowLocksC = _compiled_attr("shmlock_c", "RowLocks")
+RowLocks = _pick(RowLocksPy, RowLocksC)
 # The balancer's shared PeakEWMA table (helix/routing/balancer.py).
-LatencyTableC = _load_ewma()
-LatencyTable = LatencyTablePy if NO_EXTENSIONS or LatencyTableC is None else LatencyTableC
-
-
-def _load_head():
-    try:
-        from helix._fast import head_c
-    except ImportError:
-        return None
-    return head_c.head
-
-
+LatencyTableC = _compiled_attr("ewma_c", "LatencyTable")
+LatencyTable = _pick(LatencyTablePy, LatencyTableC)
 # Response head bytes (helix/server/writer.py build_head).
-head_c = _load_head()
-head = head_py if NO_EXTENSIONS or head_c is None else head_c
-
-
-def _load_scan():
-    try:
-        from helix._fast import scan_c
-    except ImportError:
-        return None
-    return scan_c.brackets
-
-
+head_c = _compiled_attr("head_c", "head")
+head = _pick(head_py, head_c)
 # The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
-brackets_c = _load_scan()
-brackets = brackets_py if NO_EXTENSIONS or brackets_c is None else brackets_c
-
+brackets_c = _compiled_attr("scan_c", "brackets")
+brackets = _pick(brackets_py, brackets_c)
 
 # Every accelerator's compiled build (None: not built).
 COMPILED = {

@@ -46,40 +46,49 @@ cdef inline char *_put(char *out, bytes b):
     return out + n
 
 
-def head(bytes status_line, bytes date_line, headers, content_length, bint chunked,
-         bint close, bint keep_alive_10, server):
-    if (type(headers) is not list
-            or (server is not None and type(server) is not bytes)
-            or (content_length is not None
-                and (type(content_length) is not int or content_length < 0))):
-        return _head_py(status_line, date_line, headers, content_length, chunked, close,
-                        keep_alive_10, server)
-    cdef list hs = <list>headers
-    cdef Py_ssize_t i, count = len(hs)
-    cdef Py_ssize_t total = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(date_line) + 2
+cdef Py_ssize_t _lines_size(list hs) except -3:
+    """Bytes of the header lines; -1: not all ``(bytes, bytes)`` tuples (the twin's case);
+    -2: a CR/LF (reported once every pair was seen: the twin's order of errors)."""
+    cdef Py_ssize_t i, total = 0
     cdef object item, name, value
-    cdef bytes cl_digits = None
-    cdef char *out
-    cdef bytes result
     cdef bint bad = False
-    for i in range(count):
+    for i in range(len(hs)):
         item = hs[i]
         if type(item) is not tuple or len(<tuple>item) != 2:
-            return _head_py(status_line, date_line, headers, content_length, chunked, close,
-                            keep_alive_10, server)
+            return -1
         name = (<tuple>item)[0]
         value = (<tuple>item)[1]
         if type(name) is not bytes or type(value) is not bytes:
-            return _head_py(status_line, date_line, headers, content_length, chunked, close,
-                            keep_alive_10, server)
+            return -1
         if _reserved(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name)):
             continue
         if (_crlf(PyBytes_AS_STRING(name), PyBytes_GET_SIZE(name))
                 or _crlf(PyBytes_AS_STRING(value), PyBytes_GET_SIZE(value))):
-            bad = True  # raised once every pair was seen: the twin's order of errors
+            bad = True
         total += PyBytes_GET_SIZE(name) + PyBytes_GET_SIZE(value) + 4
-    if bad:
+    return -2 if bad else total
+
+
+def head(bytes status_line, bytes date_line, headers, content_length, bint chunked,
+         bint close, bint keep_alive_10, server):
+    cdef Py_ssize_t lines = -1
+    if (type(headers) is list
+            and (server is None or type(server) is bytes)
+            and (content_length is None
+                 or (type(content_length) is int and content_length >= 0))):
+        lines = _lines_size(<list>headers)
+    if lines == -1:
+        return _head_py(status_line, date_line, headers, content_length, chunked, close,
+                        keep_alive_10, server)
+    if lines == -2:
         raise ValueError("CR/LF in response header")
+    cdef list hs = <list>headers
+    cdef Py_ssize_t i, count = len(hs)
+    cdef Py_ssize_t total = PyBytes_GET_SIZE(status_line) + PyBytes_GET_SIZE(date_line) + 2 + lines
+    cdef object item, name, value
+    cdef bytes cl_digits = None
+    cdef char *out
+    cdef bytes result
     if server is not None:
         total += 8 + PyBytes_GET_SIZE(server) + 2  # "server: " ... CRLF
     if content_length is not None:
