@@ -143,6 +143,20 @@ class LocalStore:
 
     # -- operations ------------------------------------------------------------------
 
+    def _row(self, scope: str, now: int) -> int:
+        """Lock the row of one scope; -1 if it was taken over between find and lock."""
+        view = self.view
+        h = self._hashes.get(scope) or self._hash(scope)
+        r = self._where.get(h)
+        if r is None or view[r * COLS + HASH] != h:
+            r = self._find(h, now)
+        self.locks.acquire(r * COLS)
+        if view[r * COLS + HASH] == h:
+            return r
+        self.locks.release(r * COLS)
+        self._where.clear()
+        return -1
+
     def _rows(self, checks: list[Check], now: int) -> dict[str, int]:
         """Lock the rows of the checks' scopes (ascending order); scope -> row."""
         view = self.view
@@ -151,15 +165,9 @@ class LocalStore:
             if c.scope != scope:
                 break
         else:  # one scope (the common case): one row, one lock
-            h = self._hashes.get(scope) or self._hash(scope)
-            r = self._where.get(h)
-            if r is None or view[r * COLS + HASH] != h:
-                r = self._find(h, now)
-            self.locks.acquire(r * COLS)
-            if view[r * COLS + HASH] == h:
+            r = self._row(scope, now)
+            if r >= 0:
                 return {scope: r}
-            self.locks.release(r * COLS)
-            self._where.clear()
         while True:
             rows: dict[str, int] = {}
             hashes: dict[str, int] = {}
@@ -202,6 +210,8 @@ class LocalStore:
         takes (or moves to) a place in the refusing scope's queue, an admitted one leaves
         its place.
         """
+        if ticket is None and len(checks) == 1 and checks[0].kind == REQUESTS:
+            return self._admit_request(checks[0], amounts[0])
         now = self.clock()
         rows = self._rows(checks, now)
         view = self.view
@@ -253,6 +263,26 @@ class LocalStore:
             res.queued = queued
             res.full = full
         return res
+
+    def _admit_request(self, c: Check, n: int) -> Result:
+        """:meth:`admit` for one request limit and no queue (a lone global or per-key rpm):
+        the same decision without the lists and loops of the general case."""
+        now = self.clock()
+        r = self._row(c.scope, now)
+        if r < 0:  # taken over in between: the general path retries
+            rows = self._rows([c], now)
+            r = rows[c.scope]
+        view = self.view
+        base = r * COLS
+        idx = base + STATE + 2 * c.unit
+        try:
+            ok, new, left, until, wait = gcra.admit(view[idx], now, c.period_ns, c.limit, n)
+            if ok:
+                view[idx] = new
+                view[base + TOUCHED] = now
+        finally:
+            self.locks.release(base)
+        return Result(ok, -1 if ok else 0, wait / _NS, [left], [until / _NS], [0])
 
     # -- rate_limits.queue (rows locked by the caller) -------------------------------------
 

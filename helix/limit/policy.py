@@ -76,6 +76,16 @@ def compile_limits(spec) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
+_MS = tuple(b"%dms" % i for i in range(1001))
+
+
+def reset_bytes(seconds: float) -> bytes:
+    """:func:`format_reset` as header bytes; sub-second values from a table."""
+    if 0 < seconds < 1:
+        return _MS[max(math.ceil(seconds * 1000), 1)]
+    return format_reset(seconds).encode()
+
+
 def format_reset(seconds: float) -> str:
     """OpenAI's reset format: ``20ms``, ``1s``, ``1.5s``, ``6m0s``, ``1h2m3s``."""
     if seconds <= 0:
@@ -121,8 +131,11 @@ _TOK_HEADERS = (b"x-ratelimit-limit-tokens", b"x-ratelimit-remaining-tokens",
 
 def rate_headers(checks: list[Check], result: Result) -> list[tuple[bytes, bytes]]:
     """``x-ratelimit-*`` for the most constrained request limit and token limit."""
-    req = tok = -1
     remaining = result.remaining
+    if len(checks) == 1 and checks[0].kind == REQUESTS:  # a lone request limit
+        return [(_REQ_HEADERS[0], checks[0].limit_b), (_REQ_HEADERS[1], b"%d" % remaining[0]),
+                (_REQ_HEADERS[2], reset_bytes(result.reset[0]))]
+    req = tok = -1
     for i, c in enumerate(checks):
         if c.kind == REQUESTS:
             if req < 0 or remaining[i] < remaining[req]:
@@ -134,7 +147,7 @@ def rate_headers(checks: list[Check], result: Result) -> list[tuple[bytes, bytes
         if best >= 0:
             out.append((names[0], checks[best].limit_b))
             out.append((names[1], b"%d" % remaining[best]))
-            out.append((names[2], format_reset(result.reset[best]).encode()))
+            out.append((names[2], reset_bytes(result.reset[best])))
     return out
 
 

@@ -7,6 +7,7 @@ labelled ``messages``, and the x-helix-* headers."""
 from __future__ import annotations
 
 import json
+import time
 
 import anthropic
 import pytest
@@ -199,7 +200,13 @@ def test_metrics_and_access_line_say_messages(helix):
               if ln.startswith("helix_gen_ai_client_token_usage_tokens_sum")
               and 'endpoint="messages"' in ln]
     assert tokens
-    access = [json.loads(ln) for ln in helix.output[since:] if '"helix.access"' in ln]
-    (line,) = [a for a in access if a["route"] == "/v1/messages"][-1:]
+    def messages_lines():  # access lines are buffered up to 50 ms
+        access = [json.loads(ln) for ln in helix.output[since:] if '"helix.access"' in ln]
+        return [a for a in access if a["route"] == "/v1/messages"]
+
+    deadline = time.monotonic() + 5
+    while not messages_lines() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (line,) = messages_lines()[-1:]
     assert line["endpoint"] == "messages" and line["prompt_tokens"] > 0
     assert line["provider"] == "anthropic" and line["cost_usd"] is not None

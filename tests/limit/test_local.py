@@ -138,6 +138,29 @@ def test_all_or_nothing_across_scopes(locks_cls):
     assert r.allowed and r.remaining == [97]
 
 
+def test_lone_request_limit_decides_like_the_general_path(locks_cls):
+    """A lone request limit takes a shortcut in admit(); it must decide, write and report
+    exactly what the general path does (here: the same limit plus an unrelated, never
+    binding tokens limit on another scope, which goes the general way)."""
+    import random
+
+    rng = random.Random(7)
+    clock = clock_at(5000 * S)
+    fast = make_store(make_shm(), locks_cls, clock)
+    slow = make_store(make_shm(), locks_cls, clock)
+    rpm = Check("k:ci", RPM, 5)
+    other = Check("t:x", TPM, 10**12)
+    for _ in range(200):
+        clock.box[0] += rng.choice([0, 1, S // 10, 3 * S, 20 * S])
+        a = fast.admit([rpm], (1, 0, 0))
+        b = slow.admit([rpm, other], (1, 1, 0))
+        assert (a.allowed, a.retry_after) == (b.allowed, b.retry_after)
+        assert a.failed == (-1 if a.allowed else 0) and (a.failed < 0) == (b.failed < 0)
+        assert a.remaining[0] == b.remaining[0] and a.reset[0] == b.reset[0]
+    assert fast.view[fast._where[fast._hash("k:ci")] * local.COLS + local.STATE] == \
+        slow.view[slow._where[slow._hash("k:ci")] * local.COLS + local.STATE]
+
+
 def test_tokens_reserve_and_settle(locks_cls):
     shm = make_shm()
     clock = clock_at(1020 * S + 5 * S)

@@ -249,6 +249,31 @@ def test_access_line_text_and_json():
     assert doc["prompt_tokens"] == 12 and doc["logger"] == "helix.access"
 
 
+def test_access_lines_are_buffered_briefly_and_bounded():
+    """On a loop, lines wait for the writer's timer (one write for many), a full buffer is
+    written at once, and flush() (shutdown) leaves nothing behind."""
+    import asyncio
+
+    out = io.StringIO()
+    w = LineWriter(out, delay=0.05, limit=3)
+
+    async def main():
+        w.write("a")
+        w.write("b")
+        assert out.getvalue() == ""  # held
+        await asyncio.sleep(0.2)
+        assert out.getvalue() == "a\nb\n"  # one write after the delay
+        w.write("c")
+        w.write("d")
+        w.write("e")  # the limit: written now, not later
+        assert out.getvalue() == "a\nb\nc\nd\ne\n"
+        w.write("f")
+        w.flush()
+        assert out.getvalue().endswith("e\nf\n") and w._timer is None
+
+    asyncio.run(asyncio.wait_for(main(), 10))
+
+
 def test_request_ids():
     ids = RequestIds()
     a, b = ids.new(), ids.new()
