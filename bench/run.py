@@ -614,6 +614,13 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
             "10",
             timeout=opts.duration + 60,
         )
+        if opts.low_rate > 0:  # a quiet gateway: every request wakes an idle loop
+            low_s = max(opts.duration, 10.0)
+            log(f"{target.name}: (b) open loop {opts.low_rate:.0f} req/s {low_s}s")
+            res["openloop_low"] = run_loadgen(
+                "openloop", port, "--rate", str(opts.low_rate), "--duration", str(low_s),
+                "--timeout", "10", timeout=low_s + 60,
+            )
 
         log(f"{target.name}: (c) streams (mock: {STREAM_CHUNKS} chunks x 50 ms)")
         ctx.restart_mock(STREAM_MOCK)
@@ -894,25 +901,32 @@ def write_report(
         add("| " + " | ".join(cells) + " |")
     add("")
 
-    add(f"## (b) Open-loop latency at a fixed {opts.rate:g} req/s\n")
+    rates = [(opts.rate, "openloop")]
+    if opts.low_rate > 0:
+        rates.append((opts.low_rate, "openloop_low"))
+    add(f"## (b) Open-loop latency at fixed rates ({', '.join(f'{r:g}' for r, _ in rates)} "
+        "req/s)\n")
     add(
         "Latency measured from each request's *scheduled* send time (no coordinated omission); "
         'failed or unfinished requests count as infinite. "added" = target minus direct.\n'
     )
     add(
-        "| target | ok / scheduled | p50 ms | p90 ms | p99 ms | max ms | added p50 ms | "
+        "| target | req/s | ok / scheduled | p50 ms | p90 ms | p99 ms | max ms | added p50 ms | "
         "added p99 ms | errors |"
     )
-    add("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-    for n in names:
-        o = get(results, n, "openloop") or {}
-        add(
-            f"| {n} | {o.get('ok', '—')} / {o.get('scheduled', '—')} | {fmt(o.get('p50_ms'), 2)} "
-            f"| {fmt(o.get('p90_ms'), 2)} | {fmt(o.get('p99_ms'), 2)} | {fmt(o.get('max_ms'), 2)} "
-            f"| {delta(o.get('p50_ms'), get(results, 'direct', 'openloop', 'p50_ms'))} "
-            f"| {delta(o.get('p99_ms'), get(results, 'direct', 'openloop', 'p99_ms'))} "
-            f"| {errs(o.get('errors'))} |"
-        )
+    add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    for rate, key in rates:
+        for n in names:
+            o = get(results, n, key) or {}
+            add(
+                f"| {n} | {rate:g} | {o.get('ok', '—')} / {o.get('scheduled', '—')} "
+                f"| {fmt(o.get('p50_ms'), 2)} "
+                f"| {fmt(o.get('p90_ms'), 2)} | {fmt(o.get('p99_ms'), 2)} "
+                f"| {fmt(o.get('max_ms'), 2)} "
+                f"| {delta(o.get('p50_ms'), get(results, 'direct', key, 'p50_ms'))} "
+                f"| {delta(o.get('p99_ms'), get(results, 'direct', key, 'p99_ms'))} "
+                f"| {errs(o.get('errors'))} |"
+            )
     add("")
 
     add("## (c) Streaming\n")
@@ -1023,6 +1037,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="short runs for a smoke check")
     p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--low-rate", type=float, default=50.0,
+                   help="a second, quiet open-loop rate for (b) (at least 10 s); 0 = skip")
     p.add_argument("--streams", type=int, default=1000)
     p.add_argument("--output", default=str(BENCH / "RESULTS.md"))
     p.add_argument("--conns", default="32,128,512",

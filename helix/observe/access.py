@@ -118,33 +118,29 @@ class LineWriter:
             pass
 
 
-class _Clock:
+def _clock(fmt: str, tm, suffix: str):
     """A wall-clock text format, the text cached per millisecond (the date part per second)."""
+    last = [-1, -1, "", ""]  # ms, second, date text, full text
 
-    __slots__ = ("_ms", "_sec", "_stamp", "_text", "fmt", "suffix", "tm")
-
-    def __init__(self, fmt: str, tm, suffix: str) -> None:
-        self.fmt, self.tm, self.suffix = fmt, tm, suffix
-        self._ms = self._sec = -1
-        self._stamp = self._text = ""
-
-    def __call__(self, now: float) -> str:
+    def stamp(now: float) -> str:
         ms = int(now * 1000)
-        if ms == self._ms:
-            return self._text
+        if ms == last[0]:
+            return last[3]
         sec, frac = divmod(ms, 1000)
-        if sec != self._sec:
-            self._sec = sec
-            self._stamp = time.strftime(self.fmt, self.tm(sec))
-        self._ms = ms
-        self._text = text = f"{self._stamp}{frac:03d}{self.suffix}"
+        if sec != last[1]:
+            last[1] = sec
+            last[2] = time.strftime(fmt, tm(sec))
+        last[0] = ms
+        last[3] = text = f"{last[2]}{frac:03d}{suffix}"
         return text
+
+    return stamp
 
 
 # logging.Formatter's default time format (local time, comma before the milliseconds).
-_asctime = _Clock("%Y-%m-%d %H:%M:%S,", time.localtime, "")
+_asctime = _clock("%Y-%m-%d %H:%M:%S,", time.localtime, "")
 # UTC ISO-8601 with milliseconds.
-_iso = _Clock("%Y-%m-%dT%H:%M:%S.", time.gmtime, "Z")
+_iso = _clock("%Y-%m-%dT%H:%M:%S.", time.gmtime, "Z")
 
 
 def make_access_recorder(fmt: str, writer: LineWriter | None = None):
