@@ -13,7 +13,7 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan"]
+FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist"]
 
 
 class OptionalBuildExt(build_ext):

@@ -17,6 +17,7 @@ import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
 from helix._fast.head_py import head as head_py
+from helix._fast.hist_py import RowWriter as RowWriterPy
 from helix._fast.scan_py import brackets as brackets_py
 from helix._fast.shmlock_py import RowLocks as RowLocksPy
 from helix._fast.sse_py import SSEParser as SSEParserPy
@@ -76,6 +77,9 @@ head = _pick(head_py, head_c)
 # The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
 brackets_c = _compiled_attr("scan_c", "brackets")
 brackets = _pick(brackets_py, brackets_c)
+# A finished request's metrics row update (helix/observe/metrics.py recorder).
+RowWriterC = _compiled_attr("hist_c", "RowWriter")
+RowWriter = _pick(RowWriterPy, RowWriterC)
 
 # Every accelerator's compiled build (None: not built).
 COMPILED = {
@@ -84,6 +88,7 @@ COMPILED = {
     "shmlock": RowLocksC,
     "head": head_c,
     "scan": brackets_c,
+    "hist": RowWriterC,
 }
 
 

@@ -44,7 +44,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from bisect import bisect_left
 from collections.abc import Callable
 
 from helix.master.shm import RESTARTS_TABLE
@@ -291,13 +290,13 @@ class Metrics:
     # -- the request recorder (the hot path) ------------------------------------------
 
     def recorder(self) -> Callable:
-        view = self.req.data
+        from helix._fast import RowWriter
+
         index = self.req.index
         new_row = self.req.row
         monotonic = time.monotonic
-        dur_b, ttft_b, tok_b = DURATION_BOUNDS, TTFT_BOUNDS, TOKEN_BOUNDS
-        c_dur1, c_up1, c_ttft1 = C_DUR + 1, C_UP + 1, C_TTFT + 1
-        c_in1, c_out1 = C_TOK_IN + 1, C_TOK_OUT + 1
+        observe = RowWriter(self.req.data, REQ_COLS, DURATION_BOUNDS, TTFT_BOUNDS, TOKEN_BOUNDS,
+                            C_COST, C_DUR, C_UP, C_TTFT, C_TOK_IN, C_TOK_OUT).observe
         cache_result = self.cache_result
         add = self.add
 
@@ -318,34 +317,19 @@ class Metrics:
             b = index.get(key)
             if b is None:
                 b = new_row(key)
-            view[b] += 1.0
-            d = now - ctx.started
-            view[b + C_DUR] += d
-            view[b + c_dur1 + bisect_left(dur_b, d)] += 1.0
-            t = ctx.upstream_started
-            if t:
-                d = now - t
-                view[b + C_UP] += d
-                view[b + c_up1 + bisect_left(dur_b, d)] += 1.0
-            t = ctx.first_chunk_at
-            if t:
-                d = t - ctx.started
-                view[b + C_TTFT] += d
-                view[b + c_ttft1 + bisect_left(ttft_b, d)] += 1.0
+            started = ctx.started
+            up = ctx.upstream_started
+            first = ctx.first_chunk_at
             usage = ctx.usage
-            if usage is not None:
-                n = usage.input
-                view[b + C_TOK_IN] += n
-                view[b + c_in1 + bisect_left(tok_b, n)] += 1.0
-                n = usage.output
-                view[b + C_TOK_OUT] += n
-                view[b + c_out1 + bisect_left(tok_b, n)] += 1.0
+            if usage is None:
+                observe(b, now - started, now - up if up else None,
+                        first - started if first else None, None, None, ctx.cost)
+            else:
+                observe(b, now - started, now - up if up else None,
+                        first - started if first else None, usage.input, usage.output, ctx.cost)
                 if (usage.cache_read or usage.cache_write) and dep is not None \
                         and ctx.cache != "hit":
                     prompt_cache(dep, usage)
-            cost = ctx.cost
-            if cost is not None:
-                view[b + C_COST] += cost
             if ctx.cache is not None:  # set by the cache phase only when caching applies
                 cache_result(ctx.cache == "hit")
 

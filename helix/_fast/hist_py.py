@@ -1,0 +1,60 @@
+"""One finished request added to its metrics row: the pure-Python twin of hist_c.pyx.
+
+A request row (helix/observe/metrics.py) is flat float64 columns in shared memory: a
+request count, a cost sum and five histograms, each ``[sum, bucket_0 .. bucket_n, +Inf]``
+(non-cumulative, a value ``x`` lands in the first bucket whose bound is ``>= x``: what
+``bisect_left`` gives).  :meth:`RowWriter.observe` adds one request: the duration always,
+the upstream duration and time to first token when given, the token counts when the
+answer had usage, the cost when priced (``None``: absent).
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+__all__ = ["RowWriter"]
+
+
+class RowWriter:
+    """Writes observations into a metrics view (one worker's rows: a single writer)."""
+
+    __slots__ = ("c_cost", "c_dur", "c_in", "c_out", "c_ttft", "c_up", "cols", "dur", "tok",
+                 "ttft", "view")
+
+    def __init__(self, view, cols, dur_bounds, ttft_bounds, tok_bounds,
+                 c_cost, c_dur, c_up, c_ttft, c_in, c_out) -> None:
+        self.view = view
+        self.cols = cols
+        self.dur = tuple(dur_bounds)
+        self.ttft = tuple(ttft_bounds)
+        self.tok = tuple(tok_bounds)
+        self.c_cost, self.c_dur, self.c_up = c_cost, c_dur, c_up
+        self.c_ttft, self.c_in, self.c_out = c_ttft, c_in, c_out
+
+    def observe(self, b, dur, up, ttft, tin, tout, cost) -> None:
+        """Add a request to the row starting at flat index ``b`` (column 0: the count)."""
+        view = self.view
+        if b < 0 or b + self.cols > len(view):
+            raise IndexError("metrics row out of range")
+        view[b] += 1.0
+        c = b + self.c_dur
+        view[c] += dur
+        view[c + 1 + bisect_left(self.dur, dur)] += 1.0
+        if up is not None:
+            c = b + self.c_up
+            view[c] += up
+            view[c + 1 + bisect_left(self.dur, up)] += 1.0
+        if ttft is not None:
+            c = b + self.c_ttft
+            view[c] += ttft
+            view[c + 1 + bisect_left(self.ttft, ttft)] += 1.0
+        if tin is not None:
+            c = b + self.c_in
+            view[c] += tin
+            view[c + 1 + bisect_left(self.tok, tin)] += 1.0
+        if tout is not None:
+            c = b + self.c_out
+            view[c] += tout
+            view[c + 1 + bisect_left(self.tok, tout)] += 1.0
+        if cost is not None:
+            view[b + self.c_cost] += cost
