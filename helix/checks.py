@@ -7,7 +7,7 @@ features need; :func:`run` runs them and returns one :class:`Result` each.
 check          network  what it proves
 =============  =======  ==========================================================
 imports        no       every module the enabled features import loads (tracing:
-                        opentelemetry-proto/protobuf; Vertex: cryptography; Redis:
+                        Helix's own OTLP encoder; Vertex: cryptography; Redis:
                         redis-py; S3 and Bedrock: Helix's own SigV4 signer; an https
                         upstream: certifi's CA bundle)
 credentials    no       Vertex service-account keys exist, parse and hold an RSA key;
@@ -44,15 +44,14 @@ DEFAULT_TIMEOUT = 3.0
 
 # Feature -> modules it imports at start-up or on first use (all dependencies of the
 # helix-gateway package: a failure here means a broken or partial install).
-_TRACING = ("google.protobuf", "opentelemetry.proto.collector.trace.v1.trace_service_pb2",
-            "opentelemetry.proto.common.v1.common_pb2", "opentelemetry.proto.trace.v1.trace_pb2")
+# Tracing needs no third-party package: Helix writes the OTLP protobuf itself.
+_TRACING = ("helix.observe.otlp_pb", "helix.observe.tracing")
 _CRYPTO = ("cryptography.hazmat.primitives.serialization",
            "cryptography.hazmat.primitives.asymmetric.rsa",
            "cryptography.hazmat.primitives.asymmetric.padding",
            "cryptography.hazmat.primitives.hashes")
 _REDIS = ("redis.asyncio", "redis.asyncio.cluster")
-_PACKAGE_OF = {"opentelemetry": "opentelemetry-proto", "google": "protobuf",
-               "cryptography": "cryptography", "redis": "redis", "certifi": "certifi"}
+_PACKAGE_OF = {"cryptography": "cryptography", "redis": "redis", "certifi": "certifi"}
 
 
 @dataclass(frozen=True)
@@ -344,7 +343,8 @@ def _tracing(tcfg) -> Callable[[float], str]:
     url = otlp_url(tcfg.endpoint)
     headers = [(b"content-type", b"application/x-protobuf")]
     headers += [(k.lower().encode(), v.encode()) for k, v in tcfg.headers.items()]
-    # An empty ExportTraceServiceRequest: valid protobuf, no spans, accepted with a 200.
+    # An empty ExportTraceServiceRequest (no fields set: zero bytes of protobuf), no
+    # spans, accepted with a 200.
     return _http_probe(
         url, "observability.tracing.endpoint", b"POST", b"", headers,
         lambda s: 200 <= s < 300,

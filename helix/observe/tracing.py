@@ -10,8 +10,9 @@ Per request, when tracing is on:
   client's ``tracestate``), sampled or not;
 * the ``record_span`` recorder, for sampled requests only, queues one small
   record; the exporter task turns batches of them into an OTLP
-  ``ExportTraceServiceRequest`` (protobuf, via ``opentelemetry-proto``) and
-  POSTs it to ``<endpoint>/v1/traces``.  The queue is bounded; drops are
+  ``ExportTraceServiceRequest`` (protobuf wire format, written by
+  :mod:`helix.observe.otlp_pb`: no protobuf package needed) and POSTs it to
+  ``<endpoint>/v1/traces``.  The queue is bounded; drops are
   counted (``helix_tracing_requests_dropped_total``).
 
 Spans: one SERVER span per request (``{operation} {request model}``) and one
@@ -19,8 +20,9 @@ CLIENT child span per upstream attempt, with the GenAI semantic-convention
 attributes (``gen_ai.operation.name``, ``gen_ai.system`` and
 ``gen_ai.provider.name``, ``gen_ai.request.model``, ``gen_ai.response.model``,
 ``gen_ai.response.id``, ``gen_ai.response.finish_reasons``,
-``gen_ai.usage.input_tokens`` / ``output_tokens``) plus HTTP ones.  This
-module imports OpenTelemetry only when the exporter is built (tracing on).
+``gen_ai.usage.input_tokens`` / ``output_tokens``) plus HTTP ones.  Neither
+OpenTelemetry nor protobuf is imported: the official packages are only the
+test oracle of the encoder (``tests/observe/test_otlp_pb.py``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ import time
 import msgspec
 
 from helix import __version__
+from helix.observe import otlp_pb as pb
 
 _MASK64 = (1 << 64) - 1
 
@@ -159,25 +162,18 @@ def make_span_recorder(exporter):
     return record_span
 
 
-# -- OTLP encoding (only imported with tracing on) --------------------------------------
+# -- OTLP encoding (helix.observe.otlp_pb: protobuf wire format, no protobuf package) -----
 
 
 class OtlpEncoder:
-    def __init__(self, service_name: str) -> None:
-        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
-        from opentelemetry.proto.common.v1 import common_pb2
-        from opentelemetry.proto.trace.v1 import trace_pb2
+    """Span records (as :func:`make_span_recorder` queues them) -> the bytes of one OTLP
+    ``ExportTraceServiceRequest``, written by :mod:`helix.observe.otlp_pb`."""
 
-        self._Request = trace_service_pb2.ExportTraceServiceRequest
-        self._KeyValue = common_pb2.KeyValue
-        self._AnyValue = common_pb2.AnyValue
-        self._ArrayValue = common_pb2.ArrayValue
-        self._Span = trace_pb2.Span
-        self._Status = trace_pb2.Status
-        self.service_name = service_name
+    def __init__(self, service_name: str) -> None:
         import os
         import socket
 
+        self.service_name = service_name
         self.resource = [
             ("service.name", service_name),
             ("service.version", __version__),
@@ -186,40 +182,22 @@ class OtlpEncoder:
             ("host.name", socket.gethostname()),
             ("process.pid", os.getpid()),
         ]
-
-    def _value(self, v):
-        AnyValue = self._AnyValue
-        if isinstance(v, bool):
-            return AnyValue(bool_value=v)
-        if isinstance(v, int):
-            return AnyValue(int_value=v)
-        if isinstance(v, float):
-            return AnyValue(double_value=v)
-        if isinstance(v, list | tuple):
-            return AnyValue(array_value=self._ArrayValue(values=[self._value(x) for x in v]))
-        return AnyValue(string_value=str(v))
-
-    def _attrs(self, items) -> list:
-        KeyValue = self._KeyValue
-        return [KeyValue(key=k, value=self._value(v)) for k, v in items if v is not None]
+        self._scope = pb.instrumentation_scope("helix", __version__)
 
     def encode(self, records: list) -> bytes:
-        req = self._Request()
-        rs = req.resource_spans.add()
-        rs.resource.attributes.extend(self._attrs(self.resource))
-        ss = rs.scope_spans.add()
-        ss.scope.name = "helix"
-        ss.scope.version = __version__
+        spans: list[bytes] = []
         for rec in records:
-            self._spans(ss.spans, rec)
-        return req.SerializeToString()
+            self._spans(spans, rec)
+        return pb.export_request(pb.attributes(pb.RESOURCE_ATTRIBUTES, self.resource),
+                                 self._scope, spans)
 
-    def _spans(self, spans, rec) -> None:
+    def _spans(self, spans: list, rec) -> None:
         (trace, endpoint, method, path, req_model, dep, status, usage, cost, error, attempts,
          request_id, started, up_started, head_at, first_at, end, offset, resp_id, resp_model,
          reasons, committed) = rec
-        Span = self._Span
-        Status = self._Status
+        span = pb.span
+        attributes = pb.attributes
+        ATTRS = pb.SPAN_ATTRIBUTES
 
         def ns(t: float) -> int:
             return int((t + offset) * 1e9)
@@ -245,75 +223,61 @@ class OtlpEncoder:
         elif status >= 500:
             error_type = str(status)
         server_error = status >= 500 or (error is not None and committed)
-        server = spans.add()
-        server.trace_id = trace_id
-        server.span_id = trace.span_id.to_bytes(8, "big")
-        if trace.parent_id:
-            server.parent_span_id = trace.parent_id.to_bytes(8, "big")
-        server.name = f"{operation} {req_model}" if req_model else operation
-        server.kind = Span.SpanKind.SPAN_KIND_SERVER
-        server.start_time_unix_nano = ns(started)
-        server.end_time_unix_nano = ns(end)
-        server.attributes.extend(self._attrs([
-            *gen_ai,
-            ("http.request.method", method),
-            ("url.path", path),
-            ("http.response.status_code", status or None),
-            ("error.type", error_type if server_error or status >= 400 else None),
-            ("helix.request_id", request_id),
-            ("helix.provider", dep.provider if dep is not None else None),
-            ("helix.cost_usd", cost),
-            ("helix.attempts", attempts),
-            ("helix.time_to_first_token_s", (first_at - started) if first_at else None),
-        ]))
-        if server_error:
-            server.status.code = Status.StatusCode.STATUS_CODE_ERROR
-            if error is not None:
-                server.status.message = str(error)[:256]
+        server_id = trace.span_id.to_bytes(8, "big")
+        spans.append(span(
+            trace_id, server_id,
+            trace.parent_id.to_bytes(8, "big") if trace.parent_id else b"",
+            f"{operation} {req_model}" if req_model else operation,
+            pb.SPAN_KIND_SERVER, ns(started), ns(end),
+            attributes(ATTRS, [
+                *gen_ai,
+                ("http.request.method", method),
+                ("url.path", path),
+                ("http.response.status_code", status or None),
+                ("error.type", error_type if server_error or status >= 400 else None),
+                ("helix.request_id", request_id),
+                ("helix.provider", dep.provider if dep is not None else None),
+                ("helix.cost_usd", cost),
+                ("helix.attempts", attempts),
+                ("helix.time_to_first_token_s", (first_at - started) if first_at else None),
+            ]),
+            pb.status(pb.STATUS_CODE_ERROR, str(error)[:256] if error is not None else "")
+            if server_error else None,
+        ))
         for i, (span_id, fdep, f_start, f_end, ferr) in enumerate(trace.failed or (), 1):
-            span = spans.add()
-            span.trace_id = trace_id
-            span.span_id = span_id.to_bytes(8, "big")
-            span.parent_span_id = server.span_id
-            span.name = f"{operation} {fdep.model_id}"
-            span.kind = Span.SpanKind.SPAN_KIND_CLIENT
-            span.start_time_unix_nano = ns(f_start)
-            span.end_time_unix_nano = ns(f_end)
-            span.attributes.extend(self._attrs([
-                *gen_ai[:3],
-                ("gen_ai.request.model", fdep.model_id),
-                ("server.address", fdep.origin.host),
-                ("server.port", fdep.origin.port),
-                ("http.response.status_code", ferr.status),
-                ("error.type", ferr.kind.name.lower()),
-                ("helix.provider", fdep.provider),
-                ("helix.attempt", i),
-            ]))
-            span.status.code = Status.StatusCode.STATUS_CODE_ERROR
-            span.status.message = str(ferr)[:256]
+            spans.append(span(
+                trace_id, span_id.to_bytes(8, "big"), server_id,
+                f"{operation} {fdep.model_id}", pb.SPAN_KIND_CLIENT, ns(f_start), ns(f_end),
+                attributes(ATTRS, [
+                    *gen_ai[:3],
+                    ("gen_ai.request.model", fdep.model_id),
+                    ("server.address", fdep.origin.host),
+                    ("server.port", fdep.origin.port),
+                    ("http.response.status_code", ferr.status),
+                    ("error.type", ferr.kind.name.lower()),
+                    ("helix.provider", fdep.provider),
+                    ("helix.attempt", i),
+                ]),
+                pb.status(pb.STATUS_CODE_ERROR, str(ferr)[:256]),
+            ))
         if not up_started or dep is None:
             return
-        client = spans.add()
-        client.trace_id = trace_id
-        client.span_id = trace.attempt_id.to_bytes(8, "big")
-        client.parent_span_id = server.span_id
-        client.name = f"{operation} {model_id}"
-        client.kind = Span.SpanKind.SPAN_KIND_CLIENT
-        client.start_time_unix_nano = ns(up_started)
-        client.end_time_unix_nano = ns(end)
-        client.attributes.extend(self._attrs([
-            *gen_ai[:3],
-            ("gen_ai.request.model", model_id),
-            *gen_ai[4:],
-            ("server.address", dep.origin.host),
-            ("server.port", dep.origin.port),
-            ("http.response.status_code", status or None),
-            ("error.type", error_type if status >= 400 or error is not None else None),
-            ("helix.attempt", attempts or 1),
-            ("helix.time_to_head_s", (head_at - up_started) if head_at else None),
-        ]))
-        if status >= 400 or error is not None:
-            client.status.code = Status.StatusCode.STATUS_CODE_ERROR
+        spans.append(span(
+            trace_id, trace.attempt_id.to_bytes(8, "big"), server_id,
+            f"{operation} {model_id}", pb.SPAN_KIND_CLIENT, ns(up_started), ns(end),
+            attributes(ATTRS, [
+                *gen_ai[:3],
+                ("gen_ai.request.model", model_id),
+                *gen_ai[4:],
+                ("server.address", dep.origin.host),
+                ("server.port", dep.origin.port),
+                ("http.response.status_code", status or None),
+                ("error.type", error_type if status >= 400 or error is not None else None),
+                ("helix.attempt", attempts or 1),
+                ("helix.time_to_head_s", (head_at - up_started) if head_at else None),
+            ]),
+            pb.status(pb.STATUS_CODE_ERROR) if status >= 400 or error is not None else None,
+        ))
 
 
 def otlp_url(endpoint: str | None) -> str:

@@ -36,9 +36,9 @@ def run(impl, calls):
 
 
 seconds = st.one_of(st.none(), st.floats(min_value=0, max_value=200), st.sampled_from(
-    [0.0, 0.01, 0.0100001, 81.92, 1e9, float("nan"), float("inf")] + list(m.TTFT_BOUNDS)))
+    [0.0, 0.01, 0.0100001, 81.92, 1e9, float("nan"), float("inf"), *m.TTFT_BOUNDS]))
 tokens = st.one_of(st.none(), st.integers(min_value=0, max_value=2**40),
-                   st.sampled_from(list(m.TOKEN_BOUNDS) + [0, 10**400, "x", 1.5]))
+                   st.sampled_from([*m.TOKEN_BOUNDS, 0, 10**400, "x", 1.5]))
 costs = st.one_of(st.none(), st.floats(min_value=-1, max_value=1, allow_nan=False), st.just(0))
 calls = st.lists(st.tuples(
     st.sampled_from([0, m.REQ_COLS, 2 * m.REQ_COLS, -1, 3 * m.REQ_COLS, 1]),

@@ -241,19 +241,19 @@ def test_helix_refuses_to_start_what_check_refuses(tmp_path):
     """A module that fails to import (a broken install) stops helix before it binds, with the
     key that needs it, instead of crashing every worker at start."""
     broken = tmp_path / "site"
-    (broken / "opentelemetry").mkdir(parents=True)
-    (broken / "opentelemetry" / "__init__.py").write_text(
+    (broken / "redis").mkdir(parents=True)
+    (broken / "redis" / "__init__.py").write_text(
         "raise ImportError('simulated broken install')\n")
     p = tmp_path / "t.yaml"
-    p.write_text("observability:\n  tracing: {enabled: true, endpoint: 'http://127.0.0.1:9'}\n")
+    p.write_text("caching: {backend: redis, redis_url: 'redis://127.0.0.1:9'}\n")
     env = dict(os.environ, PYTHONPATH=str(broken))
     port = free_port()
     r = run_helix("check", "--config", str(p), "--offline", "--port", str(port), env=env)
     assert r.returncode == 1
-    assert "simulated broken install" in lines(r)["imports observability.tracing"]
+    assert "simulated broken install" in lines(r)["imports caching.backend"]
     r = run_helix("--config", str(p), "--port", str(port), "--workers", "1", env=env, timeout=30)
     assert r.returncode == 2
-    assert "observability.tracing" in r.stderr and "simulated broken install" in r.stderr
+    assert "caching.backend" in r.stderr and "simulated broken install" in r.stderr
     assert "worker" not in r.stderr.lower()  # refused before any worker was forked
 
 
