@@ -380,6 +380,12 @@ class UpstreamResponse:
             retry=Retry.NO,
         )
 
+    @property
+    def ended(self) -> bool:
+        """Whether the next :meth:`next_chunk` returns None (the body has been taken whole:
+        its end came with the last chunk)."""
+        return self._conn is None and self._error is None
+
     async def next_chunk(self) -> bytes | None:
         """The body bytes buffered so far (waiting if none), or None at the end.
 

@@ -401,26 +401,39 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
     # ``chunk``: the first chunk, already received by ``prepare``.
     exchange = ctx.exchange
     first = relay.feed(chunk) if chunk is not None else b""
-    exchange.start_stream(status, headers, first)
+    # The whole stream came with the head (a short answer from a fast upstream): head,
+    # events and terminator go out in one write at the end.
+    whole = chunk is not None and resp.ended
     ctx.committed = True
     send = exchange.send
     capture = ctx.capture  # the cache's: it stores the stream once complete
     if capture is not None:
-        capture.append(first)
         send = _capturing(send, capture)
     tail = first[-4:] if first else b"\n\n"
+    last = b""  # the stream's final bytes, written together with its terminator
+    if whole:
+        last = first
+    else:
+        exchange.start_stream(status, headers, first)
+        if capture is not None:
+            capture.append(first)
     try:
-        if chunk is not None:
+        if chunk is not None and not whole:
             chunk = await resp.next_chunk()
+        else:
+            chunk = None
         while chunk is not None:
             out = relay.feed(chunk)
             if out:
                 tail = out[-4:]
+                if resp.ended:  # the upstream's end came with this chunk: one write for both
+                    last = out
+                    break
                 await send(out)
             chunk = await resp.next_chunk()
         out = relay.close()
         if out:
-            await send(out)
+            last += out
         failed = getattr(relay, "error", None)  # an error event relayed as it came
         if failed is not None:
             ctx.error = failed
@@ -429,5 +442,10 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
         ctx.error = err
         sep = b"" if tail.endswith(_SSE_TAIL) else b"\n\n"
         event = sink.error(err) if sink is not None else ctx.api.error_event(err)
-        await send(sep + event)
-    exchange.end_stream()
+        last += sep + event
+    if last and capture is not None:
+        capture.append(last)
+    if whole:
+        exchange.start_stream(status, headers, last, end=True)
+    else:
+        exchange.end_stream(last)

@@ -192,10 +192,13 @@ class Exchange:
 
     # -- streaming responses ----------------------------------------------------
     def start_stream(
-        self, status: int, headers: list[tuple[bytes, bytes]], first: bytes = b""
+        self, status: int, headers: list[tuple[bytes, bytes]], first: bytes = b"",
+        end: bool = False,
     ) -> None:
         """Send the head of a streamed response; ``first``, if given, goes in the
-        same write as the head (one syscall and one packet for the first byte)."""
+        same write as the head (one syscall and one packet for the first byte).
+        ``end``: that was the whole stream (it came at once): the terminator goes in the
+        same write too, and the stream is over (no :meth:`end_stream`)."""
         conn = self._conn
         req = self.request
         if req.http_version == "1.0":
@@ -217,8 +220,14 @@ class Exchange:
         if first and req.method != "HEAD":
             head += frame_chunk(first) if chunked else first
             self._bytes += len(first)
+        if end:
+            self._state = _DONE
+            if chunked and req.method != "HEAD":
+                head += CHUNK_END
         if not conn.lost:
             conn.transport.write(head)
+        if end:
+            conn.response_complete(self)
 
     async def send(self, data: bytes) -> None:
         """Write one chunk; wait while the client is slow; raise if it is gone."""
@@ -237,11 +246,22 @@ class Exchange:
         if flow.write_paused:
             await flow.drain()
 
-    def end_stream(self) -> None:
+    def end_stream(self, last: bytes = b"") -> None:
+        """End the stream; ``last``, if given, is its final chunk, written in the same
+        write as the terminator (one syscall).  Raises :class:`ClientDisconnected` (the
+        stream still ends) when there was a ``last`` and the client is gone, as
+        :meth:`send` would."""
         if self._state != _STREAMING:
             raise RuntimeError("end_stream() without an open stream")
         self._state = _DONE
         conn = self._conn
-        if self._chunked and not conn.lost and self.request.method != "HEAD":
-            conn.transport.write(CHUNK_END)
+        gone = conn.lost
+        if not gone and self.request.method != "HEAD":
+            if self._chunked:
+                conn.transport.write(frame_chunk(last) + CHUNK_END if last else CHUNK_END)
+            elif last:
+                conn.transport.write(last)
+            self._bytes += len(last)
         conn.response_complete(self)
+        if gone and last:
+            raise ClientDisconnected()

@@ -38,15 +38,22 @@ class FakeExchange:
         self.respond(err.status, [(b"content-type", b"application/json"), *err.headers],
                      err.to_json() if body is None else body)
 
-    def start_stream(self, status, headers, first=b"") -> None:
+    def start_stream(self, status, headers, first=b"", end=False) -> None:
         self.committed = True
         self.status, self.headers = status, headers
         self.chunks = [first] if first else []
+        self.whole = end  # the whole stream in one write with its head
+        if end:
+            self.last = first
+            self.finished = True
 
     async def send(self, data: bytes) -> None:
         self.chunks.append(data)
 
-    def end_stream(self) -> None:
+    def end_stream(self, last: bytes = b"") -> None:
+        self.last = last  # written with the terminator, in one write
+        if last:
+            self.chunks.append(last)
         self.finished = True
 
     @property
@@ -160,6 +167,38 @@ def test_streams_go_through_each_apis_sink(app_config):
     for ex in (chat, msg, resp):
         assert ex.header(b"content-type") == b"text/event-stream; charset=utf-8"
         assert ex.finished
+
+
+def test_a_streams_last_bytes_go_out_with_its_terminator(app_config):
+    # The mock writes its last event and the chunked terminator together: Helix relays
+    # that last event in the same write as its own terminator, not as a chunk before it.
+    (chat,) = run(app_config, post("/v1/chat/completions", {
+        "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+        "stream": True}))
+    assert chat.finished and chat.last.endswith(b"data: [DONE]\n\n")
+    assert chat.body.count(b"data: [DONE]") == 1
+    # (here the whole stream came with the upstream's head: head, events and terminator
+    # in one write)
+    assert chat.whole and chat.last == chat.body
+
+
+def test_a_paced_streams_last_event_goes_out_with_its_terminator(tmp_path):
+    # Events 20 ms apart: the head goes first, the events as they come, and the last
+    # one (which the mock writes together with its end) in one write with the terminator.
+    with MockProcess("--chunk-interval-ms", "20") as paced:
+        path = tmp_path / "helix.yaml"
+        path.write_text(f"""
+providers:
+  - {{name: oai, type: openai_compatible, base_url: "{paced.url}/v1", api_key: k,
+     models: [gpt-4o-mini]}}
+responses: {{state_dir: "{tmp_path}"}}
+""")
+        (chat,) = run(load_file(str(path), env={}), post("/v1/chat/completions", {
+            "model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}],
+            "stream": True}))
+    assert chat.finished and not chat.whole
+    assert chat.last.endswith(b"data: [DONE]\n\n") and len(chat.chunks) > 2
+    assert chat.body.count(b"data: [DONE]") == 1
 
 
 def test_provider_headers_kept_and_renamed_with_a_bounded_memo():

@@ -672,6 +672,20 @@ async def test_stream_framing_exact_bytes():
     assert not t.closed
 
 
+async def test_stream_last_chunk_and_terminator_in_one_write():
+    async def handler(ex):
+        ex.start_stream(200, [(b"content-type", b"text/event-stream")])
+        await ex.send(b"data: a\n\n")
+        ex.end_stream(b"data: [DONE]\n\n")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    assert t.chunks[-1] == b"e\r\ndata: [DONE]\n\n\r\n0\r\n\r\n"
+    assert one_response(t).body == b"data: a\n\ndata: [DONE]\n\n"
+    assert not t.closed
+
+
 async def test_exception_mid_stream_aborts_connection():
     async def handler(ex):
         ex.start_stream(200, [])
