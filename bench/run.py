@@ -648,6 +648,40 @@ def scenario_target(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     return res
 
 
+def paired_features(ctx: Context, opts: argparse.Namespace) -> dict[str, Any]:
+    """(a2) helix and helix-features running side by side (both pinned to the proxy CPU; the
+    idle one costs nothing), measured in alternating runs: run i of one right after run i of
+    the other, so both see the same machine.  Measured one target after the other, minutes
+    apart, this VM's drift alone moved their ratio by 25 points (bench/RESULTS.md)."""
+    plain, feat = Helix(ctx), HelixFeatures(ctx)
+    ports = (free_port(), free_port())
+    procs = (plain.start(ports[0]), feat.start(ports[1]))
+    out: dict[str, Any] = {}
+    try:
+        for port, proc, t in zip(ports, procs, (plain, feat), strict=True):
+            wait_ready(port, proc, t.ready_timeout, poll=0.05)
+        for conns in opts.conns:
+            log(f"(a2) helix / helix-features alternating c={conns} {opts.duration}s "
+                f"x{opts.repeat}")
+            for port in ports:
+                run_wrk(port, min(2.0, opts.duration), conns)  # warm-up (and pool fill)
+            runs: tuple[list, list] = ([], [])
+            for _ in range(opts.repeat):
+                for i in (0, 1):
+                    runs[i].append(measure(procs[i], ports[i], opts.duration, conns,
+                                           ctx.mock_port))
+            out[conns] = {
+                "helix": median_run(runs[0]),
+                "helix-features": median_run(runs[1]),
+                "ratios": [b["cpu_us_per_req"] / a["cpu_us_per_req"]
+                           for a, b in zip(runs[0], runs[1], strict=True)],
+            }
+    finally:
+        for proc in procs:
+            proc.stop()
+    return out
+
+
 def soak(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     """Memory over a long open-loop run: idle, then PSS after each segment of load.
 
@@ -869,6 +903,27 @@ def write_report(
                     f"| {ratio(s.get('cpu_us_per_req'), ref)} "
                     f"| {fmt(s.get('p99_us', math.nan) / 1000, 2)} | {fmt(s.get('errors'))} |")
         add("")
+    paired = results.get("paired")
+    if paired:
+        add("## (a2) Feature cost: helix and helix-features in alternating runs\n")
+        add(
+            "Both running at once (pinned to the proxy CPU; the idle one costs nothing); each "
+            "of the runs of one is followed by the same run of the other, so both see the same "
+            "machine. CPU µs per request: medians; the ratio column is the median of the "
+            "per-pair ratios (issue 15 target 6: ≤ 1.25×).\n"
+        )
+        if "error" in paired:
+            add(f"(a2) failed: {paired['error']}\n")
+        else:
+            add("| conns | helix µs/req | helix-features µs/req | features ÷ plain (median of "
+                "pairs) | pair ratios |")
+            add("|---:|---:|---:|---:|---|")
+            for conns, row in paired.items():
+                rs = sorted(row["ratios"])
+                add(f"| {conns} | {fmt(row['helix'].get('cpu_us_per_req'), 1)} "
+                    f"| {fmt(row['helix-features'].get('cpu_us_per_req'), 1)} "
+                    f"| {rs[len(rs) // 2]:.2f}× | {', '.join(f'{r:.2f}' for r in row['ratios'])} |")
+            add("")
     add("## (a') Non-stream saturation at c=32 (wrk, 1 thread, keep-alive)\n")
     add(
         "CPU 1 (wrk + mock) can be the bottleneck: when the proxy's CPU util is well below "
@@ -1037,6 +1092,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--quick", action="store_true", help="short runs for a smoke check")
     p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--no-paired", dest="paired", action="store_false",
+                   help="skip (a2), helix vs helix-features in alternating runs (it runs "
+                        "when both are targets)")
     p.add_argument("--low-rate", type=float, default=50.0,
                    help="a second, quiet open-loop rate for (b) (at least 10 s); 0 = skip")
     p.add_argument("--streams", type=int, default=1000)
@@ -1111,6 +1169,13 @@ def main(argv: list[str] | None = None) -> int:
                 if ctx.mock is None or not ctx.mock.alive():
                     ctx.restart_mock(FAST_MOCK)
             results[name] = res
+            _write_json(results, info)
+        if opts.paired and {"helix", "helix-features"} <= set(opts.targets):
+            try:
+                results["paired"] = paired_features(ctx, opts)
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+                log(f"(a2) failed: {exc}")
+                results["paired"] = {"error": str(exc)[:500]}
             _write_json(results, info)
     except KeyboardInterrupt:
         log("interrupted; stopping processes")
