@@ -37,24 +37,20 @@ class RowWriter:
         if b < 0 or b + self.cols > len(view):
             raise IndexError("metrics row out of range")
         view[b] += 1.0
-        c = b + self.c_dur
-        view[c] += dur
-        view[c + 1 + bisect_left(self.dur, dur)] += 1.0
+        self._hist(b + self.c_dur, self.dur, dur)
         if up is not None:
-            c = b + self.c_up
-            view[c] += up
-            view[c + 1 + bisect_left(self.dur, up)] += 1.0
+            self._hist(b + self.c_up, self.dur, up)
         if ttft is not None:
-            c = b + self.c_ttft
-            view[c] += ttft
-            view[c + 1 + bisect_left(self.ttft, ttft)] += 1.0
+            self._hist(b + self.c_ttft, self.ttft, ttft)
         if tin is not None:
-            c = b + self.c_in
-            view[c] += tin
-            view[c + 1 + bisect_left(self.tok, tin)] += 1.0
+            self._hist(b + self.c_in, self.tok, tin)
         if tout is not None:
-            c = b + self.c_out
-            view[c] += tout
-            view[c + 1 + bisect_left(self.tok, tout)] += 1.0
+            self._hist(b + self.c_out, self.tok, tout)
         if cost is not None:
             view[b + self.c_cost] += cost
+
+    def _hist(self, c, bounds, x) -> None:
+        """One histogram ``[sum, buckets.., +Inf]`` starting at column ``c``."""
+        view = self.view
+        view[c] += x
+        view[c + 1 + bisect_left(bounds, x)] += 1.0

@@ -321,15 +321,13 @@ class Metrics:
             up = ctx.upstream_started
             first = ctx.first_chunk_at
             usage = ctx.usage
-            if usage is None:
-                observe(b, now - started, now - up if up else None,
-                        first - started if first else None, None, None, ctx.cost)
-            else:
-                observe(b, now - started, now - up if up else None,
-                        first - started if first else None, usage.input, usage.output, ctx.cost)
-                if (usage.cache_read or usage.cache_write) and dep is not None \
-                        and ctx.cache != "hit":
-                    prompt_cache(dep, usage)
+            observe(b, now - started, now - up if up else None,
+                    first - started if first else None,
+                    usage.input if usage is not None else None,
+                    usage.output if usage is not None else None, ctx.cost)
+            if usage is not None and (usage.cache_read or usage.cache_write) \
+                    and dep is not None and ctx.cache != "hit":
+                prompt_cache(dep, usage)
             if ctx.cache is not None:  # set by the cache phase only when caching applies
                 cache_result(ctx.cache == "hit")
 

@@ -156,27 +156,24 @@ def attributes(tag: bytes, items) -> bytes:
     """The repeated ``KeyValue`` field ``tag`` of ``(key, value)`` pairs, in order; pairs
     whose value is None are left out.
 
-    This is the encoder's hot loop, so :func:`key_value` and :func:`_field` are inlined,
-    and a short string value (the usual case: every length fits one varint byte) is
-    written in one join."""
+    This is the encoder's hot loop: a short string value (the usual case: every length
+    fits one varint byte) is written in one join; anything else goes through
+    :func:`key_value`."""
     parts = []
     append = parts.append
     for k, v in items:
         if v is None:
             continue
-        key = _keys.get(k) or _key(k)
         if v.__class__ is str:
-            v = v.encode()
-            n = len(v)
+            key = _keys.get(k) or _key(k)
+            raw = v.encode()
+            n = len(raw)
             size = len(key) + 1 + 2 + n  # key + value length, AnyValue tag + length + text
             if size < 128:
                 append(b"".join((tag, _SMALL[size], key, _SMALL[n + 2], ANY_STRING,
-                                 _SMALL[n], v)))
+                                 _SMALL[n], raw)))
                 continue
-            value = ANY_STRING + varint(n) + v
-        else:
-            value = any_value(v)
-        kv = key + varint(len(value)) + value
+        kv = key_value(k, v)
         append(tag + varint(len(kv)) + kv)
     return b"".join(parts)
 

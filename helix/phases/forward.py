@@ -410,18 +410,14 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
     if capture is not None:
         send = _capturing(send, capture)
     tail = first[-4:] if first else b"\n\n"
-    last = b""  # the stream's final bytes, written together with its terminator
-    if whole:
-        last = first
-    else:
+    # The stream's final bytes, written together with its terminator.
+    last = first if whole else b""
+    if not whole:
         exchange.start_stream(status, headers, first)
         if capture is not None:
             capture.append(first)
     try:
-        if chunk is not None and not whole:
-            chunk = await resp.next_chunk()
-        else:
-            chunk = None
+        chunk = await resp.next_chunk() if chunk is not None and not whole else None
         while chunk is not None:
             out = relay.feed(chunk)
             if out:
