@@ -70,8 +70,13 @@ def main() -> None:
                 vals.append(one())
                 time.sleep(gap)
             vals.sort()
-            print(json.dumps({"gap_s": gap, "n": len(vals), "rtt_median_us": round(vals[len(vals) // 2]),
-                              "rtt_p90_us": round(vals[int(len(vals) * 0.9)])}), flush=True)
+            row = {
+                "gap_s": gap,
+                "n": len(vals),
+                "rtt_median_us": round(vals[len(vals) // 2]),
+                "rtt_p90_us": round(vals[int(len(vals) * 0.9)]),
+            }
+            print(json.dumps(row), flush=True)
     finally:
         s.close()
 
