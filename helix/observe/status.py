@@ -142,14 +142,19 @@ class History:
     :data:`HISTORY_POINTS` samples; a reader takes differences.  So any worker answering
     ``/status`` has the whole gateway's history, and nothing runs per request.  Only the
     configured models are named (``known``); ids clients invented are summed as ``other``.
+    ``since``: when the shared counters were zero (the master's start).  The history starts
+    there, not at this worker's first sample: a worker that started (or was replaced) after
+    requests were served still shows them.
     """
 
-    def __init__(self, metrics, known: set[str]) -> None:
+    def __init__(self, metrics, known: set[str], since: float | None = None) -> None:
         from collections import deque
 
         self.metrics = metrics
         self.known = known
         self.samples: deque = deque(maxlen=HISTORY_POINTS + 1)
+        if since is not None:
+            self.samples.append((since, {}))
         self._handle = None
 
     def totals(self) -> dict[str, list[float]]:
@@ -214,7 +219,8 @@ class Status:
         # Per-deployment health and latency from the balancer's shared tables.
         self.deployment_state = None
         known = {d.model_id for d in self._all() if d.index >= 0}
-        self.history = History(metrics, known) if metrics is not None else None
+        self.history = (History(metrics, known, self.master_started) if metrics is not None
+                        else None)
         self._prices_as_of: str | bool | None = False  # read on the first document()
 
     def start(self, loop) -> None:

@@ -403,3 +403,39 @@ def test_grafana_dashboard_uses_only_exposed_metrics():
                if ln and not ln.startswith("#")}
     used = {n for e in exprs for n in re.findall(r"\bhelix_\w+", e)}
     assert used and used <= exposed, used - exposed
+
+
+def test_status_history_starts_when_the_counters_were_zero():
+    """A worker that starts after requests were served (a late or replacement worker) still
+    shows them: its history starts at the master's start, when the shared counters were zero,
+    not at its own first sample."""
+    import time as _time
+
+    from helix.observe import metrics as m
+    from helix.observe.status import History
+
+    class Counters:
+        def __init__(self):
+            self.n = 0.0
+
+        def fold_requests(self):
+            row = [0.0] * m.REQ_COLS
+            row[m.C_REQUESTS] = self.n
+            return {("chat", "gpt-4o-mini", "mock", 200): row}
+
+    counters = Counters()
+    counters.n = 3.0  # served before this worker's first sample
+    since = _time.time() - 5.0
+    late = History(counters, {"gpt-4o-mini"}, since)
+    late.sample()
+    counters.n = 4.0
+    points = late.document()["points"]
+    assert sum(p["models"].get("gpt-4o-mini", {}).get("requests", 0) for p in points) == 4
+    assert points[0]["seconds"] >= 5.0
+    # Without ``since`` (the old behaviour) the three early requests were lost: the check
+    # above fails on that code.
+    old = History(counters, {"gpt-4o-mini"})
+    old.sample()
+    counters.n = 5.0
+    assert sum(p["models"].get("gpt-4o-mini", {}).get("requests", 0)
+               for p in old.document()["points"]) == 1
