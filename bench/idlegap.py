@@ -18,6 +18,8 @@ import json
 import socket
 import time
 
+from loadgen import build_request, chat_body  # bench/ is sys.path[0] when run as a script
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -27,14 +29,7 @@ def main() -> None:
     ap.add_argument("--model", default="gpt-4o-mini")
     ap.add_argument("--timeout", type=float, default=10.0)
     args = ap.parse_args()
-    body = json.dumps(
-        {"model": args.model, "messages": [{"role": "user", "content": "hi"}]}
-    ).encode()
-    req = (
-        b"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
-        b"Content-Type: application/json\r\nAuthorization: Bearer x\r\n"
-        b"Content-Length: %d\r\n\r\n" % len(body)
-    ) + body
+    req = build_request("127.0.0.1", args.port, chat_body(args.model, "hi", False), "x")
     s = socket.create_connection(("127.0.0.1", args.port), timeout=args.timeout)
     s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 

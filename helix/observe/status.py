@@ -142,9 +142,10 @@ class History:
     :data:`HISTORY_POINTS` samples; a reader takes differences.  So any worker answering
     ``/status`` has the whole gateway's history, and nothing runs per request.  Only the
     configured models are named (``known``); ids clients invented are summed as ``other``.
-    ``since``: when the shared counters were zero (the master's start).  The history starts
-    there, not at this worker's first sample: a worker that started (or was replaced) after
-    requests were served still shows them.
+    ``since``: when the shared counters were zero (the master's start).  When that is within
+    the page's window the history starts there, not at this worker's first sample, so a
+    worker that started late still shows the requests served before it.  An older ``since``
+    is ignored: one bar since the start would turn "the last minutes" into a lifetime average.
     """
 
     def __init__(self, metrics, known: set[str], since: float | None = None) -> None:
@@ -153,7 +154,7 @@ class History:
         self.metrics = metrics
         self.known = known
         self.samples: deque = deque(maxlen=HISTORY_POINTS + 1)
-        if since is not None:
+        if since is not None and time.time() - since <= HISTORY_POINTS * HISTORY_INTERVAL:
             self.samples.append((since, {}))
         self._handle = None
 

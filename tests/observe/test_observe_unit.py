@@ -439,3 +439,25 @@ def test_status_history_starts_when_the_counters_were_zero():
     counters.n = 5.0
     assert sum(p["models"].get("gpt-4o-mini", {}).get("requests", 0)
                for p in old.document()["points"]) == 1
+
+
+def test_status_history_ignores_a_start_older_than_its_window():
+    """A worker replaced long after the master started begins at its own first sample: one
+    bar since the start would make the page's recent rates a lifetime average."""
+    import time as _time
+
+    from helix.observe import metrics as m
+    from helix.observe.status import HISTORY_INTERVAL, HISTORY_POINTS, History
+
+    class Counters:
+        def fold_requests(self):
+            row = [0.0] * m.REQ_COLS
+            row[m.C_REQUESTS] = 1000.0
+            return {("chat", "gpt-4o-mini", "mock", 200): row}
+
+    h = History(Counters(), {"gpt-4o-mini"},
+                _time.time() - 2 * HISTORY_POINTS * HISTORY_INTERVAL)
+    h.sample()
+    points = h.document()["points"]
+    assert sum(p["models"].get("gpt-4o-mini", {}).get("requests", 0) for p in points) == 0
+    assert all(p["seconds"] < HISTORY_INTERVAL for p in points)
