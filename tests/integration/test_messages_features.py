@@ -191,7 +191,8 @@ def test_metrics_and_access_line_say_messages(helix):
     since = len(helix.output)
     with client(helix, ALICE) as c:
         c.messages.create(model="claude-sonnet-4-5", max_tokens=20,
-                          messages=[{"role": "user", "content": "metrics please"}])
+                          messages=[{"role": "user", "content": "metrics please"}],
+                          extra_headers={"x-request-id": "metrics-please-1"})
     body = metrics_when(helix.port, lambda t: 'endpoint="messages"' in t)
     lines = [ln for ln in body.decode().splitlines()
              if ln.startswith("helix_http_requests_total{") and 'endpoint="messages"' in ln]
@@ -201,12 +202,14 @@ def test_metrics_and_access_line_say_messages(helix):
               and 'endpoint="messages"' in ln]
     assert tokens
     def messages_lines():  # access lines are buffered up to 50 ms
+        # The line is found by its request id: the previous test's buffered line (a fallback
+        # answered by "oai") can be flushed after ``since``.
         access = [json.loads(ln) for ln in helix.output[since:] if '"helix.access"' in ln]
-        return [a for a in access if a["route"] == "/v1/messages"]
+        return [a for a in access if a.get("request_id") == "metrics-please-1"]
 
     deadline = time.monotonic() + 5
     while not messages_lines() and time.monotonic() < deadline:
         time.sleep(0.02)
-    (line,) = messages_lines()[-1:]
-    assert line["endpoint"] == "messages" and line["prompt_tokens"] > 0
+    (line,) = messages_lines()
+    assert line["route"] == "/v1/messages" and line["endpoint"] == "messages" and line["prompt_tokens"] > 0
     assert line["provider"] == "anthropic" and line["cost_usd"] is not None
