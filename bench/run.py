@@ -376,7 +376,11 @@ class Helix(Target):
     ready_timeout = 60.0
     workers = 1
 
+    python: str | None = None  # --helix-python: run `python -m helix` from the tree with it
+
     def command(self) -> list[str] | None:
+        if Helix.python:
+            return [Helix.python, "-m", "helix"]
         exe = shutil.which("helix")
         if exe:
             return [exe]
@@ -767,7 +771,36 @@ def machine_info() -> dict[str, str]:
         # (``pip install -e .``); a bare checkout runs the pure-Python twins, a few µs/request
         # slower, so every result says which it measured.
         "helix_fast": helix_fast(),
+        "helix_python": interpreter(Helix.python or helix_python()),
     }
+
+
+def helix_python() -> str:
+    """The interpreter the `helix` script on PATH runs (its shebang), else this one."""
+    exe = shutil.which("helix")
+    if exe:
+        with contextlib.suppress(OSError), open(exe, "rb") as f:
+            first = f.readline()
+            if first.startswith(b"#!"):
+                return first[2:].decode(errors="replace").strip().split()[0]
+    return sys.executable
+
+
+def interpreter(python: str) -> str:
+    """``python``'s path, version and build: the proxy's own CPU per request depends on it (a
+    profile-guided, link-time-optimised, statically linked CPython runs Helix faster than a
+    plain ``-O3`` shared-library build)."""
+    code = ("import sys, sysconfig as s; a = s.get_config_var('CONFIG_ARGS') or ''; "
+            "f = [n for n, k in (('PGO', '--enable-optimizations'), ('LTO', '--with-lto')) "
+            "if k in a]; m = open('/proc/self/maps').read(); "
+            "f.append('libpython shared' if 'libpython' in m else 'libpython static'); "
+            "print(sys.version.split()[0] + ', ' + ', '.join(f))")
+    try:
+        r = subprocess.run([python, "-c", code], capture_output=True, text=True, timeout=30)
+        out = r.stdout.strip() or "?"
+    except (OSError, subprocess.SubprocessError):
+        out = "?"
+    return f"{python} ({out})"
 
 
 def helix_fast() -> str:
@@ -848,6 +881,7 @@ def write_report(
     add(f"- Machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}")
     add(f"- Python {info['python']}; {info['nginx']}; {info['wrk']}")
     add(f"- Helix accelerators (helix/_fast): {info.get('helix_fast', '?')}")
+    add(f"- Helix's interpreter: {info.get('helix_python', '?')}")
     if "litellm_version" in info:
         add(f"- LiteLLM {info['litellm_version']}")
     add(f"- Date: {info['date']}")
@@ -1109,7 +1143,13 @@ def main(argv: list[str] | None = None) -> int:
         "--soak", type=float, default=0.0,
         help="seconds of open-loop load for the memory soak (f), helix with 2 workers; 0 = skip",
     )
+    p.add_argument(
+        "--helix-python", default=None,
+        help="interpreter for the helix targets (`PY -m helix` from this tree); default: the "
+             "`helix` script on PATH",
+    )
     opts = p.parse_args(argv)
+    Helix.python = opts.helix_python
     opts.targets = [t.strip() for t in opts.targets.split(",") if t.strip()]
     opts.conns = [int(c) for c in opts.conns.split(",") if c.strip()]
     bad = [t for t in opts.targets if t not in TARGET_CLASSES]
