@@ -789,7 +789,8 @@ def helix_python() -> str:
 def interpreter(python: str) -> str:
     """``python``'s path, version and build: the proxy's own CPU per request depends on it (a
     profile-guided, link-time-optimised, statically linked CPython runs Helix faster than a
-    plain ``-O3`` shared-library build)."""
+    plain ``-O3`` shared-library build). PGO/LTO are read from the configure arguments the
+    build recorded; distribution builds (Debian's) record none, so the path says more."""
     code = ("import sys, sysconfig as s; a = s.get_config_var('CONFIG_ARGS') or ''; "
             "f = [n for n, k in (('PGO', '--enable-optimizations'), ('LTO', '--with-lto')) "
             "if k in a]; m = open('/proc/self/maps').read(); "
