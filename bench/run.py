@@ -377,10 +377,11 @@ class Helix(Target):
     workers = 1
 
     python: str | None = None  # --helix-python: run `python -m helix` from the tree with it
+    tree = ROOT  # the source tree run (its cwd and PYTHONPATH); bench/ab.py compares others
 
     def command(self) -> list[str] | None:
-        if Helix.python:
-            return [Helix.python, "-m", "helix"]
+        if self.python:
+            return [self.python, "-m", "helix"]
         exe = shutil.which("helix")
         if exe:
             return [exe]
@@ -433,8 +434,9 @@ class Helix(Target):
             *(self.command() or []),
             "--config", str(cfg), "--workers", str(self.workers), "--port", str(port),
         ]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        return Proc("helix", cmd, PROXY_CPU, cwd=ROOT, env=env, log_path=d / f"log-{port}.txt")
+        env = dict(os.environ, PYTHONPATH=str(self.tree))
+        return Proc("helix", cmd, PROXY_CPU, cwd=self.tree, env=env,
+                    log_path=d / f"log-{port}.txt")
 
 
 class HelixFeatures(Helix):
