@@ -1,0 +1,173 @@
+"""Instructions per request of one Helix worker, counted by callgrind.
+
+wrk's CPU-per-request figures move by 10-20% between runs on a shared VM, so a change worth 2%
+cannot be seen with them. Callgrind counts the instructions the worker executes; for the same
+tree, interpreter and request mix that count repeats closely, whatever else the machine does.
+This runs ``bench/run.py``'s Helix target (one worker, its pass-through config, the fast mock)
+under ``valgrind --tool=callgrind`` twice: once serving the warm-up requests, once serving those
+and ``--requests`` more (chat completions over a few keep-alive connections). The difference in
+the worker's total, divided by ``--requests``, is the instructions per request; start-up,
+warm-up and shutdown cancel out. Instructions are not time (syscalls, cache misses and the
+kernel are not in them), so a change is kept on this count and then confirmed with
+``bench/ab.py``.
+
+    python bench/instr.py                       # this checkout, the `helix` on PATH
+    python bench/instr.py :/tmp/other-tree @/usr/bin/python3.11 --requests 3000
+    python bench/instr.py . :/tmp/other-tree    # several variants, one after another
+
+A variant is ``[:TREE][@PYTHON][+CONFIG]`` as in ``bench/ab.py`` (``.`` is the default one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+# bench/ is sys.path[0] when run as a script.
+from run import CHAT_BODY, FAST_MOCK, MASTER_KEY, Context, Helix, Proc, free_port, wait_ready
+
+REQUEST = (
+    "POST /v1/chat/completions HTTP/1.1\r\n"
+    "Host: 127.0.0.1\r\n"
+    "Content-Type: application/json\r\n"
+    f"Authorization: Bearer {MASTER_KEY}\r\n"
+    f"Content-Length: {len(CHAT_BODY)}\r\n"
+    "\r\n" + CHAT_BODY
+).encode()
+
+
+class Callgrind(Helix):
+    ready_timeout = 300.0
+
+    def __init__(self, ctx: Context, out: Path) -> None:
+        super().__init__(ctx)
+        self.out = out
+
+    def command(self) -> list[str] | None:
+        base = super().command()
+        if base is None:
+            return None
+        return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}/cg.%p", *base]
+
+
+async def _conn(port: int, n: int) -> None:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for _ in range(n):
+            writer.write(REQUEST)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+            if not head.startswith(b"HTTP/1.1 200"):
+                raise RuntimeError(f"unexpected response: {head[:200]!r}")
+            length = 0
+            for line in head.split(b"\r\n"):
+                if line[:15].lower() == b"content-length:":
+                    length = int(line[15:])
+            await asyncio.wait_for(reader.readexactly(length), 60)
+    finally:
+        writer.close()
+
+
+def load(port: int, requests: int, conns: int) -> None:
+    async def main() -> None:
+        per, extra = divmod(requests, conns)
+        await asyncio.gather(*(_conn(port, per + (i < extra)) for i in range(conns)))
+
+    asyncio.run(main())
+
+
+def worker_pid(master: int, timeout: float = 60.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for d in Path("/proc").iterdir():
+            if not d.name.isdigit():
+                continue
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == master:
+                return int(d.name)
+        time.sleep(0.1)
+    raise RuntimeError("no worker process found")
+
+
+def total_ir(path: Path) -> int:
+    for line in path.read_text().splitlines():
+        if line.startswith(("summary:", "totals:")):
+            return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
+def worker_ir(ctx: Context, spec: str, requests: int, conns: int) -> int:
+    """The worker's instructions from fork to exit, having served ``requests``."""
+    out = Path(tempfile.mkdtemp(prefix="cg-", dir=ctx.tmp))
+    target = Callgrind(ctx, out)
+    rest, config = spec, None
+    if "+" in rest:
+        rest, config = rest.split("+", 1)
+    if "@" in rest:
+        rest, target.python = rest.split("@", 1)
+    if rest.startswith(":"):
+        target.tree = Path(rest[1:]).resolve()
+    target.extra_config = Path(config).read_text() if config else ""
+    target.name = f"helix-{out.name}"
+    port = free_port()
+    proc = target.start(port)
+    try:
+        wait_ready(port, proc, target.ready_timeout, poll=0.5)
+        worker = worker_pid(proc.pid)
+        load(port, requests, conns)
+    finally:
+        proc.stop(timeout=60.0)  # SIGTERM: a clean exit, so callgrind writes its totals
+    dump = out / f"cg.{worker}"
+    if not dump.exists():
+        raise RuntimeError(f"callgrind wrote no totals for worker {worker} in {out}")
+    return total_ir(dump)
+
+
+def measure(ctx: Context, spec: str, requests: int, warmup: int, conns: int) -> float:
+    """Instructions per request: two runs that differ only by ``requests`` more requests."""
+    short = worker_ir(ctx, spec, warmup, conns)
+    long = worker_ir(ctx, spec, warmup + requests, conns)
+    return (long - short) / requests
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("variants", nargs="*", default=["."], help="[:TREE][@PYTHON][+CONFIG]")
+    ap.add_argument("--requests", type=int, default=2000, help="counted requests")
+    ap.add_argument("--warmup", type=int, default=500)
+    ap.add_argument("--conns", type=int, default=8, help="keep-alive connections")
+    ap.add_argument("--repeat", type=int, default=1, help="runs per variant")
+    opts = ap.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        sys.exit("valgrind is not installed")
+    rows: list[tuple[str, float]] = []
+    with tempfile.TemporaryDirectory(prefix="helix-instr-") as tmp:
+        ctx = Context(Path(tmp), free_port())
+        try:
+            ctx.restart_mock(FAST_MOCK)
+            for spec in opts.variants:
+                spec = "" if spec == "." else spec
+                for r in range(opts.repeat):
+                    ir = measure(ctx, spec, opts.requests, opts.warmup, opts.conns)
+                    print(f"{spec or '.'} run {r}: {ir:,.0f} instructions/request", flush=True)
+                    rows.append((spec or ".", ir))
+        finally:
+            Proc.stop_all()
+    base = rows[0][1]
+    print(f"\n{opts.requests} requests over {opts.conns} keep-alive connections after "
+          f"{opts.warmup} warm-up, one worker under callgrind")
+    print("| variant | instructions/request | vs first |\n|---|---:|---:|")
+    for spec, ir in rows:
+        print(f"| {spec} | {ir:,.0f} | {ir / base:.3f}× |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
