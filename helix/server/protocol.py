@@ -37,6 +37,8 @@ __all__ = ["HttpProtocol"]
 logger = logging.getLogger("helix.server")
 
 _HttpParserError = httptools.HttpParserError
+_Task = asyncio.Task
+_TASK_NAME = "helix-request"
 _HttpParserUpgrade = httptools.HttpParserUpgrade
 
 # Parse states.
@@ -403,8 +405,11 @@ class HttpProtocol(asyncio.Protocol):
         url = self._url
         if url[:1] != b"/":
             url = self._split_non_origin(url)
-        if b"#" in url:
-            url = url[: url.index(b"#")]
+        # find(), not ``in``: ``bytes in bytes`` first tries the needle as an int and
+        # formats a TypeError for it, on every request.
+        hash_at = url.find(b"#")
+        if hash_at >= 0:
+            url = url[:hash_at]
         q = url.find(b"?")
         if q < 0:
             self._path = url.decode("latin-1")
@@ -554,7 +559,9 @@ class HttpProtocol(asyncio.Protocol):
             self._current = None
             return
         self._server.active += 1
-        self._task = self._loop.create_task(self._run(exchange))
+        # asyncio.Task directly: uvloop's create_task adds a Python-level wrapper and
+        # the Task would format a fresh "Task-N" name for every request.
+        self._task = _Task(self._run(exchange), loop=self._loop, name=_TASK_NAME)
 
     async def _run(self, exchange: Exchange) -> None:
         try:
