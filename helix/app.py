@@ -7,6 +7,8 @@ decided here, so the request path only looks things up.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 import msgspec
 
 from helix.api import APIS, RESPONSES
@@ -128,7 +130,10 @@ class App:
                          for p in RESPONSES.paths]
         self._served = ", ".join(sorted({p for p in self.routes if p.startswith("/v1/")}))
 
-    async def handle(self, exchange: Exchange) -> None:
+    def handle(self, exchange: Exchange) -> Awaitable[None]:
+        """The route's handler for ``exchange``, started: the server awaits it.  A plain
+        function, not a coroutine, so a request does not pay for one more coroutine frame
+        on every resume; an unknown path or method raises here, inside that ``await``."""
         request = exchange.request
         methods = self.routes.get(request.path)
         if methods is None:
@@ -151,7 +156,7 @@ class App:
                 f"use {', '.join(methods)}.",
                 headers=[(b"allow", ", ".join(methods).encode())],
             )
-        await handler(exchange)
+        return handler(exchange)
 
     async def health(self, exchange: Exchange) -> None:
         exchange.respond(200, _JSON, b'{"status":"ok"}')

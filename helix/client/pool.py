@@ -166,11 +166,13 @@ class HeaderBlock(list):
 
     __slots__ = ("_block",)
 
-    def serialized(self) -> tuple[bytes, int, bool, bool]:
-        """(header lines, line count, has a Host header, keep-alive)."""
+    def serialized(self) -> tuple[bytes, int, bool, bool, bool]:
+        """(header lines, line count, has a Host header, keep-alive, free of stray CR/LF)."""
         block = getattr(self, "_block", None)
         if block is None:
-            block = self._block = _serialize(self)
+            lines, n, has_host, keep_alive = _serialize(self)
+            clean = lines.count(b"\n") == n and lines.count(b"\r") == n
+            block = self._block = (lines, n, has_host, keep_alive, clean)
         return block
 
 
@@ -196,8 +198,15 @@ def _build_head(
     method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, host_line: bytes
 ) -> tuple[bytes, bool]:
     """Serialize the request head; returns (head, keep_alive)."""
-    if type(headers) is HeaderBlock:
-        block, n, has_host, keep_alive = headers.serialized()  # built once per deployment
+    static = type(headers) is HeaderBlock
+    if static:  # built and checked once per deployment
+        block, n, has_host, keep_alive, clean = headers.serialized()
+        # Only the method and target vary (the host line comes from a parsed URL, which
+        # has no CR/LF): check those.  find, not ``in``: ``bytes in bytes`` formats a
+        # TypeError on every call (it first tries the needle as an int).
+        if (not clean or method.find(b"\n") >= 0 or method.find(b"\r") >= 0
+                or target.find(b"\n") >= 0 or target.find(b"\r") >= 0):
+            raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
     else:
         block, n, has_host, keep_alive = _serialize(headers)
     parts = [method, b" ", target, b" HTTP/1.1\r\n", block]
@@ -212,7 +221,7 @@ def _build_head(
         parts.append(b"\r\n")
     head = b"".join(parts)
     # CR/LF smuggled into a method, target, name or value would add lines.
-    if head.count(b"\n") != lines or head.count(b"\r") != lines:
+    if not static and (head.count(b"\n") != lines or head.count(b"\r") != lines):
         raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
     return head, keep_alive
 
@@ -282,7 +291,13 @@ class UpstreamResponse:
         a 502 at once; a body later taken with :meth:`read` must be a JSON
         object (unless content-encoded, which Helix relays untouched).
         """
-        ctype = self._header(b"content-type")
+        ctype = encoding = None
+        for key, value in self.headers:  # one pass for both
+            if key == b"content-type":
+                if ctype is None:
+                    ctype = value
+            elif key == b"content-encoding" and encoding is None:
+                encoding = value
         if ctype is not None and ctype[:9].lower() == b"text/html":
             self.close()
             raise HelixError(
@@ -290,39 +305,46 @@ class UpstreamResponse:
                 f"upstream {self._label} answered with an HTML page instead of JSON",
                 code="upstream_invalid_response",
             )
-        encoding = self._header(b"content-encoding")
         self._json = encoding is None or encoding.strip().lower() == b"identity"
 
     async def read(self) -> bytes:
         """The whole (remaining) body; the connection is released afterwards."""
         conn = self._conn
+        if conn is not None and conn.state == DONE:
+            return self._whole(conn)
         limit = self._max_bytes
         if conn is not None and limit is not None:
             declared = self._header(b"content-length")
             if declared is not None and declared.isdigit() and int(declared) > limit:
                 self._abandon(conn)
                 raise self._too_large(limit)
-        if conn is not None and conn.state == DONE:
-            data = conn.take() if conn.body else b""
-            self._finish(conn)
-            if limit is not None and len(data) > limit:
+        chunks = []
+        size = 0
+        while True:
+            chunk = await self._next_chunk()
+            if chunk is None:
+                break
+            size += len(chunk)
+            if limit is not None and size > limit:
+                chunks.clear()
+                self.close()
                 raise self._too_large(limit)
-        else:
-            chunks = []
-            size = 0
-            while True:
-                chunk = await self._next_chunk()
-                if chunk is None:
-                    break
-                size += len(chunk)
-                if limit is not None and size > limit:
-                    chunks.clear()
-                    self.close()
-                    raise self._too_large(limit)
-                chunks.append(chunk)
-            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.append(chunk)
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._json:
-            check_json_object(data, f"upstream {self._label}")
+            check_json_object(data, self._label, "upstream ")
+        return data
+
+    def _whole(self, conn: Connection) -> bytes:
+        """The body of a response that has arrived whole (the usual case for a JSON answer
+        of a few KiB): no coroutine, no header lookups; the connection goes back."""
+        data = conn.take() if conn.body else b""
+        self._finish(conn)
+        limit = self._max_bytes
+        if limit is not None and len(data) > limit:
+            raise self._too_large(limit)
+        if self._json:
+            check_json_object(data, self._label, "upstream ")
         return data
 
     async def read_upto(self, upto: int) -> tuple[bytes, bool]:
@@ -331,13 +353,15 @@ class UpstreamResponse:
         from :meth:`body_chunk`, and nobody holds the whole answer.  A body declared larger
         than ``max_response_bytes`` is refused at once, as :meth:`read` does."""
         conn = self._conn
+        if conn is not None and conn.state == DONE:
+            return self._whole(conn), True
         limit = self._max_bytes
         declared = self._header(b"content-length")
         if conn is not None and limit is not None and declared is not None \
                 and declared.isdigit() and int(declared) > limit:
             self._abandon(conn)
             raise self._too_large(limit)
-        if conn is None or conn.state == DONE or (
+        if conn is None or (
                 declared is not None and declared.isdigit() and int(declared) <= upto):
             return await self.read(), True
         chunks: list[bytes] = []
@@ -347,7 +371,7 @@ class UpstreamResponse:
             if chunk is None:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 if self._json:
-                    check_json_object(data, f"upstream {self._label}")
+                    check_json_object(data, self._label, "upstream ")
                 return data, True
             chunks.append(chunk)
             size += len(chunk)

@@ -34,7 +34,7 @@ class Pipeline:
     def __init__(self, api, phases: list[Phase], recorders: list[Recorder]) -> None:
         self.api = api
         phases = _wrap_forward(phases)
-        self._phases = [(p, inspect.iscoroutinefunction(p)) for p in phases]
+        self._phases = [(p, _awaits(p)) for p in phases]
         self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
 
@@ -66,6 +66,13 @@ class Pipeline:
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
             release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
+
+
+def _awaits(phase: Phase) -> bool:
+    """Whether the runner awaits what ``phase`` returns: a coroutine function, or a plain
+    function marked ``returns_awaitable`` (it starts a coroutine and hands it back, one
+    frame fewer on every resume of the request)."""
+    return inspect.iscoroutinefunction(phase) or getattr(phase, "returns_awaitable", False)
 
 
 def _wrap_forward(phases: list[Phase]) -> list[Phase]:
@@ -155,14 +162,15 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
 
     if policy is None:
 
-        async def forward_once(ctx: RequestContext) -> None:
+        def forward_once(ctx: RequestContext):
             dep = ctx.deployment
             if dep is None:
                 dep = ctx.candidates[0]
                 ctx.deployment = dep
-            await attempt(ctx, dep)
+            return attempt(ctx, dep)
 
         forward_once.__name__ = "forward"
+        forward_once.returns_awaitable = True
         return forward_once
 
     import asyncio

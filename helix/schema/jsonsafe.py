@@ -138,21 +138,22 @@ class _AnyObject(msgspec.Struct):
 _object_checker = msgspec.json.Decoder(_AnyObject)
 
 
-def check_json_object(body: bytes, label: str = "the provider") -> None:
-    """A provider's answer must be one JSON object, sanely nested; else a 502."""
+def check_json_object(body: bytes, label: str = "the provider", prefix: str = "") -> None:
+    """A provider's answer must be one JSON object, sanely nested; else a 502 naming
+    ``prefix + label`` (two arguments: no string is built for an answer that is fine)."""
     try:
         _object_checker.decode(body)
     except RecursionError:
-        raise too_deep_upstream(label) from None
+        raise too_deep_upstream(prefix + label) from None
     except msgspec.DecodeError as exc:
         what = "a JSON object" if isinstance(exc, msgspec.ValidationError) else "valid JSON"
         raise HelixError(
             ErrorKind.UPSTREAM_PROTOCOL,
-            f"The answer from {label} is not {what}.",
+            f"The answer from {prefix}{label} is not {what}.",
             code="upstream_invalid_response",
         ) from None
     if depth_exceeds(body):
-        raise too_deep_upstream(label)
+        raise too_deep_upstream(prefix + label)
 
 
 class GuardedRelay:
