@@ -335,6 +335,15 @@ class UpstreamResponse:
             check_json_object(data, self._label, "upstream ")
         return data
 
+    def arrived(self) -> bytes | None:
+        """The whole body if it has already arrived (then as :meth:`read` returns it, and
+        the connection goes back), else None: the caller awaits :meth:`read` or
+        :meth:`read_upto`, and skips a coroutine for the usual small answer."""
+        conn = self._conn
+        if conn is not None and conn.state == DONE:
+            return self._whole(conn)
+        return None
+
     def _whole(self, conn: Connection) -> bytes:
         """The body of a response that has arrived whole (the usual case for a JSON answer
         of a few KiB): no coroutine, no header lookups; the connection goes back."""

@@ -250,7 +250,11 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 return
             t = monotonic()
             if native:
-                body, whole = await resp.read_upto(PASS_THROUGH_BYTES)
+                body = resp.arrived()  # a small answer is usually here whole already
+                if body is not None:
+                    whole = True
+                else:
+                    body, whole = await resp.read_upto(PASS_THROUGH_BYTES)
                 ctx.waited += monotonic() - t
                 if not whole:  # large: relayed as it comes, never held whole
                     if timing.ON:
@@ -261,7 +265,9 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 body = adapter.native_response(api.name, dep, body)
                 usage = api.native_usage(body)
             else:
-                body = await resp.read()
+                body = resp.arrived()
+                if body is None:
+                    body = await resp.read()
                 ctx.waited += monotonic() - t
                 body, usage = api.translate_response(dep, body, ctx)
             _price(models, ctx, dep, usage)
