@@ -131,7 +131,7 @@ class App:
         self._served = ", ".join(sorted({p for p in self.routes if p.startswith("/v1/")}))
 
     def handle(self, exchange: Exchange) -> Awaitable[None]:
-        """The route's handler for ``exchange``, started: the server awaits it.  A plain
+        """The route handler's coroutine for ``exchange``, for the server to await.  A plain
         function, not a coroutine, so a request does not pay for one more coroutine frame
         on every resume; an unknown path or method raises here, inside that ``await``."""
         request = exchange.request

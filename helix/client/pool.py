@@ -309,9 +309,10 @@ class UpstreamResponse:
 
     async def read(self) -> bytes:
         """The whole (remaining) body; the connection is released afterwards."""
+        data = self.arrived()
+        if data is not None:
+            return data
         conn = self._conn
-        if conn is not None and conn.state == DONE:
-            return self._whole(conn)
         limit = self._max_bytes
         if conn is not None and limit is not None:
             declared = self._header(b"content-length")
@@ -336,17 +337,13 @@ class UpstreamResponse:
         return data
 
     def arrived(self) -> bytes | None:
-        """The whole body if it has already arrived (then as :meth:`read` returns it, and
-        the connection goes back), else None: the caller awaits :meth:`read` or
-        :meth:`read_upto`, and skips a coroutine for the usual small answer."""
+        """The whole body if it has already arrived (the usual case for a JSON answer of a
+        few KiB), checked as :meth:`read` checks it, and the connection goes back; else
+        None.  No coroutine and no header lookups: callers try it before awaiting
+        :meth:`read` or :meth:`read_upto`."""
         conn = self._conn
-        if conn is not None and conn.state == DONE:
-            return self._whole(conn)
-        return None
-
-    def _whole(self, conn: Connection) -> bytes:
-        """The body of a response that has arrived whole (the usual case for a JSON answer
-        of a few KiB): no coroutine, no header lookups; the connection goes back."""
+        if conn is None or conn.state != DONE:
+            return None
         data = conn.take() if conn.body else b""
         self._finish(conn)
         limit = self._max_bytes
@@ -361,9 +358,10 @@ class UpstreamResponse:
         :meth:`read` checks it); else ``(the bytes so far, False)``: the rest then comes
         from :meth:`body_chunk`, and nobody holds the whole answer.  A body declared larger
         than ``max_response_bytes`` is refused at once, as :meth:`read` does."""
+        data = self.arrived()
+        if data is not None:
+            return data, True
         conn = self._conn
-        if conn is not None and conn.state == DONE:
-            return self._whole(conn), True
         limit = self._max_bytes
         declared = self._header(b"content-length")
         if conn is not None and limit is not None and declared is not None \

@@ -140,25 +140,11 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
     select = balancer.select
     rnd = balancer._rnd
 
-    # forward's two halves, awaited here rather than through forward's own frame (one
-    # coroutine fewer per request); ``dep`` is ctx.deployment, as forward would pick.
-    prepare = getattr(forward, "prepare", None)
-    commit = getattr(forward, "commit", None)
-    monotonic = time.monotonic
-
     async def attempt(ctx: RequestContext, dep) -> None:
         start = clock()
         begin(dep)
         try:
-            if commit is not None:
-                t = monotonic()
-                try:
-                    p = await prepare(ctx, dep)
-                finally:
-                    ctx.waited += monotonic() - t
-                await commit(ctx, p)
-            else:
-                await forward(ctx)
+            await forward(ctx)
         except HelixError as err:
             event, _, wait = classify(err)
             end(dep, event, clock(), None, wait)
@@ -190,6 +176,8 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
     import asyncio
 
     # A forward without halves (a test's stand-in) runs plain attempts only.
+    prepare = getattr(forward, "prepare", None)
+    commit = getattr(forward, "commit", None)
     max_attempts = policy.max_attempts
     fallbacks = policy.fallbacks
     context_fallbacks = policy.context_fallbacks

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from helix._fast import head as _head
 from helix.errors import HelixError
 from helix.server.flow import ClientDisconnected
-from helix.server.writer import (
-    _STATUS_LINES,
-    CHUNK_END,
-    build_head,
-    date_header,
-    frame_chunk,
-    status_line,
-)
+from helix.server.writer import CHUNK_END, build_head, frame_chunk
 
 if TYPE_CHECKING:
     from helix.server.protocol import HttpProtocol
@@ -162,16 +154,13 @@ class Exchange:
             length = len(body)
             if req.method == "HEAD":
                 body = b""
-        # writer.build_head's steps, called directly: this runs for every answer.
-        head = _head(
-            _STATUS_LINES.get(status) or status_line(status),
-            date_header(),
+        head = build_head(
+            status,
             headers,
             length,
-            False,
-            not keep,
-            keep and req.http_version == "1.0",
-            conn.server_header,
+            close=not keep,
+            keep_alive_10=keep and req.http_version == "1.0",
+            server=conn.server_header,
         )
         self.committed = True
         self._status = status

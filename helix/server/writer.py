@@ -92,8 +92,9 @@ def build_head(
     LF in a header name or value is ``ValueError`` (response splitting).  The
     bytes are assembled by ``helix._fast.head`` (compiled, or its twin).
     """
-    return _head(status_line(status), date_header(), headers, content_length, chunked, close,
-                 keep_alive_10, server)
+    line = _STATUS_LINES.get(status) or status_line(status)  # one call fewer for the usual codes
+    return _head(line, date_header(), headers, content_length, chunked, close, keep_alive_10,
+                 server)
 
 
 def frame_chunk(data: bytes | bytearray | memoryview) -> bytes:
