@@ -36,14 +36,16 @@ from run import (
 )
 
 
-def variant(ctx: Context, i: int, spec: str) -> Target:
+def variant(ctx: Context, i: int, spec: str, helix: type[Helix] = Helix) -> Target:
+    """The target for ``spec``; ``helix``: the class of a Helix variant (bench/instr.py
+    runs its own, under callgrind)."""
     if spec == "nginx":
         target: Target = Nginx(ctx)
     elif spec.startswith("helix"):
         rest, config = spec[5:], None
         if "+" in rest:
             rest, config = rest.split("+", 1)
-        target = Helix(ctx)
+        target = helix(ctx)
         if "@" in rest:
             rest, target.python = rest.split("@", 1)
         if rest.startswith(":"):

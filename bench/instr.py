@@ -29,7 +29,19 @@ import time
 from pathlib import Path
 
 # bench/ is sys.path[0] when run as a script.
-from run import CHAT_BODY, FAST_MOCK, MASTER_KEY, Context, Helix, Proc, free_port, wait_ready
+from ab import variant
+from run import (
+    CHAT_BODY,
+    FAST_MOCK,
+    MASTER_KEY,
+    Context,
+    Helix,
+    Proc,
+    _stat_fields,
+    free_port,
+    session_pids,
+    wait_ready,
+)
 
 REQUEST = (
     "POST /v1/chat/completions HTTP/1.1\r\n"
@@ -43,10 +55,7 @@ REQUEST = (
 
 class Callgrind(Helix):
     ready_timeout = 300.0
-
-    def __init__(self, ctx: Context, out: Path) -> None:
-        super().__init__(ctx)
-        self.out = out
+    out = Path("/tmp")  # where callgrind writes cg.<pid>; set per run
 
     def command(self) -> list[str] | None:
         base = super().command()
@@ -81,17 +90,13 @@ def load(port: int, requests: int, conns: int) -> None:
 
 
 def worker_pid(master: int, timeout: float = 60.0) -> int:
+    """The master's child (the one worker) in its session."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
-                continue
-            try:
-                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == master:
-                return int(d.name)
+        for pid in session_pids(master):
+            fields = _stat_fields(pid)
+            if fields and int(fields[1]) == master:
+                return pid
         time.sleep(0.1)
     raise RuntimeError("no worker process found")
 
@@ -106,16 +111,9 @@ def total_ir(path: Path) -> int:
 def worker_ir(ctx: Context, spec: str, requests: int, conns: int) -> int:
     """The worker's instructions from fork to exit, having served ``requests``."""
     out = Path(tempfile.mkdtemp(prefix="cg-", dir=ctx.tmp))
-    target = Callgrind(ctx, out)
-    rest, config = spec, None
-    if "+" in rest:
-        rest, config = rest.split("+", 1)
-    if "@" in rest:
-        rest, target.python = rest.split("@", 1)
-    if rest.startswith(":"):
-        target.tree = Path(rest[1:]).resolve()
-    target.extra_config = Path(config).read_text() if config else ""
-    target.name = f"helix-{out.name}"
+    target = variant(ctx, 0, "helix" + spec, Callgrind)
+    target.out = out
+    target.name = f"helix-{out.name}"  # its own config directory
     port = free_port()
     proc = target.start(port)
     try:
