@@ -13,7 +13,8 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist"]
+# protocol_c.py and conn_c.py link to helix/server/protocol.py and helix/client/connection.py.
+FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "protocol", "conn"]
 
 
 class OptionalBuildExt(build_ext):

@@ -7,12 +7,20 @@ are always importable under their own names (``SSEParserPy``, ``SSEParserC``)
 so tests can compare them in one process; the unsuffixed name is the one the
 rest of Helix uses.
 
+Two request-path modules are compiled the same way from their home outside this package:
+``helix/server/protocol.py`` as ``protocol_c`` and ``helix/client/connection.py`` as
+``conn_c`` (each ``.py`` here is a link; its ``.pxd`` makes the class a typed ``cdef
+class``).  They import the server and the client, so they are not imported here: the
+importer picks one with :func:`pick_module` (``helix/server/server.py``,
+``helix/client/pool.py``).
+
 ``HELIX_NO_EXTENSIONS=1`` forces the pure-Python twins.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
@@ -81,6 +89,27 @@ brackets = _pick(brackets_py, brackets_c)
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick(RowWriterPy, RowWriterC)
 
+
+
+def _compiled_origin(module: str) -> str | None:
+    """Where ``helix._fast.<module>`` would load from if it is a built extension, else None;
+    found without importing it (the request-path modules import the server)."""
+    try:
+        spec = importlib.util.find_spec(f"helix._fast.{module}")
+    except ImportError:
+        return None
+    origin = spec.origin if spec is not None else None
+    return origin if origin and origin.endswith((".so", ".pyd")) else None
+
+
+def pick_module(module: str, pure):
+    """The compiled ``helix._fast.<module>`` when it is built (and extensions are not off),
+    else ``pure``, the module it was compiled from."""
+    if NO_EXTENSIONS or COMPILED.get(module.removesuffix("_c")) is None:
+        return pure
+    return importlib.import_module(f"helix._fast.{module}")
+
+
 # Every accelerator's compiled build (None: not built).
 COMPILED = {
     "sse": SSEParserC,
@@ -89,6 +118,10 @@ COMPILED = {
     "head": head_c,
     "scan": brackets_c,
     "hist": RowWriterC,
+    # The client connection (helix/server/protocol.py) and the upstream connection
+    # (helix/client/connection.py), typed: picked by their importers with pick_module.
+    "protocol": _compiled_origin("protocol_c"),
+    "conn": _compiled_origin("conn_c"),
 }
 
 

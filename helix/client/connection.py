@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """One HTTP/1.1 connection to an upstream origin: an asyncio protocol that
 parses responses with ``httptools.HttpResponseParser``.
 
@@ -70,9 +71,13 @@ class _UnexpectedMessage(Exception):
     """Raised inside a parser callback to stop parsing (a second response, 101)."""
 
 
-class Connection(asyncio.Protocol):
+class Connection:
     """The protocol object of one upstream socket.  Driven by the pool and
-    :class:`~helix.client.pool.UpstreamResponse`; not used directly."""
+    :class:`~helix.client.pool.UpstreamResponse`; not used directly.
+
+    No asyncio.Protocol base: the loop duck-types protocols, and the build compiles this
+    module a second time as helix/_fast/conn_c (typed by conn_c.pxd), where the class is a
+    cdef class, which cannot derive from a Python class."""
 
     __slots__ = (
         "_head_size",

@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """HttpProtocol: one client connection, parsed with httptools (llhttp).
 
 Responsibilities, in order of the bytes' journey:
@@ -112,7 +113,10 @@ def _host_ok(host: str) -> bool:
     return True
 
 
-class HttpProtocol(asyncio.Protocol):
+class HttpProtocol:
+    # No asyncio.Protocol base: uvloop duck-types protocols, and the build compiles this
+    # module a second time as helix/_fast/protocol_c (typed by protocol_c.pxd), where the
+    # class is a cdef class, which cannot derive from a Python class.
     __slots__ = (
         "_access_log",
         "_body",

@@ -15,9 +15,13 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
+from helix import _fast
+from helix.server import protocol as _protocol
 from helix.server.exchange import Exchange
 from helix.server.memory import GcPacer, trim, tune_malloc
-from helix.server.protocol import HttpProtocol
+
+# The typed build of the protocol when it is compiled (helix/_fast/protocol_c.pxd).
+HttpProtocol = _fast.pick_module("protocol_c", _protocol).HttpProtocol
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
 

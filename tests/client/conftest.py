@@ -111,3 +111,28 @@ def certs(tmp_path_factory) -> Certs:
         str(d / "other.pem"),
         str(d / "other.key"),
     )
+
+
+def _connection_builds():
+    from helix import _fast
+    from helix.client import connection
+
+    builds = [pytest.param(connection, id="pure")]
+    if not _fast.NO_EXTENSIONS and _fast.COMPILED["conn"] is not None:
+        builds.append(pytest.param(_fast.pick_module("conn_c", connection), id="compiled"))
+    return builds
+
+
+@pytest.fixture(autouse=True, params=_connection_builds())
+def connection_build(request, monkeypatch):
+    """Every test here runs against both builds of the upstream connection: the pure module
+    and the typed one compiled from it (helix/_fast/conn_c.pxd), when it is built."""
+    import helix.client.pool
+    import tests.client.test_client_parsing
+
+    module = request.param
+    monkeypatch.setattr(helix.client.pool, "_connection", module)
+    for name in ("Connection", "open_connection", "connect_error", "DONE"):
+        monkeypatch.setattr(helix.client.pool, name, getattr(module, name))
+    monkeypatch.setattr(tests.client.test_client_parsing, "Connection", module.Connection)
+    return module

@@ -1,0 +1,60 @@
+# C types for helix/server/protocol.py compiled as helix._fast.protocol_c (protocol_c.py is a
+# link to it): the client connection's state lives in a C struct instead of slots, the
+# internal steps are C calls, and the phase/timer constants are C ints.  The pure module
+# stays the reference and the HELIX_NO_EXTENSIONS=1 build.  Every attribute stays public
+# (read by Exchange, Server and the tests).
+
+cdef int _P_IDLE, _P_HEAD, _P_BODY
+cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
+
+
+cdef class HttpProtocol:
+    cdef public object _access_log
+    cdef public object _body
+    cdef public Py_ssize_t _body_len
+    cdef public bint _chunked
+    cdef public object _client
+    cdef public bint _continue_pending
+    cdef public object _current
+    cdef public bint _dead
+    cdef public double _deadline
+    cdef public bint _extra
+    cdef public object _handler
+    cdef public Py_ssize_t _head_bytes
+    cdef public Py_ssize_t _head_raw
+    cdef public object _headers
+    cdef public Py_ssize_t _held
+    cdef public bint _keep_alive
+    cdef public object _limits
+    cdef public object _linger
+    cdef public object _loop
+    cdef public object _method
+    cdef public Py_ssize_t _nheaders
+    cdef public Py_ssize_t _nrequests
+    cdef public object _parser
+    cdef public object _path
+    cdef public Py_ssize_t _pstate
+    cdef public object _query
+    cdef public object _queue
+    cdef public object _reject
+    cdef public object _server
+    cdef public object _task
+    cdef public object _timer
+    cdef public double _timer_at
+    cdef public Py_ssize_t _timer_kind
+    cdef public object _url
+    cdef public object _version
+    cdef public bint closing
+    cdef public bint draining
+    cdef public object flow
+    cdef public bint lost
+    cdef public object server_header
+    cdef public object transport
+
+    cpdef _reset_message(self)
+    cpdef bint _head_too_large(self)
+    cpdef _enqueue(self, exchange)
+    cpdef _start(self, exchange)
+    cpdef _release(self, Py_ssize_t n)
+    cpdef _handler_finished(self)
+    cpdef _arm_timer(self)

@@ -1,0 +1,74 @@
+"""The typed request-path core: helix/server/protocol.py and helix/client/connection.py,
+compiled a second time as helix._fast.protocol_c and helix._fast.conn_c with the C types of
+their .pxd files.  tests/protocol and tests/client run every test against both builds
+(their conftest's ``protocol_build`` / ``connection_build`` fixtures); this checks that the
+right build is picked and that the compiled one is what its .pxd says."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from helix import _fast
+from helix.client import connection as connection_py
+from helix.server import protocol as protocol_py
+
+BUILT = not _fast.NO_EXTENSIONS and all(_fast.COMPILED[k] for k in ("protocol", "conn"))
+
+
+def test_compiled_core_is_built_when_extensions_are_expected():
+    if os.environ.get("HELIX_EXPECT_EXTENSIONS") == "1":
+        assert _fast.COMPILED["protocol"] is not None
+        assert _fast.COMPILED["conn"] is not None
+
+
+def test_server_and_pool_use_the_compiled_core_when_it_is_built():
+    code = (
+        "import helix.server.server as s, helix.client.pool as p;"
+        "print(s.HttpProtocol.__module__, p.Connection.__module__, p.open_connection.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60).stdout.split()
+    if BUILT:
+        assert out == ["helix._fast.protocol_c", "helix._fast.conn_c", "helix._fast.conn_c"]
+    else:
+        assert out == ["helix.server.protocol", "helix.client.connection",
+                       "helix.client.connection"]
+    env = dict(os.environ, HELIX_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, timeout=60, env=env).stdout.split()
+    assert out == ["helix.server.protocol", "helix.client.connection", "helix.client.connection"]
+
+
+def test_version_names_a_missing_core_module(monkeypatch):
+    if _fast.REASON is not None:
+        return
+    monkeypatch.setitem(_fast.COMPILED, "protocol", None)
+    assert _fast.describe().startswith("partial (pure-Python: ")
+    assert "protocol" in _fast.describe()
+    assert _fast.pick_module("protocol_c", protocol_py) is protocol_py
+
+
+@pytest.mark.skipif(not BUILT, reason="the typed core is not built")
+def test_compiled_classes_keep_the_pure_ones_attributes():
+    protocol_c = _fast.pick_module("protocol_c", protocol_py)
+    conn_c = _fast.pick_module("conn_c", connection_py)
+    for pure, typed in ((protocol_py.HttpProtocol, protocol_c.HttpProtocol),
+                        (connection_py.Connection, conn_c.Connection)):
+        assert typed is not pure
+        # Every slot of the pure class is a (public) field of the typed one, and nothing
+        # else can be set on either: a typo'd attribute fails the same way in both.
+        for name in pure.__slots__:
+            assert hasattr(typed, name), name
+        assert not hasattr(typed, "__dict__") or "__dict__" not in dir(typed)
+    conn = conn_c.Connection(None, "x:1")
+    with pytest.raises(AttributeError):
+        conn.no_such_attribute = 1
+    # C-typed fields convert as the .pxd says: flags are bools, counters ints.
+    conn.closed = 1
+    assert conn.closed is True
+    with pytest.raises(TypeError):
+        conn.requests = "1"
