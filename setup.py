@@ -13,8 +13,9 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# protocol_c.py and conn_c.py link to helix/server/protocol.py and helix/client/connection.py.
-FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "protocol", "conn"]
+# protocol_c.py, exchange_c.py and conn_c.py link to helix/server/protocol.py,
+# helix/server/exchange.py and helix/client/connection.py.
+FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "protocol", "exchange", "conn"]
 
 
 class OptionalBuildExt(build_ext):

@@ -7,11 +7,12 @@ are always importable under their own names (``SSEParserPy``, ``SSEParserC``)
 so tests can compare them in one process; the unsuffixed name is the one the
 rest of Helix uses.
 
-Two request-path modules are compiled the same way from their home outside this package:
-``helix/server/protocol.py`` as ``protocol_c`` and ``helix/client/connection.py`` as
-``conn_c`` (each ``.py`` here is a link; its ``.pxd`` makes the class a typed ``cdef
-class``).  They import the server and the client, so they are not imported here: the
-importer picks one with :func:`pick_module` (``helix/server/server.py``,
+Three request-path modules are compiled the same way from their home outside this package:
+``helix/server/protocol.py`` as ``protocol_c``, ``helix/server/exchange.py`` as
+``exchange_c`` and ``helix/client/connection.py`` as ``conn_c`` (each ``.py`` here is a
+link; its ``.pxd`` makes their classes typed cdef classes).  They import the server and
+the client, so they are not imported here: the importer picks one with
+:func:`pick_module` (``helix/server/server.py``, ``helix/server/protocol.py``,
 ``helix/client/pool.py``).
 
 ``HELIX_NO_EXTENSIONS=1`` forces the pure-Python twins.
@@ -122,6 +123,8 @@ COMPILED = {
     # (helix/client/connection.py), typed: picked by their importers with pick_module.
     "protocol": _compiled_origin("protocol_c"),
     "conn": _compiled_origin("conn_c"),
+    # Request and Exchange (helix/server/exchange.py), typed: picked by the protocol.
+    "exchange": _compiled_origin("exchange_c"),
 }
 
 

@@ -7,8 +7,8 @@ Public surface::
     ClientDisconnected                 -- raised by Exchange.send()
 """
 
-from helix.server.exchange import Exchange, Request
 from helix.server.flow import ClientDisconnected
+from helix.server.protocol import Exchange, Request  # the build the protocol uses
 from helix.server.server import AccessLog, Handler, Server, ServerLimits
 
 __all__ = [

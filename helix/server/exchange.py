@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """One request and its response: what a handler sees.
 
 :class:`Request` is plain data.  :class:`Exchange` is the handler's only way to

@@ -1,0 +1,33 @@
+# C types for helix/server/exchange.py compiled as helix._fast.exchange_c (exchange_c.py is a
+# link to it): a request's and its exchange's state in C structs, so the typed protocol
+# (protocol_c) builds them and reads them back without dictionaries or slot descriptors.
+# The pure module stays the reference and the HELIX_NO_EXTENSIONS=1 build.
+
+cdef int _IDLE, _STREAMING, _DONE
+cdef Py_ssize_t _CONCAT_LIMIT
+
+
+cdef class Request:
+    cdef public object body
+    cdef public object client
+    cdef public object headers
+    cdef public object http_version
+    cdef public bint keep_alive
+    cdef public object method
+    cdef public object path
+    cdef public object query
+
+
+cdef class Exchange:
+    cdef public Py_ssize_t _bytes
+    cdef public bint _chunked
+    cdef public object _conn
+    cdef public bint _keep_alive
+    cdef public object _reject
+    cdef public double _started
+    cdef public Py_ssize_t _state
+    cdef public Py_ssize_t _status
+    cdef public bint committed
+    cdef public object request
+
+    cpdef bint _keep(self, int status)
