@@ -13,9 +13,10 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# protocol_c.py, exchange_c.py and conn_c.py link to helix/server/protocol.py,
-# helix/server/exchange.py and helix/client/connection.py.
-FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "protocol", "exchange", "conn"]
+# protocol_c.py, exchange_c.py, conn_c.py and pool_c.py link to helix/server/protocol.py,
+# helix/server/exchange.py, helix/client/connection.py and helix/client/pool.py.
+FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist",
+                "protocol", "exchange", "conn", "pool"]
 
 
 class OptionalBuildExt(build_ext):

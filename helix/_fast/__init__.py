@@ -7,13 +7,13 @@ are always importable under their own names (``SSEParserPy``, ``SSEParserC``)
 so tests can compare them in one process; the unsuffixed name is the one the
 rest of Helix uses.
 
-Three request-path modules are compiled the same way from their home outside this package:
+Four request-path modules are compiled the same way from their home outside this package:
 ``helix/server/protocol.py`` as ``protocol_c``, ``helix/server/exchange.py`` as
-``exchange_c`` and ``helix/client/connection.py`` as ``conn_c`` (each ``.py`` here is a
-link; its ``.pxd`` makes their classes typed cdef classes).  They import the server and
-the client, so they are not imported here: the importer picks one with
-:func:`pick_module` (``helix/server/server.py``, ``helix/server/protocol.py``,
-``helix/client/pool.py``).
+``exchange_c``, ``helix/client/connection.py`` as ``conn_c`` and ``helix/client/pool.py`` as
+``pool_c`` (each ``.py`` here is a link; its ``.pxd`` makes their classes typed cdef
+classes).  They import the server and the client, so they are not imported here: the
+importer picks one with :func:`pick_module` (``helix/server/server.py``,
+``helix/server/protocol.py``, ``helix/client/pool.py``, ``helix/client/__init__.py``).
 
 ``HELIX_NO_EXTENSIONS=1`` forces the pure-Python twins.
 """
@@ -125,6 +125,8 @@ COMPILED = {
     "conn": _compiled_origin("conn_c"),
     # Request and Exchange (helix/server/exchange.py), typed: picked by the protocol.
     "exchange": _compiled_origin("exchange_c"),
+    # The upstream pool (helix/client/pool.py), typed: picked by helix/client/__init__.py.
+    "pool": _compiled_origin("pool_c"),
 }
 
 

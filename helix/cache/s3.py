@@ -24,8 +24,7 @@ from urllib.parse import quote
 from xml.etree import ElementTree
 
 from helix.cache.store import Entry, decode_entry, encode_entry
-from helix.client import Timeouts, parse_url
-from helix.client.pool import Origin
+from helix.client import Origin, Timeouts, parse_url
 from helix.providers import sigv4
 
 _DEFAULT_PORTS = {"http": 80, "https": 443}

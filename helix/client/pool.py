@@ -1,3 +1,4 @@
+# cython: annotation_typing=False
 """Connection-pooled HTTP/1.1 upstream client.
 
 Design

@@ -20,8 +20,7 @@ from __future__ import annotations
 import re
 from collections import OrderedDict
 
-from helix.client import Timeouts, parse_url
-from helix.client.pool import HeaderBlock
+from helix.client import HeaderBlock, Timeouts, parse_url
 from helix.config import Config, ProviderConfig
 from helix.errors import ErrorKind, HelixError
 from helix.providers import catalog

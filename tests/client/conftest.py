@@ -113,26 +113,46 @@ def certs(tmp_path_factory) -> Certs:
     )
 
 
-def _connection_builds():
+def _client_builds():
     from helix import _fast
-    from helix.client import connection
+    from helix.client import connection, pool
 
-    builds = [pytest.param(connection, id="pure")]
-    if not _fast.NO_EXTENSIONS and _fast.COMPILED["conn"] is not None:
-        builds.append(pytest.param(_fast.pick_module("conn_c", connection), id="compiled"))
+    builds = [pytest.param((pool, connection), id="pure")]
+    if not _fast.NO_EXTENSIONS and _fast.COMPILED["conn"] and _fast.COMPILED["pool"]:
+        builds.append(pytest.param(
+            (_fast.pick_module("pool_c", pool), _fast.pick_module("conn_c", connection)),
+            id="compiled"))
     return builds
 
 
-@pytest.fixture(autouse=True, params=_connection_builds())
-def connection_build(request, monkeypatch):
-    """Every test here runs against both builds of the upstream connection: the pure module
-    and the typed one compiled from it (helix/_fast/conn_c.pxd), when it is built."""
-    import helix.client.pool
-    import tests.client.test_client_parsing
+_POOL_NAMES = ("Origin", "PoolLimits", "Timeouts", "UpstreamPool", "UpstreamResponse",
+               "parse_url", "_build_head", "HeaderBlock")
+_CONN_NAMES = ("Connection", "open_connection", "connect_error", "DONE")
 
-    module = request.param
-    monkeypatch.setattr(helix.client.pool, "_connection", module)
-    for name in ("Connection", "open_connection", "connect_error", "DONE"):
-        monkeypatch.setattr(helix.client.pool, name, getattr(module, name))
-    monkeypatch.setattr(tests.client.test_client_parsing, "Connection", module.Connection)
-    return module
+
+@pytest.fixture(autouse=True, params=_client_builds())
+def client_build(request, monkeypatch):
+    """Every test here runs against both builds of the upstream client: the pure modules
+    (pool.py and connection.py) and the typed ones compiled from them (helix/_fast/pool_c.pxd
+    and conn_c.pxd), when they are built.  The test modules' own imported names and the
+    chosen pool's connection names are pointed at the build under test."""
+    import tests.client.test_client_answers
+    import tests.client.test_client_parsing
+    import tests.client.test_client_pool
+    import tests.client.test_client_tls_dns
+
+    pool, conn = request.param
+    monkeypatch.setattr(pool, "_connection", conn)
+    for name in _CONN_NAMES:
+        monkeypatch.setattr(pool, name, getattr(conn, name))
+    for module in (tests.client.test_client_answers, tests.client.test_client_parsing,
+                   tests.client.test_client_pool, tests.client.test_client_tls_dns):
+        for name in _POOL_NAMES:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(pool, name))
+        for name in _CONN_NAMES:
+            if hasattr(module, name):
+                monkeypatch.setattr(module, name, getattr(conn, name))
+        if hasattr(module, "pool_mod"):
+            monkeypatch.setattr(module, "pool_mod", pool)
+    return request.param

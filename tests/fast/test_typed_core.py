@@ -1,9 +1,10 @@
-"""The typed request-path core: helix/server/protocol.py, helix/server/exchange.py and
-helix/client/connection.py, compiled a second time as helix._fast.protocol_c, exchange_c and
-conn_c with the C types of their .pxd files.  tests/protocol and tests/client run every test
-against both builds of the protocol and the connection (their conftest's ``protocol_build``
-/ ``connection_build`` fixtures; .ci/run runs them once more with HELIX_NO_EXTENSIONS=1);
-this checks that the right build is picked and that the compiled one is what its .pxd says."""
+"""The typed request-path core: helix/server/protocol.py, helix/server/exchange.py,
+helix/client/connection.py and helix/client/pool.py, compiled a second time as
+helix._fast.protocol_c, exchange_c, conn_c and pool_c with the C types of their .pxd files.
+tests/protocol and tests/client run every test against both builds of the protocol and the
+client (their conftest's ``protocol_build`` / ``client_build`` fixtures; .ci/run runs them
+once more with HELIX_NO_EXTENSIONS=1); this checks that the right build is picked and that
+the compiled one is what its .pxd says."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from helix import _fast
 from helix.client import connection as connection_py
 from helix.server import protocol as protocol_py
 
-BUILT = not _fast.NO_EXTENSIONS and all(_fast.COMPILED[k] for k in ("protocol", "exchange", "conn"))
+CORE = ("protocol", "exchange", "conn", "pool")
+BUILT = not _fast.NO_EXTENSIONS and all(_fast.COMPILED[k] for k in CORE)
 
 
 def test_compiled_core_is_built_when_extensions_are_expected():
@@ -25,23 +27,28 @@ def test_compiled_core_is_built_when_extensions_are_expected():
         assert _fast.COMPILED["protocol"] is not None
         assert _fast.COMPILED["conn"] is not None
         assert _fast.COMPILED["exchange"] is not None
+        assert _fast.COMPILED["pool"] is not None
 
 
 PURE = ["helix.server.protocol", "helix.client.connection", "helix.client.connection",
-        "helix.server.exchange", "helix.server.exchange"]
+        "helix.server.exchange", "helix.server.exchange", "helix.client.pool", "helix.client.pool"]
 
 
 def test_server_and_pool_use_the_compiled_core_when_it_is_built():
     code = (
-        "import helix.server as h, helix.server.server as s, helix.client.pool as p;"
+        "import helix.server as h, helix.server.server as s, helix.client as c;"
+        "import helix.routing.registry as r;"
+        "p = __import__(c.UpstreamPool.__module__, fromlist=['x']);"
         "print(s.HttpProtocol.__module__, p.Connection.__module__, p.open_connection.__module__,"
-        " h.Exchange.__module__, h.Request.__module__)"
+        " h.Exchange.__module__, h.Request.__module__, c.UpstreamPool.__module__,"
+        " r.HeaderBlock.__module__)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=60).stdout.split()
     if BUILT:
         assert out == ["helix._fast.protocol_c", "helix._fast.conn_c", "helix._fast.conn_c",
-                       "helix._fast.exchange_c", "helix._fast.exchange_c"]
+                       "helix._fast.exchange_c", "helix._fast.exchange_c",
+                       "helix._fast.pool_c", "helix._fast.pool_c"]
     else:
         assert out == PURE
     env = dict(os.environ, HELIX_NO_EXTENSIONS="1")
@@ -66,10 +73,15 @@ def test_compiled_classes_keep_the_pure_ones_attributes():
     protocol_c = _fast.pick_module("protocol_c", protocol_py)
     conn_c = _fast.pick_module("conn_c", connection_py)
     exchange_c = _fast.pick_module("exchange_c", exchange_py)
+    from helix.client import pool as pool_py
+
+    pool_c = _fast.pick_module("pool_c", pool_py)
     for pure, typed in ((protocol_py.HttpProtocol, protocol_c.HttpProtocol),
                         (connection_py.Connection, conn_c.Connection),
                         (exchange_py.Exchange, exchange_c.Exchange),
-                        (exchange_py.Request, exchange_c.Request)):
+                        (exchange_py.Request, exchange_c.Request),
+                        (pool_py.UpstreamResponse, pool_c.UpstreamResponse),
+                        (pool_py._OriginPool, pool_c._OriginPool)):
         assert typed is not pure
         # Every slot of the pure class is a (public) field of the typed one, and nothing
         # else can be set on either: a typo'd attribute fails the same way in both.

@@ -1,0 +1,32 @@
+# C types for helix/client/pool.py compiled as helix._fast.pool_c (pool_c.py is a link to it):
+# an origin's pool record and an upstream response in C structs, so the pool's request path
+# (take an idle connection, send, take the answer, release) runs without slot descriptors.
+# helix.client re-exports the build it picks; the pure module stays the reference and the
+# HELIX_NO_EXTENSIONS=1 build.
+
+
+cdef class _OriginPool:
+    cdef public Py_ssize_t active
+    cdef public object conns
+    cdef public object host_line
+    cdef public object idle
+    cdef public object label
+    cdef public object origin
+    cdef public object ssl
+    cdef public bint verify
+    cdef public object waiters
+
+
+cdef class UpstreamResponse:
+    cdef public object _conn
+    cdef public object _error
+    cdef public bint _json
+    cdef public object _label
+    cdef public object _max_bytes
+    cdef public object _pool
+    cdef public Py_ssize_t _relayed
+    cdef public double _started
+    cdef public object _stream_total
+    cdef public bint _streaming
+    cdef public object headers
+    cdef public Py_ssize_t status
