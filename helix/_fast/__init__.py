@@ -58,14 +58,25 @@ else:
     REASON = None
 
 
+def _compiled_origin(module: str) -> str | None:
+    """Where ``helix._fast.<module>`` would load from if it is a built extension, else None;
+    found without importing it (the request-path modules import the server)."""
+    try:
+        spec = importlib.util.find_spec(f"helix._fast.{module}")
+    except ImportError:
+        return None
+    origin = spec.origin if spec is not None else None
+    return origin if origin and origin.endswith((".so", ".pyd")) else None
+
+
 def _compiled_attr(module: str, attr: str):
-    """``helix._fast.<module>.<attr>`` from a real extension module, else None."""
+    """``helix._fast.<module>.<attr>`` from a real extension module, else None (a
+    ``<name>_c.py`` link to the pure source would import too; only an extension counts)."""
+    if _compiled_origin(module) is None:
+        return None
     try:
         mod = importlib.import_module(f"helix._fast.{module}")
     except ImportError:
-        return None
-    # A ``<name>_c.py`` link to the pure source imports too; only an extension counts.
-    if not (mod.__file__ or "").endswith((".so", ".pyd")):
         return None
     return getattr(mod, attr)
 
@@ -91,23 +102,12 @@ RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick(RowWriterPy, RowWriterC)
 
 
-
-def _compiled_origin(module: str) -> str | None:
-    """Where ``helix._fast.<module>`` would load from if it is a built extension, else None;
-    found without importing it (the request-path modules import the server)."""
-    try:
-        spec = importlib.util.find_spec(f"helix._fast.{module}")
-    except ImportError:
-        return None
-    origin = spec.origin if spec is not None else None
-    return origin if origin and origin.endswith((".so", ".pyd")) else None
-
-
 def pick_module(module: str, pure):
     """The compiled ``helix._fast.<module>`` when it is built (and extensions are not off),
-    else ``pure``, the module it was compiled from."""
+    else ``pure``, the module it was compiled from (or its name: then only the module picked
+    is imported, and a compiled run does not also load the pure one at start-up)."""
     if NO_EXTENSIONS or COMPILED.get(module.removesuffix("_c")) is None:
-        return pure
+        return importlib.import_module(pure) if isinstance(pure, str) else pure
     return importlib.import_module(f"helix._fast.{module}")
 
 

@@ -6,9 +6,8 @@ build (``helix._fast.pool_c``, compiled from ``pool.py``) is picked when it is b
 build's ``HeaderBlock`` is not the other's."""
 
 from helix import _fast
-from helix.client import pool as _pool
 
-_pool = _fast.pick_module("pool_c", _pool)
+_pool = _fast.pick_module("pool_c", "helix.client.pool")
 HeaderBlock = _pool.HeaderBlock
 Origin = _pool.Origin
 PoolLimits = _pool.PoolLimits

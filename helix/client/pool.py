@@ -36,7 +36,6 @@ from typing import NamedTuple
 from urllib.parse import urlsplit
 
 from helix import _fast
-from helix.client import connection as _connection
 from helix.client.resolver import Resolver
 from helix.client.tls import client_context
 from helix.errors import ErrorKind, HelixError, Retry
@@ -44,7 +43,7 @@ from helix.schema.jsonsafe import check_json_object
 
 # The typed build of the upstream connection when it is compiled (helix/_fast/conn_c.pxd);
 # its module's open_connection makes connections of its own class.
-_connection = _fast.pick_module("conn_c", _connection)
+_connection = _fast.pick_module("conn_c", "helix.client.connection")
 DONE = _connection.DONE
 Connection = _connection.Connection
 connect_error = _connection.connect_error

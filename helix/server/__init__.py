@@ -8,8 +8,14 @@ Public surface::
 """
 
 from helix.server.flow import ClientDisconnected
-from helix.server.protocol import Exchange, Request  # the build the protocol uses
-from helix.server.server import AccessLog, Handler, Server, ServerLimits
+from helix.server.server import (  # Exchange, Request: the build the protocol uses
+    AccessLog,
+    Exchange,
+    Handler,
+    Request,
+    Server,
+    ServerLimits,
+)
 
 __all__ = [
     "AccessLog",

@@ -27,7 +27,6 @@ import httptools
 
 from helix import _fast
 from helix.errors import ErrorKind, HelixError
-from helix.server import exchange as _exchange
 from helix.server.flow import FlowControl
 from helix.server.writer import CONTINUE_100
 
@@ -35,7 +34,7 @@ if TYPE_CHECKING:
     from helix.server.server import Server
 
 # The typed build of Request and Exchange when it is compiled (helix/_fast/exchange_c.pxd).
-_exchange = _fast.pick_module("exchange_c", _exchange)
+_exchange = _fast.pick_module("exchange_c", "helix.server.exchange")
 Exchange = _exchange.Exchange
 Request = _exchange.Request
 

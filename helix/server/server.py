@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from helix import _fast
-from helix.server import protocol as _protocol
-from helix.server.exchange import Exchange
 from helix.server.memory import GcPacer, trim, tune_malloc
 
-# The typed build of the protocol when it is compiled (helix/_fast/protocol_c.pxd).
-HttpProtocol = _fast.pick_module("protocol_c", _protocol).HttpProtocol
+# The typed build of the protocol when it is compiled (helix/_fast/protocol_c.pxd), and the
+# Request and Exchange it builds (helix.server re-exports these).
+_protocol = _fast.pick_module("protocol_c", "helix.server.protocol")
+HttpProtocol = _protocol.HttpProtocol
+Exchange = _protocol.Exchange
+Request = _protocol.Request
 
 __all__ = ["AccessLog", "Handler", "Server", "ServerLimits"]
 
