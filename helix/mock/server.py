@@ -439,6 +439,11 @@ class MockProtocol(asyncio.Protocol):
         if interval <= 0:
             t.write(head + b"".join(frames) + (b"0\r\n\r\n" if cut == len(events) else b""))
         else:
+            # The last frame goes out in one write with the terminator (when the stream
+            # ends), as real servers flush their final event and end together: two writes
+            # would let a reader see them in one read or two, depending on timing.
+            if cut == len(events):
+                frames[-1] += b"0\r\n\r\n"
             t.write(head + frames[0])
             for frame in frames[1:]:
                 await asyncio.sleep(interval)
@@ -449,8 +454,6 @@ class MockProtocol(asyncio.Protocol):
                 if self.transport is None:
                     return False
                 t.write(frame)
-            if cut == len(events):
-                t.write(b"0\r\n\r\n")
         if cut < len(events):
             await self._reset_after_flush()
             return False
