@@ -25,6 +25,7 @@ import importlib.util
 import os
 
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
+from helix._fast.gate_py import LoneLimit as LoneLimitPy
 from helix._fast.head_py import head as head_py
 from helix._fast.hist_py import RowWriter as RowWriterPy
 from helix._fast.scan_py import brackets as brackets_py
@@ -100,6 +101,8 @@ brackets = _pick(brackets_py, brackets_c)
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick(RowWriterPy, RowWriterC)
+LoneLimitC = _compiled_attr("gate_c", "LoneLimit")
+LoneLimit = _pick(LoneLimitPy, LoneLimitC)
 
 
 def pick_module(module: str, pure):
@@ -119,6 +122,7 @@ COMPILED = {
     "head": head_c,
     "scan": brackets_c,
     "hist": RowWriterC,
+    "gate": LoneLimitC,
     # The client connection (helix/server/protocol.py) and the upstream connection
     # (helix/client/connection.py), typed: picked by their importers with pick_module.
     "protocol": _compiled_origin("protocol_c"),

@@ -42,9 +42,11 @@ from helix.limit.policy import (
     SCOPE_NAMES,
     TOKENS,
     Check,
+    Result,
     compile_limits,
     rate_headers,
     refusal,
+    reset_bytes,
 )
 from helix.pipeline.context import RequestContext
 
@@ -93,8 +95,32 @@ class Gate:
                             "rate_limits.queue takes effect on restart")
             else:
                 self.admit = self._admit_queued
+        lone = self._lone_request_limit(keys)
+        if lone is not None:
+            self.admit = lone.admit
         if metrics is not None and hasattr(self.store, "on_error"):
             self.store.on_error = lambda: metrics.add("helix_ratelimit_backend_errors_total", ())
+
+    def _lone_request_limit(self, keys):
+        """The one-call admission (``helix._fast.gate``) when every request meets exactly one
+        request limit, the global one, on the local table without a queue; else None."""
+        from helix.limit.local import LocalStore
+
+        if (len(self._global) != 1 or self._global[0].kind != REQUESTS or self.per_user
+                or self.per_team or self.per_key or self.queue is not None
+                or any(k.limits for k in (keys.keys if keys else []))
+                or type(self.store) is not LocalStore):
+            return None
+        from helix._fast import LoneLimit
+
+        check = self._global[0]
+
+        def refused(ctx, remaining, reset, retry) -> None:
+            if self.metrics is not None:
+                self.metrics.rate_limited(SCOPE_NAMES[check.scope[0]])
+            raise refusal(check, Result(False, 0, retry, [remaining], [reset], [0]), 1)
+
+        return LoneLimit(self.store, check, refused, reset_bytes)
 
     def state(self) -> dict:
         """For GET /status: the backend and, for Redis, whether it answers (this worker's view)."""
