@@ -195,26 +195,11 @@ def make_access_recorder(fmt: str, writer: LineWriter | None = None):
                 doc["error"] = ctx.error.kind.name.lower()
             write(_encode(doc).decode())
 
-    else:
-        head = f" INFO    [{pid}] helix.access: "
-        def log_access(ctx) -> None:
-            req = ctx.exchange.request
-            started = ctx.started
-            ms = (monotonic() - started) * 1000.0
-            ttft = ctx.first_chunk_at
-            usage = ctx.usage
-            cost = ctx.cost
-            client = req.client
-            dep = ctx.deployment
-            write(
-                f"{_asctime(wall())}{head}{client[0] if client else '-'} "
-                f"\"{req.method} {req.path}\" {ctx.status} {ms:.1f}ms "
-                f"model={dep.model_id if dep else '-'} provider={dep.provider if dep else '-'} "
-                f"tokens={f'{usage.input}/{usage.output}' if usage is not None else '-'} "
-                f"cost={f'{cost:.8f}' if cost is not None else '-'} "
-                f"ttft={f'{(ttft - started) * 1000.0:.1f}ms' if ttft else '-'} "
-                f"cache={ctx.cache or '-'} attempts={ctx.attempts} rid={ctx.request_id or '-'}"
-            )
+    else:  # the text line: helix/_fast/access_py.py, compiled twin access_c.pyx
+        from helix._fast import TextLine
+
+        log_access = TextLine(f" INFO    [{pid}] helix.access: ", write, _asctime, wall,
+                              monotonic)
 
     log_access.writer = writer
     return log_access

@@ -1,0 +1,220 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""The text access line of one finished request: the compiled twin of access_py.py.
+
+Hand-written rather than compiled from the .py source: the point is one ASCII buffer
+filled with ``memcpy`` and ``snprintf`` and one ``str`` made from it, instead of the
+f-string's fifteen formatted pieces and their join (≈ 20,000 instructions a line).
+glibc's ``%.1f``/``%.8f`` round the exact binary value to nearest, as Python's float
+formatting does, so the text is the same.  Anything else -- a non-ASCII name, a field of
+another type than the usual (an int subclass, a None count), a line longer than the
+buffer -- is formatted by the twin.  Same text: tests/fast/test_access_parity.py.
+"""
+
+from libc.math cimport floor
+from libc.stdio cimport snprintf
+from libc.string cimport memcpy
+
+from helix._fast.access_py import text_line as _text_line_py
+
+__all__ = ["TextLine", "text_line"]
+
+
+cdef extern from "Python.h":
+    bint PyUnicode_IS_ASCII(object)
+    void *PyUnicode_DATA(object)
+    Py_ssize_t PyUnicode_GET_LENGTH(object)
+    object PyUnicode_New(Py_ssize_t, unsigned int)
+    long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
+
+
+cdef enum:
+    CAP = 2048
+
+
+cdef struct Buf:
+    char data[CAP]
+    Py_ssize_t n
+    bint bad
+
+
+cdef inline void _raw(Buf *b, const char *s, Py_ssize_t n) noexcept:
+    if b.bad or b.n + n > CAP:
+        b.bad = True
+        return
+    memcpy(b.data + b.n, s, n)
+    b.n += n
+
+
+cdef inline void _str(Buf *b, object s) noexcept:
+    """An exact ASCII ``str``; anything else sends the line to the twin."""
+    if b.bad:
+        return
+    if type(s) is not str or not PyUnicode_IS_ASCII(s):
+        b.bad = True
+        return
+    _raw(b, <const char *>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s))
+
+
+cdef inline void _int(Buf *b, object v):
+    cdef int overflow = 0
+    cdef long long x
+    cdef char tmp[32]
+    cdef int n
+    if b.bad:
+        return
+    if type(v) is not int:
+        b.bad = True
+        return
+    x = PyLong_AsLongLongAndOverflow(v, &overflow)
+    if overflow:
+        b.bad = True
+        return
+    n = snprintf(tmp, 32, "%lld", x)
+    _raw(b, tmp, n)
+
+
+cdef inline void _digits(Buf *b, unsigned long long x, int width) noexcept:
+    """``x`` in decimal, zero-padded to ``width`` digits."""
+    cdef char tmp[24]
+    cdef int i = 24
+    while x or i > 24 - width:
+        i -= 1
+        tmp[i] = <char>(48 + x % 10)
+        x //= 10
+    if i == 24:
+        i -= 1
+        tmp[i] = 48
+    _raw(b, tmp + i, 24 - i)
+
+
+cdef inline void _fixed(Buf *b, double v, int places) noexcept:
+    """``v`` with ``places`` decimals, as Python's ``f"{v:.{places}f}"``.  Scaled and rounded
+    in integers when the scaled value is small and clearly not near a tie (the product's
+    error is far below the margin, so the rounding is the exactly rounded one); else glibc's
+    exact ``%.*f``."""
+    cdef char tmp[400]
+    cdef double scale = 10.0 if places == 1 else 1e8
+    cdef double x = v * scale
+    cdef double frac
+    cdef unsigned long long r, unit
+    cdef int n
+    if 0.0 <= x < 1e9:
+        frac = x - floor(x)
+        if not (0.4999 < frac < 0.5001):
+            r = <unsigned long long>(x + 0.5)
+            unit = 10 if places == 1 else 100000000
+            _digits(b, r // unit, 1)
+            _raw(b, ".", 1)
+            _digits(b, r % unit, places)
+            return
+    n = snprintf(tmp, 400, "%.*f", places, v)
+    if n < 0 or n >= 400:
+        b.bad = True
+        return
+    _raw(b, tmp, n)
+
+
+cpdef str text_line(str stamp, str head, ctx, double now):
+    """The line for ``ctx`` finished at ``now`` (monotonic), ``stamp`` its wall time."""
+    cdef Buf b
+    b.n = 0
+    b.bad = False
+    req = ctx.exchange.request
+    started_o = ctx.started
+    if type(started_o) is not float:
+        return _text_line_py(stamp, head, ctx, now)
+    cdef double started = started_o
+    ttft = ctx.first_chunk_at
+    usage = ctx.usage
+    cost = ctx.cost
+    client = req.client
+    dep = ctx.deployment
+    _str(&b, stamp)
+    _str(&b, head)
+    if client:
+        _str(&b, client[0])
+    else:
+        _raw(&b, "-", 1)
+    _raw(&b, " \"", 2)
+    _str(&b, req.method)
+    _raw(&b, " ", 1)
+    _str(&b, req.path)
+    _raw(&b, "\" ", 2)
+    _int(&b, ctx.status)
+    _raw(&b, " ", 1)
+    _fixed(&b, (now - started) * 1000.0, 1)
+    _raw(&b, "ms model=", 9)
+    if dep:
+        _str(&b, dep.model_id)
+        _raw(&b, " provider=", 10)
+        _str(&b, dep.provider)
+    else:
+        _raw(&b, "- provider=-", 12)
+    _raw(&b, " tokens=", 8)
+    if usage is not None:
+        _int(&b, usage.input)
+        _raw(&b, "/", 1)
+        _int(&b, usage.output)
+    else:
+        _raw(&b, "-", 1)
+    _raw(&b, " cost=", 6)
+    if cost is None:
+        _raw(&b, "-", 1)
+    elif type(cost) is float:
+        _fixed(&b, cost, 8)
+    else:
+        b.bad = True
+    _raw(&b, " ttft=", 6)
+    if not ttft:
+        _raw(&b, "-", 1)
+    elif type(ttft) is float:
+        _fixed(&b, (<double>ttft - started) * 1000.0, 1)
+        _raw(&b, "ms", 2)
+    else:
+        b.bad = True
+    _raw(&b, " cache=", 7)
+    cache = ctx.cache
+    if cache:
+        _str(&b, cache)
+    else:
+        _raw(&b, "-", 1)
+    _raw(&b, " attempts=", 10)
+    _int(&b, ctx.attempts)
+    _raw(&b, " rid=", 5)
+    rid = ctx.request_id
+    if rid:
+        _str(&b, rid)
+    else:
+        _raw(&b, "-", 1)
+    if b.bad:
+        return _text_line_py(stamp, head, ctx, now)
+    line = PyUnicode_New(b.n, 127)
+    memcpy(PyUnicode_DATA(line), b.data, b.n)
+    return line
+
+
+cdef class TextLine:
+    """The recorder: ``line(ctx)`` hands ``ctx``'s access line to ``write``; ``head`` is
+    the text between the time and the client (`` INFO    [pid] helix.access: ``)."""
+
+    cdef public str head
+    cdef public object write
+    cdef public object asctime
+    cdef public object wall
+    cdef public object monotonic
+    cdef public object writer
+
+    def __init__(self, head, write, asctime, wall, monotonic):
+        self.head = head
+        self.write = write
+        self.asctime = asctime
+        self.wall = wall
+        self.monotonic = monotonic
+        self.writer = None
+
+    @property
+    def __name__(self):  # the recorder's name, as the closure it replaced had
+        return "log_access"
+
+    def __call__(self, ctx):
+        self.write(text_line(self.asctime(self.wall()), self.head, ctx, self.monotonic()))

@@ -1,0 +1,56 @@
+"""The text access line of one finished request: the pure-Python twin of access_c.pyx.
+
+``helix/observe/access.py`` says which fields the line has and why; this is how the
+text one is built (``observability.logging.access_log``, ``format: text``)::
+
+    2026-12-06 05:13:36,582 INFO    [3735] helix.access: 127.0.0.1 "POST /v1/chat/completions"
+    200 3.0ms model=gpt-4o-mini provider=m tokens=1/4 cost=0.00000255 ttft=- cache=-
+    attempts=1 rid=f91452bd-1
+"""
+
+from __future__ import annotations
+
+__all__ = ["TextLine", "text_line"]
+
+
+def text_line(stamp: str, head: str, ctx, now: float) -> str:
+    """The line for ``ctx`` finished at ``now`` (monotonic), ``stamp`` its wall time."""
+    req = ctx.exchange.request
+    started = ctx.started
+    ms = (now - started) * 1000.0
+    ttft = ctx.first_chunk_at
+    usage = ctx.usage
+    cost = ctx.cost
+    client = req.client
+    dep = ctx.deployment
+    return (
+        f"{stamp}{head}{client[0] if client else '-'} "
+        f"\"{req.method} {req.path}\" {ctx.status} {ms:.1f}ms "
+        f"model={dep.model_id if dep else '-'} provider={dep.provider if dep else '-'} "
+        f"tokens={f'{usage.input}/{usage.output}' if usage is not None else '-'} "
+        f"cost={f'{cost:.8f}' if cost is not None else '-'} "
+        f"ttft={f'{(ttft - started) * 1000.0:.1f}ms' if ttft else '-'} "
+        f"cache={ctx.cache or '-'} attempts={ctx.attempts} rid={ctx.request_id or '-'}"
+    )
+
+
+class TextLine:
+    """The recorder: ``line(ctx)`` hands ``ctx``'s access line to ``write``; ``head`` is
+    the text between the time and the client (`` INFO    [pid] helix.access: ``)."""
+
+    __slots__ = ("asctime", "head", "monotonic", "wall", "write", "writer")
+
+    def __init__(self, head, write, asctime, wall, monotonic):
+        self.head = head
+        self.write = write
+        self.asctime = asctime
+        self.wall = wall
+        self.monotonic = monotonic
+        self.writer = None
+
+    @property
+    def __name__(self):  # the recorder's name, as the closure it replaced had
+        return "log_access"
+
+    def __call__(self, ctx) -> None:
+        self.write(text_line(self.asctime(self.wall()), self.head, ctx, self.monotonic()))
