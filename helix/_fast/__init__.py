@@ -24,8 +24,7 @@ import importlib
 import importlib.util
 import os
 
-from helix._fast.access_py import TextLine as TextLinePy
-from helix._fast.access_py import text_line as text_line_py  # noqa: F401 (tests)
+from helix._fast.access_py import text_line as text_line_py
 from helix._fast.ewma_py import LatencyTable as LatencyTablePy
 from helix._fast.gate_py import LoneLimit as LoneLimitPy
 from helix._fast.head_py import head as head_py
@@ -105,9 +104,8 @@ RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick(RowWriterPy, RowWriterC)
 LoneLimitC = _compiled_attr("gate_c", "LoneLimit")
 LoneLimit = _pick(LoneLimitPy, LoneLimitC)
-TextLineC = _compiled_attr("access_c", "TextLine")
-TextLine = _pick(TextLinePy, TextLineC)
 text_line_c = _compiled_attr("access_c", "text_line")
+text_line = _pick(text_line_py, text_line_c)
 
 
 def pick_module(module: str, pure):
@@ -128,7 +126,7 @@ COMPILED = {
     "scan": brackets_c,
     "hist": RowWriterC,
     "gate": LoneLimitC,
-    "access": TextLineC,
+    "access": text_line_c,
     # The client connection (helix/server/protocol.py) and the upstream connection
     # (helix/client/connection.py), typed: picked by their importers with pick_module.
     "protocol": _compiled_origin("protocol_c"),

@@ -16,7 +16,7 @@ from libc.string cimport memcpy
 
 from helix._fast.access_py import text_line as _text_line_py
 
-__all__ = ["TextLine", "text_line"]
+__all__ = ["text_line"]
 
 
 cdef extern from "Python.h":
@@ -53,6 +53,14 @@ cdef inline void _str(Buf *b, object s) noexcept:
         b.bad = True
         return
     _raw(b, <const char *>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s))
+
+
+cdef inline void _str_or_dash(Buf *b, object s) noexcept:
+    """``s or '-'``."""
+    if s:
+        _str(b, s)
+    else:
+        _raw(b, "-", 1)
 
 
 cdef inline void _int(Buf *b, object v):
@@ -173,48 +181,14 @@ cpdef str text_line(str stamp, str head, ctx, double now):
     else:
         b.bad = True
     _raw(&b, " cache=", 7)
-    cache = ctx.cache
-    if cache:
-        _str(&b, cache)
-    else:
-        _raw(&b, "-", 1)
+    _str_or_dash(&b, ctx.cache)
     _raw(&b, " attempts=", 10)
     _int(&b, ctx.attempts)
     _raw(&b, " rid=", 5)
-    rid = ctx.request_id
-    if rid:
-        _str(&b, rid)
-    else:
-        _raw(&b, "-", 1)
+    _str_or_dash(&b, ctx.request_id)
     if b.bad:
         return _text_line_py(stamp, head, ctx, now)
     line = PyUnicode_New(b.n, 127)
     memcpy(PyUnicode_DATA(line), b.data, b.n)
     return line
 
-
-cdef class TextLine:
-    """The recorder: ``line(ctx)`` hands ``ctx``'s access line to ``write``; ``head`` is
-    the text between the time and the client (`` INFO    [pid] helix.access: ``)."""
-
-    cdef public str head
-    cdef public object write
-    cdef public object asctime
-    cdef public object wall
-    cdef public object monotonic
-    cdef public object writer
-
-    def __init__(self, head, write, asctime, wall, monotonic):
-        self.head = head
-        self.write = write
-        self.asctime = asctime
-        self.wall = wall
-        self.monotonic = monotonic
-        self.writer = None
-
-    @property
-    def __name__(self):  # the recorder's name, as the closure it replaced had
-        return "log_access"
-
-    def __call__(self, ctx):
-        self.write(text_line(self.asctime(self.wall()), self.head, ctx, self.monotonic()))

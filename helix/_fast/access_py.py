@@ -10,7 +10,7 @@ text one is built (``observability.logging.access_log``, ``format: text``)::
 
 from __future__ import annotations
 
-__all__ = ["TextLine", "text_line"]
+__all__ = ["text_line"]
 
 
 def text_line(stamp: str, head: str, ctx, now: float) -> str:
@@ -33,24 +33,3 @@ def text_line(stamp: str, head: str, ctx, now: float) -> str:
         f"cache={ctx.cache or '-'} attempts={ctx.attempts} rid={ctx.request_id or '-'}"
     )
 
-
-class TextLine:
-    """The recorder: ``line(ctx)`` hands ``ctx``'s access line to ``write``; ``head`` is
-    the text between the time and the client (`` INFO    [pid] helix.access: ``)."""
-
-    __slots__ = ("asctime", "head", "monotonic", "wall", "write", "writer")
-
-    def __init__(self, head, write, asctime, wall, monotonic):
-        self.head = head
-        self.write = write
-        self.asctime = asctime
-        self.wall = wall
-        self.monotonic = monotonic
-        self.writer = None
-
-    @property
-    def __name__(self):  # the recorder's name, as the closure it replaced had
-        return "log_access"
-
-    def __call__(self, ctx) -> None:
-        self.write(text_line(self.asctime(self.wall()), self.head, ctx, self.monotonic()))

@@ -19,6 +19,7 @@ cdef class LoneLimit:
     cdef public tuple limit_header
     cdef public object refused
     cdef public object reset_bytes
+    cdef public tuple reset_ms
     cdef public Py_ssize_t base
 
     @cython.locals(base=Py_ssize_t, r=Py_ssize_t)

@@ -18,7 +18,7 @@ store's own code (``refused`` / ``store._row``): the decision is the same one.
 
 from math import ceil
 
-# helix/limit/local.py's row layout (asserted equal there).
+# helix/limit/local.py's row layout (tests/limit/test_lone_limit.py holds them equal).
 COLS = 20
 LOCK = 0
 HASH = 1
@@ -26,7 +26,6 @@ TOUCHED = 2
 STATE = 4
 
 _NS = 1_000_000_000
-_MS = tuple(b"%dms" % i for i in range(1001))
 _LIMIT = b"x-ratelimit-limit-requests"
 _REMAINING = b"x-ratelimit-remaining-requests"
 _RESET = b"x-ratelimit-reset-requests"
@@ -35,12 +34,12 @@ _RESET = b"x-ratelimit-reset-requests"
 class LoneLimit:
     """``admit(ctx)`` for one request limit (``check``) of one scope on a ``LocalStore``.
 
-    ``refused(ctx, allowed, remaining, reset_s, retry_s)`` is called (with the headers
-    already added) when the limit refuses; it raises the 429.  ``reset_bytes`` formats
-    a reset of a second or more (policy's OpenAI format).
+    ``refused(ctx, remaining, reset_s, retry_s)`` is called (with the headers already
+    added) when the limit refuses; it raises the 429.  ``reset_bytes`` formats a reset
+    (policy's OpenAI format); ``reset_ms`` is its table for those under a second.
     """
 
-    def __init__(self, store, check, refused, reset_bytes):
+    def __init__(self, store, check, refused, reset_bytes, reset_ms):
         self.store = store
         self.check = check
         self.view = store.view
@@ -54,6 +53,7 @@ class LoneLimit:
         self.limit_header = (_LIMIT, check.limit_b)
         self.refused = refused
         self.reset_bytes = reset_bytes
+        self.reset_ms = reset_ms
         self.base = -1
 
     def _lock_row(self, now):
@@ -104,7 +104,7 @@ class LoneLimit:
         headers.append(self.limit_header)
         headers.append((_REMAINING, b"%d" % left))
         if 0 < reset < 1:
-            headers.append((_RESET, _MS[ceil(reset * 1000)]))
+            headers.append((_RESET, self.reset_ms[ceil(reset * 1000)]))
         else:
             headers.append((_RESET, self.reset_bytes(reset)))
         if not ok:

@@ -76,13 +76,13 @@ def compile_limits(spec) -> tuple[tuple[int, int], ...]:
     return tuple(out)
 
 
-_MS = tuple(b"%dms" % i for i in range(1001))
+RESET_MS = tuple(b"%dms" % i for i in range(1001))  # reset_bytes' sub-second texts
 
 
 def reset_bytes(seconds: float) -> bytes:
     """:func:`format_reset` as header bytes; sub-second values from a table."""
     if 0 < seconds < 1:
-        return _MS[max(math.ceil(seconds * 1000), 1)]
+        return RESET_MS[max(math.ceil(seconds * 1000), 1)]
     return format_reset(seconds).encode()
 
 

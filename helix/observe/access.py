@@ -196,10 +196,12 @@ def make_access_recorder(fmt: str, writer: LineWriter | None = None):
             write(_encode(doc).decode())
 
     else:  # the text line: helix/_fast/access_py.py, compiled twin access_c.pyx
-        from helix._fast import TextLine
+        from helix._fast import text_line
 
-        log_access = TextLine(f" INFO    [{pid}] helix.access: ", write, _asctime, wall,
-                              monotonic)
+        head = f" INFO    [{pid}] helix.access: "
+
+        def log_access(ctx) -> None:
+            write(text_line(_asctime(wall()), head, ctx, monotonic()))
 
     log_access.writer = writer
     return log_access

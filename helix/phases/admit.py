@@ -39,6 +39,7 @@ from helix.errors import ErrorKind, HelixError
 from helix.limit.policy import (
     COST,
     REQUESTS,
+    RESET_MS,
     SCOPE_NAMES,
     TOKENS,
     Check,
@@ -120,7 +121,7 @@ class Gate:
                 self.metrics.rate_limited(SCOPE_NAMES[check.scope[0]])
             raise refusal(check, Result(False, 0, retry, [remaining], [reset], [0]), 1)
 
-        return LoneLimit(self.store, check, refused, reset_bytes)
+        return LoneLimit(self.store, check, refused, reset_bytes, RESET_MS)
 
     def state(self) -> dict:
         """For GET /status: the backend and, for Redis, whether it answers (this worker's view)."""

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import TextLineC, TextLinePy, text_line_c, text_line_py
+from helix._fast import text_line_c, text_line_py
 
 IMPLS = [text_line_py] + ([text_line_c] if text_line_c is not None else [])
 
@@ -51,7 +51,7 @@ def outcome(fn, *args):
 
 def test_compiled_twin_is_built_when_extensions_are_expected():
     if os.environ.get("HELIX_EXPECT_EXTENSIONS") == "1":
-        assert text_line_c is not None and TextLineC is not None
+        assert text_line_c is not None
 
 
 @pytest.mark.skipif(text_line_c is None, reason="extensions not built")
@@ -85,16 +85,19 @@ def test_the_documented_line(impl):
                     'provider=- tokens=- cost=- ttft=12.5ms cache=hit attempts=2 rid=-')
 
 
-@pytest.mark.parametrize("cls", [TextLinePy] + ([TextLineC] if TextLineC else []),
-                         ids=lambda c: c.__module__)
-def test_recorder_writes_one_line(cls):
+def test_recorder_writes_one_line(monkeypatch):
+    import os
+
+    from helix.observe import access
+
     lines = []
-    rec = cls(" INFO    [1] helix.access: ", lines.append, lambda now: "T", lambda: 5.0,
-              lambda: 100.003)
-    rec.writer = "w"
+    monkeypatch.setattr(access, "_asctime", lambda now: "T")
+    monkeypatch.setattr(access.time, "monotonic", lambda: 100.003)
+    rec = access.make_access_recorder("text", NS(write=lines.append))
     rec(_ctx())
-    assert lines == [text_line_py("T", " INFO    [1] helix.access: ", _ctx(), 100.003)]
-    assert rec.writer == "w"
+    head = f" INFO    [{os.getpid()}] helix.access: "
+    assert lines == [text_line_py("T", head, _ctx(), 100.003)]
+    assert rec.__name__ == "log_access"
 
 
 @pytest.mark.skipif(text_line_c is None, reason="extensions not built")

@@ -13,7 +13,7 @@ import pytest
 from helix._fast import LoneLimitC, LoneLimitPy, RowLocks, gate_py
 from helix.errors import HelixError
 from helix.limit import local
-from helix.limit.policy import Check, Result, rate_headers, refusal, reset_bytes
+from helix.limit.policy import RESET_MS, Check, Result, rate_headers, refusal, reset_bytes
 from tests.limit.test_local import _fork, clock_at, make_shm, make_store
 
 BUILDS = [LoneLimitPy] + ([LoneLimitC] if LoneLimitC is not None else [])
@@ -55,7 +55,7 @@ def test_decides_and_reports_like_the_general_path(build, unit, limit):
     fast_store = make_store(make_shm(), RowLocks, clock)
     slow = make_store(make_shm(), RowLocks, clock)
     check = Check("g", unit, limit)
-    fast = build(fast_store, check, _refused, reset_bytes)
+    fast = build(fast_store, check, _refused, reset_bytes, RESET_MS)
     steps = [0, 0, 0, 1, S // 1000, S // 10, 3 * S, 20 * S, 700 * S, 5000 * S]
     refusals = 0
     for _ in range(300):
@@ -87,7 +87,7 @@ def test_finds_its_row_again_after_an_eviction(build):
     clock = clock_at(1000 * S)
     store = make_store(make_shm(rows=16), RowLocks, clock)
     check = Check("g", RPM, 2)
-    lone = build(store, check, _refused, reset_bytes)
+    lone = build(store, check, _refused, reset_bytes, RESET_MS)
     lone.admit(_ctx())
     first = lone.base
     clock.box[0] += 1
@@ -108,7 +108,7 @@ def test_exact_across_processes(build):
 
     def work():
         store = make_store(shm, RowLocks)
-        lone = build(store, Check("g", RPM, limit), _refused, reset_bytes)
+        lone = build(store, Check("g", RPM, limit), _refused, reset_bytes, RESET_MS)
         n = 0
         for _ in range(60):
             try:
