@@ -489,6 +489,8 @@ class AdminConfig(msgspec.Struct, **_STRUCT):
     allow_from: list[str] = []
 
     def __post_init__(self) -> None:
+        if not self.allow_from:
+            return
         import ipaddress
 
         for net in self.allow_from:

@@ -24,16 +24,33 @@ import importlib
 import importlib.util
 import os
 
-from helix._fast.access_py import text_line as text_line_py
-from helix._fast.ewma_py import LatencyTable as LatencyTablePy
-from helix._fast.gate_py import LoneLimit as LoneLimitPy
+# Bound before anything imports the module of the same name (head_c does, for its
+# fallback), which would make ``helix._fast.head_py`` that module instead of this function.
 from helix._fast.head_py import head as head_py
-from helix._fast.hist_py import RowWriter as RowWriterPy
-from helix._fast.scan_py import brackets as brackets_py
-from helix._fast.shmlock_py import RowLocks as RowLocksPy
-from helix._fast.sse_py import SSEParser as SSEParserPy
 
 NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
+
+# The other pure twins, by the name they are known by here: imported when first asked for
+# (``_pick`` when the compiled one is missing or off, or a test comparing the two), so a
+# compiled start does not also load every pure module.
+_TWINS = {
+    "text_line_py": ("access_py", "text_line"),
+    "LatencyTablePy": ("ewma_py", "LatencyTable"),
+    "LoneLimitPy": ("gate_py", "LoneLimit"),
+    "RowWriterPy": ("hist_py", "RowWriter"),
+    "brackets_py": ("scan_py", "brackets"),
+    "RowLocksPy": ("shmlock_py", "RowLocks"),
+    "SSEParserPy": ("sse_py", "SSEParser"),
+}
+
+
+def __getattr__(name: str):
+    twin = _TWINS.get(name)
+    if twin is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"helix._fast.{twin[0]}"), twin[1])
+    globals()[name] = value
+    return value
 
 
 def _load_compiled():
@@ -51,7 +68,7 @@ _compiled, _why_not = _load_compiled()
 SSEParserC = _compiled.SSEParser if _compiled is not None else None
 
 if NO_EXTENSIONS or SSEParserC is None:
-    SSEParser = SSEParserPy
+    SSEParser = __getattr__("SSEParserPy")
     IMPLEMENTATION = "pure-python"
     REASON = "HELIX_NO_EXTENSIONS=1" if NO_EXTENSIONS else _why_not
 else:
@@ -83,29 +100,30 @@ def _compiled_attr(module: str, attr: str):
     return getattr(mod, attr)
 
 
-def _pick(py, c):
-    return py if NO_EXTENSIONS or c is None else c
+def _pick(py: str, c):
+    """``c`` when it is built and extensions are on, else the pure twin named ``py``."""
+    return __getattr__(py) if NO_EXTENSIONS or c is None else c
 
 
 # Owner-pid locks for the local rate limiter's shared table (helix/limit/local.py).
 RowLocksC = _compiled_attr("shmlock_c", "RowLocks")
-RowLocks = _pick(RowLocksPy, RowLocksC)
+RowLocks = _pick("RowLocksPy", RowLocksC)
 # The balancer's shared PeakEWMA table (helix/routing/balancer.py).
 LatencyTableC = _compiled_attr("ewma_c", "LatencyTable")
-LatencyTable = _pick(LatencyTablePy, LatencyTableC)
+LatencyTable = _pick("LatencyTablePy", LatencyTableC)
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _compiled_attr("head_c", "head")
-head = _pick(head_py, head_c)
+head = head_py if NO_EXTENSIONS or head_c is None else head_c
 # The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
 brackets_c = _compiled_attr("scan_c", "brackets")
-brackets = _pick(brackets_py, brackets_c)
+brackets = _pick("brackets_py", brackets_c)
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
-RowWriter = _pick(RowWriterPy, RowWriterC)
+RowWriter = _pick("RowWriterPy", RowWriterC)
 LoneLimitC = _compiled_attr("gate_c", "LoneLimit")
-LoneLimit = _pick(LoneLimitPy, LoneLimitC)
+LoneLimit = _pick("LoneLimitPy", LoneLimitC)
 text_line_c = _compiled_attr("access_c", "text_line")
-text_line = _pick(text_line_py, text_line_c)
+text_line = _pick("text_line_py", text_line_c)
 
 
 def pick_module(module: str, pure):

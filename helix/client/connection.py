@@ -480,6 +480,37 @@ class Connection:
         self.headers = []
 
 
+def _writable(fut: asyncio.Future) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+async def _connect(loop: asyncio.AbstractEventLoop, sock: socket.socket, sockaddr: tuple) -> None:
+    """``loop.sock_connect`` for an address already resolved (``helix/client/resolver.py``).
+
+    uvloop's ``sock_connect`` passes every address, an IP literal too, through
+    ``getaddrinfo`` on its thread pool: a thread hop on every new connection (≈ 110 µs more
+    than this) and, on a worker's first, four threads started before the first byte goes
+    upstream.  This is asyncio's own non-blocking connect: start it, wait until the socket
+    is writable, read the outcome from ``SO_ERROR``.
+    """
+    try:
+        sock.connect(sockaddr)
+        return
+    except (BlockingIOError, InterruptedError):
+        pass
+    fd = sock.fileno()
+    fut = loop.create_future()
+    loop.add_writer(fd, _writable, fut)
+    try:
+        await fut
+    finally:
+        loop.remove_writer(fd)
+    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+    if err:
+        raise OSError(err, f"Connect call failed {sockaddr}")
+
+
 async def open_connection(
     loop: asyncio.AbstractEventLoop,
     host: str,
@@ -501,7 +532,7 @@ async def open_connection(
         try:
             sock.setblocking(False)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await loop.sock_connect(sock, sockaddr)
+            await _connect(loop, sock, sockaddr)
         except OSError as exc:
             sock.close()
             sock = None

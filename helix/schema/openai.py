@@ -87,11 +87,20 @@ def sse_usage_chunk(prefix: bytes, usage: dict) -> bytes:
 SERVICE_TIER = "default"
 
 
+_FINGERPRINTS: dict[str, str] = {}
+
+
 def system_fingerprint(backend: str | None) -> str:
     """``system_fingerprint`` of a translated answer: ``fp_`` + 10 hex of the upstream model
     version (Anthropic's ``model``, Gemini's ``modelVersion``, the Bedrock or Cohere model id),
     so, like OpenAI's, it changes when the backend serving the model changes."""
-    return "fp_" + hashlib.sha256((backend or "").encode()).hexdigest()[:10]
+    key = backend or ""
+    fp = _FINGERPRINTS.get(key)
+    if fp is None:
+        fp = "fp_" + hashlib.sha256(key.encode()).hexdigest()[:10]
+        if len(_FINGERPRINTS) < 256:  # the upstreams' model versions: a handful, kept bounded
+            _FINGERPRINTS[key] = fp
+    return fp
 
 
 def chat_completion(

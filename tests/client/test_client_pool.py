@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import socket
+import subprocess
+import sys
 
 import pytest
 
@@ -15,6 +18,7 @@ from helix.errors import ErrorKind, HelixError
 from tests.client.kit import Upstream, response, rst
 
 SECRET = b"sk-very-secret-key"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def origin(srv: Upstream, scheme: str = "http", host: str = "127.0.0.1") -> Origin:
@@ -357,6 +361,45 @@ def test_connect_refused(run, free_port):
         await pool.close()
 
     run(go)
+
+
+_NO_THREAD_SCRIPT = r"""
+import asyncio, os, socket, uvloop
+from helix.client import Origin, UpstreamPool
+
+async def answer(reader, writer):
+    await reader.readuntil(b"\r\n\r\n")
+    writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+    await writer.drain()
+    writer.close()
+
+async def main():
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    server = await asyncio.start_server(answer, sock=listener)
+    threads = len(os.listdir("/proc/self/task"))
+    pool = UpstreamPool()
+    resp = await pool.request(Origin("http", "127.0.0.1", listener.getsockname()[1]),
+                              b"GET", b"/", [], b"")
+    assert await resp.read() == b"ok"
+    await pool.close()
+    server.close()
+    print(threads, len(os.listdir("/proc/self/task")))
+
+uvloop.run(main())
+"""
+
+
+def test_connect_to_an_address_starts_no_thread():
+    """uvloop's ``sock_connect`` sends even an IP literal through ``getaddrinfo`` on its
+    thread pool (four threads started by a worker's first connect, a thread hop on every
+    one); the pool connects to the resolved address itself.  A fresh process, so no
+    earlier test has started the pool already."""
+    out = subprocess.run([sys.executable, "-c", _NO_THREAD_SCRIPT], capture_output=True,
+                         text=True, timeout=30, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    before, after = out.stdout.split()
+    assert before == after == "1"
 
 
 def test_connect_tries_next_address(run):
