@@ -36,6 +36,7 @@ NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
 _TWINS = {
     "text_line_py": ("access_py", "text_line"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
+    "RequestWindowPy": ("ewma_py", "RequestWindow"),
     "LoneLimitPy": ("gate_py", "LoneLimit"),
     "RowWriterPy": ("hist_py", "RowWriter"),
     "brackets_py": ("scan_py", "brackets"),
@@ -111,6 +112,9 @@ RowLocks = _pick("RowLocksPy", RowLocksC)
 # The balancer's shared PeakEWMA table (helix/routing/balancer.py).
 LatencyTableC = _compiled_attr("ewma_c", "LatencyTable")
 LatencyTable = _pick("LatencyTablePy", LatencyTableC)
+# The health table's per-worker attempt window (helix/routing/health.py HealthTable.record).
+RequestWindowC = _compiled_attr("ewma_c", "RequestWindow")
+RequestWindow = _pick("RequestWindowPy", RequestWindowC)
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _compiled_attr("head_c", "head")
 head = head_py if NO_EXTENSIONS or head_c is None else head_c

@@ -36,3 +36,17 @@ cdef class LatencyTable:
 
     @cython.locals(base=Py_ssize_t, i=Py_ssize_t)
     cpdef clear_row(self, Py_ssize_t row)
+
+cdef Py_ssize_t H_COLS, W_COLS, B_BUCKET, B_REQ, B_ERR, B_PREV_REQ, B_PREV_ERR
+
+cdef class RequestWindow:
+    cdef public double[:] window
+    cdef public double[:] health
+    cdef public Py_ssize_t base
+    cdef public double half
+
+    @cython.locals(bucket=double, b=Py_ssize_t, k=cython.longlong)
+    cpdef count(self, Py_ssize_t dep, double now, bint error)
+
+    @cython.locals(b=Py_ssize_t)
+    cpdef bint settled(self, Py_ssize_t dep, double now, bint success)

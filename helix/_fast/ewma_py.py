@@ -139,3 +139,64 @@ class LatencyTable:
         base = row * self.stride
         for i in range(self.stride):
             view[base + i] = 0.0
+
+
+# --- the health table's request window ---------------------------------------------------
+
+H_COLS = 8  # helix/routing/health.py: a deployment's shared health row (STATE, ..., FAILS, ...)
+W_COLS = 8  # a window cell: BUCKET, REQ, ERR, PREV_REQ, PREV_ERR, pad...
+B_BUCKET = 0
+B_REQ = 1
+B_ERR = 2
+B_PREV_REQ = 3
+B_PREV_ERR = 4
+
+
+class RequestWindow:
+    """One worker's attempt counts for the error-rate breaker, and the check that lets a
+    success on a healthy deployment skip the shared health row (``HealthTable.record``).
+
+    ``window``: the flat float64 window table, one ``W_COLS`` cell per (worker row,
+    deployment), counting requests and errors in half-window buckets (the current and the
+    previous half: ``HealthTable.window_counts`` folds them).  ``health``: the shared health
+    rows (``H_COLS`` per deployment; col 0 the state, 0.0 closed, col 2 the consecutive
+    failures).  ``half``: half the breaker's window in seconds (0: one bucket forever).
+    """
+
+    def __init__(self, window, health, row, ndeps, half):
+        self.window = window
+        self.health = health
+        self.base = row * ndeps * W_COLS
+        self.half = half
+
+    def count(self, dep, now, error):
+        """One finished attempt into this worker's bucket for ``dep``."""
+        w = self.window
+        bucket = 0.0
+        if self.half > 0.0:
+            k = int(now / self.half)
+            bucket = float(k)
+        b = self.base + dep * W_COLS
+        if w[b + B_BUCKET] != bucket:
+            if w[b + B_BUCKET] == bucket - 1.0:
+                w[b + B_PREV_REQ] = w[b + B_REQ]
+                w[b + B_PREV_ERR] = w[b + B_ERR]
+            else:
+                w[b + B_PREV_REQ] = 0.0
+                w[b + B_PREV_ERR] = 0.0
+            w[b + B_REQ] = 0.0
+            w[b + B_ERR] = 0.0
+            w[b + B_BUCKET] = bucket
+        w[b + B_REQ] += 1.0
+        if error:
+            w[b + B_ERR] += 1.0
+
+    def settled(self, dep, now, success):
+        """Count the attempt; True when nothing shared has to change: a success on a
+        deployment whose row is closed with no failures counted (the common case)."""
+        self.count(dep, now, not success)
+        if not success:
+            return False
+        h = self.health
+        b = dep * H_COLS
+        return h[b] == 0.0 and h[b + 2] == 0.0

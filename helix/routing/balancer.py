@@ -32,6 +32,7 @@ from helix._fast import LatencyTable
 from helix.routing import affinity, strategies
 from helix.routing import health as hmod
 from helix.routing.affinity import deployment_salt
+from helix.routing.health import SUCCESS
 
 __all__ = ["Balancer", "active", "snapshot"]
 
@@ -142,6 +143,7 @@ class Balancer:
         self._cost = self.latency.cost
         self._choose = self.latency.choose
         self._available = self.health.available
+        self._settled = self.health.counts.settled  # compiled: see HealthTable.record
 
     def _group(self, config, name, cands, prices) -> _Group:
         strategy, fallback, wmap = _strategy_for(config, name)
@@ -293,8 +295,10 @@ class Balancer:
         self.latency.add(self.row, i, -1.0)
         if sample is not None:
             self.latency.observe(self.row, i, now, sample)
-        if event >= 0:  # -1: no verdict (the client went away mid-attempt)
-            self.health.record(i, event, now, retry_after)
+        # -1: no verdict (the client went away mid-attempt).  HealthTable.record in two
+        # halves: the count and the common case in C, the shared row only if it may change.
+        if event >= 0 and not self._settled(i, now, event == SUCCESS):
+            self.health.change(i, event, now, retry_after)
 
     def end_lost(self, dep, now: float, elapsed: float) -> None:
         """Close an attempt cancelled because another won the race (a hedge): in-flight back

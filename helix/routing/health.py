@@ -29,6 +29,9 @@ Shared memory (planned by :func:`plan_shm` in the master, before fork):
 * ``health_window`` -- per worker slot and deployment, request and error
   counts of the current and previous half-window (single writer, no lock);
   folded only when a failure has to decide whether the error rate trips.
+  Counted by ``helix._fast.RequestWindow`` (``helix/_fast/ewma_py.py``, compiled),
+  which also answers the common case -- a success on a closed row with no failures
+  -- without touching anything shared.
 * ``latency`` -- the PeakEWMA table (layout in ``helix/_fast/ewma_py.py``).
 * ``rr`` -- one round-robin counter per deployment group (``fetch_add``).
 """
@@ -37,6 +40,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from helix._fast import RequestWindow
 from helix.master.shm import process_lock
 
 __all__ = [
@@ -196,6 +200,8 @@ HEALTH_TABLE = "health"
 WINDOW_TABLE = "health_window"
 LATENCY_TABLE = "latency"
 RR_TABLE = "rr"
+# The same constants are in helix/_fast/ewma_py.py (RequestWindow); tests/routing holds
+# them equal.
 H_COLS = 8  # STATE, UNTIL, FAILS, TRIAL_AT, CHANGED_AT, REASON, pad, pad
 W_COLS = 8  # BUCKET, REQ, ERR, PREV_REQ, PREV_ERR, pad...
 B_BUCKET, B_REQ, B_ERR, B_PREV_REQ, B_PREV_ERR = range(5)
@@ -230,7 +236,7 @@ class HealthTable:
     buffers for a single process).  ``row`` is this worker's slot.
     """
 
-    __slots__ = ("lock", "ndeps", "policy", "row", "rows", "view", "window")
+    __slots__ = ("counts", "lock", "ndeps", "policy", "row", "rows", "view", "window")
 
     def __init__(self, view, window, ndeps: int, rows: int, row: int, policy: HealthPolicy,
                  lock=None) -> None:
@@ -241,6 +247,9 @@ class HealthTable:
         self.row = row
         self.policy = policy
         self.lock = lock if lock is not None else process_lock()
+        # This worker's window counts and the lock-free "healthy stays healthy" check, in C
+        # when the accelerators are built (helix/_fast/ewma_py.py).
+        self.counts = RequestWindow(window, view, row, ndeps, policy.window / 2.0)
 
     def clear_row(self) -> None:
         base = self.row * self.ndeps * W_COLS
@@ -280,25 +289,6 @@ class HealthTable:
         finally:
             self.lock.release()
 
-    def _count(self, dep: int, now: float, error: bool) -> None:
-        half = self.policy.window / 2.0
-        bucket = float(int(now / half)) if half > 0 else 0.0
-        w = self.window
-        b = (self.row * self.ndeps + dep) * W_COLS
-        if w[b + B_BUCKET] != bucket:
-            if w[b + B_BUCKET] == bucket - 1.0:
-                w[b + B_PREV_REQ] = w[b + B_REQ]
-                w[b + B_PREV_ERR] = w[b + B_ERR]
-            else:
-                w[b + B_PREV_REQ] = 0.0
-                w[b + B_PREV_ERR] = 0.0
-            w[b + B_REQ] = 0.0
-            w[b + B_ERR] = 0.0
-            w[b + B_BUCKET] = bucket
-        w[b + B_REQ] += 1.0
-        if error:
-            w[b + B_ERR] += 1.0
-
     def window_counts(self, dep: int, now: float) -> tuple[float, float]:
         """(requests, errors) over the last window, summed over every worker."""
         half = self.policy.window / 2.0
@@ -320,11 +310,13 @@ class HealthTable:
 
     def record(self, dep: int, event: int, now: float, retry_after: float | None = None) -> None:
         """One finished attempt.  Lock-free unless the shared row has to change."""
-        self._count(dep, now, event != SUCCESS)
-        v = self.view
-        b = dep * H_COLS
-        if event == SUCCESS and v[b] == 0.0 and v[b + 2] == 0.0:
-            return  # the common case: healthy stays healthy, nothing shared to write
+        if not self.counts.settled(dep, now, event == SUCCESS):
+            self.change(dep, event, now, retry_after)
+
+    def change(self, dep: int, event: int, now: float, retry_after: float | None = None) -> None:
+        """The shared half of :meth:`record`, once ``counts.settled`` (which counted the
+        attempt) said the row may change: decide under the lock.  The balancer calls the
+        two halves itself, so the common case is one C call."""
         tripped = False
         if event in (FAILURE, CONNECT):
             req, err = self.window_counts(dep, now)
