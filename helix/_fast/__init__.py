@@ -35,6 +35,8 @@ NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
 # compiled start does not also load every pure module.
 _TWINS = {
     "text_line_py": ("access_py", "text_line"),
+    "timing_value_py": ("access_py", "timing_value"),
+    "cost_value_py": ("access_py", "cost_value"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
     "RequestWindowPy": ("ewma_py", "RequestWindow"),
     "LoneLimitPy": ("gate_py", "LoneLimit"),
@@ -128,6 +130,12 @@ LoneLimitC = _compiled_attr("gate_c", "LoneLimit")
 LoneLimit = _pick("LoneLimitPy", LoneLimitC)
 text_line_c = _compiled_attr("access_c", "text_line")
 text_line = _pick("text_line_py", text_line_c)
+# The server-timing and x-helix-cost-usd values (helix/observe/timing.py,
+# helix/phases/forward.py).
+timing_value_c = _compiled_attr("access_c", "timing_value")
+timing_value = _pick("timing_value_py", timing_value_c)
+cost_value_c = _compiled_attr("access_c", "cost_value")
+cost_value = _pick("cost_value_py", cost_value_c)
 
 
 def pick_module(module: str, pure):

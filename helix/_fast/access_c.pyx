@@ -1,5 +1,6 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""The text access line of one finished request: the compiled twin of access_py.py.
+"""Per-request text, the compiled twin of access_py.py: the text access line, the
+``server-timing`` value and the ``x-helix-cost-usd`` value.
 
 Hand-written rather than compiled from the .py source: the point is one ASCII buffer
 filled with ``memcpy`` and ``snprintf`` and one ``str`` made from it, instead of the
@@ -7,16 +8,21 @@ f-string's fifteen formatted pieces and their join (≈ 20,000 instructions a li
 glibc's ``%.1f``/``%.8f`` round the exact binary value to nearest, as Python's float
 formatting does, so the text is the same.  Anything else -- a non-ASCII name, a field of
 another type than the usual (an int subclass, a None count), a line longer than the
-buffer -- is formatted by the twin.  Same text: tests/fast/test_access_parity.py.
+buffer -- is formatted by the twin.  Same text: tests/fast/test_access_parity.py.  The two header
+values are made the same way, as ``bytes`` (three ``%.3f`` and one ``%.10f`` through
+``bytes.__mod__`` were ≈ 15,000 instructions a response); same bytes:
+tests/fast/test_timing_parity.py.
 """
 
-from libc.math cimport floor
+from libc.math cimport copysign, floor, isfinite
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
+from helix._fast.access_py import cost_value as _cost_value_py
 from helix._fast.access_py import text_line as _text_line_py
+from helix._fast.access_py import timing_value as _timing_value_py
 
-__all__ = ["text_line"]
+__all__ = ["cost_value", "text_line", "timing_value"]
 
 
 cdef extern from "Python.h":
@@ -24,6 +30,7 @@ cdef extern from "Python.h":
     void *PyUnicode_DATA(object)
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     object PyUnicode_New(Py_ssize_t, unsigned int)
+    object PyBytes_FromStringAndSize(const char *, Py_ssize_t)
     long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
 
 
@@ -95,26 +102,33 @@ cdef inline void _digits(Buf *b, unsigned long long x, int width) noexcept:
     _raw(b, tmp + i, 24 - i)
 
 
+cdef unsigned long long[11] _POW10
+_POW10[:] = [1, 10, 100, 1000, 10000, 100000, 1000000, 10000000, 100000000, 1000000000,
+             10000000000]
+
+
 cdef inline void _fixed(Buf *b, double v, int places) noexcept:
-    """``v`` with ``places`` decimals, as Python's ``f"{v:.{places}f}"``.  Scaled and rounded
-    in integers when the scaled value is small and clearly not near a tie (the product's
-    error is far below the margin, so the rounding is the exactly rounded one); else glibc's
-    exact ``%.*f``."""
+    """``v`` with ``places`` (1 to 10) decimals, as Python's ``f"{v:.{places}f}"``.  Scaled
+    and rounded in integers when the scaled value is small and clearly not near a tie (the
+    product's error is far below the margin, so the rounding is the exactly rounded one);
+    else glibc's exact ``%.*f``."""
     cdef char tmp[400]
-    cdef double scale = 10.0 if places == 1 else 1e8
-    cdef double x = v * scale
+    cdef unsigned long long unit = _POW10[places]
+    cdef double x = v * <double>unit
     cdef double frac
-    cdef unsigned long long r, unit
+    cdef unsigned long long r
     cdef int n
-    if 0.0 <= x < 1e9:
+    if 0.0 <= x < 1e9 and copysign(1.0, x) > 0.0:  # -0.0 prints as "-0.0"
         frac = x - floor(x)
         if not (0.4999 < frac < 0.5001):
             r = <unsigned long long>(x + 0.5)
-            unit = 10 if places == 1 else 100000000
             _digits(b, r // unit, 1)
             _raw(b, ".", 1)
             _digits(b, r % unit, places)
             return
+    if not isfinite(v):  # glibc writes a negative NaN as "-nan", Python as "nan"
+        b.bad = True
+        return
     n = snprintf(tmp, 400, "%.*f", places, v)
     if n < 0 or n >= 400:
         b.bad = True
@@ -192,3 +206,59 @@ cpdef str text_line(str stamp, str head, ctx, double now):
     memcpy(PyUnicode_DATA(line), b.data, b.n)
     return line
 
+
+
+cpdef bytes timing_value(ctx, double now):
+    """The ``server-timing`` value for ``ctx`` as of ``now``: see access_py.timing_value."""
+    cdef Buf b
+    cdef double queued, started, waited, sent, head_at, first, own
+    q = ctx.queued
+    st = ctx.started
+    w = ctx.waited
+    u = ctx.upstream_started
+    if type(q) is not float or type(st) is not float or type(w) is not float \
+            or type(u) is not float:
+        return _timing_value_py(ctx, now)
+    queued = q
+    started = st
+    waited = w
+    sent = u
+    b.n = 0
+    b.bad = False
+    own = now - started - waited - queued
+    _raw(&b, "helix;dur=", 10)
+    _fixed(&b, own * 1000.0 if own > 0.0 else 0.0, 3)
+    if queued != 0.0:
+        _raw(&b, ", queue;dur=", 12)
+        _fixed(&b, queued * 1000.0, 3)
+    if sent != 0.0:
+        h = ctx.head_at
+        if type(h) is not float:
+            return _timing_value_py(ctx, now)
+        head_at = h
+        if head_at >= sent:
+            _raw(&b, ", upstream;dur=", 15)
+            _fixed(&b, (head_at - sent) * 1000.0, 3)
+            f = ctx.first_chunk_at
+            if type(f) is not float:
+                return _timing_value_py(ctx, now)
+            first = f
+            if first >= sent:
+                _raw(&b, ", ttft;dur=", 11)
+                _fixed(&b, (first - sent) * 1000.0, 3)
+    if b.bad:
+        return _timing_value_py(ctx, now)
+    return PyBytes_FromStringAndSize(b.data, b.n)
+
+
+cpdef bytes cost_value(usd):
+    """The ``x-helix-cost-usd`` value: USD, ten decimals."""
+    cdef Buf b
+    if type(usd) is not float:
+        return _cost_value_py(usd)
+    b.n = 0
+    b.bad = False
+    _fixed(&b, <double>usd, 10)
+    if b.bad:
+        return _cost_value_py(usd)
+    return PyBytes_FromStringAndSize(b.data, b.n)

@@ -1,4 +1,6 @@
-"""The text access line of one finished request: the pure-Python twin of access_c.pyx.
+"""Per-request text: the pure-Python twin of access_c.pyx.  The text access line, the
+``server-timing`` header's value (:mod:`helix.observe.timing`) and the
+``x-helix-cost-usd`` header's value.
 
 ``helix/observe/access.py`` says which fields the line has and why; this is how the
 text one is built (``observability.logging.access_log``, ``format: text``)::
@@ -10,7 +12,7 @@ text one is built (``observability.logging.access_log``, ``format: text``)::
 
 from __future__ import annotations
 
-__all__ = ["text_line"]
+__all__ = ["cost_value", "text_line", "timing_value"]
 
 
 def text_line(stamp: str, head: str, ctx, now: float) -> str:
@@ -33,3 +35,25 @@ def text_line(stamp: str, head: str, ctx, now: float) -> str:
         f"cache={ctx.cache or '-'} attempts={ctx.attempts} rid={ctx.request_id or '-'}"
     )
 
+
+
+def timing_value(ctx, now: float) -> bytes:
+    """The ``server-timing`` value for ``ctx`` as of ``now`` (helix/observe/timing.py says
+    what each duration is): milliseconds, three decimals."""
+    queued = ctx.queued
+    own = now - ctx.started - ctx.waited - queued
+    value = b"helix;dur=%.3f" % (own * 1000.0 if own > 0.0 else 0.0)
+    if queued:
+        value += b", queue;dur=%.3f" % (queued * 1000.0)
+    sent = ctx.upstream_started
+    if sent and ctx.head_at >= sent:
+        value += b", upstream;dur=%.3f" % ((ctx.head_at - sent) * 1000.0)
+        first = ctx.first_chunk_at
+        if first >= sent:
+            value += b", ttft;dur=%.3f" % ((first - sent) * 1000.0)
+    return value
+
+
+def cost_value(usd: float) -> bytes:
+    """The ``x-helix-cost-usd`` value: USD, ten decimals."""
+    return b"%.10f" % usd

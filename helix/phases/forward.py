@@ -35,6 +35,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
+from helix._fast import cost_value
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.observe import timing
@@ -120,7 +121,7 @@ def _price(models: Registry, ctx: RequestContext, dep, usage: Usage | None) -> N
 
 
 def _cost_header(usd: float) -> tuple[bytes, bytes]:
-    return (b"x-helix-cost-usd", b"%.10f" % usd)
+    return (b"x-helix-cost-usd", cost_value(usd))
 
 
 class Prepared:
