@@ -16,7 +16,7 @@ from setuptools.command.build_ext import build_ext
 # protocol_c.py, exchange_c.py, conn_c.py and pool_c.py link to helix/server/protocol.py,
 # helix/server/exchange.py, helix/client/connection.py and helix/client/pool.py.
 FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "gate", "access",
-                "protocol", "exchange", "conn", "pool"]
+                "price", "protocol", "exchange", "conn", "pool"]
 
 
 class OptionalBuildExt(build_ext):
@@ -55,7 +55,10 @@ def extensions():
         return pyx if os.path.exists(pyx) else f"helix/_fast/{name}_c.py"
 
     exts = [
-        Extension(f"helix._fast.{name}_c", [source(name)], extra_compile_args=["-O2"])
+        # -ffp-contract=off: no fused multiply-add where the twin rounds each step (the
+        # price and the latency table must give the pure twin's bits on FMA machines too).
+        Extension(f"helix._fast.{name}_c", [source(name)],
+                  extra_compile_args=["-O2", "-ffp-contract=off"])
         for name in FAST_MODULES
     ]
     return cythonize(exts, language_level=3, quiet=True)

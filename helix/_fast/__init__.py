@@ -37,6 +37,8 @@ _TWINS = {
     "text_line_py": ("access_py", "text_line"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
+    "price_tokens_py": ("price_py", "price_tokens"),
+    "usage_cost_py": ("price_py", "usage_cost"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
     "RequestWindowPy": ("ewma_py", "RequestWindow"),
     "LoneLimitPy": ("gate_py", "LoneLimit"),
@@ -136,6 +138,11 @@ timing_value_c = _compiled_attr("access_c", "timing_value")
 timing_value = _pick("timing_value_py", timing_value_c)
 cost_value_c = _compiled_attr("access_c", "cost_value")
 cost_value = _pick("cost_value_py", cost_value_c)
+# A response's price (helix/routing/models.py cost, price_tokens).
+usage_cost_c = _compiled_attr("price_c", "usage_cost")
+usage_cost = _pick("usage_cost_py", usage_cost_c)
+price_tokens_c = _compiled_attr("price_c", "price_tokens")
+price_tokens = _pick("price_tokens_py", price_tokens_c)
 
 
 def pick_module(module: str, pure):
@@ -157,6 +164,7 @@ COMPILED = {
     "hist": RowWriterC,
     "gate": LoneLimitC,
     "access": text_line_c,
+    "price": usage_cost_c,
     # The client connection (helix/server/protocol.py) and the upstream connection
     # (helix/client/connection.py), typed: picked by their importers with pick_module.
     "protocol": _compiled_origin("protocol_c"),

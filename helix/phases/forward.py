@@ -116,8 +116,11 @@ def _sse_headers(headers):
 def _price(models: Registry, ctx: RequestContext, dep, usage: Usage | None) -> None:
     ctx.usage = usage
     if usage is not None:
+        priced = dep.priced
+        if priced is None or priced[0] is not models:
+            priced = dep.priced = (models, models.lookup(dep.model_id, dep.provider_type))
         # cost() answers None for a malformed usage: it never fails a request.
-        ctx.cost = cost(models.lookup(dep.model_id, dep.provider_type), usage)
+        ctx.cost = cost(priced[1], usage)
 
 
 def _cost_header(usd: float) -> tuple[bytes, bytes]:

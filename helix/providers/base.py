@@ -40,6 +40,7 @@ class Deployment:
         "model",
         "model_id",
         "origin",
+        "priced",
         "provider",
         "provider_type",
         "query",
@@ -80,6 +81,9 @@ class Deployment:
         self.query = query
         self.signer = signer  # per-request auth (SigV4, OAuth); None for static-header auth
         self.index = index  # row in the shared-memory tables (assigned by the registry)
+        # (registry, its ModelInfo for this deployment or None): found on the first priced
+        # answer (helix/phases/forward.py _price), so later ones skip the lookup.
+        self.priced: tuple | None = None
         # Sent back to the client so it can see where its request went.
         self.route_headers = [
             (b"x-helix-provider", provider.encode("ascii", "replace")),

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Literal
 
 import msgspec
 
+from helix._fast import price_tokens, usage_cost
 from helix.schema.usage import Usage
 
 if TYPE_CHECKING:
@@ -317,63 +318,17 @@ def _tokens(usage) -> tuple[int, int, int, int] | None:
     )
 
 
-def price_tokens(
-    info: ModelInfo | None,
-    input: int,
-    output: int,
-    cache_read: int = 0,
-    cache_write: int = 0,
-    reasoning: int = 0,
-) -> float | None:
-    """USD for one response's tokens; None when a needed price is unknown.
-
-    ``input`` and ``output`` are totals as OpenAI reports them: ``input`` includes
-    the ``cache_read`` and ``cache_write`` tokens, ``output`` includes the
-    ``reasoning`` tokens (billed as output by every provider, so they need no
-    price of their own).  Uncached input is priced at the input price, cache reads
-    at the cached price, cache writes at the cache-write price (each the input
-    price when the model has none).
-    """
-    if info is None:
-        return None
-    input_price = info.input_per_mtok
-    if input_price is None:
-        return None
-    if cache_read > input:
-        cache_read = input
-    if cache_write > input - cache_read:
-        cache_write = input - cache_read
-    output_price = info.output_per_mtok
-    if output_price is None:
-        if output:
-            return None
-        output_price = 0.0
-    read_price = info.cached_input_per_mtok
-    if read_price is None:
-        read_price = input_price
-    write_price = info.cache_write_per_mtok
-    if write_price is None:
-        write_price = input_price
-    total = (
-        (input - cache_read - cache_write) * input_price
-        + cache_read * read_price
-        + cache_write * write_price
-        + output * output_price
-    ) / 1_000_000
-    return total if total >= 0 else None
-
-
 def cost(info: ModelInfo | None, usage: Usage | dict | None) -> float | None:
     """USD for one response's usage (a Usage struct or OpenAI's dict); None when unknown.
 
-    See :func:`price_tokens`.  A malformed usage (wrong types) costs None.
+    See :func:`price_tokens` (``helix/_fast/price_py.py``; compiled as ``price_c``).  A
+    malformed usage (wrong types) costs None.
     """
     if info is None:
         return None
     try:
         if type(usage) is Usage:  # every answer's case: no dict or attribute probing
-            return price_tokens(info, usage.input or 0, usage.output or 0,
-                                usage.cache_read or 0, usage.cache_write or 0)
+            return usage_cost(info, usage)
         tokens = _tokens(usage)
         if tokens is None:
             return None
