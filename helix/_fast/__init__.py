@@ -35,6 +35,7 @@ NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
 # compiled start does not also load every pure module.
 _TWINS = {
     "text_line_py": ("access_py", "text_line"),
+    "pick_headers_py": ("head_py", "pick_headers"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "price_tokens_py": ("price_py", "price_tokens"),
@@ -122,6 +123,9 @@ RequestWindow = _pick("RequestWindowPy", RequestWindowC)
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _compiled_attr("head_c", "head")
 head = head_py if NO_EXTENSIONS or head_c is None else head_c
+# A provider's response headers as the client gets them (helix/phases/forward.py).
+pick_headers_c = _compiled_attr("head_c", "pick_headers")
+pick_headers = _pick("pick_headers_py", pick_headers_c)
 # The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
 brackets_c = _compiled_attr("scan_c", "brackets")
 brackets = _pick("brackets_py", brackets_c)

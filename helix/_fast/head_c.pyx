@@ -14,8 +14,9 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from libc.string cimport memchr, memcmp, memcpy
 
 from helix._fast.head_py import head as _head_py
+from helix._fast.head_py import pick_headers as _pick_headers_py
 
-__all__ = ["head"]
+__all__ = ["head", "pick_headers"]
 
 cdef bytes _CLOSE = b"connection: close\r\n"
 cdef bytes _KEEP = b"connection: keep-alive\r\n"
@@ -136,3 +137,32 @@ def head(bytes status_line, bytes date_line, headers, content_length, bint chunk
     out[0] = 13
     out[1] = 10
     return result
+
+
+def pick_headers(dict kinds, classify, rid, upstream, route, own=frozenset()):
+    """See head_py.pick_headers: the same loop over a list of 2-tuples, with the dict
+    lookups and appends in C; anything else goes to the twin."""
+    cdef list out
+    cdef Py_ssize_t i, n
+    if type(upstream) is not list:
+        return _pick_headers_py(kinds, classify, rid, upstream, route, own)
+    n = len(<list>upstream)
+    for i in range(n):
+        item = (<list>upstream)[i]
+        if type(item) is not tuple or len(<tuple>item) != 2:
+            return _pick_headers_py(kinds, classify, rid, upstream, route, own)
+    out = []
+    for i in range(len(<list>upstream)):
+        item = (<list>upstream)[i]
+        k = (<tuple>item)[0]
+        kind = kinds.get(k)
+        if kind is None:
+            kind = classify(k)
+        if kind == 1:
+            out.append(item)
+        elif kind == 2:
+            out.append((rid, (<tuple>item)[1]))
+            if k in own:
+                out.append(item)
+    out.extend(route)
+    return out

@@ -9,7 +9,7 @@ or value is response splitting: ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["RESERVED", "head"]
+__all__ = ["RESERVED", "head", "pick_headers"]
 
 # Framing headers are owned by the server: a handler (or an upstream header passed
 # through) must never emit a second content-length or a transfer-encoding that
@@ -61,3 +61,23 @@ def head(
         parts.append(_CONN_KEEP_ALIVE)
     parts.append(_CRLF)
     return b"".join(parts)
+
+
+def pick_headers(kinds, classify, rid, upstream, route, own=frozenset()):
+    """A provider's response headers as the client gets them (``helix/phases/forward.py``
+    says which): each name's kind from ``kinds`` (else ``classify(name)``, which may
+    remember it there), 1 kept, 2 the provider's request id, sent as ``rid`` (and under its
+    own name too when in ``own``), anything else dropped; then ``route``."""
+    out = []
+    for k, v in upstream:
+        kind = kinds.get(k)
+        if kind is None:
+            kind = classify(k)
+        if kind == 1:
+            out.append((k, v))
+        elif kind == 2:
+            out.append((rid, v))
+            if k in own:
+                out.append((k, v))
+    out.extend(route)
+    return out

@@ -35,7 +35,7 @@ from __future__ import annotations
 import time
 from functools import partial
 
-from helix._fast import cost_value
+from helix._fast import cost_value, pick_headers
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.observe import timing
@@ -63,6 +63,7 @@ _RID_NAMES = frozenset({b"x-request-id", b"request-id", b"x-amzn-requestid"})
 _NONE: frozenset[bytes] = frozenset()
 
 
+# The kinds as head_py.pick_headers reads them: 1 kept, 2 the request id, else dropped.
 _DROP = 0
 _PASS = 1
 _RID = 2
@@ -86,24 +87,11 @@ def _kind(name: bytes) -> int:
     return kind
 
 
-def response_headers(upstream: list[tuple[bytes, bytes]], route: list[tuple[bytes, bytes]],
-                     own: frozenset[bytes] = frozenset()):
-    """The provider's headers worth keeping, then Helix's route headers.  ``own``: headers
-    the client's SDK reads under the provider's name (a native answer only)."""
-    out = []
-    kinds = _KINDS
-    for k, v in upstream:
-        kind = kinds.get(k)
-        if kind is None:
-            kind = _kind(k)
-        if kind == _PASS:
-            out.append((k, v))
-        elif kind == _RID:
-            out.append((_UPSTREAM_RID, v))
-            if k in own:
-                out.append((k, v))
-    out.extend(route)
-    return out
+# The provider's headers worth keeping, then Helix's route headers:
+# ``response_headers(upstream, route, own)``; ``own``: headers the client's SDK reads under
+# the provider's name (a native answer only).  The loop is helix/_fast/head_py.py's
+# ``pick_headers`` (compiled in head_c).
+response_headers = partial(pick_headers, _KINDS, _kind, _UPSTREAM_RID)
 
 
 def _sse_headers(headers):
