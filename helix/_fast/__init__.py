@@ -42,6 +42,7 @@ _TWINS = {
     "usage_cost_py": ("price_py", "usage_cost"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
     "RequestWindowPy": ("ewma_py", "RequestWindow"),
+    "AttemptBookPy": ("ewma_py", "AttemptBook"),
     "LoneLimitPy": ("gate_py", "LoneLimit"),
     "RowWriterPy": ("hist_py", "RowWriter"),
     "brackets_py": ("scan_py", "brackets"),
@@ -120,6 +121,9 @@ LatencyTable = _pick("LatencyTablePy", LatencyTableC)
 # The health table's per-worker attempt window (helix/routing/health.py HealthTable.record).
 RequestWindowC = _compiled_attr("ewma_c", "RequestWindow")
 RequestWindow = _pick("RequestWindowPy", RequestWindowC)
+# The balancer's begin/end around each attempt (helix/routing/balancer.py).
+AttemptBookC = _compiled_attr("ewma_c", "AttemptBook")
+AttemptBook = _pick("AttemptBookPy", AttemptBookC)
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _compiled_attr("head_c", "head")
 head = head_py if NO_EXTENSIONS or head_c is None else head_c

@@ -50,3 +50,18 @@ cdef class RequestWindow:
 
     @cython.locals(b=Py_ssize_t)
     cpdef bint settled(self, Py_ssize_t dep, double now, bint success)
+
+cdef Py_ssize_t SUCCESS
+
+cdef class AttemptBook:
+    cdef public LatencyTable latency
+    cdef public RequestWindow window
+    cdef public object change
+    cdef public Py_ssize_t row
+    cdef public Py_ssize_t ndeps
+
+    @cython.locals(i=Py_ssize_t)
+    cpdef begin(self, dep)
+
+    @cython.locals(i=Py_ssize_t)
+    cpdef end(self, dep, Py_ssize_t event, double now, sample=*, retry_after=*)

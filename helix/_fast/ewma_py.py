@@ -200,3 +200,42 @@ class RequestWindow:
         h = self.health
         b = dep * H_COLS
         return h[b] == 0.0 and h[b + 2] == 0.0
+
+
+# --- the bookkeeping around each attempt -----------------------------------------------------
+
+SUCCESS = 0  # helix/routing/health.py's SUCCESS event
+
+
+class AttemptBook:
+    """``Balancer.begin`` and ``Balancer.end`` (helix/routing/balancer.py): one worker's
+    bookkeeping around each attempt, in one call each.  ``begin``: the deployment's
+    in-flight count up.  ``end``: in-flight down, the latency sample (when there is one),
+    and the health event (``event`` >= 0; -1: no verdict) counted in ``window``; only when
+    the shared health row may change is ``change(dep, event, now, retry_after)`` (the
+    ``HealthTable``'s) called.  A deployment outside the tables (index -1, or beyond them) is
+    not tracked.
+    """
+
+    def __init__(self, latency, window, change, row, ndeps):
+        self.latency = latency
+        self.window = window
+        self.change = change
+        self.row = row
+        self.ndeps = ndeps
+
+    def begin(self, dep):
+        i = dep.index
+        if 0 <= i < self.ndeps:
+            self.latency.add(self.row, i, 1.0)
+
+    def end(self, dep, event, now, sample=None, retry_after=None):
+        """Close an attempt: in-flight back down, the latency sample, the health event."""
+        i = dep.index
+        if i < 0 or i >= self.ndeps:
+            return
+        self.latency.add(self.row, i, -1.0)
+        if sample is not None:
+            self.latency.observe(self.row, i, now, sample)
+        if event >= 0 and not self.window.settled(i, now, event == SUCCESS):
+            self.change(i, event, now, retry_after)

@@ -28,11 +28,10 @@ import random
 import time
 from collections.abc import Callable
 
-from helix._fast import LatencyTable
+from helix._fast import AttemptBook, LatencyTable
 from helix.routing import affinity, strategies
 from helix.routing import health as hmod
 from helix.routing.affinity import deployment_salt
-from helix.routing.health import SUCCESS
 
 __all__ = ["Balancer", "active", "snapshot"]
 
@@ -131,6 +130,9 @@ class Balancer:
             self.health = hmod.HealthTable(hview, wview, ndeps, rows, row, policy)
             self.latency = LatencyTable(lview, rows, ndeps, tau, LATENCY_FLOOR)
         self.ndeps = ndeps
+        book = AttemptBook(self.latency, self.health.counts, self.health.change, self.row, ndeps)
+        self.begin = book.begin
+        self.end = book.end
         # A worker taking over a slot starts from clean per-worker rows.
         self.latency.clear_row(row)
         self.health.clear_row()
@@ -143,7 +145,6 @@ class Balancer:
         self._cost = self.latency.cost
         self._choose = self.latency.choose
         self._available = self.health.available
-        self._settled = self.health.counts.settled  # compiled: see HealthTable.record
 
     def _group(self, config, name, cands, prices) -> _Group:
         strategy, fallback, wmap = _strategy_for(config, name)
@@ -281,24 +282,10 @@ class Balancer:
 
     # --- attempt bookkeeping ------------------------------------------------------------------
 
-    def begin(self, dep) -> None:
-        i = dep.index
-        if 0 <= i < self.ndeps:
-            self.latency.add(self.row, i, 1.0)
-
-    def end(self, dep, event: int, now: float, sample: float | None = None,
-            retry_after: float | None = None) -> None:
-        """Close an attempt: in-flight back down, the latency sample, the health event."""
-        i = dep.index
-        if i < 0 or i >= self.ndeps:
-            return
-        self.latency.add(self.row, i, -1.0)
-        if sample is not None:
-            self.latency.observe(self.row, i, now, sample)
-        # -1: no verdict (the client went away mid-attempt).  HealthTable.record in two
-        # halves: the count and the common case in C, the shared row only if it may change.
-        if event >= 0 and not self._settled(i, now, event == SUCCESS):
-            self.health.change(i, event, now, retry_after)
+    # ``begin(dep)`` and ``end(dep, event, now, sample=None, retry_after=None)`` are the
+    # AttemptBook's (helix/_fast/ewma_py.py, compiled), bound in __init__: in-flight up;
+    # in-flight down, the latency sample, the health event (the shared row only when it
+    # may change).
 
     def end_lost(self, dep, now: float, elapsed: float) -> None:
         """Close an attempt cancelled because another won the race (a hedge): in-flight back
