@@ -141,19 +141,14 @@ def head(bytes status_line, bytes date_line, headers, content_length, bint chunk
 
 def pick_headers(dict kinds, classify, rid, upstream, route, own=frozenset()):
     """See head_py.pick_headers: the same loop over a list of 2-tuples, with the dict
-    lookups and appends in C; anything else goes to the twin."""
-    cdef list out
-    cdef Py_ssize_t i, n
+    lookups and appends in C; anything else goes to the twin (from the start: the names
+    already classified are remembered the same either way)."""
+    cdef list out = []
     if type(upstream) is not list:
         return _pick_headers_py(kinds, classify, rid, upstream, route, own)
-    n = len(<list>upstream)
-    for i in range(n):
-        item = (<list>upstream)[i]
+    for item in <list>upstream:
         if type(item) is not tuple or len(<tuple>item) != 2:
             return _pick_headers_py(kinds, classify, rid, upstream, route, own)
-    out = []
-    for i in range(len(<list>upstream)):
-        item = (<list>upstream)[i]
         k = (<tuple>item)[0]
         kind = kinds.get(k)
         if kind is None:

@@ -9,7 +9,6 @@ a count beyond 2**53) is priced by the twin.  Same results: tests/fast/test_pric
 """
 
 from helix._fast.price_py import price_tokens as _price_tokens_py
-from helix._fast.price_py import usage_cost as _usage_cost_py
 
 __all__ = ["price_tokens", "usage_cost"]
 
@@ -34,6 +33,18 @@ cdef inline bint _count(object v, long long *out) except -1:
     return True
 
 
+cdef inline int _rate(object p, double missing, double *out) except -1:
+    """A price per million tokens into ``out`` (``missing`` for None); 1 when it is not a
+    float (the twin prices it), else 0."""
+    if p is None:
+        out[0] = missing
+    elif type(p) is float:
+        out[0] = p
+    else:
+        return 1
+    return 0
+
+
 cdef object _price(object info, long long input, long long output, long long cache_read,
                    long long cache_write):
     """price_py.price_tokens on C counts; ``NotImplemented`` when a price is not a float."""
@@ -51,27 +62,11 @@ cdef object _price(object info, long long input, long long output, long long cac
     if cache_write > input - cache_read:
         cache_write = input - cache_read
     p = info.output_per_mtok
-    if p is None:
-        if output:
-            return None
-        output_price = 0.0
-    elif type(p) is float:
-        output_price = p
-    else:
-        return NotImplemented
-    p = info.cached_input_per_mtok
-    if p is None:
-        read_price = input_price
-    elif type(p) is float:
-        read_price = p
-    else:
-        return NotImplemented
-    p = info.cache_write_per_mtok
-    if p is None:
-        write_price = input_price
-    elif type(p) is float:
-        write_price = p
-    else:
+    if p is None and output:
+        return None
+    if (_rate(p, 0.0, &output_price)
+            or _rate(info.cached_input_per_mtok, input_price, &read_price)
+            or _rate(info.cache_write_per_mtok, input_price, &write_price)):
         return NotImplemented
     total = (
         <double>(input - cache_read - cache_write) * input_price
@@ -82,8 +77,8 @@ cdef object _price(object info, long long input, long long output, long long cac
     return total if total >= 0 else None
 
 
-def price_tokens(info, input, output, cache_read=0, cache_write=0, reasoning=0):
-    """See price_py.price_tokens."""
+cdef object _priced(info, input, output, cache_read, cache_write, reasoning):
+    """The counts priced in C when they are plain ints within 2**53, else by the twin."""
     cdef long long i, o, r, w
     if (_count(input, &i) and _count(output, &o) and _count(cache_read, &r)
             and _count(cache_write, &w)):
@@ -93,15 +88,12 @@ def price_tokens(info, input, output, cache_read=0, cache_write=0, reasoning=0):
     return _price_tokens_py(info, input, output, cache_read, cache_write, reasoning)
 
 
+def price_tokens(info, input, output, cache_read=0, cache_write=0, reasoning=0):
+    """See price_py.price_tokens."""
+    return _priced(info, input, output, cache_read, cache_write, reasoning)
+
+
 cpdef object usage_cost(info, usage):
     """See price_py.usage_cost."""
-    cdef long long i, o, r, w
-    a = usage.input or 0
-    b = usage.output or 0
-    c = usage.cache_read or 0
-    d = usage.cache_write or 0
-    if _count(a, &i) and _count(b, &o) and _count(c, &r) and _count(d, &w):
-        result = _price(info, i, o, r, w)
-        if result is not NotImplemented:
-            return result
-    return _price_tokens_py(info, a, b, c, d)
+    return _priced(info, usage.input or 0, usage.output or 0, usage.cache_read or 0,
+                   usage.cache_write or 0, 0)

@@ -200,8 +200,8 @@ HEALTH_TABLE = "health"
 WINDOW_TABLE = "health_window"
 LATENCY_TABLE = "latency"
 RR_TABLE = "rr"
-# The same constants are in helix/_fast/ewma_py.py (RequestWindow); tests/routing holds
-# them equal.
+# The same constants are in helix/_fast/ewma_py.py (RequestWindow);
+# tests/fast/test_window_parity.py holds them equal.
 H_COLS = 8  # STATE, UNTIL, FAILS, TRIAL_AT, CHANGED_AT, REASON, pad, pad
 W_COLS = 8  # BUCKET, REQ, ERR, PREV_REQ, PREV_ERR, pad...
 B_BUCKET, B_REQ, B_ERR, B_PREV_REQ, B_PREV_ERR = range(5)
