@@ -38,6 +38,7 @@ _TWINS = {
     "pick_headers_py": ("head_py", "pick_headers"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
+    "RequestIdsPy": ("access_py", "RequestIds"),
     "price_tokens_py": ("price_py", "price_tokens"),
     "usage_cost_py": ("price_py", "usage_cost"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
@@ -146,6 +147,9 @@ timing_value_c = _compiled_attr("access_c", "timing_value")
 timing_value = _pick("timing_value_py", timing_value_c)
 cost_value_c = _compiled_attr("access_c", "cost_value")
 cost_value = _pick("cost_value_py", cost_value_c)
+# The request id and the request_id phase (helix/observe/access.py).
+RequestIdsC = _compiled_attr("access_c", "RequestIds")
+RequestIds = _pick("RequestIdsPy", RequestIdsC)
 # A response's price (helix/routing/models.py cost, price_tokens).
 usage_cost_c = _compiled_attr("price_c", "usage_cost")
 usage_cost = _pick("usage_cost_py", usage_cost_c)

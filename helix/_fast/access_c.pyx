@@ -11,18 +11,21 @@ another type than the usual (an int subclass, a None count), a line longer than 
 buffer -- is formatted by the twin.  Same text: tests/fast/test_access_parity.py.  The two header
 values are made the same way, as ``bytes`` (three ``%.3f`` and one ``%.10f`` through
 ``bytes.__mod__`` were ≈ 15,000 instructions a response); same bytes:
-tests/fast/test_timing_parity.py.
+tests/fast/test_timing_parity.py.  :class:`RequestIds` is the ``request_id`` phase as one C
+call (it was three Python frames a request): same ids, tests/fast/test_request_ids_parity.py.
 """
 
 from libc.math cimport copysign, floor, isfinite
 from libc.stdio cimport snprintf
 from libc.string cimport memcpy
 
+import random
+
 from helix._fast.access_py import cost_value as _cost_value_py
 from helix._fast.access_py import text_line as _text_line_py
 from helix._fast.access_py import timing_value as _timing_value_py
 
-__all__ = ["cost_value", "text_line", "timing_value"]
+__all__ = ["RequestIds", "cost_value", "text_line", "timing_value"]
 
 
 cdef extern from "Python.h":
@@ -31,6 +34,7 @@ cdef extern from "Python.h":
     Py_ssize_t PyUnicode_GET_LENGTH(object)
     object PyUnicode_New(Py_ssize_t, unsigned int)
     object PyBytes_FromStringAndSize(const char *, Py_ssize_t)
+    object PyUnicode_DecodeASCII(const char *, Py_ssize_t, const char *)
     long long PyLong_AsLongLongAndOverflow(object, int *) except? -1
 
 
@@ -262,3 +266,71 @@ cpdef bytes cost_value(usd):
     if b.bad:
         return _cost_value_py(usd)
     return PyBytes_FromStringAndSize(b.data, b.n)
+
+
+cdef bytes _RID = b"x-request-id"
+
+
+cdef class RequestIds:
+    """See access_py.RequestIds: the same ids, made in a C buffer."""
+
+    cdef public str prefix
+    cdef bytes _prefix
+    cdef unsigned long long _n
+
+    __name__ = "request_id"  # what the pipeline calls this phase (Pipeline.names)
+
+    def __init__(self, prefix=None):
+        if prefix is None:
+            prefix = f"{random.getrandbits(32):08x}-"
+        self.prefix = prefix
+        # A prefix that is not short ASCII (never Helix's own) is formatted as the twin does.
+        self._prefix = prefix.encode("ascii") if prefix.isascii() and len(prefix) <= 64 else None
+        self._n = 0
+
+    cdef tuple _make(self):
+        """(id, its bytes) for the next counter value."""
+        cdef char buf[96]
+        cdef Py_ssize_t n
+        self._n += 1
+        if self._prefix is None:
+            rid = f"{self.prefix}{self._n:x}"
+            return rid, rid.encode("ascii")
+        n = len(self._prefix)
+        memcpy(buf, <const char *>self._prefix, n)
+        n += snprintf(buf + n, 32, "%llx", self._n)
+        return PyUnicode_DecodeASCII(buf, n, NULL), PyBytes_FromStringAndSize(buf, n)
+
+    cdef object _sane(self, rid):
+        """``rid`` as bytes when it is a usable client id, else None."""
+        cdef Py_ssize_t i, n
+        cdef const unsigned char *p
+        if type(rid) is not str or not PyUnicode_IS_ASCII(rid):
+            return None
+        n = PyUnicode_GET_LENGTH(rid)
+        if n == 0 or n > 128:
+            return None
+        p = <const unsigned char *>PyUnicode_DATA(rid)
+        for i in range(n):
+            if p[i] < 0x21 or p[i] > 0x7E:
+                return None
+        return PyBytes_FromStringAndSize(<const char *>p, n)
+
+    def new(self):
+        return self._make()[0]
+
+    def pick(self, headers):
+        rid = headers.get("x-request-id")
+        if self._sane(rid) is not None:
+            return rid
+        return self._make()[0]
+
+    def __call__(self, ctx):
+        headers = ctx.exchange.request.headers
+        rid = (<dict>headers).get("x-request-id") if type(headers) is dict \
+            else headers.get("x-request-id")
+        value = self._sane(rid)
+        if value is None:
+            rid, value = self._make()
+        ctx.request_id = rid
+        ctx.response_headers.append((_RID, value))

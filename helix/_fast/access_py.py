@@ -1,6 +1,7 @@
 """Per-request text: the pure-Python twin of access_c.pyx.  The text access line, the
-``server-timing`` header's value (:mod:`helix.observe.timing`) and the
-``x-helix-cost-usd`` header's value.
+``server-timing`` header's value (:mod:`helix.observe.timing`), the
+``x-helix-cost-usd`` header's value and the request id (:class:`RequestIds`, which is
+also the ``request_id`` phase).
 
 ``helix/observe/access.py`` says which fields the line has and why; this is how the
 text one is built (``observability.logging.access_log``, ``format: text``)::
@@ -12,7 +13,41 @@ text one is built (``observability.logging.access_log``, ``format: text``)::
 
 from __future__ import annotations
 
-__all__ = ["cost_value", "text_line", "timing_value"]
+import random
+
+__all__ = ["RequestIds", "cost_value", "text_line", "timing_value"]
+
+_RID = b"x-request-id"
+_SAFE = frozenset(range(0x21, 0x7F))
+
+
+class RequestIds:
+    """Per-worker request ids, and the ``request_id`` phase (``ids(ctx)``): the client's
+    ``x-request-id`` when it is sane (printable ASCII, no spaces, at most 128 characters),
+    else a new one, kept in ``ctx.request_id`` and sent back in ``ctx.response_headers``.
+    A new id is ``prefix`` (random per worker unless given) and a hex counter from 1."""
+
+    __slots__ = ("_n", "prefix")
+    __name__ = "request_id"  # what the pipeline calls this phase (Pipeline.names)
+
+    def __init__(self, prefix: str | None = None) -> None:
+        self.prefix = f"{random.getrandbits(32):08x}-" if prefix is None else prefix
+        self._n = 0
+
+    def new(self) -> str:
+        self._n += 1
+        return f"{self.prefix}{self._n:x}"
+
+    def pick(self, headers: dict[str, str]) -> str:
+        rid = headers.get("x-request-id")
+        if type(rid) is str and 0 < len(rid) <= 128 and all(ord(c) in _SAFE for c in rid):
+            return rid
+        return self.new()
+
+    def __call__(self, ctx) -> None:
+        rid = self.pick(ctx.exchange.request.headers)
+        ctx.request_id = rid
+        ctx.response_headers.append((_RID, rid.encode("ascii")))
 
 
 def text_line(stamp: str, head: str, ctx, now: float) -> str:

@@ -31,3 +31,7 @@ cdef class Exchange:
     cdef public object request
 
     cpdef bint _keep(self, int status)
+
+
+cdef object _response_head(object status, object headers, object length, bint chunked,
+                           bint close, bint keep_alive_10, object server)

@@ -130,8 +130,8 @@ class ChatApi(Api):
         return json_encode(doc), usage
 
     # -- native ----------------------------------------------------------------------------
-    def native_usage(self, body: bytes) -> Usage | None:
-        return read_openai_usage(body)
+    # The reader itself, not a method around it: one Python frame fewer per answer.
+    native_usage = staticmethod(read_openai_usage)
 
     # -- cache -------------------------------------------------------------------------------
     def cache_complete(self, stream: bytes) -> bool:

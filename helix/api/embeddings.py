@@ -33,8 +33,8 @@ class EmbeddingsApi(Api):
             body = embeddings_as_base64(body)
         return body, self.native_usage(body)
 
-    def native_usage(self, body: bytes) -> Usage | None:
-        return read_openai_usage(body)
+    # The reader itself, not a method around it: one Python frame fewer per answer.
+    native_usage = staticmethod(read_openai_usage)
 
     def cache_complete(self, stream: bytes) -> bool:
         return False  # never a stream

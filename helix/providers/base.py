@@ -47,6 +47,7 @@ class Deployment:
         "route_headers",
         "signer",
         "static_headers",
+        "targets",
         "timeouts",
         "verify_tls",
     )
@@ -84,6 +85,9 @@ class Deployment:
         # (registry, its ModelInfo for this deployment or None): found on the first priced
         # answer (helix/phases/forward.py _price), so later ones skip the lookup.
         self.priced: tuple | None = None
+        # An adapter's request target per endpoint, made on first use (base_path and query
+        # are fixed for the deployment's life): OpenAIAdapter._request.
+        self.targets: dict[str, bytes] = {}
         # Sent back to the client so it can see where its request went.
         self.route_headers = [
             (b"x-helix-provider", provider.encode("ascii", "replace")),

@@ -351,7 +351,10 @@ class OpenAIAdapter:
     def _request(self, dep: Deployment, view, body: bytes, endpoint: str) -> UpstreamRequest:
         if view.model != dep.model_id:
             body = replace_model(body, view.model, dep.model_id)
-        return UpstreamRequest(b"POST", self._target(dep, endpoint), dep.static_headers, body)
+        target = dep.targets.get(endpoint)
+        if target is None:  # once per deployment and endpoint
+            target = dep.targets[endpoint] = self._target(dep, endpoint)
+        return UpstreamRequest(b"POST", target, dep.static_headers, body)
 
     def chat_request_doc(self, dep: Deployment, view, doc: dict) -> UpstreamRequest:
         return self._request(dep, view, _encode(doc), "chat/completions")

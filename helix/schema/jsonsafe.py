@@ -107,7 +107,7 @@ def decode_client(body: bytes, decoder: msgspec.json.Decoder | None = None) -> A
             ErrorKind.INVALID_REQUEST,
             f"We could not parse the JSON body of your request ({exc}).",
         ) from None
-    if depth_exceeds(body):
+    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
         raise too_deep_client()
     return doc
 
@@ -126,7 +126,7 @@ def decode_upstream(
             f"The answer from {label} is not valid JSON ({exc}).",
             code="upstream_invalid_response",
         ) from None
-    if depth_exceeds(body):
+    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
         raise too_deep_upstream(label)
     return doc
 
@@ -152,7 +152,7 @@ def check_json_object(body: bytes, label: str = "the provider", prefix: str = ""
             f"The answer from {prefix}{label} is not {what}.",
             code="upstream_invalid_response",
         ) from None
-    if depth_exceeds(body):
+    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
         raise too_deep_upstream(prefix + label)
 
 

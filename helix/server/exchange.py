@@ -9,11 +9,13 @@ can decide about keep-alive, pipelining and access logging.
 
 from __future__ import annotations
 
+from time import time as _time
 from typing import TYPE_CHECKING
 
+from helix._fast import head as _head
 from helix.errors import HelixError
 from helix.server.flow import ClientDisconnected
-from helix.server.writer import CHUNK_END, build_head, frame_chunk
+from helix.server.writer import _STATUS_LINES, CHUNK_END, date_header, frame_chunk, status_line
 
 if TYPE_CHECKING:
     from helix.server.protocol import HttpProtocol
@@ -31,6 +33,26 @@ _JSON = (b"content-type", b"application/json")
 # ``writelines`` call instead of being concatenated: copying a multi-megabyte
 # body to save a syscall is a bad trade.
 _CONCAT_LIMIT = 16 * 1024
+
+# The ``date:`` line as of ``_date_second`` (writer.date_header's, fetched once a second).
+_date_second = -1
+_date_line = b""
+
+
+def _response_head(status, headers, length, chunked, close, keep_alive_10, server):
+    """What :func:`helix.server.writer.build_head` answers, called without its keyword
+    arguments and its two Python frames (compiled as exchange_c, this is a C function): the
+    status line from the shared table, the date line re-fetched once a second, the bytes
+    from ``helix._fast.head``."""
+    global _date_second, _date_line
+    sec = int(_time())
+    if sec != _date_second:
+        _date_line = date_header()
+        _date_second = sec
+    line = _STATUS_LINES.get(status)
+    if line is None:
+        line = status_line(status)
+    return _head(line, _date_line, headers, length, chunked, close, keep_alive_10, server)
 
 
 class Request:
@@ -155,14 +177,8 @@ class Exchange:
             length = len(body)
             if req.method == "HEAD":
                 body = b""
-        head = build_head(
-            status,
-            headers,
-            length,
-            close=not keep,
-            keep_alive_10=keep and req.http_version == "1.0",
-            server=conn.server_header,
-        )
+        head = _response_head(status, headers, length, False, not keep,
+                              keep and req.http_version == "1.0", conn.server_header)
         self.committed = True
         self._status = status
         self._state = _DONE
@@ -201,13 +217,13 @@ class Exchange:
             req.keep_alive = False
             self._keep(status)
             chunked = False
-            head = build_head(status, headers, None, close=True, server=conn.server_header)
+            head = _response_head(status, headers, None, False, True, False,
+                                  conn.server_header)
         else:
             keep = self._keep(status)
             chunked = True
-            head = build_head(
-                status, headers, None, chunked=True, close=not keep, server=conn.server_header
-            )
+            head = _response_head(status, headers, None, True, not keep, False,
+                                  conn.server_header)
         self.committed = True
         self._status = status
         self._chunked = chunked
