@@ -34,6 +34,9 @@ from __future__ import annotations
 
 import time
 from functools import partial
+from typing import Any
+
+import msgspec
 
 from helix._fast import cost_value, pick_headers, timing_value, usage_cost
 from helix.client import UpstreamPool
@@ -126,29 +129,25 @@ def _cost_header(usd: float) -> tuple[bytes, bytes]:
     return (_COST, cost_value(usd))
 
 
-class Prepared:
+class Prepared(msgspec.Struct, eq=False):
     """One attempt's upstream answer before anything reached the client: its head and, for
     a stream, its first chunk (``first``: None when the stream ended before any byte).
 
     :func:`make_forward`'s ``prepare`` makes one; ``commit`` relays it.  Between the two
     the attempt loop may race several (hedging) or give up on one (a first-token
-    deadline): the client has seen nothing yet.
+    deadline): the client has seen nothing yet.  A Struct: made in C, no ``__init__``
+    frame per request (fields are not validated; ``eq=False``: compared by identity).
     """
 
-    __slots__ = ("dep", "fan", "first", "first_at", "head_at", "native", "resp", "started",
-                 "stream")
-
-    def __init__(self, dep, resp, native: bool, stream: bool, started: float, head_at: float,
-                 first: bytes | None, first_at: float, fan: FanOut | None = None) -> None:
-        self.dep = dep
-        self.resp = resp
-        self.native = native
-        self.stream = stream
-        self.started = started
-        self.head_at = head_at
-        self.first = first
-        self.first_at = first_at
-        self.fan = fan  # a batch sent as several upstream requests: all of it is in commit
+    dep: Any
+    resp: Any
+    native: bool
+    stream: bool
+    started: float
+    head_at: float
+    first: bytes | None
+    first_at: float
+    fan: FanOut | None = None  # a batch sent as several upstream requests: all in commit
 
     def close(self) -> None:
         """Give up on this answer (a hedge that lost): the connection is closed unless the

@@ -65,7 +65,8 @@ class Pipeline:
                     record(ctx)
                 except Exception:  # recording must never fail a request
                     log.exception("recorder %s failed", getattr(record, "__name__", record))
-            release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
+            if ctx.error is not None:
+                release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
 
 
 def _awaits(phase: Phase) -> bool:

@@ -98,16 +98,14 @@ class Deployment:
         return f"<Deployment {self.provider}/{self.model_id} at {self.origin.host}>"
 
 
-class UpstreamRequest:
-    __slots__ = ("body", "headers", "method", "target")
+class UpstreamRequest(msgspec.Struct, eq=False):
+    """What goes to the provider: method, target, headers, body.  A Struct: made in C, no
+    ``__init__`` frame per request (fields are not validated; compared by identity)."""
 
-    def __init__(
-        self, method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes
-    ) -> None:
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
+    method: bytes
+    target: bytes
+    headers: list[tuple[bytes, bytes]]
+    body: bytes
 
 
 class FanOut:
