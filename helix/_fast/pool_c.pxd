@@ -29,4 +29,8 @@ cdef class UpstreamResponse:
     cdef public object _stream_total
     cdef public bint _streaming
     cdef public object headers
+    cdef public object read_result
+    cdef public object reader
     cdef public Py_ssize_t status
+
+    cdef _check(self, data)

@@ -31,6 +31,8 @@ from typing import TYPE_CHECKING, ClassVar
 from helix.schema.openai import decode_request
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from helix.errors import HelixError
     from helix.pipeline.context import RequestContext
     from helix.providers.base import Deployment, UpstreamRequest
@@ -111,6 +113,11 @@ class Api(abc.ABC):
     @abc.abstractmethod
     def native_usage(self, body: bytes) -> Usage | None:
         """The usage of an answer in this API's own format."""
+
+    # ``native_check(body, label, prefix)``, when an API has one: the upstream pool's check
+    # of a JSON answer (helix.schema.jsonsafe.check_json_object, the same 502s) and
+    # ``native_usage`` in one decode (UpstreamResponse.reader; phases/forward.py).
+    native_check: ClassVar[Callable[[bytes, str, str], Usage | None] | None] = None
 
     # -- cache -----------------------------------------------------------------------------
     @abc.abstractmethod

@@ -14,7 +14,7 @@ from helix.cache.replay import json_to_sse, sse_for_client, sse_to_json
 from helix.errors import ErrorKind, HelixError
 from helix.schema.openai import chat_request_decoder, chunk_prefix, decode_request, json_encode
 from helix.schema.stream import ABSENT
-from helix.schema.usage import Usage, read_openai_usage
+from helix.schema.usage import Usage, checked_openai_usage, read_openai_usage
 
 __all__ = ["CHAT", "ChatApi", "OpenAIChunkSink"]
 
@@ -132,6 +132,7 @@ class ChatApi(Api):
     # -- native ----------------------------------------------------------------------------
     # The reader itself, not a method around it: one Python frame fewer per answer.
     native_usage = staticmethod(read_openai_usage)
+    native_check = staticmethod(checked_openai_usage)
 
     # -- cache -------------------------------------------------------------------------------
     def cache_complete(self, stream: bytes) -> bool:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from helix.api.base import Api
 from helix.errors import ErrorKind, HelixError
 from helix.schema.openai import embeddings_as_base64, embeddings_request_decoder
-from helix.schema.usage import Usage, read_openai_usage
+from helix.schema.usage import Usage, checked_openai_usage, read_openai_usage
 
 __all__ = ["EMBEDDINGS", "EmbeddingsApi"]
 
@@ -35,6 +35,7 @@ class EmbeddingsApi(Api):
 
     # The reader itself, not a method around it: one Python frame fewer per answer.
     native_usage = staticmethod(read_openai_usage)
+    native_check = staticmethod(checked_openai_usage)
 
     def cache_complete(self, stream: bytes) -> bool:
         return False  # never a stream

@@ -255,6 +255,8 @@ class UpstreamResponse:
         "_stream_total",
         "_streaming",
         "headers",
+        "read_result",
+        "reader",
         "status",
     )
 
@@ -278,6 +280,11 @@ class UpstreamResponse:
         self._json = False
         self._max_bytes = max_bytes
         self._relayed = 0
+        # ``reader(body, label, prefix)``: checks a JSON body as check_json_object does (the
+        # same 502s) and reads what its caller wants from it in the same pass, kept in
+        # read_result (forward reads a native answer's usage so: one decode, not two).
+        self.reader = None
+        self.read_result = None
 
     def __repr__(self) -> str:
         return f"<UpstreamResponse {self.status}>"
@@ -342,8 +349,15 @@ class UpstreamResponse:
             chunks.append(chunk)
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         if self._json:
-            check_json_object(data, self._label, "upstream ")
+            self._check(data)
         return data
+
+    def _check(self, data: bytes) -> None:
+        reader = self.reader
+        if reader is None:
+            check_json_object(data, self._label, "upstream ")
+        else:
+            self.read_result = reader(data, self._label, "upstream ")
 
     def arrived(self) -> bytes | None:
         """The whole body if it has already arrived (the usual case for a JSON answer of a
@@ -359,7 +373,7 @@ class UpstreamResponse:
         if limit is not None and len(data) > limit:
             raise self._too_large(limit)
         if self._json:
-            check_json_object(data, self._label, "upstream ")
+            self._check(data)
         return data
 
     async def read_upto(self, upto: int) -> tuple[bytes, bool]:
@@ -387,7 +401,7 @@ class UpstreamResponse:
             if chunk is None:
                 data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
                 if self._json:
-                    check_json_object(data, self._label, "upstream ")
+                    self._check(data)
                 return data, True
             chunks.append(chunk)
             size += len(chunk)

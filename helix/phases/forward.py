@@ -252,6 +252,9 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 return
             t = monotonic()
             if native:
+                check = api.native_check
+                if check is not None:  # the pool's JSON check reads the usage too: one pass
+                    resp.reader = check
                 body = resp.arrived()  # a small answer is usually here whole already
                 if body is not None:
                     whole = True
@@ -264,8 +267,11 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                     await _pass_through(ctx, resp, status, headers, body)
                     _price(models, ctx, dep, usage_in(api, ctx.response_tail))
                     return
+                raw = body
                 body = adapter.native_response(api.name, dep, body)
-                usage = api.native_usage(body)
+                usage = resp.read_result if check is not None and body is raw else None
+                if usage is None:  # no reader, another body, or no usage in it: read it
+                    usage = api.native_usage(body)
             else:
                 body = resp.arrived()
                 if body is None:

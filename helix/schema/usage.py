@@ -20,7 +20,10 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["CACHED", "REASONING", "Usage", "read_openai_usage"]
+from helix._fast import brackets
+from helix.schema.jsonsafe import MAX_DEPTH, check_json_object, depth_exceeds, too_deep_upstream
+
+__all__ = ["CACHED", "REASONING", "Usage", "checked_openai_usage", "read_openai_usage"]
 
 CACHED = 1  # the provider reported cached prompt tokens (possibly 0)
 REASONING = 2  # the provider reported reasoning tokens (possibly 0)
@@ -151,6 +154,27 @@ def read_openai_usage(body: bytes) -> Usage | None:
         u = _openai_usage_decoder.decode(body).usage
     except msgspec.DecodeError:  # ValidationError included: ``usage`` of the wrong type
         return None
+    return _usage(u)
+
+
+def checked_openai_usage(body: bytes, label: str = "the provider",
+                         prefix: str = "") -> Usage | None:
+    """:func:`helix.schema.jsonsafe.check_json_object` and :func:`read_openai_usage` in one
+    decode: the same 502 for an answer that is not one sanely nested JSON object, else its
+    usage.  The decode that reads ``usage`` parses (and so validates) every member it skips
+    and fails on anything but an object; when it fails, the check runs alone to raise the
+    right error, or to pass an answer whose only fault is a ``usage`` of another shape."""
+    try:
+        u = _openai_usage_decoder.decode(body).usage
+    except (msgspec.DecodeError, RecursionError):
+        check_json_object(body, label, prefix)
+        return None
+    if brackets(body) > MAX_DEPTH and depth_exceeds(body):
+        raise too_deep_upstream(prefix + label)
+    return _usage(u)
+
+
+def _usage(u: _OpenAIUsage | None) -> Usage | None:
     if u is None:
         return None
     reported = 0

@@ -125,3 +125,59 @@ def test_content_encoded_answer_is_not_inspected(run):
             assert got == body
 
     run(go)
+
+
+@pytest.mark.parametrize("how", ["read", "read_upto", "arrived"])
+def test_a_reader_replaces_the_json_check_and_keeps_its_result(run, how):
+    """``resp.reader`` (forward sets the API's native_check) runs where the pool's JSON check
+    would, on the same body, and its answer is ``resp.read_result``; its error is the
+    read's.  Without a JSON body (here: compressed) neither runs."""
+    import asyncio
+
+    body = b'{"usage": {"prompt_tokens": 3, "completion_tokens": 4}}'
+    seen = []
+
+    def reader(data, label, prefix):
+        seen.append((data, prefix))
+        if data.startswith(b"["):
+            raise HelixError(ErrorKind.UPSTREAM_PROTOCOL, "not an object")
+        return "usage!"
+
+    async def take(resp):
+        if how == "read":
+            return await resp.read()
+        if how == "read_upto":
+            data, whole = await resp.read_upto(1 << 20)
+            assert whole
+            return data
+        for _ in range(200):  # until the whole body is in
+            data = resp.arrived()
+            if data is not None:
+                return data
+            await asyncio.sleep(0.005)
+        raise AssertionError("the body never arrived")
+
+    async def one(payload: bytes, extra: bytes = b""):
+        head = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n" + extra
+        head += b"content-length: %d\r\n\r\n" % len(payload)
+        async with Upstream(raw(head + payload)) as srv:
+            pool = UpstreamPool(PoolLimits())
+            try:
+                resp = await pool.request(origin(srv), b"POST", b"/", [], b"{}",
+                                          Timeouts(total=5))
+                resp.check_answer()
+                resp.reader = reader
+                return await take(resp), resp.read_result
+            finally:
+                await pool.close()
+
+    async def go():
+        assert await one(body) == (body, "usage!")
+        assert seen == [(body, "upstream ")]
+        with pytest.raises(HelixError, match="not an object"):
+            await one(b"[1]")
+        seen.clear()
+        assert await one(body, b"content-encoding: gzip\r\n") == (body, None)
+        assert seen == []
+
+    run(go)
