@@ -20,6 +20,7 @@ from helix.routing.resilience import Policy
 
 def make_route(registry: ModelRegistry, worker=None, metrics=None):
     resolve = registry.resolve
+    by_name = registry.by_name  # built once with the registry, never rebound
     config = registry.config
     balancer = install(
         Balancer(
@@ -38,7 +39,9 @@ def make_route(registry: ModelRegistry, worker=None, metrics=None):
 
     def route(ctx: RequestContext) -> None:
         model = ctx.view.model
-        cands = resolve(model)
+        cands = by_name.get(model)  # a configured name: resolve()'s first answer, inline
+        if cands is None:
+            cands = resolve(model)
         ctx.candidates = cands
         key = None
         if affine is not None and affine(cands):
