@@ -47,6 +47,7 @@ _TWINS = {
     "LoneLimitPy": ("gate_py", "LoneLimit"),
     "RowWriterPy": ("hist_py", "RowWriter"),
     "brackets_py": ("scan_py", "brackets"),
+    "depth_exceeds_py": ("scan_py", "depth_exceeds"),
     "RowLocksPy": ("shmlock_py", "RowLocks"),
     "SSEParserPy": ("sse_py", "SSEParser"),
 }
@@ -134,6 +135,9 @@ pick_headers = _pick("pick_headers_py", pick_headers_c)
 # The JSON depth guard's bracket count (helix/schema/jsonsafe.py depth_exceeds).
 brackets_c = _compiled_attr("scan_c", "brackets")
 brackets = _pick("brackets_py", brackets_c)
+# The JSON depth guard itself (helix/schema/jsonsafe.py re-exports it).
+depth_exceeds_c = _compiled_attr("scan_c", "depth_exceeds")
+depth_exceeds = _pick("depth_exceeds_py", depth_exceeds_c)
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick("RowWriterPy", RowWriterC)

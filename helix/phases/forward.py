@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from helix._fast import cost_value, pick_headers, timing_value, usage_cost
+from helix._fast import cost_value, pick_headers, timing_value
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.observe import timing
@@ -110,16 +110,8 @@ def _price(models: Registry, ctx: RequestContext, dep, usage: Usage | None) -> N
         priced = dep.priced
         if priced is None or priced[0] is not models:
             priced = dep.priced = (models, models.lookup(dep.model_id, dep.provider_type))
-        info = priced[1]
-        if info is not None and type(usage) is Usage:
-            # cost()'s own first case, without its frame: every answer's usage is a Usage.
-            try:
-                ctx.cost = usage_cost(info, usage)
-            except (AttributeError, TypeError):  # a malformed usage never fails a request
-                ctx.cost = None
-        else:
-            # cost() answers None for a malformed usage: it never fails a request.
-            ctx.cost = cost(info, usage)
+        # cost() answers None for a malformed usage: it never fails a request.
+        ctx.cost = cost(priced[1], usage)
 
 
 _COST = b"x-helix-cost-usd"
@@ -289,6 +281,8 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
             resp.close()
 
     async def forward(ctx: RequestContext) -> None:
+        # The two halves in a row.  The attempt loop (pipeline/runner.py make_attempts)
+        # runs these same lines itself, to save a coroutine level: keep the two in step.
         dep = ctx.deployment  # chosen by route / the attempt loop
         if dep is None:
             dep = ctx.candidates[0]

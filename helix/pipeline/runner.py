@@ -152,8 +152,9 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
             if prepare is None:
                 await forward(ctx)
             else:
-                # What forward(ctx) does, run here: one coroutine fewer on every resume of
-                # the request (the upstream's head and body each resume the whole chain).
+                # What forward(ctx) does (phases/forward.py; keep the two in step), run
+                # here: one coroutine fewer on every resume of the request (the upstream's
+                # head and body each resume the whole chain).
                 ctx.deployment = dep
                 t = monotonic()
                 try:

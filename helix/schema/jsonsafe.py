@@ -8,7 +8,7 @@ conversion) recurses too.  So nesting is bounded explicitly, well below both:
 within the bound can be decoded, walked and re-encoded anywhere downstream
 without a ``RecursionError``.
 
-The check costs one bracket count (``helix._fast.brackets``: a C loop, or two
+The check (``helix._fast.depth_exceeds``) costs one bracket count (a C loop, or two
 ``bytes.count`` calls in the twin) for ordinary bodies (a body with
 fewer opening brackets than the bound cannot be deeper than it); only bodies
 with more brackets get the exact scan, which runs in C-implemented
@@ -22,14 +22,12 @@ Client bodies that fail are 400s (:func:`decode_client`, used by
 
 from __future__ import annotations
 
-import operator
-import re
-from itertools import accumulate, count
 from typing import Any
 
 import msgspec
 
-from helix._fast import brackets
+from helix._fast import depth_exceeds
+from helix._fast.scan_py import MAX_DEPTH
 from helix.errors import ErrorKind, HelixError
 
 __all__ = [
@@ -44,34 +42,8 @@ __all__ = [
     "upstream_error",
 ]
 
-# Real requests nest a few dozen levels at most (a JSON Schema of ten nested
-# objects is ~25); 128 leaves room and keeps every Python walker far from the
-# interpreter's recursion limit (1000).
-MAX_DEPTH = 128
-
-# A JSON string, quotes included (the unrolled form: no backtracking per char).
-_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
-# Opening bracket -> 2, closing -> 0: the running sum minus the position is the depth.
-_WEIGHTS = bytes.maketrans(b"[{]}", b"\x02\x02\x00\x00")
-
-
-def depth_exceeds(body: bytes, limit: int = MAX_DEPTH) -> bool:
-    """True when the JSON text ``body`` nests arrays/objects deeper than ``limit``.
-
-    Meant for text that parses (call it after a successful decode, or let the
-    decoder report malformed input first): brackets inside strings are ignored,
-    but an unterminated string may be counted as structure.
-    """
-    if brackets(body) <= limit:
-        return False
-    if b'"' in body:
-        body = _STRING.sub(b"", body)
-    skeleton = body.translate(_WEIGHTS, _NOT_BRACKETS)
-    if len(skeleton) <= limit:
-        return False
-    depths = map(operator.sub, accumulate(skeleton), count(1))
-    return max(depths) > limit
+# MAX_DEPTH (128) and depth_exceeds(body, limit=MAX_DEPTH) live with the bracket count they
+# start from (helix/_fast/scan_py.py; compiled in scan_c: the usual body is one C call).
 
 
 def too_deep_client(limit: int = MAX_DEPTH) -> HelixError:
@@ -107,7 +79,7 @@ def decode_client(body: bytes, decoder: msgspec.json.Decoder | None = None) -> A
             ErrorKind.INVALID_REQUEST,
             f"We could not parse the JSON body of your request ({exc}).",
         ) from None
-    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
+    if depth_exceeds(body):
         raise too_deep_client()
     return doc
 
@@ -126,7 +98,7 @@ def decode_upstream(
             f"The answer from {label} is not valid JSON ({exc}).",
             code="upstream_invalid_response",
         ) from None
-    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
+    if depth_exceeds(body):
         raise too_deep_upstream(label)
     return doc
 
@@ -152,7 +124,7 @@ def check_json_object(body: bytes, label: str = "the provider", prefix: str = ""
             f"The answer from {prefix}{label} is not {what}.",
             code="upstream_invalid_response",
         ) from None
-    if brackets(body) > MAX_DEPTH and depth_exceeds(body):  # the count: one C call
+    if depth_exceeds(body):
         raise too_deep_upstream(prefix + label)
 
 

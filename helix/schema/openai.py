@@ -14,9 +14,8 @@ import struct
 
 import msgspec
 
-from helix._fast import brackets
 from helix.errors import ErrorKind, HelixError
-from helix.schema.jsonsafe import MAX_DEPTH, decode_client, depth_exceeds, too_deep_client
+from helix.schema.jsonsafe import decode_client, depth_exceeds, too_deep_client
 
 
 class StreamOptions(msgspec.Struct):
@@ -164,7 +163,7 @@ def decode_request(decoder: msgspec.json.Decoder, body: bytes):
         # Nesting bounded here, once, for everything downstream (translators, cache key):
         # decode_client's work, its usual case inline (one frame fewer a request).
         view = decoder.decode(body)
-        if brackets(body) > MAX_DEPTH and depth_exceeds(body):
+        if depth_exceeds(body):
             raise too_deep_client()
         return view
     except (RecursionError, msgspec.DecodeError) as exc:

@@ -20,8 +20,7 @@ from __future__ import annotations
 
 import msgspec
 
-from helix._fast import brackets
-from helix.schema.jsonsafe import MAX_DEPTH, check_json_object, depth_exceeds, too_deep_upstream
+from helix.schema.jsonsafe import check_json_object, depth_exceeds, too_deep_upstream
 
 __all__ = ["CACHED", "REASONING", "Usage", "checked_openai_usage", "read_openai_usage"]
 
@@ -169,7 +168,7 @@ def checked_openai_usage(body: bytes, label: str = "the provider",
     except (msgspec.DecodeError, RecursionError):
         check_json_object(body, label, prefix)
         return None
-    if brackets(body) > MAX_DEPTH and depth_exceeds(body):
+    if depth_exceeds(body):
         raise too_deep_upstream(prefix + label)
     return _usage(u)
 
