@@ -14,6 +14,11 @@ kernel are not in them), so a change is kept on this count and then confirmed wi
     python bench/instr.py                       # this checkout, the `helix` on PATH
     python bench/instr.py :/tmp/other-tree @/usr/bin/python3.11 --requests 3000
     python bench/instr.py . :/tmp/other-tree    # several variants, one after another
+    python bench/instr.py --stream              # streams, a fresh connection each
+
+``--stream`` counts the shape of bench/run.py's TTFB row instead: each request a streamed chat
+completion (the fast mock's 10 content chunks) on a connection of its own, read to its end, so
+the count holds the accept, the relay set-up and the per-chunk path.
 
 A variant is ``[:TREE][@PYTHON][+CONFIG]`` as in ``bench/ab.py`` (``.`` is the default one).
 """
@@ -43,14 +48,20 @@ from run import (
     wait_ready,
 )
 
-REQUEST = (
-    "POST /v1/chat/completions HTTP/1.1\r\n"
-    "Host: 127.0.0.1\r\n"
-    "Content-Type: application/json\r\n"
-    f"Authorization: Bearer {MASTER_KEY}\r\n"
-    f"Content-Length: {len(CHAT_BODY)}\r\n"
-    "\r\n" + CHAT_BODY
-).encode()
+
+def _request(body: str) -> bytes:
+    return (
+        "POST /v1/chat/completions HTTP/1.1\r\n"
+        "Host: 127.0.0.1\r\n"
+        "Content-Type: application/json\r\n"
+        f"Authorization: Bearer {MASTER_KEY}\r\n"
+        f"Content-Length: {len(body)}\r\n"
+        "\r\n" + body
+    ).encode()
+
+
+REQUEST = _request(CHAT_BODY)
+STREAM_REQUEST = _request(CHAT_BODY[:-1] + ', "stream": true}')
 
 
 class Callgrind(Helix):
@@ -81,10 +92,27 @@ async def _conn(port: int, n: int) -> None:
         writer.close()
 
 
-def load(port: int, requests: int, conns: int) -> None:
+async def _streams(port: int, n: int) -> None:
+    """``n`` streams one after another, each on a fresh connection, read to the last chunk."""
+    for _ in range(n):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            writer.write(STREAM_REQUEST)
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+            if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
+                raise RuntimeError(f"unexpected response: {head[:200]!r}")
+            body = await asyncio.wait_for(reader.readuntil(b"\r\n0\r\n\r\n"), 60)
+            if b"[DONE]" not in body:
+                raise RuntimeError(f"stream without [DONE]: {body[-200:]!r}")
+        finally:
+            writer.close()
+
+
+def load(port: int, requests: int, conns: int, stream: bool = False) -> None:
     async def main() -> None:
         per, extra = divmod(requests, conns)
-        await asyncio.gather(*(_conn(port, per + (i < extra)) for i in range(conns)))
+        one = _streams if stream else _conn
+        await asyncio.gather(*(one(port, per + (i < extra)) for i in range(conns)))
 
     asyncio.run(main())
 
@@ -108,7 +136,7 @@ def total_ir(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def worker_ir(ctx: Context, spec: str, requests: int, conns: int) -> int:
+def worker_ir(ctx: Context, spec: str, requests: int, conns: int, stream: bool = False) -> int:
     """The worker's instructions from fork to exit, having served ``requests``."""
     out = Path(tempfile.mkdtemp(prefix="cg-", dir=ctx.tmp))
     target = variant(ctx, 0, "helix" + spec, Callgrind)
@@ -119,7 +147,7 @@ def worker_ir(ctx: Context, spec: str, requests: int, conns: int) -> int:
     try:
         wait_ready(port, proc, target.ready_timeout, poll=0.5)
         worker = worker_pid(proc.pid)
-        load(port, requests, conns)
+        load(port, requests, conns, stream)
     finally:
         proc.stop(timeout=60.0)  # SIGTERM: a clean exit, so callgrind writes its totals
     dump = out / f"cg.{worker}"
@@ -128,10 +156,12 @@ def worker_ir(ctx: Context, spec: str, requests: int, conns: int) -> int:
     return total_ir(dump)
 
 
-def measure(ctx: Context, spec: str, requests: int, warmup: int, conns: int) -> float:
+def measure(
+    ctx: Context, spec: str, requests: int, warmup: int, conns: int, stream: bool = False
+) -> float:
     """Instructions per request: two runs that differ only by ``requests`` more requests."""
-    short = worker_ir(ctx, spec, warmup, conns)
-    long = worker_ir(ctx, spec, warmup + requests, conns)
+    short = worker_ir(ctx, spec, warmup, conns, stream)
+    long = worker_ir(ctx, spec, warmup + requests, conns, stream)
     return (long - short) / requests
 
 
@@ -142,6 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--conns", type=int, default=8, help="keep-alive connections")
     ap.add_argument("--repeat", type=int, default=1, help="runs per variant")
+    ap.add_argument(
+        "--stream", action="store_true", help="streamed requests, a fresh connection each"
+    )
     opts = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
@@ -153,14 +186,17 @@ def main(argv: list[str] | None = None) -> int:
             for spec in opts.variants:
                 spec = "" if spec == "." else spec
                 for r in range(opts.repeat):
-                    ir = measure(ctx, spec, opts.requests, opts.warmup, opts.conns)
+                    ir = measure(ctx, spec, opts.requests, opts.warmup, opts.conns, opts.stream)
                     print(f"{spec or '.'} run {r}: {ir:,.0f} instructions/request", flush=True)
                     rows.append((spec or ".", ir))
         finally:
             Proc.stop_all()
     base = rows[0][1]
-    print(f"\n{opts.requests} requests over {opts.conns} keep-alive connections after "
-          f"{opts.warmup} warm-up, one worker under callgrind")
+    if opts.stream:
+        what = f"streams (10 chunks each), each on a fresh connection, {opts.conns} at a time,"
+    else:
+        what = f"requests over {opts.conns} keep-alive connections"
+    print(f"\n{opts.requests} {what} after {opts.warmup} warm-up, one worker under callgrind")
     print("| variant | instructions/request | vs first |\n|---|---:|---:|")
     for spec, ir in rows:
         print(f"| {spec} | {ir:,.0f} | {ir / base:.3f}× |")

@@ -1,14 +1,15 @@
 """Incremental Server-Sent Events parser (WHATWG event-stream rules).
 
-Single source: this file runs as plain Python, and the build compiles the very
-same file with Cython as ``helix._fast.sse_c`` (``sse_c.py`` is a link to it,
-``sse_c.pxd`` adds C types), so the two cannot drift.
+The pure-Python twin of the hand-written ``sse_c.pyx`` (used when extensions are off or
+not built); the two must agree (tests/fast/test_sse_parity.py).
 
 ``feed(data)`` takes any slice of the byte stream and returns the events it
 completed, as ``(event, data)`` tuples: ``event`` is the ``event:`` field as
 ``str`` or ``None``, ``data`` the ``data:`` lines joined by ``\\n`` as
-``bytes``.  Lines end with CRLF, LF or CR.  The buffer keeps a read offset, so
-a stream delivered one byte at a time is still parsed in linear time.
+``bytes``.  Lines end with CRLF, LF or CR.  Each line end in a feed is searched
+for once, and consumed lines leave the buffer once per feed (an unfinished line
+fed a byte at a time is searched again each time here; the compiled twin keeps
+where its search stopped).
 """
 
 class SSEParser:

@@ -45,7 +45,7 @@ from helix.observe import timing
 from helix.pipeline.context import RequestContext
 from helix.providers.base import FanOut
 from helix.routing.models import DEFAULT, Registry, cost
-from helix.schema.jsonsafe import GuardedRelay, upstream_error
+from helix.schema.jsonsafe import too_deep_upstream, upstream_error
 from helix.schema.usage import Usage
 
 # Provider response headers worth keeping; everything else (cookies, server,
@@ -224,13 +224,12 @@ def make_forward(pool: UpstreamPool, models: Registry | None = None):
                 headers.extend(ctx.response_headers)
             ctx.status = status
             if p.stream:
-                # GuardedRelay: an event nested too deep is a 502, not a RecursionError.
                 if native:
-                    relay = GuardedRelay(adapter.native_relay(api.name, dep, ctx.view))
+                    relay = adapter.native_relay(api.name, dep, ctx.view)
                     sink = None
                 else:
                     sink = api.sink(ctx, dep)
-                    relay = GuardedRelay(api.stream_relay(ctx, dep, sink))
+                    relay = api.stream_relay(ctx, dep, sink)
                 ctx.relay = relay
                 if not relay.passthrough:
                     headers = _sse_headers(headers)
@@ -407,8 +406,15 @@ def _capturing(send, capture):
 async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: bytes | None,
                  sink=None) -> None:
     # ``chunk``: the first chunk, already received by ``prepare``.
+    # A relay that decodes events (msgspec) raises RecursionError on an event nested near
+    # the interpreter's limit: that is the provider's fault, a 502 before the head is out,
+    # an error event after (the guard is here, not a wrapper around the relay: a wrapper
+    # costs a Python frame per chunk and a formatted AttributeError per attribute read).
     exchange = ctx.exchange
-    first = relay.feed(chunk) if chunk is not None else b""
+    try:
+        first = relay.feed(chunk) if chunk is not None else b""
+    except RecursionError:
+        raise too_deep_upstream() from None
     # The whole stream came with the head (a short answer from a fast upstream): head,
     # events and terminator go out in one write at the end.
     whole = chunk is not None and resp.ended
@@ -441,8 +447,10 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
         failed = getattr(relay, "error", None)  # an error event relayed as it came
         if failed is not None:
             ctx.error = failed
-    except HelixError as err:
+    except (HelixError, RecursionError) as err:
         # Mid-stream failure: end any half-written event, then an error event.
+        if type(err) is RecursionError:
+            err = too_deep_upstream()
         ctx.error = err
         sep = b"" if tail.endswith(_SSE_TAIL) else b"\n\n"
         event = sink.error(err) if sink is not None else ctx.api.error_event(err)

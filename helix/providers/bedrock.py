@@ -830,8 +830,8 @@ class BedrockAnthropicRelay:
                 raise HelixError(
                     ErrorKind.UPSTREAM_PROTOCOL, f"Bedrock sent a malformed chunk: {exc}"
                 ) from None
+            self._reader.see(etype, payload)
             name = etype.encode()
-            self._reader.see(name, payload)
             out.append(b"event: " + name + b"\ndata: " + payload + b"\n\n")
         self.usage = self._reader.usage
         return b"".join(out)

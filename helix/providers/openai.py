@@ -93,6 +93,9 @@ def decode_usage(body: bytes) -> dict | None:
     return usage
 
 
+# Searched with ``payload.find(key) >= 0``, not ``key in payload``: on 3.11 ``bytes in bytes``
+# first tries the needle as an int and formats the TypeError it gets (about 2,000
+# instructions an event, a streamed request's every event).
 _USAGE_KEY = b'"usage"'
 _JSON_SPACE = b" \t\r\n:"
 
@@ -128,7 +131,7 @@ class OpenAIStreamRelay:
 
     def feed(self, data: bytes) -> bytes:
         for _event, payload in self._parser.feed(data):
-            if _USAGE_KEY in payload and _has_usage(payload):
+            if payload.find(_USAGE_KEY) >= 0 and _has_usage(payload):
                 usage = read_openai_usage(payload)
                 if usage is not None:
                     self.usage = usage
@@ -289,8 +292,8 @@ class ResponsesPassthroughRelay:
 
     def feed(self, data: bytes) -> bytes:
         for _event, payload in self._parser.feed(data):
-            if (_USAGE_KEY in payload and _has_usage(payload)) or (
-                    self.response_id is None and _RESPONSE_ID in payload):
+            if (payload.find(_USAGE_KEY) >= 0 and _has_usage(payload)) or (
+                    self.response_id is None and payload.find(_RESPONSE_ID) >= 0):
                 try:
                     ev = _response_event_decoder.decode(payload)
                 except msgspec.DecodeError:

@@ -32,7 +32,6 @@ from helix.errors import ErrorKind, HelixError
 
 __all__ = [
     "MAX_DEPTH",
-    "GuardedRelay",
     "check_json_object",
     "decode_client",
     "decode_upstream",
@@ -126,37 +125,6 @@ def check_json_object(body: bytes, label: str = "the provider", prefix: str = ""
         ) from None
     if depth_exceeds(body):
         raise too_deep_upstream(prefix + label)
-
-
-class GuardedRelay:
-    """A provider's stream relay whose events nesting too deep are a 502, not a crash.
-
-    Translating relays decode each event with msgspec, which raises
-    ``RecursionError`` on JSON nested near the interpreter's limit; this turns
-    it into the same ``HelixError`` a body read whole gets.  Everything else
-    (``passthrough``, ``usage`` ...) is the relay's own.
-    """
-
-    __slots__ = ("_label", "_relay")
-
-    def __init__(self, relay, label: str = "the provider") -> None:
-        self._relay = relay
-        self._label = label
-
-    def feed(self, data: bytes) -> bytes:
-        try:
-            return self._relay.feed(data)
-        except RecursionError:
-            raise too_deep_upstream(self._label) from None
-
-    def close(self) -> bytes:
-        try:
-            return self._relay.close()
-        except RecursionError:
-            raise too_deep_upstream(self._label) from None
-
-    def __getattr__(self, name: str):
-        return getattr(self._relay, name)
 
 
 def upstream_error(error, dep, status: int, headers, body: bytes) -> HelixError:

@@ -1,4 +1,6 @@
-"""The compiled SSE parser and its pure-Python twin must behave identically."""
+"""The compiled SSE parser (helix/_fast/sse_c.pyx, hand-written C) and its pure-Python twin
+(sse_py.py) must behave identically: same events for any stream, cut anywhere, fed as bytes,
+bytearray or memoryview, with the same bytes left buffered."""
 
 import pytest
 from hypothesis import given, settings
@@ -57,7 +59,12 @@ lines = st.lists(
             lambda s: b"data: " + s,
             st.binary(max_size=20).filter(lambda b: b"\n" not in b and b"\r" not in b),
         ),
-        st.sampled_from([b"", b": c", b"event: x", b"id: 1", b"retry: 5", b"data"]),
+        st.builds(
+            lambda f, s: f + s,
+            st.sampled_from([b"event:", b"event: ", b"data:", b"dat", b"datax: ", b"data :"]),
+            st.binary(max_size=12).filter(lambda b: b"\n" not in b and b"\r" not in b),
+        ),
+        st.sampled_from([b"", b": c", b"event: x", b"id: 1", b"retry: 5", b"data", b"event"]),
     ),
     max_size=30,
 )
@@ -76,3 +83,46 @@ def test_parity_random_streams_and_splits(ls, eol, cuts):
     assert feed_all(SSEParserPy, chunks) == whole
     for cls in IMPLS[1:]:
         assert feed_all(cls, chunks) == whole
+
+
+def _split(stream: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({min(c, len(stream)) for c in cuts})
+    chunks, prev = [], 0
+    for p in [*points, len(stream)]:
+        chunks.append(stream[prev:p])
+        prev = p
+    return chunks
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines, st.lists(st.sampled_from([b"\n", b"\r\n", b"\r"]), min_size=1, max_size=4),
+       st.lists(st.integers(0, 400), max_size=10), st.sampled_from([bytes, bytearray, memoryview]),
+       st.booleans())
+def test_parity_mixed_line_ends_buffer_types_and_tail(ls, eols, cuts, kind, finish):
+    """Line ends mixed within one stream (a CR at a chunk's end, its LF in the next), every
+    chunk as one buffer type, and a stream that stops mid-line: the events and the bytes
+    left buffered agree chunk by chunk."""
+    stream = b"".join(line + eols[i % len(eols)] for i, line in enumerate(ls))
+    if finish:
+        stream += eols[0] * 2
+    chunks = _split(stream, cuts)
+    parsers = [cls() for cls in IMPLS]
+    for chunk in chunks:
+        got = [p.feed(kind(chunk)) for p in parsers]
+        assert all(g == got[0] for g in got), (chunk, got)
+        assert len({p.buffered for p in parsers}) == 1
+    assert len({tuple(p.close()) for p in parsers}) == 1
+    assert {p.buffered for p in parsers} == {0}
+
+
+@pytest.mark.parametrize("cls", IMPLS, ids=lambda c: c.__module__)
+def test_long_line_a_byte_at_a_time(cls):
+    """A 20,000-byte event delivered one byte per feed (the tail is searched once)."""
+    payload = b"x" * 20_000
+    stream = b"data: " + payload + b"\n\nevent: e\xff\ndata: 2\n\n"
+    p = cls()
+    events = []
+    for i in range(len(stream)):
+        events += p.feed(stream[i : i + 1])
+    assert events == [(None, payload), ("e\ufffd", b"2")]
+    assert p.buffered == 0

@@ -24,7 +24,7 @@ from helix.config import ConfigError
 from helix.errors import HelixError
 from helix.providers import catalog
 from helix.providers.base import Deployment
-from helix.schema.jsonsafe import GuardedRelay, check_json_object, upstream_error
+from helix.schema.jsonsafe import check_json_object, too_deep_upstream, upstream_error
 from helix.schema.openai import chat_request_decoder, decode_request
 
 __all__ = ["TARGETS"]
@@ -130,13 +130,14 @@ def provider_stream(ptype: str):
             relay = adapter.stream_relay(dep, _VIEWS[True], sinks[k]())
         else:
             relay = adapter.native_relay(natives[k - len(sinks)], dep, _VIEWS[True])
-        relay = GuardedRelay(relay)  # as forward does
         try:
             for piece in _split(data):
                 out = relay.feed(piece)
                 assert isinstance(out, bytes | bytearray)
             out = relay.close()
             assert isinstance(out, bytes | bytearray)
+        except RecursionError:  # forward's _relay answers this with too_deep_upstream()
+            too_deep_upstream().to_json()
         except HelixError as err:
             err.to_json()
 

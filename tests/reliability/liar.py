@@ -146,6 +146,19 @@ class Liar:
                 w.write(b" ")
                 await w.drain()
                 await asyncio.sleep(0.05)
+        elif mode in (b"deepsse0", b"deepsse1"):  # an SSE stream with an event nested deep
+            ok = (b'data: {"id":"c1","object":"chat.completion.chunk","created":1,'
+                  b'"model":"liar","choices":[{"index":0,"delta":{"role":"assistant",'
+                  b'"content":"fine"},"finish_reason":null}]}\n\n')
+            deep = (b'data: {"id":"c1","choices":[],"usage":' + b'{"a":' * 3000 + b"1"
+                    + b"}" * 3000 + b"}\n\n")
+            w.write(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n"
+                    b"transfer-encoding: chunked\r\n\r\n")
+            for event in ((deep,) if mode == b"deepsse0" else (ok, deep)):
+                w.write(b"%x\r\n%s\r\n" % (len(event), event))
+                await w.drain()
+                await asyncio.sleep(0.05)  # each event its own read: the first, then later
+            w.write(b"0\r\n\r\n")
         elif mode == b"garbage":
             w.write(b"\x00\xffNOT HTTP AT ALL\r\n\r\n")
             return False

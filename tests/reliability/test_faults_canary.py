@@ -35,6 +35,7 @@ FAULTS = {
     "huge200": (502, "upstream_response_too_large"),
     "hugechunked": (502, "upstream_response_too_large"),
     "trickle": (504, "upstream_timeout"),
+    "deepsse0": (502, "upstream_invalid_response"),
     "garbage": (502, None),
     "close": (502, None),
 }
@@ -48,7 +49,7 @@ def config(mock_url: str, liar_url: str) -> str:
         f"  - {{name: mock, type: openai_compatible, base_url: '{mock_url}/v1',",
         "     api_key: CANARY-provider-mock-01, models: [gpt-4o-mini]}",
     ]
-    for mode in FAULTS:
+    for mode in [*FAULTS, "deepsse1"]:
         lines += [
             f"  - {{name: {mode}, type: openai_compatible, base_url: '{liar_url}/v1',",
             f"     api_key: CANARY-provider-{mode}-01, headers: {{x-liar: {mode}}},",
@@ -226,3 +227,32 @@ def test_other_client_apis_keep_the_promises(env, api):
                            headers=headers)
     assert got == 400, (got, data[:300])
     assert shape(data)
+
+
+def test_stream_event_nested_too_deep_through_a_translating_relay(env):
+    """An Anthropic client in front of an OpenAI-compatible provider: the relay decodes each
+    event (msgspec), which raises RecursionError on one nested 3,000 deep.  forward's _relay
+    makes that a 502 in Anthropic's shape while nothing has gone out, and an Anthropic error
+    event after the first event has; the worker lives on."""
+    helix, _ = env
+    headers = {"x-api-key": GW, "anthropic-version": "2023-06-01"}
+
+    def body(model):
+        return json.dumps({"model": model, "max_tokens": 16, "stream": True,
+                           "messages": [{"role": "user", "content": "hi"}]}).encode()
+
+    got, h, data = request(helix.port, body("deepsse0-model"), path="/v1/messages", key=None,
+                           headers=headers)
+    assert got == 502, (got, data[:300])
+    doc = json.loads(data)
+    assert doc["type"] == "error" and "nests JSON" in doc["error"]["message"], doc
+    no_canary(h, data)
+    got, h, data = request(helix.port, body("deepsse1-model"), path="/v1/messages", key=None,
+                           headers=headers)
+    assert got == 200, (got, data[:300])
+    text = data.decode()
+    assert "event: message_start" in text and '"fine"' in text, text[:600]
+    assert text.rstrip().endswith("}") and "event: error" in text, text[-600:]
+    assert "nests JSON" in text.split("event: error", 1)[1], text[-600:]
+    no_canary(h, data)
+    assert request(helix.port, chat_body("gpt-4o-mini"), key=GW)[0] == 200

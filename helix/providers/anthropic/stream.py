@@ -293,17 +293,17 @@ class AnthropicPassthroughRelay:
             self.see(name, payload)
         return data
 
-    def see(self, name: bytes | None, payload: bytes) -> None:
-        if _USAGE in payload:
+    def see(self, name: str | None, payload: bytes) -> None:
+        if payload.find(_USAGE) >= 0:  # find, not `in`: see helix/providers/openai.py
             try:
                 ev = _usage_event_decoder.decode(payload)
             except msgspec.DecodeError:
                 return
             merge_usage(self._usage, ev.message.usage if ev.message is not None else ev.usage)
             self.usage = usage_of(self._usage)
-        elif name == b"message_stop" or payload.startswith(b'{"type":"message_stop"'):
+        elif name == "message_stop" or payload.startswith(b'{"type":"message_stop"'):
             self.done = True
-        elif _ERROR in payload:
+        elif payload.find(_ERROR) >= 0:
             try:
                 ev = _usage_event_decoder.decode(payload)
             except msgspec.DecodeError:

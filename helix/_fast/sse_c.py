@@ -1,1 +1,0 @@
-sse_py.py
