@@ -36,6 +36,7 @@ NO_EXTENSIONS = os.environ.get("HELIX_NO_EXTENSIONS", "") not in ("", "0")
 _TWINS = {
     "text_line_py": ("access_py", "text_line"),
     "pick_headers_py": ("head_py", "pick_headers"),
+    "frame_chunk_py": ("head_py", "frame_chunk"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
@@ -129,6 +130,9 @@ AttemptBook = _pick("AttemptBookPy", AttemptBookC)
 # Response head bytes (helix/server/writer.py build_head).
 head_c = _compiled_attr("head_c", "head")
 head = head_py if NO_EXTENSIONS or head_c is None else head_c
+# A streamed response's chunk framing (helix/server/writer.py frame_chunk).
+frame_chunk_c = _compiled_attr("head_c", "frame_chunk")
+frame_chunk = _pick("frame_chunk_py", frame_chunk_c)
 # A provider's response headers as the client gets them (helix/phases/forward.py).
 pick_headers_c = _compiled_attr("head_c", "pick_headers")
 pick_headers = _pick("pick_headers_py", pick_headers_c)

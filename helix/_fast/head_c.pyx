@@ -13,10 +13,11 @@ buffer ``%b`` does.  Same bytes, same errors: tests/fast/test_head_parity.py.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp, memcpy
 
+from helix._fast.head_py import frame_chunk as _frame_chunk_py
 from helix._fast.head_py import head as _head_py
 from helix._fast.head_py import pick_headers as _pick_headers_py
 
-__all__ = ["head", "pick_headers"]
+__all__ = ["frame_chunk", "head", "pick_headers"]
 
 cdef bytes _CLOSE = b"connection: close\r\n"
 cdef bytes _KEEP = b"connection: keep-alive\r\n"
@@ -160,4 +161,42 @@ def pick_headers(dict kinds, classify, rid, upstream, route, own=frozenset()):
             if k in own:
                 out.append(item)
     out.extend(route)
+    return out
+
+
+cdef const char *_HEX = b"0123456789abcdef"
+
+
+cpdef bytes frame_chunk(data, bint end=False):
+    """One chunk of a chunked body in one ``PyBytes``: hex length, CRLF, data, CRLF, and with
+    ``end`` the terminator ``0\\r\\n\\r\\n``.  Called per streamed chunk (the twin's ``%``
+    format is a Python frame and a format parse); anything but ``bytes`` goes to the twin."""
+    if type(data) is not bytes:
+        return _frame_chunk_py(data, end)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(data)
+    cdef char digits[16]
+    cdef int k = 0
+    cdef size_t v = <size_t>n
+    while True:
+        digits[k] = _HEX[v & 15]
+        k += 1
+        v >>= 4
+        if v == 0:
+            break
+    cdef Py_ssize_t total = k + 2 + n + 2 + (5 if end else 0)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, total)
+    cdef char *w = PyBytes_AS_STRING(out)
+    while k:
+        k -= 1
+        w[0] = digits[k]
+        w += 1
+    w[0] = 13
+    w[1] = 10
+    w += 2
+    memcpy(w, PyBytes_AS_STRING(data), n)
+    w += n
+    w[0] = 13
+    w[1] = 10
+    if end:
+        memcpy(w + 2, b"0\r\n\r\n", 5)
     return out

@@ -9,7 +9,7 @@ or value is response splitting: ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["RESERVED", "head", "pick_headers"]
+__all__ = ["RESERVED", "frame_chunk", "head", "pick_headers"]
 
 # Framing headers are owned by the server: a handler (or an upstream header passed
 # through) must never emit a second content-length or a transfer-encoding that
@@ -20,6 +20,7 @@ RESERVED = frozenset(
 )
 
 _CRLF = b"\r\n"
+_CHUNK_END = b"0\r\n\r\n"
 _CONN_CLOSE = b"connection: close\r\n"
 _CONN_KEEP_ALIVE = b"connection: keep-alive\r\n"
 _TE_CHUNKED = b"transfer-encoding: chunked\r\n"
@@ -81,3 +82,10 @@ def pick_headers(kinds, classify, rid, upstream, route, own=frozenset()):
                 out.append((k, v))
     out.extend(route)
     return out
+
+
+def frame_chunk(data, end=False):
+    """One chunk of a chunked body: hex length, CRLF, data, CRLF (one buffer); with ``end``
+    the terminating zero-length chunk follows in the same buffer."""
+    out = b"%x\r\n%b\r\n" % (len(data), data)
+    return out + _CHUNK_END if end else out

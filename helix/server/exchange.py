@@ -269,7 +269,7 @@ class Exchange:
         gone = conn.lost
         if not gone and self.request.method != "HEAD":
             if self._chunked:
-                conn.transport.write(frame_chunk(last) + CHUNK_END if last else CHUNK_END)
+                conn.transport.write(frame_chunk(last, True) if last else CHUNK_END)
             elif last:
                 conn.transport.write(last)
             self._bytes += len(last)

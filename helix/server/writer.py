@@ -9,6 +9,7 @@ from __future__ import annotations
 import http
 import time
 
+from helix._fast import frame_chunk as _frame_chunk
 from helix._fast import head as _head
 
 __all__ = [
@@ -97,6 +98,6 @@ def build_head(
                  server)
 
 
-def frame_chunk(data: bytes | bytearray | memoryview) -> bytes:
-    """One chunk of a chunked body: hex length, CRLF, data, CRLF (one buffer)."""
-    return b"%x\r\n%b\r\n" % (len(data), data)
+# One chunk of a chunked body: hex length, CRLF, data, CRLF (one buffer); frame_chunk(data,
+# True) adds the terminator.  Compiled in head_c (a C call per streamed chunk), else head_py.
+frame_chunk = _frame_chunk

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import head_c, head_py
+from helix._fast import frame_chunk_c, frame_chunk_py, head_c, head_py
 from helix.server.writer import build_head
 
 IMPLS = [head_py] + ([head_c] if head_c is not None else [])
@@ -99,3 +99,19 @@ def test_version_says_compiled_only_when_every_accelerator_is(monkeypatch):
     monkeypatch.undo()
     if all(fast.COMPILED.values()):
         assert fast.describe() == "compiled"
+
+
+FRAMERS = [frame_chunk_py] + ([frame_chunk_c] if frame_chunk_c is not None else [])
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.binary(max_size=600) | st.sampled_from([b"", b"x" * 4096, b"y" * 65536]),
+       end=st.booleans(), kind=st.sampled_from([bytes, bytearray, memoryview]))
+def test_frame_chunk_same_bytes(data, end, kind):
+    """The chunk framing, compiled and twin: hex length, CRLF, data, CRLF (and the
+    terminator with ``end``), for every size and buffer type."""
+    expected = b"%x\r\n" % len(data) + data + b"\r\n" + (b"0\r\n\r\n" if end else b"")
+    for impl in FRAMERS:
+        assert impl(kind(data), end) == expected
+        if not end:
+            assert impl(kind(data)) == expected
