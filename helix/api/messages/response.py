@@ -55,6 +55,18 @@ def event(name: bytes, doc: dict) -> bytes:
     return b"event: " + name + b"\ndata: " + _encode(doc) + b"\n\n"
 
 
+# A streamed answer's usual event, a text delta, from a template: the bytes of
+# event(b"content_block_delta", {"type": ..., "index": i, "delta": {"type": "text_delta",
+# "text": text}}) (msgspec writes keys in order, without spaces) without two dicts, a dict
+# encode and four frames per event (tests/unit/test_messages_sink.py checks it is the same).
+_TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+               b'"delta":{"type":"text_delta","text":%b}}\n\n')
+
+
+def text_delta_event(index: int, text: str) -> bytes:
+    return _TEXT_DELTA % (index, _encode(text))
+
+
 def _tool_input(arguments: Any) -> dict:
     if isinstance(arguments, dict):
         return arguments
@@ -150,6 +162,9 @@ class AnthropicSink:
               thinking: list | None = None) -> bytes:
         if choice != 0:
             return b""  # Anthropic has one choice
+        if (type(content) is str and content and self._open == _TEXT and not reasoning
+                and not thinking and not tools):  # more text for the open text block
+            return _TEXT_DELTA % (self._index, _encode(content))
         out: list[bytes] = []
         if reasoning:
             if self._open != _THINKING:
@@ -161,7 +176,7 @@ class AnthropicSink:
         if isinstance(content, str) and content:
             if self._open != _TEXT:
                 self._begin(_TEXT, {"type": "text", "text": ""}, out)
-            self._delta({"type": "text_delta", "text": content}, out)
+            out.append(_TEXT_DELTA % (self._index, _encode(content)))
         for call in tools or ():
             self._tool(call, out)
         return b"".join(out)
