@@ -32,6 +32,14 @@ __all__ = ["ResponsesSink", "build_response", "new_id", "response_skeleton", "us
 
 _encode = msgspec.json.Encoder().encode
 
+# A streamed answer's usual event, a text delta, from a template: the bytes _event gives for
+# ("response.output_text.delta", {"item_id", "output_index", "content_index": 0, "delta",
+# "logprobs": []}) without three dicts and a dict encode per event
+# (tests/unit/test_responses_sink.py checks it is the same).
+_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+               b'"item_id":%b,"output_index":%d,"content_index":0,"delta":%b,"logprobs":[],'
+               b'"sequence_number":%d}\n\n')
+
 # Request parameters a Response repeats back, with their value when the request left them out.
 _ECHO = {
     "instructions": None, "max_output_tokens": None, "metadata": {}, "parallel_tool_calls": True,
@@ -219,6 +227,12 @@ class ResponsesSink:
               thinking: list | None = None) -> bytes:
         if choice != 0:
             return b""  # one output per response
+        if (type(content) is str and content and self._kind == _MESSAGE and not reasoning
+                and not thinking and not tools):  # more text for the open message
+            self._text.append(content)
+            seq = self._seq
+            self._seq = seq + 1
+            return _TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content), seq)
         out: list[bytes] = []
         if reasoning or thinking:
             if self._kind != _REASONING:
@@ -243,9 +257,10 @@ class ResponsesSink:
                     "part": {"type": "output_text", "text": "", "annotations": [],
                              "logprobs": []}}))
             self._text.append(content)
-            out.append(self._event("response.output_text.delta", {
-                "item_id": self._item["id"], "output_index": self._index(),
-                "content_index": 0, "delta": content, "logprobs": []}))
+            seq = self._seq
+            self._seq = seq + 1
+            out.append(_TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content),
+                                      seq))
         for call in tools or ():
             self._tool(call, out)
         return b"".join(out)
