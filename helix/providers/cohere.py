@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from helix._fast import SSEParser
 from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, TranslatingAdapter, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
@@ -259,8 +260,6 @@ class CohereStreamRelay:
     passthrough = False
 
     def __init__(self, model: str, sink) -> None:
-        from helix._fast import SSEParser
-
         self._buf = SSEParser()
         self._model = model
         self._sink = sink

@@ -16,6 +16,12 @@ from typing import Any
 
 import msgspec
 
+# At module level: a function-level ``from module import name`` looks the module's
+# ``__path__`` up on every call, formatting two AttributeErrors for a plain module (about
+# 4,000 instructions; usage_of runs twice a stream).
+from helix.schema.usage import CACHED, REASONING
+from helix.schema.usage import Usage as HelixUsage
+
 __all__ = [
     "ERROR_TYPES",
     "FINISH_REASONS",
@@ -220,9 +226,6 @@ def error_type_for(status: int, code: object = None) -> str:
 
 def usage_of(usage: Usage | None):
     """Anthropic's usage (input tokens apart from cache reads and writes) as a Helix Usage."""
-    from helix.schema.usage import CACHED, REASONING
-    from helix.schema.usage import Usage as HelixUsage
-
     u = usage or Usage()
     read = u.cache_read_input_tokens or 0
     write = u.cache_creation_input_tokens or 0
