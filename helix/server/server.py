@@ -13,7 +13,6 @@ import socket
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from helix import _fast
@@ -100,14 +99,16 @@ class Server:
             self.loop = asyncio.get_running_loop()
         tune_malloc()  # bodies freed go back to the kernel (helix/server/memory.py)
         srv = await self.loop.create_server(
-            # A partial (C) rather than a method: one Python frame fewer per connection.
-            partial(HttpProtocol, self),
+            self._protocol_factory,
             sock=sock,
             # create_server calls listen() again; don't shrink the caller's
             # backlog to asyncio's default of 100.
             backlog=socket.SOMAXCONN,
         )
         self._servers.append(srv)
+
+    def _protocol_factory(self) -> HttpProtocol:
+        return HttpProtocol(self)
 
     def stop_accepting(self) -> None:
         for srv in self._servers:
