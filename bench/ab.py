@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def streams_ab(targets: list[Target], running: list, n: int, pairs: int) -> None:
-    rows: dict[int, list[tuple[float, float, float]]] = {}
+    rows: dict[int, list[tuple[float, float]]] = {}
     for _, port, _ in running:  # warm-up: upstream connections to the restarted mock
         run_loadgen("ttfb", port, "-n", "5", timeout=120)
     for run in range(pairs):
@@ -149,7 +149,7 @@ def streams_ab(targets: list[Target], running: list, n: int, pairs: int) -> None
             cpu = (cpu_seconds(proc.pid) - cpu0) / n * 1e6
             if st.get("complete") != n or ttfb.get("errors"):
                 print(f"  {t.label}: not clean: {st} {ttfb.get('errors')}", flush=True)
-            rows.setdefault(i, []).append((ttfb["median_ms"], cpu, st.get("max_chunk_gap_ms", 0.0)))
+            rows.setdefault(i, []).append((ttfb["median_ms"], cpu))
             print(
                 f"run {run} {t.label}: TTFB median {ttfb['median_ms']:.3f} ms, "
                 f"{cpu:.0f} µs CPU/stream ({n} at once, {st.get('complete')} complete, "

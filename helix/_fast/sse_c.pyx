@@ -42,7 +42,7 @@ cdef class SSEParser:
     cpdef list feed(self, data):
         cdef list events = []
         cdef const char *p
-        cdef Py_ssize_t n, pos = 0, start, end
+        cdef Py_ssize_t n, pos = 0, start
         cdef bint direct = type(data) is bytes and PyByteArray_GET_SIZE(self._buf) == 0
         if direct:
             p = PyBytes_AS_STRING(data)
