@@ -33,6 +33,7 @@ cdef class Connection:
     cdef public Py_ssize_t requests
     cdef public bint retryable
     cdef public bint reusable
+    cdef public object sink
     cdef public Py_ssize_t state
     cdef public Py_ssize_t status
     cdef public object timer

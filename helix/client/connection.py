@@ -107,6 +107,7 @@ class Connection:
         "requests",
         "retryable",
         "reusable",
+        "sink",
         "state",
         "status",
         "timer",
@@ -157,6 +158,8 @@ class Connection:
         self.deadline: float | None = None
         self._head_size = 0
         self._informational = False
+        # A stream relayed by push (UpstreamResponse.push): called with each read's body.
+        self.sink: Callable[[bytes, bool], bool] | None = None
 
     # ------------------------------------------------------------ transport
 
@@ -181,11 +184,16 @@ class Connection:
                     # A complete response followed by junk or a second message:
                     # the body is intact, the socket is not reusable.
                     self.reusable = False
+                    if self.sink is not None and self.body:
+                        self._push()
                     self.transport.abort()
                 else:
                     self.fail(
                         HelixError(_PROTO, f"malformed response from {self.label}", cause=exc)
                     )
+                return
+            if self.sink is not None and self.body:
+                self._push()
         elif state == DONE:
             self.reusable = False
             self.transport.abort()
@@ -277,6 +285,8 @@ class Connection:
         if self.buffered > self.high_water and not self.paused:
             self.paused = True
             self.transport.pause_reading()
+        if self.sink is not None:
+            return  # pushed at the end of data_received; the pushing task sleeps on
         waiter = self.body_waiter
         if waiter is not None:
             self.body_waiter = None
@@ -299,6 +309,57 @@ class Connection:
 
     # ------------------------------------------------------------- helpers
 
+    def _push(self) -> None:
+        """Hand this read's body to the push sink (UpstreamResponse.push): the relay runs
+        here, in the read callback, instead of in a task woken for every chunk."""
+        sink = self.sink
+        data = self.take()
+        end = self.state == DONE
+        try:
+            wait = sink(data, end)
+        except Exception as exc:
+            # The relay refused the bytes (an error event, a nesting bomb) or the client is
+            # gone: the stream stops here and the pushing task gets the exception.
+            self.sink = None
+            self.reusable = False
+            self._drop_timer()
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                if not waiter.done():
+                    waiter.set_exception(exc)
+            if not self.closed and self.transport is not None:
+                self.transport.abort()
+            return
+        if end or wait:
+            # The end (_complete left the waiter to us: a sink that raised on the last bytes
+            # must still be heard), or the client takes no more for now: stop reading
+            # upstream until it drains (the pushing task waits for that, then resumes).
+            self.sink = None
+            if not end and not self.paused:
+                self.paused = True
+                self.transport.pause_reading()
+            waiter = self.body_waiter
+            if waiter is not None:
+                self.body_waiter = None
+                if not waiter.done():
+                    waiter.set_result(None)
+            return
+        # Data came: the idle timeout starts again (the armed handle fires at its old time,
+        # sees the later ``due`` and re-arms: no timer work per chunk).
+        when = self.loop.time() + self.read_timeout
+        deadline = self.deadline
+        if deadline is not None and deadline < when:
+            when = deadline
+        self._arm(when)
+
+    def resume(self) -> None:
+        """Read again after :meth:`_push` paused for a slow client."""
+        if self.paused:
+            self.paused = False
+            if not self.closed:
+                self.transport.resume_reading()
+
     def _complete(self) -> None:
         self.state = DONE
         self.reusable = self.keep_alive and not self.closed
@@ -307,6 +368,8 @@ class Connection:
             self.paused = False
             if not self.closed:
                 self.transport.resume_reading()
+        if self.sink is not None and self.body:
+            return  # inside data_received: _push wakes the pushing task after the sink ran
         waiter = self.body_waiter
         if waiter is not None:
             self.body_waiter = None

@@ -453,6 +453,60 @@ class UpstreamResponse:
                 conn.deadline = None if total is None else self._started + total
         return await self._next_chunk()
 
+    async def push(self, sink, drain) -> None:
+        """Relay the rest of a streamed body by push: ``sink(data, end)`` gets each read's
+        body bytes, called from the connection's read callback (no task woken per chunk);
+        ``end`` is true when the body ended with them.  A true return means the client takes
+        no more for now: reading upstream pauses until ``await drain()`` returns.  Returns at
+        the end of the body (the connection released); raises what :meth:`next_chunk` would
+        (a timeout, a broken upstream) or what ``sink`` raised.  The stream deadline applies
+        as for :meth:`next_chunk`."""
+        if not self._streaming:
+            self._streaming = True
+            conn = self._conn
+            if conn is not None:
+                total = self._stream_total
+                conn.deadline = None if total is None else self._started + total
+        conn = self._conn
+        if conn is None:
+            if self._error is not None:
+                raise self._error
+            return
+        try:
+            while True:
+                if conn.body:  # arrived while nobody pushed (or with the head)
+                    end = conn.state == DONE
+                    if sink(conn.take(), end) and not end:
+                        await drain()
+                        continue
+                if conn.state == DONE:
+                    break
+                if conn.error is not None:
+                    raise conn.error
+                deadline = conn.deadline
+                if deadline is not None and conn.loop.time() >= deadline:
+                    conn.fail(
+                        HelixError(
+                            ErrorKind.READ_TIMEOUT,
+                            f"upstream {conn.label} exceeded the total time budget",
+                        )
+                    )
+                    raise conn.error
+                conn.sink = sink
+                try:
+                    await conn.wait_body()
+                finally:
+                    conn.sink = None
+                if conn.paused and not conn.body:  # the sink paused reading: client is slow
+                    await drain()
+                    conn.resume()
+        except BaseException as exc:
+            if isinstance(exc, HelixError):
+                self._error = exc
+            self._abandon(conn)
+            raise
+        self._finish(conn)
+
     async def _next_chunk(self) -> bytes | None:
         conn = self._conn
         if conn is None:

@@ -395,14 +395,6 @@ def usage_in(api, tail: bytes | None):
     return None
 
 
-def _capturing(send, capture):
-    async def send_and_capture(data: bytes) -> None:
-        capture.append(data)
-        await send(data)
-
-    return send_and_capture
-
-
 async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: bytes | None,
                  sink=None) -> None:
     # ``chunk``: the first chunk, already received by ``prepare``.
@@ -419,31 +411,42 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
     # events and terminator go out in one write at the end.
     whole = chunk is not None and resp.ended
     ctx.committed = True
-    send = exchange.send
     capture = ctx.capture  # the cache's: it stores the stream once complete
-    if capture is not None:
-        send = _capturing(send, capture)
-    tail = first[-4:] if first else b"\n\n"
-    # The stream's final bytes, written together with its terminator.
+    # The last bytes relayed (for the separator before an error event) and the stream's
+    # final bytes, written together with its terminator.
+    out = first
     last = first if whole else b""
     if not whole:
         exchange.start_stream(status, headers, first)
         if capture is not None:
             capture.append(first)
+    feed = relay.feed
+    push = exchange.push
+
+    def on_data(data: bytes, end: bool) -> bool:
+        # Called from the upstream connection's read callback with each read's body: the
+        # relay runs there, not in this task (no task wake-up, no coroutine resumed per
+        # chunk).  The upstream's end coming with these bytes: held for one write with
+        # the terminator.
+        nonlocal out, last
+        data = feed(data)
+        if not data:
+            return False
+        out = data
+        if end:
+            last = data
+            return False
+        if capture is not None:
+            capture.append(data)
+        return push(data)
+
     try:
-        chunk = await resp.next_chunk() if chunk is not None and not whole else None
-        while chunk is not None:
-            out = relay.feed(chunk)
-            if out:
-                tail = out[-4:]
-                if resp.ended:  # the upstream's end came with this chunk: one write for both
-                    last = out
-                    break
-                await send(out)
-            chunk = await resp.next_chunk()
-        out = relay.close()
-        if out:
-            last += out
+        if chunk is not None and not whole:
+            await resp.push(on_data, exchange.drain)
+        tail = relay.close()
+        if tail:
+            last += tail
+            out = tail
         failed = getattr(relay, "error", None)  # an error event relayed as it came
         if failed is not None:
             ctx.error = failed
@@ -452,7 +455,7 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
         if type(err) is RecursionError:
             err = too_deep_upstream()
         ctx.error = err
-        sep = b"" if tail.endswith(_SSE_TAIL) else b"\n\n"
+        sep = b"" if (out[-4:] if out else b"\n\n").endswith(_SSE_TAIL) else b"\n\n"
         event = sink.error(err) if sink is not None else ctx.api.error_event(err)
         last += sep + event
     if last and capture is not None:

@@ -242,6 +242,13 @@ class Exchange:
 
     async def send(self, data: bytes) -> None:
         """Write one chunk; wait while the client is slow; raise if it is gone."""
+        if self.push(data):
+            await self._conn.flow.drain()
+
+    def push(self, data: bytes) -> bool:
+        """Write one chunk without waiting (for a relay fed from an upstream read callback);
+        raise if the client is gone.  True when the client is slow: wait for :meth:`drain`
+        before the next."""
         if self._state != _STREAMING:
             raise RuntimeError("send() without an open stream")
         conn = self._conn
@@ -249,13 +256,16 @@ class Exchange:
             raise ClientDisconnected()
         if not data:
             # An empty chunk would terminate the chunked body.
-            return
+            return False
         if self.request.method != "HEAD":
             conn.transport.write(frame_chunk(data) if self._chunked else data)
             self._bytes += len(data)
-        flow = conn.flow
-        if flow.write_paused:
-            await flow.drain()
+        return conn.flow.write_paused
+
+    def drain(self):
+        """An awaitable that returns once the client takes writes again (raises if it
+        went away)."""
+        return self._conn.flow.drain()
 
     def end_stream(self, last: bytes = b"") -> None:
         """End the stream; ``last``, if given, is its final chunk, written in the same

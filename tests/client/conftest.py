@@ -139,6 +139,7 @@ def client_build(request, monkeypatch):
     import tests.client.test_client_answers
     import tests.client.test_client_parsing
     import tests.client.test_client_pool
+    import tests.client.test_client_push
     import tests.client.test_client_tls_dns
 
     pool, conn = request.param
@@ -146,7 +147,8 @@ def client_build(request, monkeypatch):
     for name in _CONN_NAMES:
         monkeypatch.setattr(pool, name, getattr(conn, name))
     for module in (tests.client.test_client_answers, tests.client.test_client_parsing,
-                   tests.client.test_client_pool, tests.client.test_client_tls_dns):
+                   tests.client.test_client_pool, tests.client.test_client_push,
+                   tests.client.test_client_tls_dns):
         for name in _POOL_NAMES:
             if hasattr(module, name):
                 monkeypatch.setattr(module, name, getattr(pool, name))

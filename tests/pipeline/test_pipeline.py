@@ -50,6 +50,13 @@ class FakeExchange:
     async def send(self, data: bytes) -> None:
         self.chunks.append(data)
 
+    def push(self, data: bytes) -> bool:  # forward's relay, called from the upstream's reads
+        self.chunks.append(data)
+        return False
+
+    async def drain(self) -> None:
+        raise AssertionError("push never asked to wait")
+
     def end_stream(self, last: bytes = b"") -> None:
         self.last = last  # written with the terminator, in one write
         if last:
