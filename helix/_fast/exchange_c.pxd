@@ -8,8 +8,8 @@ cdef Py_ssize_t _CONCAT_LIMIT
 
 
 cdef class Request:
+    cdef public object _client
     cdef public object body
-    cdef public object client
     cdef public object headers
     cdef public object http_version
     cdef public bint keep_alive

@@ -31,6 +31,7 @@ cdef class HttpProtocol:
     cdef public object _method
     cdef public Py_ssize_t _nheaders
     cdef public Py_ssize_t _nrequests
+    cdef public bint _peer_read
     cdef public object _parser
     cdef public object _path
     cdef public Py_ssize_t _pstate

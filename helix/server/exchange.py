@@ -57,8 +57,8 @@ def _response_head(status, headers, length, chunked, close, keep_alive_10, serve
 
 class Request:
     __slots__ = (
+        "_client",
         "body",
-        "client",
         "headers",
         "http_version",
         "keep_alive",
@@ -75,7 +75,7 @@ class Request:
         headers: dict[str, str],
         body: bytes,
         http_version: str,
-        client: tuple[str, int] | None,
+        client,
         keep_alive: bool,
     ) -> None:
         self.method = method
@@ -84,8 +84,23 @@ class Request:
         self.headers = headers
         self.body = body
         self.http_version = http_version
-        self.client = client
+        # The address tuple, None, or the connection to ask (``peer()``) when something
+        # reads it: most requests never do, and reading it costs a syscall.
+        self._client = client
         self.keep_alive = keep_alive
+
+    @property
+    def client(self) -> tuple[str, int] | None:
+        """The client's ``(host, port)``, or None when unknown."""
+        client = self._client
+        if client is None or type(client) is tuple:
+            return client
+        client = self._client = client.peer()
+        return client
+
+    @client.setter
+    def client(self, value: tuple[str, int] | None) -> None:
+        self._client = value
 
     def __repr__(self) -> str:
         q = f"?{self.query}" if self.query else ""

@@ -24,6 +24,7 @@ class MockTransport(asyncio.Transport):
         self.reading = True
         self.pause_calls = 0
         self.peer = peer
+        self.asked: list[str] = []  # get_extra_info names, in order
         self.limits: tuple[int, int] | None = None
         # When set, every write "fills the buffer": the protocol is told to
         # pause writing, as a real transport does above the high-water mark.
@@ -40,6 +41,9 @@ class MockTransport(asyncio.Transport):
         self.chunks.append(b"".join(bytes(d) for d in list_of_data))
 
     def get_extra_info(self, name, default=None):
+        self.asked.append(name)
+        if self.closed and name == "peername":
+            return None  # as uvloop answers once the socket is gone
         return {"peername": self.peer, "sockname": ("127.0.0.1", 8080)}.get(name, default)
 
     def is_closing(self) -> bool:

@@ -86,6 +86,61 @@ async def test_simple_get_request_fields():
     assert server.active_requests == 0
 
 
+async def test_the_client_address_is_read_once_and_only_when_asked():
+    # getpeername is a syscall (and ≈ 2,200 instructions through uvloop) that most
+    # connections never need: the access log is off by default.
+    seen = []
+
+    async def handler(ex):
+        seen.append(ex.request)
+        ex.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET + GET)
+    await settle()
+    assert len(seen) == 2 and "peername" not in t.asked
+    assert seen[0].client == ("127.0.0.1", 50000)
+    assert seen[1].client == ("127.0.0.1", 50000)
+    assert seen[0].client == ("127.0.0.1", 50000)
+    assert t.asked.count("peername") == 1  # once for the connection
+    proto.data_received(GET)
+    await settle()
+    assert seen[2].client == ("127.0.0.1", 50000) and t.asked.count("peername") == 1
+    seen[2].client = ("10.0.0.1", 1)  # still settable
+    assert seen[2].client == ("10.0.0.1", 1)
+
+
+async def test_an_address_asked_for_after_the_client_left_is_unknown():
+    seen = []
+
+    async def handler(ex):
+        seen.append(ex.request)
+        ex.respond(200, [(b"content-type", b"text/plain")], b"ok")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    t.close()
+    await settle()
+    assert seen[0].client is None
+
+
+async def test_with_the_access_log_the_address_is_read_at_connect():
+    # The access line is written after the answer, maybe after the client left.
+    lines = []
+    proto, t, _ = make_conn(
+        echo,
+        ServerLimits(),
+        loop=asyncio.get_running_loop(),
+        access_log=lambda ex, status, n, dur: lines.append(ex.request.client),
+    )
+    assert t.asked == ["peername"]
+    t.peer = ("10.9.8.7", 4321)  # what the socket says later does not matter
+    proto.data_received(GET)
+    await settle()
+    assert lines == [("127.0.0.1", 50000)] and t.asked == ["peername"]
+
+
 async def test_post_body_and_keepalive():
     proto, t, _ = conn()
     proto.data_received(post(b'{"a":1}'))
