@@ -235,6 +235,13 @@ def _build_head(
     return head, keep_alive
 
 
+def _over_budget(conn: Connection) -> None:
+    """The exchange's total time budget has passed: fail the connection and raise."""
+    conn.fail(HelixError(ErrorKind.READ_TIMEOUT,
+                         f"upstream {conn.label} exceeded the total time budget"))
+    raise conn.error
+
+
 class UpstreamResponse:
     """A response whose head has arrived; the body is pulled on demand.
 
@@ -440,17 +447,22 @@ class UpstreamResponse:
         its end came with the last chunk)."""
         return self._conn is None and self._error is None
 
+    def _as_stream(self) -> None:
+        """The body is consumed as a stream: the exchange's deadline becomes
+        ``stream_total`` (from the same start)."""
+        self._streaming = True
+        conn = self._conn
+        if conn is not None:
+            total = self._stream_total
+            conn.deadline = None if total is None else self._started + total
+
     async def next_chunk(self) -> bytes | None:
         """The body bytes buffered so far (waiting if none), or None at the end.
 
         Consuming the body this way makes it a stream: from the first call on,
         the exchange's deadline is ``stream_total`` (from the same start)."""
         if not self._streaming:
-            self._streaming = True
-            conn = self._conn
-            if conn is not None:
-                total = self._stream_total
-                conn.deadline = None if total is None else self._started + total
+            self._as_stream()
         return await self._next_chunk()
 
     async def push(self, sink, drain) -> None:
@@ -462,11 +474,7 @@ class UpstreamResponse:
         (a timeout, a broken upstream) or what ``sink`` raised.  The stream deadline applies
         as for :meth:`next_chunk`."""
         if not self._streaming:
-            self._streaming = True
-            conn = self._conn
-            if conn is not None:
-                total = self._stream_total
-                conn.deadline = None if total is None else self._started + total
+            self._as_stream()
         conn = self._conn
         if conn is None:
             if self._error is not None:
@@ -485,13 +493,7 @@ class UpstreamResponse:
                     raise conn.error
                 deadline = conn.deadline
                 if deadline is not None and conn.loop.time() >= deadline:
-                    conn.fail(
-                        HelixError(
-                            ErrorKind.READ_TIMEOUT,
-                            f"upstream {conn.label} exceeded the total time budget",
-                        )
-                    )
-                    raise conn.error
+                    _over_budget(conn)
                 conn.sink = sink
                 try:
                     await conn.wait_body()
@@ -517,13 +519,7 @@ class UpstreamResponse:
         deadline = conn.deadline
         try:
             if deadline is not None and conn.loop.time() >= deadline:
-                conn.fail(
-                    HelixError(
-                        ErrorKind.READ_TIMEOUT,
-                        f"upstream {conn.label} exceeded the total time budget",
-                    )
-                )
-                raise conn.error
+                _over_budget(conn)
             while not body:
                 if conn.state == DONE:
                     self._finish(conn)

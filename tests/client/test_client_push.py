@@ -47,12 +47,18 @@ def collector():
     return got, sink
 
 
+async def pushing(read=30.0, stream_total=None):
+    """A started response being pushed into a collector: (conn, transport, pool, task, got)."""
+    conn, tr, pool, resp = await started(read, stream_total)
+    got, sink = collector()
+    task = asyncio.ensure_future(resp.push(sink, _never))
+    await asyncio.sleep(0)
+    return conn, tr, pool, task, got
+
+
 def test_each_read_is_pushed_from_the_read_callback():
     async def go():
-        conn, _tr, pool, resp = await started()
-        got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
-        await asyncio.sleep(0)
+        conn, _tr, pool, task, got = await pushing()
         assert got == [(b"first", False)]  # buffered with the head: pushed by the task
         conn.data_received(chunk(b"a") + chunk(b"b"))
         assert got[-1] == (b"ab", False)  # at once, one call for the read
@@ -62,17 +68,14 @@ def test_each_read_is_pushed_from_the_read_callback():
         conn.data_received(chunk(b"d") + END)
         assert got[-1] == (b"d", True)  # the end came with these bytes
         await asyncio.wait_for(task, 1)
-        assert pool.released == [conn] and conn.sink is None and resp.ended
+        assert pool.released == [conn] and conn.sink is None
 
     asyncio.run(go())
 
 
 def test_the_terminator_alone_ends_the_push():
     async def go():
-        conn, _tr, pool, resp = await started()
-        got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
-        await asyncio.sleep(0)
+        conn, _tr, pool, task, got = await pushing()
         conn.data_received(chunk(b"a"))
         conn.data_received(END)
         await asyncio.wait_for(task, 1)
@@ -84,9 +87,7 @@ def test_the_terminator_alone_ends_the_push():
 
 def test_data_restarts_the_read_timeout_and_silence_ends_it():
     async def go():
-        conn, tr, pool, resp = await started(read=0.2)
-        got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
+        conn, tr, pool, task, got = await pushing(read=0.2)
         for i in range(8):  # 0.56 s of data, never 0.2 s apart
             await asyncio.sleep(0.07)
             conn.data_received(chunk(b"x%d" % i))
@@ -101,9 +102,7 @@ def test_data_restarts_the_read_timeout_and_silence_ends_it():
 
 def test_the_stream_deadline_holds_while_data_flows():
     async def go():
-        conn, _tr, pool, resp = await started(read=1.0, stream_total=0.3)
-        _got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
+        conn, _tr, pool, task, _got = await pushing(read=1.0, stream_total=0.3)
         with pytest.raises(HelixError) as ei:
             for _ in range(40):
                 await asyncio.sleep(0.05)
@@ -181,10 +180,7 @@ def test_a_slow_client_pauses_the_upstream_read_until_it_drains():
 
 def test_cancelling_the_push_discards_the_connection():
     async def go():
-        conn, tr, pool, resp = await started()
-        _got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
-        await asyncio.sleep(0)
+        conn, tr, pool, task, _got = await pushing()
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -195,10 +191,7 @@ def test_cancelling_the_push_discards_the_connection():
 
 def test_an_upstream_reset_mid_stream_is_an_upstream_error():
     async def go():
-        conn, _tr, pool, resp = await started()
-        got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
-        await asyncio.sleep(0)
+        conn, _tr, pool, task, got = await pushing()
         conn.data_received(chunk(b"a"))
         conn.connection_lost(ConnectionResetError())
         with pytest.raises(HelixError) as ei:
@@ -211,10 +204,7 @@ def test_an_upstream_reset_mid_stream_is_an_upstream_error():
 
 def test_the_last_bytes_are_pushed_when_junk_follows_the_end():
     async def go():
-        conn, tr, _pool, resp = await started()
-        got, sink = collector()
-        task = asyncio.ensure_future(resp.push(sink, _never))
-        await asyncio.sleep(0)
+        conn, tr, _pool, task, got = await pushing()
         conn.data_received(chunk(b"z") + END + b"JUNK")
         await asyncio.wait_for(task, 1)
         assert got[-1] == (b"z", True) and tr.closed and not conn.reusable
