@@ -727,8 +727,19 @@ def env_providers_not_built(env: dict[str, str] | None = None) -> list[str]:
     ]
 
 
+def _mapping(tree: dict, name: str) -> dict | None:
+    """A copy of section ``name`` to override keys in; None when it is not a mapping (left
+    as written, for the validation to refuse with its own message)."""
+    section = tree.get(name)
+    if section is None:
+        return {}
+    return dict(section) if isinstance(section, dict) else None
+
+
 def _apply_env_overrides(tree: dict, env: dict[str, str]) -> dict:
-    server = dict(tree.get("server") or {})
+    server = _mapping(tree, "server")
+    if server is None:
+        return tree
     for var, key, conv in (
         ("HELIX_HOST", "host", str),
         ("HELIX_PORT", "port", int),
@@ -741,8 +752,8 @@ def _apply_env_overrides(tree: dict, env: dict[str, str]) -> dict:
                 raise ConfigError(f"{var}: expected an integer, got {env[var]!r}") from None
     if server:
         tree = {**tree, "server": server}
-    if env.get("HELIX_API_KEYS"):
-        auth = dict(tree.get("auth") or {})
+    auth = _mapping(tree, "auth") if env.get("HELIX_API_KEYS") else None
+    if auth is not None:
         extra = [{"key": k.strip()} for k in env["HELIX_API_KEYS"].split(",") if k.strip()]
         auth["keys"] = [*(auth.get("keys") or []), *extra]
         tree = {**tree, "auth": auth}

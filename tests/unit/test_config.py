@@ -114,6 +114,16 @@ def test_bad_config_errors_name_path_value_and_expectation(tmp_path, text, expec
         load_text(tmp_path, text)
 
 
+@pytest.mark.parametrize("text", ['server: "("', "server: [1, 2]", "server: 5", 'auth: "x"'])
+@pytest.mark.parametrize("env", [{}, {"HELIX_PORT": "9000", "HELIX_API_KEYS": "k1"}])
+def test_a_section_that_is_not_a_mapping_is_a_config_error(tmp_path, text, env):
+    # Found by tests/fuzz (config_loader, b'server: ('): the environment overrides copied
+    # the section with dict() and crashed with a ValueError instead of naming the key.
+    section = text.split(":")[0]
+    with pytest.raises(c.ConfigError, match=rf"{section}: Expected `object"):
+        load_text(tmp_path, text, env)
+
+
 def test_env_only_mode():
     cfg = c.load_env({"OPENAI_API_KEY": "sk-1", "GROQ_API_KEY": "g", "HELIX_PORT": "9999"})
     assert [p.name for p in cfg.providers] == ["openai", "groq"]
