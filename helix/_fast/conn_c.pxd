@@ -39,3 +39,5 @@ cdef class Connection:
     cdef public object timer
     cdef public double timer_at
     cdef public object transport
+
+    cpdef _wake_body(self, exc=*)

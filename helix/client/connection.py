@@ -287,11 +287,7 @@ class Connection:
             self.transport.pause_reading()
         if self.sink is not None:
             return  # pushed at the end of data_received; the pushing task sleeps on
-        waiter = self.body_waiter
-        if waiter is not None:
-            self.body_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_body()
 
     def on_message_complete(self) -> None:
         if self._informational:
@@ -323,11 +319,7 @@ class Connection:
             self.sink = None
             self.reusable = False
             self._drop_timer()
-            waiter = self.body_waiter
-            if waiter is not None:
-                self.body_waiter = None
-                if not waiter.done():
-                    waiter.set_exception(exc)
+            self._wake_body(exc)
             if not self.closed and self.transport is not None:
                 self.transport.abort()
             return
@@ -339,11 +331,7 @@ class Connection:
             if not end and not self.paused:
                 self.paused = True
                 self.transport.pause_reading()
-            waiter = self.body_waiter
-            if waiter is not None:
-                self.body_waiter = None
-                if not waiter.done():
-                    waiter.set_result(None)
+            self._wake_body()
             return
         # Data came: the idle timeout starts again (the armed handle fires at its old time,
         # sees the later ``due`` and re-arms: no timer work per chunk).
@@ -352,6 +340,17 @@ class Connection:
         if deadline is not None and deadline < when:
             when = deadline
         self._arm(when)
+
+    def _wake_body(self, exc: BaseException | None = None) -> None:
+        """Wake the task waiting for body bytes (raising ``exc`` in it, if given)."""
+        waiter = self.body_waiter
+        if waiter is not None:
+            self.body_waiter = None
+            if not waiter.done():
+                if exc is None:
+                    waiter.set_result(None)
+                else:
+                    waiter.set_exception(exc)
 
     def resume(self) -> None:
         """Read again after :meth:`_push` paused for a slow client."""
@@ -370,11 +369,7 @@ class Connection:
                 self.transport.resume_reading()
         if self.sink is not None and self.body:
             return  # inside data_received: _push wakes the pushing task after the sink ran
-        waiter = self.body_waiter
-        if waiter is not None:
-            self.body_waiter = None
-            if not waiter.done():
-                waiter.set_result(None)
+        self._wake_body()
 
     def _close_delimited(self) -> bool:
         for name, value in self.headers:
@@ -437,11 +432,7 @@ class Connection:
             self.head_waiter = None
             if not waiter.done():
                 waiter.set_exception(err)
-        waiter = self.body_waiter
-        if waiter is not None:
-            self.body_waiter = None
-            if not waiter.done():
-                waiter.set_exception(err)
+        self._wake_body(err)
         if not self.closed and self.transport is not None:
             self.transport.abort()
 

@@ -265,7 +265,7 @@ class Exchange:
         raise if the client is gone.  True when the client is slow: wait for :meth:`drain`
         before the next."""
         if self._state != _STREAMING:
-            raise RuntimeError("send() without an open stream")
+            raise RuntimeError("push() or send() without an open stream")
         conn = self._conn
         if conn.lost:
             raise ClientDisconnected()

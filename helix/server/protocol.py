@@ -233,9 +233,9 @@ class HttpProtocol:
         limits = self._limits
         transport.set_write_buffer_limits(limits.write_high_water, limits.write_low_water)
         if self._access_log is not None:
-            # The access line is written after the answer, maybe after the client left:
-            # read the address while the socket still has it.  Otherwise only when asked
-            # (``peer()``): a syscall and ≈ 2,200 instructions most connections never need.
+            # The access line reads the address for every request: read it now.  Otherwise
+            # only when asked (``peer()``): a syscall and ≈ 2,200 instructions that most
+            # connections never need.
             self.peer()
         server = self._server
         if not server.connection_opened(self):  # over server.max_connections
@@ -251,17 +251,12 @@ class HttpProtocol:
         self._arm_timer()
 
     def peer(self) -> tuple[str, int] | None:
-        """The client's ``(host, port)``, read from the socket the first time something
-        asks (a request's ``client``); None when unknown or already gone."""
+        """The client's ``(host, port)``, read from the transport the first time something
+        asks (a request's ``client``; uvloop still answers after the client has gone); None
+        when the transport does not know it."""
         if not self._peer_read:
             self._peer_read = True
-            transport = self.transport
-            peer = None
-            if transport is not None:
-                try:
-                    peer = transport.get_extra_info("peername")
-                except Exception:  # a closed transport: unknown
-                    peer = None
+            peer = self.transport.get_extra_info("peername")
             if isinstance(peer, tuple) and len(peer) >= 2:
                 self._client = (peer[0], peer[1])
         return self._client

@@ -43,7 +43,7 @@ class MockTransport(asyncio.Transport):
     def get_extra_info(self, name, default=None):
         self.asked.append(name)
         if self.closed and name == "peername":
-            return None  # as uvloop answers once the socket is gone
+            return None  # a transport that no longer knows it (uvloop keeps it; others may not)
         return {"peername": self.peer, "sockname": ("127.0.0.1", 8080)}.get(name, default)
 
     def is_closing(self) -> bool:

@@ -86,16 +86,20 @@ async def test_simple_get_request_fields():
     assert server.active_requests == 0
 
 
-async def test_the_client_address_is_read_once_and_only_when_asked():
-    # getpeername is a syscall (and ≈ 2,200 instructions through uvloop) that most
-    # connections never need: the access log is off by default.
-    seen = []
-
+def recorder(seen: list):
+    """A handler that keeps each request and answers 200 "ok"."""
     async def handler(ex):
         seen.append(ex.request)
         ex.respond(200, [(b"content-type", b"text/plain")], b"ok")
 
-    proto, t, _ = conn(handler)
+    return handler
+
+
+async def test_the_client_address_is_read_once_and_only_when_asked():
+    # getpeername is a syscall (and ≈ 2,200 instructions through uvloop) that most
+    # connections never need: the access log is off by default.
+    seen = []
+    proto, t, _ = conn(recorder(seen))
     proto.data_received(GET + GET)
     await settle()
     assert len(seen) == 2 and "peername" not in t.asked
@@ -110,14 +114,9 @@ async def test_the_client_address_is_read_once_and_only_when_asked():
     assert seen[2].client == ("10.0.0.1", 1)
 
 
-async def test_an_address_asked_for_after_the_client_left_is_unknown():
+async def test_an_address_the_transport_no_longer_knows_is_none():
     seen = []
-
-    async def handler(ex):
-        seen.append(ex.request)
-        ex.respond(200, [(b"content-type", b"text/plain")], b"ok")
-
-    proto, t, _ = conn(handler)
+    proto, t, _ = conn(recorder(seen))
     proto.data_received(GET)
     await settle()
     t.close()
@@ -126,7 +125,7 @@ async def test_an_address_asked_for_after_the_client_left_is_unknown():
 
 
 async def test_with_the_access_log_the_address_is_read_at_connect():
-    # The access line is written after the answer, maybe after the client left.
+    # The access line reads the address for every request: it is read once, at connect.
     lines = []
     proto, t, _ = make_conn(
         echo,

@@ -164,7 +164,7 @@ class AnthropicSink:
             return b""  # Anthropic has one choice
         if (type(content) is str and content and self._open == _TEXT and not reasoning
                 and not thinking and not tools):  # more text for the open text block
-            return _TEXT_DELTA % (self._index, _encode(content))
+            return text_delta_event(self._index, content)
         out: list[bytes] = []
         if reasoning:
             if self._open != _THINKING:
@@ -176,7 +176,7 @@ class AnthropicSink:
         if isinstance(content, str) and content:
             if self._open != _TEXT:
                 self._begin(_TEXT, {"type": "text", "text": ""}, out)
-            out.append(_TEXT_DELTA % (self._index, _encode(content)))
+            out.append(text_delta_event(self._index, content))
         for call in tools or ():
             self._tool(call, out)
         return b"".join(out)

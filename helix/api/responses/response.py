@@ -229,10 +229,7 @@ class ResponsesSink:
             return b""  # one output per response
         if (type(content) is str and content and self._kind == _MESSAGE and not reasoning
                 and not thinking and not tools):  # more text for the open message
-            self._text.append(content)
-            seq = self._seq
-            self._seq = seq + 1
-            return _TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content), seq)
+            return self._text_delta(content)
         out: list[bytes] = []
         if reasoning or thinking:
             if self._kind != _REASONING:
@@ -256,14 +253,17 @@ class ResponsesSink:
                     "item_id": item["id"], "output_index": self._index(), "content_index": 0,
                     "part": {"type": "output_text", "text": "", "annotations": [],
                              "logprobs": []}}))
-            self._text.append(content)
-            seq = self._seq
-            self._seq = seq + 1
-            out.append(_TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content),
-                                      seq))
+            out.append(self._text_delta(content))
         for call in tools or ():
             self._tool(call, out)
         return b"".join(out)
+
+    def _text_delta(self, content: str) -> bytes:
+        """More text for the open message: its delta event, from the template."""
+        self._text.append(content)
+        seq = self._seq
+        self._seq = seq + 1
+        return _TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content), seq)
 
     def _tool(self, call: dict, out: list[bytes]) -> None:
         from helix.errors import ErrorKind, HelixError
