@@ -63,6 +63,11 @@ class OpenAIChunkSink:
             return self._head + json_encode(d) + _TAIL
         return self._choice(choice, d, None)
 
+    def text(self, choice: int, text: str) -> bytes:
+        if choice == 0:
+            return self._head + b'{"content":' + json_encode(text) + b"}" + _TAIL
+        return self._choice(choice, {"content": text}, None)
+
     def _choice(self, choice: int, delta: dict, finish: str | None) -> bytes:
         doc = [{"index": choice, "delta": delta, "logprobs": None, "finish_reason": finish}]
         return self._prefix + json_encode(doc) + b"}\n\n"

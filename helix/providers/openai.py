@@ -165,15 +165,21 @@ class _Choice(msgspec.Struct):
 
 
 class _Chunk(msgspec.Struct):
-    id: str | None = None
-    model: str | None = None
-    created: int | None = None
     choices: list[_Choice] = []
     usage: dict | None = None
     error: _ProviderError | str | None = None
 
 
+class _FirstChunk(_Chunk):
+    """The first chunk: its id and time start the client's stream (later chunks repeat
+    them, and are read without them: two strings fewer to make per chunk)."""
+
+    id: str | None = None
+    created: int | None = None
+
+
 _chunk_decoder = msgspec.json.Decoder(_Chunk)
+_first_decoder = msgspec.json.Decoder(_FirstChunk)
 
 
 class OpenAIChunkReader:
@@ -210,7 +216,7 @@ class OpenAIChunkReader:
                 out.append(self._sink.end())
                 continue
             try:
-                chunk = _chunk_decoder.decode(payload)
+                chunk = (_chunk_decoder if self._started else _first_decoder).decode(payload)
             except msgspec.DecodeError as exc:
                 raise HelixError(
                     ErrorKind.UPSTREAM_PROTOCOL,
@@ -230,7 +236,15 @@ class OpenAIChunkReader:
         for c in chunk.choices:
             d = c.delta
             if d is not None:
-                text = d.content if d.content is not None else d.refusal
+                text = d.content
+                if (text and d.role is None and d.tool_calls is None  # most chunks: text only
+                        and not d.reasoning_content and not d.reasoning):
+                    out.append(sink.text(c.index, text))
+                    if c.finish_reason:
+                        out.append(sink.finish(c.index, c.finish_reason))
+                    continue
+                if text is None:
+                    text = d.refusal
                 reasoning = d.reasoning_content or d.reasoning
                 tools = None
                 if d.tool_calls:

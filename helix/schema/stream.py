@@ -15,6 +15,8 @@ The calls, in the order a relay may make them::
     start(id, model, created, backend=...)   once, before anything else
     delta(choice, role=..., content=..., reasoning=..., tools=[...], thinking=[...])
                                        any number
+    text(choice, text)                 = delta(choice, content=text), text not empty:
+                                       a stream's usual event, without the keywords
     finish(choice, reason)             once per choice; reason in OpenAI's words
                                        (stop, length, tool_calls, content_filter)
     usage(usage)                       at most once, a helix.schema.usage.Usage
@@ -65,6 +67,7 @@ class StreamSink(Protocol):
     def delta(self, choice: int = 0, *, role: bool = False, content=ABSENT,
               reasoning: str | None = None, tools: list | None = None,
               thinking: list | None = None) -> bytes: ...
+    def text(self, choice: int, text: str) -> bytes: ...
     def finish(self, choice: int, reason: str) -> bytes: ...
     def usage(self, usage: Usage) -> bytes: ...
     def end(self) -> bytes: ...

@@ -59,12 +59,18 @@ def event(name: bytes, doc: dict) -> bytes:
 # event(b"content_block_delta", {"type": ..., "index": i, "delta": {"type": "text_delta",
 # "text": text}}) (msgspec writes keys in order, without spaces) without two dicts, a dict
 # encode and four frames per event (tests/unit/test_messages_sink.py checks it is the same).
-_TEXT_DELTA = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
-               b'"delta":{"type":"text_delta","text":%b}}\n\n')
+# The head is the same for every delta of a block: the sink makes it once per text block.
+_TEXT_HEAD = (b'event: content_block_delta\ndata: {"type":"content_block_delta","index":%d,'
+              b'"delta":{"type":"text_delta","text":')
+_TEXT_END = b"}}\n\n"
+
+
+def text_head(index: int) -> bytes:
+    return _TEXT_HEAD % index
 
 
 def text_delta_event(index: int, text: str) -> bytes:
-    return _TEXT_DELTA % (index, _encode(text))
+    return _TEXT_HEAD % index + _encode(text) + _TEXT_END
 
 
 def _tool_input(arguments: Any) -> dict:
@@ -120,7 +126,8 @@ _TEXT, _THINKING, _TOOL = 1, 2, 3
 class AnthropicSink:
     """Canonical stream calls -> Anthropic's Messages event stream (one per request)."""
 
-    __slots__ = ("_index", "_model", "_open", "_open_tool", "_stop", "_tools", "_usage")
+    __slots__ = ("_index", "_model", "_open", "_open_tool", "_stop", "_text_head", "_tools",
+                 "_usage")
     passthrough = False
 
     def __init__(self, model: str) -> None:
@@ -131,6 +138,7 @@ class AnthropicSink:
         self._tools: dict[int, int] = {}  # tool call index -> block index
         self._stop: str | None = None
         self._usage: Usage | None = None
+        self._text_head = b""  # text_head() of the open text block
 
     def start(self, id: str, model: str, created: int, backend: str | None = None) -> bytes:
         msg = {"id": message_id(id), "type": "message", "role": "assistant",
@@ -150,6 +158,8 @@ class AnthropicSink:
         self._close(out)
         self._index += 1
         self._open = kind
+        if kind == _TEXT:
+            self._text_head = text_head(self._index)
         out.append(event(b"content_block_start", {"type": "content_block_start",
                                                   "index": self._index, "content_block": block}))
 
@@ -164,7 +174,7 @@ class AnthropicSink:
             return b""  # Anthropic has one choice
         if (type(content) is str and content and self._open == _TEXT and not reasoning
                 and not thinking and not tools):  # more text for the open text block
-            return text_delta_event(self._index, content)
+            return self._text_head + _encode(content) + _TEXT_END
         out: list[bytes] = []
         if reasoning:
             if self._open != _THINKING:
@@ -176,10 +186,15 @@ class AnthropicSink:
         if isinstance(content, str) and content:
             if self._open != _TEXT:
                 self._begin(_TEXT, {"type": "text", "text": ""}, out)
-            out.append(text_delta_event(self._index, content))
+            out.append(self._text_head + _encode(content) + _TEXT_END)
         for call in tools or ():
             self._tool(call, out)
         return b"".join(out)
+
+    def text(self, choice: int, text: str) -> bytes:
+        if choice == 0 and self._open == _TEXT:  # more text for the open text block
+            return self._text_head + _encode(text) + _TEXT_END
+        return self.delta(choice, content=text)
 
     def _tool(self, call: dict, out: list[bytes]) -> None:
         index, call_id, name, args = tool_delta(call)

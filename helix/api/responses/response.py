@@ -36,9 +36,10 @@ _encode = msgspec.json.Encoder().encode
 # ("response.output_text.delta", {"item_id", "output_index", "content_index": 0, "delta",
 # "logprobs": []}) without three dicts and a dict encode per event
 # (tests/unit/test_responses_sink.py checks it is the same).
-_TEXT_DELTA = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
-               b'"item_id":%b,"output_index":%d,"content_index":0,"delta":%b,"logprobs":[],'
-               b'"sequence_number":%d}\n\n')
+# The head is the same for every delta of an output item: the sink makes it when the item opens.
+_TEXT_HEAD = (b'event: response.output_text.delta\ndata: {"type":"response.output_text.delta",'
+              b'"item_id":%b,"output_index":%d,"content_index":0,"delta":')
+_TEXT_END = b',"logprobs":[],"sequence_number":%d}\n\n'
 
 # Request parameters a Response repeats back, with their value when the request left them out.
 _ECHO = {
@@ -150,7 +151,7 @@ class ResponsesSink:
     """
 
     __slots__ = ("_calls", "_finish", "_item", "_kind", "_response", "_seq", "_text",
-                 "_thinking", "_usage", "final", "on_end")
+                 "_text_head", "_thinking", "_usage", "final", "on_end")
     passthrough = False
 
     def __init__(self, skeleton: dict) -> None:
@@ -159,6 +160,7 @@ class ResponsesSink:
         self._kind = _NONE
         self._item: dict | None = None  # the open output item
         self._text: list[str] = []  # the open item's text / arguments so far
+        self._text_head = b""  # the open message's text delta event up to the delta
         self._calls: dict[int, dict] = {}  # tool call index -> its item
         self._thinking: list[dict] = []  # signed thinking blocks of the open reasoning item
         self._finish: str | None = None
@@ -186,6 +188,8 @@ class ResponsesSink:
         self._item = item
         self._text = []
         self._response["output"].append(item)
+        if kind == _MESSAGE:
+            self._text_head = _TEXT_HEAD % (_encode(item["id"]), self._index())
         out.append(self._event("response.output_item.added",
                                {"output_index": self._index(), "item": item}))
 
@@ -258,12 +262,17 @@ class ResponsesSink:
             self._tool(call, out)
         return b"".join(out)
 
+    def text(self, choice: int, text: str) -> bytes:
+        if choice == 0 and self._kind == _MESSAGE:  # more text for the open message
+            return self._text_delta(text)
+        return self.delta(choice, content=text)
+
     def _text_delta(self, content: str) -> bytes:
         """More text for the open message: its delta event, from the template."""
         self._text.append(content)
         seq = self._seq
         self._seq = seq + 1
-        return _TEXT_DELTA % (_encode(self._item["id"]), self._index(), _encode(content), seq)
+        return self._text_head + _encode(content) + _TEXT_END % seq
 
     def _tool(self, call: dict, out: list[bytes]) -> None:
         from helix.errors import ErrorKind, HelixError

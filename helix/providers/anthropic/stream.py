@@ -220,12 +220,11 @@ class AnthropicStreamRelay:
         if d is None:
             return b""
         if d.type == "text_delta":
-            return self._sink_started().delta(0, content=d.text) if d.text else b""
+            return self._sink_started().text(0, d.text) if d.text else b""
         if d.type == "input_json_delta":
             where = ev.index if ev.index is not None else -1
             if where == self._output:
-                return self._sink_started().delta(0, content=d.partial_json) \
-                    if d.partial_json else b""
+                return self._sink_started().text(0, d.partial_json) if d.partial_json else b""
             index = self._tools.get(where)
             if index is None or not d.partial_json:
                 return b""  # a server tool's input, or the empty opening fragment
