@@ -51,6 +51,7 @@ _TWINS = {
     "depth_exceeds_py": ("scan_py", "depth_exceeds"),
     "RowLocksPy": ("shmlock_py", "RowLocks"),
     "SSEParserPy": ("sse_py", "SSEParser"),
+    "ScanRelayPy": ("sse_py", "ScanRelay"),
 }
 
 
@@ -76,13 +77,17 @@ def _load_compiled():
 
 _compiled, _why_not = _load_compiled()
 SSEParserC = _compiled.SSEParser if _compiled is not None else None
+# The base of the relays that pass a provider's stream on as it came (helix/providers).
+ScanRelayC = _compiled.ScanRelay if _compiled is not None else None
 
 if NO_EXTENSIONS or SSEParserC is None:
     SSEParser = __getattr__("SSEParserPy")
+    ScanRelay = __getattr__("ScanRelayPy")
     IMPLEMENTATION = "pure-python"
     REASON = "HELIX_NO_EXTENSIONS=1" if NO_EXTENSIONS else _why_not
 else:
     SSEParser = SSEParserC
+    ScanRelay = ScanRelayC
     IMPLEMENTATION = "compiled"
     REASON = None
 

@@ -89,3 +89,39 @@ class SSEParser:
     @property
     def buffered(self) -> int:
         return len(self._buf)
+
+
+class ScanRelay:
+    """The scan of a relay that passes a provider's SSE bytes on unchanged: the bytes go out
+    as they came; an event whose data holds one of ``keys`` (or whose ``event:`` name is in
+    ``names``) is handed to ``self.see(event, data)``, which a subclass defines.  Twin of
+    ``sse_c.ScanRelay``."""
+
+    __slots__ = ("_keys", "_names", "_parser")
+
+    def __init__(self, keys, names=None) -> None:
+        self._parser = SSEParser()
+        self._keys = tuple(keys)
+        for key in self._keys:
+            if type(key) is not bytes or not key:
+                raise TypeError("keys are non-empty bytes")
+        self._names = frozenset(names) if names else None
+
+    def feed(self, data):
+        names = self._names
+        for event, payload in self._parser.feed(data):
+            for key in self._keys:
+                if payload.find(key) >= 0:
+                    self.see(event, payload)
+                    break
+            else:
+                if names is not None and event in names:
+                    self.see(event, payload)
+        return data
+
+    def close(self) -> bytes:
+        self._parser.close()
+        return b""
+
+    def see(self, event, data) -> None:
+        pass

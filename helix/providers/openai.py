@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from helix._fast import SSEParser
+from helix._fast import ScanRelay, SSEParser
 from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
@@ -112,34 +112,28 @@ def _has_usage(data: bytes) -> bool:
     return i < n and data[i] != 110  # "n": null
 
 
-class OpenAIStreamRelay:
+class OpenAIStreamRelay(ScanRelay):
     """Relays OpenAI SSE bytes unchanged, as they arrive, and notes the usage.
 
     The relay does not wait for whole events: a byte that reached Helix goes
     to the client in the same loop turn.  The bytes also run through an SSE
     parser so that a chunk carrying ``usage`` (the last one, when the client
     asked for ``stream_options.include_usage``) is decoded -- only that one:
-    other events cost a substring search.
+    other events cost a substring search, in C (:class:`ScanRelay`).
     """
 
-    __slots__ = ("_parser", "usage")
+    __slots__ = ("usage",)
     passthrough = True  # bytes go out exactly as the provider sent them
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
+        super().__init__((_USAGE_KEY,))
         self.usage: Usage | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        for _event, payload in self._parser.feed(data):
-            if payload.find(_USAGE_KEY) >= 0 and _has_usage(payload):
-                usage = read_openai_usage(payload)
-                if usage is not None:
-                    self.usage = usage
-        return data
-
-    def close(self) -> bytes:
-        self._parser.close()
-        return b""
+    def see(self, _event, payload: bytes) -> None:
+        if _has_usage(payload):
+            usage = read_openai_usage(payload)
+            if usage is not None:
+                self.usage = usage
 
 
 class _ToolCallDelta(msgspec.Struct):
@@ -291,37 +285,31 @@ _response_event_decoder = msgspec.json.Decoder(_ResponseEvent)
 _RESPONSE_ID = b'"response.created"'
 
 
-class ResponsesPassthroughRelay:
+class ResponsesPassthroughRelay(ScanRelay):
     """The Responses API's SSE bytes out exactly as they came in; the response id (from
     ``response.created``) and the usage (inside ``response.completed`` /
     ``.incomplete`` / ``.failed``) read on the way."""
 
-    __slots__ = ("_parser", "response_id", "usage")
+    __slots__ = ("response_id", "usage")
     passthrough = True
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
+        super().__init__((_USAGE_KEY, _RESPONSE_ID))
         self.usage: Usage | None = None
         self.response_id: str | None = None
 
-    def feed(self, data: bytes) -> bytes:
-        for _event, payload in self._parser.feed(data):
-            if (payload.find(_USAGE_KEY) >= 0 and _has_usage(payload)) or (
-                    self.response_id is None and payload.find(_RESPONSE_ID) >= 0):
-                try:
-                    ev = _response_event_decoder.decode(payload)
-                except msgspec.DecodeError:
-                    continue
-                if ev.response is not None:
-                    if self.response_id is None:
-                        self.response_id = ev.response.id
-                    if ev.response.usage is not None:
-                        self.usage = Usage.from_responses(ev.response.usage)
-        return data
-
-    def close(self) -> bytes:
-        self._parser.close()
-        return b""
+    def see(self, _event, payload: bytes) -> None:
+        if (payload.find(_USAGE_KEY) >= 0 and _has_usage(payload)) or (
+                self.response_id is None and payload.find(_RESPONSE_ID) >= 0):
+            try:
+                ev = _response_event_decoder.decode(payload)
+            except msgspec.DecodeError:
+                return
+            if ev.response is not None:
+                if self.response_id is None:
+                    self.response_id = ev.response.id
+                if ev.response.usage is not None:
+                    self.usage = Usage.from_responses(ev.response.usage)
 
 
 class _PlainRelay:

@@ -6,9 +6,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import SSEParserC, SSEParserPy
+from helix._fast import ScanRelayC, ScanRelayPy, SSEParserC, SSEParserPy
 
 IMPLS = [SSEParserPy] + ([SSEParserC] if SSEParserC is not None else [])
+SCANS = [ScanRelayPy] + ([ScanRelayC] if ScanRelayC is not None else [])
 
 
 @pytest.fixture(params=IMPLS, ids=lambda c: c.__module__)
@@ -126,3 +127,49 @@ def test_long_line_a_byte_at_a_time(cls):
         events += p.feed(stream[i : i + 1])
     assert events == [(None, payload), ("e\ufffd", b"2")]
     assert p.buffered == 0
+
+
+# -- ScanRelay: the pass-through relays' base (helix/providers) ---------------------------------
+
+
+def _seen(base):
+    class Seen(base):
+        __slots__ = ("seen",)
+
+        def __init__(self, keys, names=None):
+            super().__init__(keys, names)
+            self.seen = []
+
+        def see(self, event, data):
+            self.seen.append((event, data))
+
+    return Seen
+
+
+@settings(max_examples=300, deadline=None)
+@given(lines, st.sampled_from([b"\n", b"\r\n"]), st.lists(st.integers(0, 400), max_size=8),
+       st.lists(st.sampled_from([b"a", b"da", b"\xff", b'"usage"', b"x y"]), min_size=1,
+                max_size=3),
+       st.sampled_from([None, ("x",), ("x", "e")]), st.sampled_from([bytes, bytearray]))
+def test_scan_relay_sees_exactly_the_matching_events(ls, eol, cuts, keys, names, kind):
+    """Both twins hand on every byte unchanged and call ``see`` for exactly the events whose
+    data holds a key or whose name is listed, in order."""
+    stream = eol.join(ls) + eol + eol
+    chunks = _split(stream, cuts)
+    events = feed_all(SSEParserPy, chunks)
+    want = [(e, d) for e, d in events
+            if any(k in d for k in keys) or (names is not None and e in names)]
+    for base in SCANS:
+        relay = _seen(base)(keys, names)
+        for chunk in chunks:
+            assert relay.feed(kind(chunk)) == chunk
+        assert relay.close() == b""
+        assert relay.seen == want, base
+
+
+@pytest.mark.parametrize("base", SCANS, ids=lambda c: c.__module__)
+def test_scan_relay_keys_are_bytes(base):
+    for bad in ([""], [b""], ["usage"]):
+        with pytest.raises(TypeError):
+            base(bad)
+    assert base([b"k"]).feed(b"data: k\n\n") == b"data: k\n\n"  # see() of the base: nothing

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from helix._fast import SSEParser
+from helix._fast import ScanRelay, SSEParser
 from helix.errors import ErrorKind, HelixError
 from helix.providers.anthropic.response import (
     _arguments,
@@ -268,7 +268,7 @@ _USAGE = b'"usage"'
 _ERROR = b'"error"'
 
 
-class AnthropicPassthroughRelay:
+class AnthropicPassthroughRelay(ScanRelay):
     """Anthropic SSE bytes out exactly as they came in; the usage read on the way.
 
     Only events that mention ``"usage"`` (``message_start``, ``message_delta``)
@@ -277,20 +277,16 @@ class AnthropicPassthroughRelay:
     it is also kept as ``error`` so the request is recorded as failed.
     """
 
-    __slots__ = ("_parser", "_usage", "done", "error", "usage")
+    __slots__ = ("_usage", "done", "error", "usage")
     passthrough = True
 
     def __init__(self) -> None:
-        self._parser = SSEParser()
+        # see() acts only on events that hold one of these or are named message_stop.
+        super().__init__((_USAGE, b'{"type":"message_stop"', _ERROR), ("message_stop",))
         self._usage = Usage()
         self.usage = None
         self.error: HelixError | None = None
         self.done = False
-
-    def feed(self, data: bytes) -> bytes:
-        for name, payload in self._parser.feed(data):
-            self.see(name, payload)
-        return data
 
     def see(self, name: str | None, payload: bytes) -> None:
         if payload.find(_USAGE) >= 0:  # find, not `in`: see helix/providers/openai.py
@@ -309,7 +305,3 @@ class AnthropicPassthroughRelay:
                 return
             if ev.type == "error":
                 self.error = anthropic_error(ev.error or ErrorDetail())
-
-    def close(self) -> bytes:
-        self._parser.close()
-        return b""
