@@ -35,3 +35,11 @@ cdef class Exchange:
 
 cdef object _response_head(object status, object headers, object length, bint chunked,
                            bint close, bint keep_alive_10, object server)
+
+
+cdef class RelaySink:
+    cdef public object capture
+    cdef public object exchange
+    cdef public object feed
+    cdef public object last
+    cdef public object out

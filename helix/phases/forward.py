@@ -38,7 +38,7 @@ from typing import Any
 
 import msgspec
 
-from helix._fast import cost_value, pick_headers, timing_value
+from helix._fast import cost_value, pick_headers, pick_module, timing_value
 from helix.client import UpstreamPool
 from helix.errors import HelixError
 from helix.observe import timing
@@ -351,6 +351,10 @@ async def _fan_out(ctx: RequestContext, dep, fan: FanOut, request, models, t0: f
     ctx.exchange.respond(200, headers, body)
 
 
+# The stream relay's sink on the upstream connection, from the build of Exchange the protocol
+# uses (compiled: no Python frame per read).
+RelaySink = pick_module("exchange_c", "helix.server.exchange").RelaySink
+
 # A native answer larger than this is relayed as it arrives (chunked, no x-helix-cost-usd
 # header: its usage is only known at its end) instead of being held whole: a worker never
 # holds more than this per answer it only passes on.
@@ -420,29 +424,16 @@ async def _relay(ctx: RequestContext, resp, relay, status: int, headers, chunk: 
         exchange.start_stream(status, headers, first)
         if capture is not None:
             capture.append(first)
-    feed = relay.feed
-    push = exchange.push
-
-    def on_data(data: bytes, end: bool) -> bool:
-        # Called from the upstream connection's read callback with each read's body: the
-        # relay runs there, not in this task (no task wake-up, no coroutine resumed per
-        # chunk).  The upstream's end coming with these bytes: held for one write with
-        # the terminator.
-        nonlocal out, last
-        data = feed(data)
-        if not data:
-            return False
-        out = data
-        if end:
-            last = data
-            return False
-        if capture is not None:
-            capture.append(data)
-        return push(data)
 
     try:
         if chunk is not None and not whole:
-            await resp.push(on_data, exchange.drain)
+            # Each read's body goes through the relay to the client from the upstream
+            # connection's read callback (no task wake-up, no coroutine resumed per chunk).
+            pump = RelaySink(exchange, relay.feed, capture, out)
+            try:
+                await resp.push(pump, exchange.drain)
+            finally:
+                out, last = pump.out, pump.last
         tail = relay.close()
         if tail:
             last += tail

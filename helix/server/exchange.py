@@ -20,7 +20,7 @@ from helix.server.writer import _STATUS_LINES, CHUNK_END, date_header, frame_chu
 if TYPE_CHECKING:
     from helix.server.protocol import HttpProtocol
 
-__all__ = ["ClientDisconnected", "Exchange", "Request"]
+__all__ = ["ClientDisconnected", "Exchange", "RelaySink", "Request"]
 
 # Response states.
 _IDLE = 0
@@ -301,3 +301,34 @@ class Exchange:
         conn.response_complete(self)
         if gone and last:
             raise ClientDisconnected()
+
+
+class RelaySink:
+    """A streamed answer's relay as its upstream connection's sink: called with each read's
+    body (``sink(data, end)``, from the connection's read callback), it feeds the relay and
+    pushes what the relay gives back to the client.  True means the client is slow (wait for
+    :meth:`Exchange.drain`).  The upstream's end arriving with bytes: they are kept in
+    ``last``, for one write with the terminator.  ``out``: the last bytes relayed (the separator
+    before an error event).  ``capture``: the cache's list, or None.  Compiled as
+    ``exchange_c``, a call costs no Python frame."""
+
+    __slots__ = ("capture", "exchange", "feed", "last", "out")
+
+    def __init__(self, exchange, feed, capture, out: bytes) -> None:
+        self.exchange = exchange
+        self.feed = feed
+        self.capture = capture
+        self.out = out
+        self.last = b""
+
+    def __call__(self, data: bytes, end: bool) -> bool:
+        data = self.feed(data)
+        if not data:
+            return False
+        self.out = data
+        if end:
+            self.last = data
+            return False
+        if self.capture is not None:
+            self.capture.append(data)
+        return self.exchange.push(data)
