@@ -147,6 +147,10 @@ brackets = _pick("brackets_py", brackets_c)
 # The JSON depth guard itself (helix/schema/jsonsafe.py re-exports it).
 depth_exceeds_c = _compiled_attr("scan_c", "depth_exceeds")
 depth_exceeds = _pick("depth_exceeds_py", depth_exceeds_c)
+# The text of a text-only OpenAI stream chunk, read without decoding it (helix/providers/
+# openai.py OpenAIChunkReader). No pure twin: without the compiled build the reader decodes
+# every chunk, which is what this only shortcuts.
+chunk_text = None if NO_EXTENSIONS else _compiled_attr("scan_c", "chunk_text")
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick("RowWriterPy", RowWriterC)

@@ -11,14 +11,17 @@ exact scan only past the limit.  Parity: tests/fast/test_scan_parity.py.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
-from libc.string cimport memchr
+from cpython.unicode cimport PyUnicode_DecodeUTF8
+from libc.string cimport memchr, memcmp
+
+import msgspec
 
 from helix._fast.scan_py import MAX_DEPTH
 from helix._fast.scan_py import brackets as _brackets_py
 from helix._fast.scan_py import depth_exceeds as _depth_exceeds_py
 from helix._fast.scan_py import exact_depth_exceeds as _exact
 
-__all__ = ["brackets", "depth_exceeds"]
+__all__ = ["brackets", "chunk_text", "depth_exceeds"]
 
 
 cdef inline Py_ssize_t _count(const char *p, Py_ssize_t n, int ch):
@@ -51,3 +54,322 @@ def depth_exceeds(body, limit=MAX_DEPTH):
     if _count(p, n, 91) + _count(p, n, 123) <= limit:
         return False
     return _exact(body, limit)
+
+
+
+# -- chunk_text: the usual OpenAI stream chunk, read without decoding it ----------------------
+#
+# A translated stream (an Anthropic or Responses client in front of an OpenAI-compatible
+# provider) decodes every chat.completion.chunk into msgspec Structs (about 4,400
+# instructions a chunk) to learn, nearly every time, one thing: choice 0 brought more text.
+# ``chunk_text(payload)`` answers that in one pass: the text when the payload is exactly such
+# a chunk, None for anything else -- then the reader decodes it as before, so what a chunk
+# means (and what a malformed one raises) is decided by the Struct decoder alone.  Strict:
+# ``choices`` once, one choice whose keys are only ``index`` (the number 0), ``delta``,
+# ``logprobs`` and ``finish_reason`` (both null), a delta whose ``content`` is a non-empty
+# string and whose other keys are null, no ``usage`` or ``error`` other than null, every
+# other value well-formed JSON (skipped), nothing after the object.  No compiled build: no
+# shortcut (helix/providers/openai.py).  Tests: tests/fast/test_chunk_text.py.
+
+cdef object _decode_str = msgspec.json.Decoder(str).decode
+
+cdef enum:
+    _MAX_NEST = 64
+
+
+cdef inline Py_ssize_t _ws(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
+    while i < n and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
+        i += 1
+    return i
+
+
+cdef int _hex4(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
+    """The value of the 4 hex digits at ``p[i]``, -1 if they are not."""
+    cdef int v = 0, k
+    cdef unsigned char c
+    if i + 4 > n:
+        return -1
+    for k in range(4):
+        c = p[i + k]
+        if 48 <= c <= 57:
+            v = v * 16 + c - 48
+        elif 65 <= c <= 70:
+            v = v * 16 + c - 55
+        elif 97 <= c <= 102:
+            v = v * 16 + c - 87
+        else:
+            return -1
+    return v
+
+
+cdef Py_ssize_t _string(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, bint *escaped):
+    """``p[i]`` is a quote: the index after the closing quote, -1 if not a valid string (as
+    msgspec reads one: its escapes, a UTF-16 surrogate only in a pair, no control byte)."""
+    cdef unsigned char c
+    cdef int v
+    i += 1
+    while i < n:
+        c = p[i]
+        if c == 34:  # "
+            return i + 1
+        if c == 92:  # backslash
+            escaped[0] = True
+            i += 1
+            if i >= n:
+                return -1
+            c = p[i]
+            if c == 117:  # \uXXXX
+                v = _hex4(p, i + 1, n)
+                if v < 0 or 0xDC00 <= v <= 0xDFFF:
+                    return -1
+                i += 5
+                if 0xD800 <= v <= 0xDBFF:  # a high surrogate: a low one must follow
+                    if i + 1 >= n or p[i] != 92 or p[i + 1] != 117:
+                        return -1
+                    v = _hex4(p, i + 2, n)
+                    if not 0xDC00 <= v <= 0xDFFF:
+                        return -1
+                    i += 6
+                continue
+            if c not in b'"\\/bfnrt':
+                return -1
+            i += 1
+            continue
+        if c < 32:
+            return -1
+        i += 1
+    return -1
+
+
+cdef Py_ssize_t _digits(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
+    cdef Py_ssize_t start = i
+    while i < n and 48 <= p[i] <= 57:
+        i += 1
+    return i if i > start else -1
+
+
+cdef Py_ssize_t _number(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
+    if i < n and p[i] == 45:  # -
+        i += 1
+    if i >= n:
+        return -1
+    if p[i] == 48:  # 0
+        i += 1
+    else:
+        i = _digits(p, i, n)
+        if i < 0:
+            return -1
+    if i < n and p[i] == 46:  # .
+        i = _digits(p, i + 1, n)
+        if i < 0:
+            return -1
+    if i < n and (p[i] == 101 or p[i] == 69):  # e E
+        i += 1
+        if i < n and (p[i] == 43 or p[i] == 45):
+            i += 1
+        i = _digits(p, i, n)
+    return i
+
+
+cdef inline bint _word(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, const char *w,
+                       Py_ssize_t k):
+    return i + k <= n and memcmp(p + i, w, k) == 0
+
+
+cdef Py_ssize_t _value(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, int depth):
+    """Skip one JSON value at ``p[i]`` (no leading space): the index after it, -1 if invalid."""
+    cdef unsigned char c
+    cdef bint esc = False
+    if i >= n:
+        return -1
+    c = p[i]
+    if c == 34:
+        return _string(p, i, n, &esc)
+    if c == 123 or c == 91:  # { [
+        if depth >= _MAX_NEST:
+            return -1
+        i = _ws(p, i + 1, n)
+        if i < n and p[i] == c + 2:  # {} []
+            return i + 1
+        while True:
+            if c == 123:
+                if i >= n or p[i] != 34:
+                    return -1
+                i = _string(p, i, n, &esc)
+                if i < 0:
+                    return -1
+                i = _ws(p, i, n)
+                if i >= n or p[i] != 58:  # :
+                    return -1
+                i = _ws(p, i + 1, n)
+            i = _value(p, i, n, depth + 1)
+            if i < 0:
+                return -1
+            i = _ws(p, i, n)
+            if i >= n:
+                return -1
+            if p[i] == 44:  # ,
+                i = _ws(p, i + 1, n)
+                continue
+            if p[i] == c + 2:
+                return i + 1
+            return -1
+    if c == 116:
+        return i + 4 if _word(p, i, n, "true", 4) else -1
+    if c == 102:
+        return i + 5 if _word(p, i, n, "false", 5) else -1
+    if c == 110:
+        return i + 4 if _word(p, i, n, "null", 4) else -1
+    if c == 45 or 48 <= c <= 57:
+        return _number(p, i, n)
+    return -1
+
+
+cdef inline bint _key(const unsigned char *p, Py_ssize_t a, Py_ssize_t b, const char *name,
+                      Py_ssize_t k):
+    # p[a:b] is a key's string with its quotes, known to hold no escape
+    return b - a - 2 == k and memcmp(p + a + 1, name, k) == 0
+
+
+cdef inline bint _null(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
+    return _word(p, i, n, "null", 4)
+
+
+def chunk_text(payload):
+    """The text of choice 0 if ``payload`` is a text-only chat.completion.chunk, else None."""
+    if type(payload) is not bytes:
+        return None
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t i, a, b, j, ta = -1, tb = -1
+    cdef bint esc = False, text_esc = False, choices = False, in_choice, in_delta
+    i = _ws(p, 0, n)
+    if i >= n or p[i] != 123:
+        return None
+    i = _ws(p, i + 1, n)
+    if i < n and p[i] == 125:
+        return None
+    while True:  # the chunk's keys
+        if i >= n or p[i] != 34:
+            return None
+        esc = False
+        a = i
+        b = _string(p, i, n, &esc)
+        if b < 0 or esc:
+            return None
+        i = _ws(p, b, n)
+        if i >= n or p[i] != 58:
+            return None
+        i = _ws(p, i + 1, n)
+        if _key(p, a, b, "choices", 7):
+            if choices or i >= n or p[i] != 91:
+                return None
+            choices = True
+            i = _ws(p, i + 1, n)
+            if i >= n or p[i] != 123:
+                return None
+            i = _ws(p, i + 1, n)
+            in_choice = False
+            while True:  # the choice's keys
+                if i >= n or p[i] != 34:
+                    return None
+                a = i
+                b = _string(p, i, n, &esc)
+                if b < 0 or esc:
+                    return None
+                i = _ws(p, b, n)
+                if i >= n or p[i] != 58:
+                    return None
+                i = _ws(p, i + 1, n)
+                if _key(p, a, b, "index", 5):
+                    if i >= n or p[i] != 48:
+                        return None
+                    j = _number(p, i, n)
+                    if j != i + 1:  # exactly 0
+                        return None
+                    i = j
+                elif _key(p, a, b, "logprobs", 8) or _key(p, a, b, "finish_reason", 13):
+                    if not _null(p, i, n):
+                        return None
+                    i += 4
+                elif _key(p, a, b, "delta", 5):
+                    if in_choice or i >= n or p[i] != 123:
+                        return None
+                    in_choice = True
+                    i = _ws(p, i + 1, n)
+                    in_delta = False
+                    while True:  # the delta's keys
+                        if i >= n or p[i] != 34:
+                            return None
+                        a = i
+                        b = _string(p, i, n, &esc)
+                        if b < 0 or esc:
+                            return None
+                        i = _ws(p, b, n)
+                        if i >= n or p[i] != 58:
+                            return None
+                        i = _ws(p, i + 1, n)
+                        if _key(p, a, b, "content", 7):
+                            if in_delta or i >= n or p[i] != 34:
+                                return None
+                            in_delta = True
+                            ta = i
+                            text_esc = False
+                            i = _string(p, i, n, &text_esc)
+                            if i < 0:
+                                return None
+                            tb = i
+                        elif _null(p, i, n):
+                            i += 4
+                        else:
+                            return None
+                        i = _ws(p, i, n)
+                        if i < n and p[i] == 44:
+                            i = _ws(p, i + 1, n)
+                            continue
+                        if i < n and p[i] == 125:
+                            i += 1
+                            break
+                        return None
+                    if not in_delta:
+                        return None
+                else:
+                    return None
+                i = _ws(p, i, n)
+                if i < n and p[i] == 44:
+                    i = _ws(p, i + 1, n)
+                    continue
+                if i < n and p[i] == 125:
+                    i = _ws(p, i + 1, n)
+                    break
+                return None
+            if not in_choice or i >= n or p[i] != 93:  # one choice, with a delta
+                return None
+            i += 1
+        elif _key(p, a, b, "usage", 5) or _key(p, a, b, "error", 5):
+            if not _null(p, i, n):
+                return None
+            i += 4
+        else:
+            i = _value(p, i, n, 1)
+            if i < 0:
+                return None
+        i = _ws(p, i, n)
+        if i < n and p[i] == 44:
+            i = _ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            i = _ws(p, i + 1, n)
+            break
+        return None
+    if i != n or not choices or tb - ta <= 2:  # trailing bytes, no choices, empty text
+        return None
+    if text_esc:
+        try:
+            return _decode_str(payload[ta:tb]) or None
+        except msgspec.DecodeError:
+            return None
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>p + ta + 1, tb - ta - 2, NULL)
+    except UnicodeDecodeError:
+        return None

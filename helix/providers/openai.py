@@ -13,7 +13,7 @@ import time
 
 import msgspec
 
-from helix._fast import ScanRelay, SSEParser
+from helix._fast import ScanRelay, SSEParser, chunk_text
 from helix.errors import ErrorKind, HelixError
 from helix.providers.base import Deployment, UpstreamRequest
 from helix.providers.catalog import ProviderSpec
@@ -209,6 +209,11 @@ class OpenAIChunkReader:
                                      f"{self._dep.provider} ended the stream without a chunk")
                 out.append(self._sink.end())
                 continue
+            if self._started and chunk_text is not None:
+                text = chunk_text(payload)  # most chunks: more text, read without a decode
+                if text is not None:
+                    out.append(self._sink.text(0, text))
+                    continue
             try:
                 chunk = (_chunk_decoder if self._started else _first_decoder).decode(payload)
             except msgspec.DecodeError as exc:

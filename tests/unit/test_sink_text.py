@@ -22,6 +22,8 @@ from helix.api.responses.response import ResponsesSink, response_skeleton
 from helix.errors import HelixError
 from helix.providers.openai import OpenAIChunkReader
 
+SINKS = (OpenAIChunkSink, AnthropicSink, ResponsesSink)
+
 
 def _generic(cls):
     class Generic(cls):
