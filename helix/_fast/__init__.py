@@ -151,6 +151,8 @@ depth_exceeds = _pick("depth_exceeds_py", depth_exceeds_c)
 # openai.py OpenAIChunkReader). No pure twin: without the compiled build the reader decodes
 # every chunk, which is what this only shortcuts.
 chunk_text = None if NO_EXTENSIONS else _compiled_attr("scan_c", "chunk_text")
+# The same for an Anthropic text_delta event (helix/providers/anthropic/stream.py).
+event_text = None if NO_EXTENSIONS else _compiled_attr("scan_c", "event_text")
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick("RowWriterPy", RowWriterC)

@@ -21,7 +21,7 @@ from helix._fast.scan_py import brackets as _brackets_py
 from helix._fast.scan_py import depth_exceeds as _depth_exceeds_py
 from helix._fast.scan_py import exact_depth_exceeds as _exact
 
-__all__ = ["brackets", "chunk_text", "depth_exceeds"]
+__all__ = ["brackets", "chunk_text", "depth_exceeds", "event_text"]
 
 
 cdef inline Py_ssize_t _count(const char *p, Py_ssize_t n, int ch):
@@ -235,6 +235,23 @@ cdef inline bint _null(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
     return _word(p, i, n, "null", 4)
 
 
+cdef object _text_of(object payload, const unsigned char *p, Py_ssize_t ta, Py_ssize_t tb,
+                     bint escaped):
+    """The string ``p[ta:tb]`` (quotes included, known valid) as ``str``; None if empty or
+    not UTF-8 (the decoder then decides)."""
+    if tb - ta <= 2:
+        return None
+    if escaped:
+        try:
+            return _decode_str(payload[ta:tb]) or None
+        except msgspec.DecodeError:
+            return None
+    try:
+        return PyUnicode_DecodeUTF8(<const char *>p + ta + 1, tb - ta - 2, NULL)
+    except UnicodeDecodeError:
+        return None
+
+
 def chunk_text(payload):
     """The text of choice 0 if ``payload`` is a text-only chat.completion.chunk, else None."""
     if type(payload) is not bytes:
@@ -362,14 +379,106 @@ def chunk_text(payload):
             i = _ws(p, i + 1, n)
             break
         return None
-    if i != n or not choices or tb - ta <= 2:  # trailing bytes, no choices, empty text
+    if i != n or not choices:  # trailing bytes, no choices
         return None
-    if text_esc:
-        try:
-            return _decode_str(payload[ta:tb]) or None
-        except msgspec.DecodeError:
+    return _text_of(payload, p, ta, tb, text_esc)
+
+
+
+def event_text(payload):
+    """The text of an Anthropic ``content_block_delta`` event whose delta is a ``text_delta``,
+    read in one pass (no Structs), else None: exactly the keys ``type``, ``index`` (an
+    integer) and ``delta`` once each, the delta exactly ``type`` and a non-empty ``text``.
+    A chat client's stream from Claude is mostly these (helix/providers/anthropic/stream.py)."""
+    if type(payload) is not bytes:
+        return None
+    cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(payload)
+    cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
+    cdef Py_ssize_t i, j, a, b, ta = -1, tb = -1
+    cdef bint esc = False, text_esc = False
+    cdef int seen = 0, inner
+    i = _ws(p, 0, n)
+    if i >= n or p[i] != 123:
+        return None
+    i = _ws(p, i + 1, n)
+    while True:  # the event's keys
+        if i >= n or p[i] != 34:
             return None
-    try:
-        return PyUnicode_DecodeUTF8(<const char *>p + ta + 1, tb - ta - 2, NULL)
-    except UnicodeDecodeError:
+        a = i
+        b = _string(p, i, n, &esc)
+        if b < 0 or esc:
+            return None
+        i = _ws(p, b, n)
+        if i >= n or p[i] != 58:
+            return None
+        i = _ws(p, i + 1, n)
+        if _key(p, a, b, "type", 4):
+            if seen & 1 or not _word(p, i, n, '"content_block_delta"', 21):
+                return None
+            seen |= 1
+            i += 21
+        elif _key(p, a, b, "index", 5):
+            if seen & 2:
+                return None
+            seen |= 2
+            j = i + 1 if i < n and p[i] == 45 else i
+            j = _digits(p, j, n)
+            if j < 0 or (p[i] == 48 and j > i + 1) or (p[i] == 45 and (p[i + 1] == 48)):
+                return None  # an integer as JSON writes it (no leading zero, no -0)
+            i = j
+        elif _key(p, a, b, "delta", 5):
+            if seen & 4 or i >= n or p[i] != 123:
+                return None
+            seen |= 4
+            inner = 0
+            i = _ws(p, i + 1, n)
+            while True:  # the delta's keys
+                if i >= n or p[i] != 34:
+                    return None
+                a = i
+                b = _string(p, i, n, &esc)
+                if b < 0 or esc:
+                    return None
+                i = _ws(p, b, n)
+                if i >= n or p[i] != 58:
+                    return None
+                i = _ws(p, i + 1, n)
+                if _key(p, a, b, "type", 4):
+                    if inner & 1 or not _word(p, i, n, '"text_delta"', 12):
+                        return None
+                    inner |= 1
+                    i += 12
+                elif _key(p, a, b, "text", 4):
+                    if inner & 2 or i >= n or p[i] != 34:
+                        return None
+                    inner |= 2
+                    ta = i
+                    i = _string(p, i, n, &text_esc)
+                    if i < 0:
+                        return None
+                    tb = i
+                else:
+                    return None
+                i = _ws(p, i, n)
+                if i < n and p[i] == 44:
+                    i = _ws(p, i + 1, n)
+                    continue
+                if i < n and p[i] == 125:
+                    i += 1
+                    break
+                return None
+            if inner != 3:
+                return None
+        else:
+            return None
+        i = _ws(p, i, n)
+        if i < n and p[i] == 44:
+            i = _ws(p, i + 1, n)
+            continue
+        if i < n and p[i] == 125:
+            i = _ws(p, i + 1, n)
+            break
         return None
+    if i != n or seen != 7:
+        return None
+    return _text_of(payload, p, ta, tb, text_esc)

@@ -8,6 +8,7 @@ providers' chunk shapes (which it must not decline)."""
 from __future__ import annotations
 
 import json
+from unittest import mock
 
 import msgspec
 import pytest
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 
 from helix._fast import chunk_text
 from helix.providers import openai as openai_mod
+from tests.unit.test_sink_text import SINKS, _chunks, _run, _sinks, _stream, fixed_ids
 
 pytestmark = pytest.mark.skipif(chunk_text is None, reason="helix._fast.scan_c is not built")
 
@@ -170,14 +172,105 @@ def test_deep_nesting_is_declined_not_a_crash():
 @given(choice_lists=st.data())
 def test_the_reader_gives_the_same_bytes_with_and_without_it(choice_lists):
     """Through OpenAIChunkReader into each client's sink: the shortcut changes no byte."""
-    from unittest import mock
-
-    from tests.unit.test_sink_text import SINKS, _chunks, _run, _sinks, _stream, fixed_ids
-
     data = _stream(choice_lists.draw(_chunks))
     for cls in SINKS:
         with fixed_ids():
             fast = _run(_sinks(cls), data)
         with fixed_ids(), mock.patch.object(openai_mod, "chunk_text", None):
             slow = _run(_sinks(cls), data)
+        assert fast == slow, cls
+
+
+# -- event_text: the same for Anthropic's text_delta events (chat and Responses clients of Claude)
+
+from helix._fast import event_text  # noqa: E402
+from helix.providers.anthropic.stream import AnthropicStreamRelay  # noqa: E402
+from helix.schema.anthropic import event_decoder  # noqa: E402
+
+
+def event_agrees(payload: bytes) -> str | None:
+    text = event_text(payload)
+    if text is None:
+        return None
+    ev = event_decoder.decode(payload)  # must not raise
+    assert ev.type == "content_block_delta" and ev.delta is not None
+    assert ev.delta.type == "text_delta" and ev.delta.text == text and text
+    return text
+
+
+_event = st.fixed_dictionaries(
+    {"type": st.sampled_from(["content_block_delta", "content_block_delta", "ping"]),
+     "delta": st.fixed_dictionaries(
+         {"type": st.sampled_from(["text_delta", "text_delta", "input_json_delta"]),
+          "text": st.one_of(_text, st.none(), st.integers())},
+         optional={"partial_json": st.text(max_size=5), "x": _json})},
+    optional={"index": st.one_of(st.integers(-5, 10**12), st.none(), st.floats(0, 2)),
+              "usage": _json})
+
+
+@settings(max_examples=1500, deadline=None)
+@given(_event, st.sampled_from([None, 1]), st.booleans(), st.booleans(), st.data())
+def test_event_text_is_the_decoders(doc, indent, ascii_only, compact, data):
+    payload = bytearray(spell(doc, indent, ascii_only, compact))
+    plain = (doc["type"] == "content_block_delta" and set(doc) == {"type", "delta", "index"}
+             and type(doc["index"]) is int and set(doc["delta"]) == {"type", "text"}
+             and doc["delta"]["type"] == "text_delta" and isinstance(doc["delta"]["text"], str)
+             and doc["delta"]["text"])
+    got = event_agrees(bytes(payload))
+    if plain:
+        assert got == doc["delta"]["text"]
+    for _ in range(data.draw(st.integers(0, 3))):  # and its corruptions
+        at = data.draw(st.integers(0, max(0, len(payload) - 1)))
+        if data.draw(st.booleans()) and payload:
+            payload[at] = data.draw(st.sampled_from(b'{}[]",:\\ 0-u\x00\x80}'))
+        else:
+            del payload[at:at + data.draw(st.integers(0, 3))]
+        event_agrees(bytes(payload))
+
+
+def test_anthropic_usual_event_is_read():
+    payload = (b'{"type":"content_block_delta","index":0,'
+               b'"delta":{"type":"text_delta","text":"Hello \\u00e9\\n"}}')
+    assert event_agrees(payload) == "Hello \u00e9\n"
+    for declined in (
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"thinking_delta","thinking":"a"}}',
+        b'{"type":"content_block_delta","index":01,"delta":{"type":"text_delta","text":"a"}}',
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":""}}',
+        b'{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"a"},"x":1}',
+        b'{"type":"content_block_delta","type":"ping","index":0,"delta":{"type":"text_delta"}}',
+    ):
+        assert event_text(declined) is None
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.text(max_size=10), min_size=1, max_size=6), st.booleans())
+def test_the_anthropic_relay_gives_the_same_bytes_with_and_without_it(texts, ascii_only):
+    def ev(name, doc):
+        return (f"event: {name}\ndata: " + json.dumps(doc, ensure_ascii=ascii_only)
+                + "\n\n").encode()
+
+    stream = b"".join([
+        ev("message_start", {"type": "message_start", "message": {
+            "id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [], "stop_reason": None, "usage": {"input_tokens": 3, "output_tokens": 1}}}),
+        ev("content_block_start", {"type": "content_block_start", "index": 0,
+                                   "content_block": {"type": "text", "text": ""}}),
+        *(ev("content_block_delta", {"type": "content_block_delta", "index": 0,
+                                     "delta": {"type": "text_delta", "text": t}}) for t in texts),
+        ev("content_block_stop", {"type": "content_block_stop", "index": 0}),
+        ev("message_delta", {"type": "message_delta", "delta": {"stop_reason": "end_turn"},
+                             "usage": {"output_tokens": 5}}),
+        ev("message_stop", {"type": "message_stop"}),
+    ])
+    import helix.providers.anthropic.stream as stream_mod
+
+    def run(cls):
+        relay = AnthropicStreamRelay("claude", 1, _sinks(cls))
+        return relay.feed(stream) + relay.close()
+
+    for cls in SINKS:
+        with fixed_ids():
+            fast = run(cls)
+        with fixed_ids(), mock.patch.object(stream_mod, "event_text", None):
+            slow = run(cls)
         assert fast == slow, cls

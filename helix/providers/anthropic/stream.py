@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import msgspec
 
-from helix._fast import ScanRelay, SSEParser
+from helix._fast import ScanRelay, SSEParser, event_text
 from helix.errors import ErrorKind, HelixError
 from helix.providers.anthropic.response import (
     _arguments,
@@ -123,6 +123,11 @@ class AnthropicStreamRelay:
         for _name, payload in events:
             if self._done:
                 break
+            if self._started and event_text is not None:
+                text = event_text(payload)  # most events: more text, read without a decode
+                if text is not None:
+                    out.append(self._sink.text(0, text))
+                    continue
             try:
                 try:
                     ev = event_decoder.decode(payload)
