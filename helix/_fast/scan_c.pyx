@@ -235,6 +235,36 @@ cdef inline bint _null(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
     return _word(p, i, n, "null", 4)
 
 
+cdef Py_ssize_t _member(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, Py_ssize_t *a,
+                        Py_ssize_t *b):
+    """At an object member (``"key": value``): its key with its quotes is ``p[a:b]``; the
+    index of its value, or -1 when it is not there or its key holds an escape."""
+    cdef bint esc = False
+    if i >= n or p[i] != 34:
+        return -1
+    a[0] = i
+    b[0] = _string(p, i, n, &esc)
+    if b[0] < 0 or esc:
+        return -1
+    i = _ws(p, b[0], n)
+    if i >= n or p[i] != 58:  # :
+        return -1
+    return _ws(p, i + 1, n)
+
+
+cdef int _after(const unsigned char *p, Py_ssize_t *i, Py_ssize_t n):
+    """After a member's value: 1 and ``i`` at the next member (a comma), 0 and ``i`` past the
+    object's end, -1 for anything else."""
+    cdef Py_ssize_t j = _ws(p, i[0], n)
+    if j < n and p[j] == 44:  # ,
+        i[0] = _ws(p, j + 1, n)
+        return 1
+    if j < n and p[j] == 125:  # }
+        i[0] = j + 1
+        return 0
+    return -1
+
+
 cdef object _text_of(object payload, const unsigned char *p, Py_ssize_t ta, Py_ssize_t tb,
                      bint escaped):
     """The string ``p[ta:tb]`` (quotes included, known valid) as ``str``; None if empty or
@@ -259,25 +289,18 @@ def chunk_text(payload):
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     cdef Py_ssize_t i, a, b, j, ta = -1, tb = -1
-    cdef bint esc = False, text_esc = False, choices = False, in_choice, in_delta
+    cdef bint text_esc = False, choices = False, in_choice, in_delta
+    cdef int more
     i = _ws(p, 0, n)
     if i >= n or p[i] != 123:
         return None
     i = _ws(p, i + 1, n)
     if i < n and p[i] == 125:
         return None
-    while True:  # the chunk's keys
-        if i >= n or p[i] != 34:
+    while True:  # the chunk's members
+        i = _member(p, i, n, &a, &b)
+        if i < 0:
             return None
-        esc = False
-        a = i
-        b = _string(p, i, n, &esc)
-        if b < 0 or esc:
-            return None
-        i = _ws(p, b, n)
-        if i >= n or p[i] != 58:
-            return None
-        i = _ws(p, i + 1, n)
         if _key(p, a, b, "choices", 7):
             if choices or i >= n or p[i] != 91:
                 return None
@@ -287,17 +310,10 @@ def chunk_text(payload):
                 return None
             i = _ws(p, i + 1, n)
             in_choice = False
-            while True:  # the choice's keys
-                if i >= n or p[i] != 34:
+            while True:  # the choice's members
+                i = _member(p, i, n, &a, &b)
+                if i < 0:
                     return None
-                a = i
-                b = _string(p, i, n, &esc)
-                if b < 0 or esc:
-                    return None
-                i = _ws(p, b, n)
-                if i >= n or p[i] != 58:
-                    return None
-                i = _ws(p, i + 1, n)
                 if _key(p, a, b, "index", 5):
                     if i >= n or p[i] != 48:
                         return None
@@ -315,17 +331,10 @@ def chunk_text(payload):
                     in_choice = True
                     i = _ws(p, i + 1, n)
                     in_delta = False
-                    while True:  # the delta's keys
-                        if i >= n or p[i] != 34:
+                    while True:  # the delta's members
+                        i = _member(p, i, n, &a, &b)
+                        if i < 0:
                             return None
-                        a = i
-                        b = _string(p, i, n, &esc)
-                        if b < 0 or esc:
-                            return None
-                        i = _ws(p, b, n)
-                        if i >= n or p[i] != 58:
-                            return None
-                        i = _ws(p, i + 1, n)
                         if _key(p, a, b, "content", 7):
                             if in_delta or i >= n or p[i] != 34:
                                 return None
@@ -340,26 +349,21 @@ def chunk_text(payload):
                             i += 4
                         else:
                             return None
-                        i = _ws(p, i, n)
-                        if i < n and p[i] == 44:
-                            i = _ws(p, i + 1, n)
-                            continue
-                        if i < n and p[i] == 125:
-                            i += 1
+                        more = _after(p, &i, n)
+                        if more < 0:
+                            return None
+                        if not more:
                             break
-                        return None
                     if not in_delta:
                         return None
                 else:
                     return None
-                i = _ws(p, i, n)
-                if i < n and p[i] == 44:
-                    i = _ws(p, i + 1, n)
-                    continue
-                if i < n and p[i] == 125:
-                    i = _ws(p, i + 1, n)
+                more = _after(p, &i, n)
+                if more < 0:
+                    return None
+                if not more:
+                    i = _ws(p, i, n)
                     break
-                return None
             if not in_choice or i >= n or p[i] != 93:  # one choice, with a delta
                 return None
             i += 1
@@ -371,15 +375,12 @@ def chunk_text(payload):
             i = _value(p, i, n, 1)
             if i < 0:
                 return None
-        i = _ws(p, i, n)
-        if i < n and p[i] == 44:
-            i = _ws(p, i + 1, n)
-            continue
-        if i < n and p[i] == 125:
-            i = _ws(p, i + 1, n)
+        more = _after(p, &i, n)
+        if more < 0:
+            return None
+        if not more:
             break
-        return None
-    if i != n or not choices:  # trailing bytes, no choices
+    if _ws(p, i, n) != n or not choices:  # trailing bytes, no choices
         return None
     return _text_of(payload, p, ta, tb, text_esc)
 
@@ -395,23 +396,16 @@ def event_text(payload):
     cdef const unsigned char *p = <const unsigned char *>PyBytes_AS_STRING(payload)
     cdef Py_ssize_t n = PyBytes_GET_SIZE(payload)
     cdef Py_ssize_t i, j, a, b, ta = -1, tb = -1
-    cdef bint esc = False, text_esc = False
-    cdef int seen = 0, inner
+    cdef bint text_esc = False
+    cdef int seen = 0, inner, more
     i = _ws(p, 0, n)
     if i >= n or p[i] != 123:
         return None
     i = _ws(p, i + 1, n)
-    while True:  # the event's keys
-        if i >= n or p[i] != 34:
+    while True:  # the event's members
+        i = _member(p, i, n, &a, &b)
+        if i < 0:
             return None
-        a = i
-        b = _string(p, i, n, &esc)
-        if b < 0 or esc:
-            return None
-        i = _ws(p, b, n)
-        if i >= n or p[i] != 58:
-            return None
-        i = _ws(p, i + 1, n)
         if _key(p, a, b, "type", 4):
             if seen & 1 or not _word(p, i, n, '"content_block_delta"', 21):
                 return None
@@ -432,17 +426,10 @@ def event_text(payload):
             seen |= 4
             inner = 0
             i = _ws(p, i + 1, n)
-            while True:  # the delta's keys
-                if i >= n or p[i] != 34:
+            while True:  # the delta's members
+                i = _member(p, i, n, &a, &b)
+                if i < 0:
                     return None
-                a = i
-                b = _string(p, i, n, &esc)
-                if b < 0 or esc:
-                    return None
-                i = _ws(p, b, n)
-                if i >= n or p[i] != 58:
-                    return None
-                i = _ws(p, i + 1, n)
                 if _key(p, a, b, "type", 4):
                     if inner & 1 or not _word(p, i, n, '"text_delta"', 12):
                         return None
@@ -459,26 +446,20 @@ def event_text(payload):
                     tb = i
                 else:
                     return None
-                i = _ws(p, i, n)
-                if i < n and p[i] == 44:
-                    i = _ws(p, i + 1, n)
-                    continue
-                if i < n and p[i] == 125:
-                    i += 1
+                more = _after(p, &i, n)
+                if more < 0:
+                    return None
+                if not more:
                     break
-                return None
             if inner != 3:
                 return None
         else:
             return None
-        i = _ws(p, i, n)
-        if i < n and p[i] == 44:
-            i = _ws(p, i + 1, n)
-            continue
-        if i < n and p[i] == 125:
-            i = _ws(p, i + 1, n)
+        more = _after(p, &i, n)
+        if more < 0:
+            return None
+        if not more:
             break
-        return None
-    if i != n or seen != 7:
+    if _ws(p, i, n) != n or seen != 7:
         return None
     return _text_of(payload, p, ta, tb, text_esc)
