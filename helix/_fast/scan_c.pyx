@@ -118,7 +118,7 @@ cdef Py_ssize_t _string(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, bint
             if i >= n:
                 return -1
             c = p[i]
-            if c == 117:  # \uXXXX
+            if c == 117:  # u: a \u escape, four hex digits
                 v = _hex4(p, i + 1, n)
                 if v < 0 or 0xDC00 <= v <= 0xDFFF:
                     return -1

@@ -70,6 +70,7 @@ def text_head(index: int) -> bytes:
 
 
 def text_delta_event(index: int, text: str) -> bytes:
+    """The whole event from the template (the sink keeps the head per block instead)."""
     return _TEXT_HEAD % index + _encode(text) + _TEXT_END
 
 
