@@ -40,6 +40,7 @@ _TWINS = {
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
+    "AccessLinePy": ("access_py", "AccessLine"),
     "price_tokens_py": ("price_py", "price_tokens"),
     "usage_cost_py": ("price_py", "usage_cost"),
     "LatencyTablePy": ("ewma_py", "LatencyTable"),
@@ -169,6 +170,9 @@ cost_value = _pick("cost_value_py", cost_value_c)
 # The request id and the request_id phase (helix/observe/access.py).
 RequestIdsC = _compiled_attr("access_c", "RequestIds")
 RequestIds = _pick("RequestIdsPy", RequestIdsC)
+# The text access-log recorder (helix/observe/access.py make_access_recorder).
+AccessLineC = _compiled_attr("access_c", "AccessLine")
+AccessLine = _pick("AccessLinePy", AccessLineC)
 # A response's price (helix/routing/models.py cost, price_tokens).
 usage_cost_c = _compiled_attr("price_c", "usage_cost")
 usage_cost = _pick("usage_cost_py", usage_cost_c)

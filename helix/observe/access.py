@@ -28,6 +28,7 @@ import time
 import msgspec
 
 from helix._fast import RequestIds
+from helix._fast.access_py import clock as _clock
 
 _encode = msgspec.json.Encoder().encode
 
@@ -50,17 +51,20 @@ class LineWriter:
     a running loop every line is written at once.
     """
 
-    __slots__ = ("_lines", "_timer", "delay", "limit", "stream")
+    __slots__ = ("_timer", "delay", "limit", "lines", "stream")
 
     def __init__(self, stream=None, delay: float = 0.05, limit: int = 512) -> None:
         self.stream = stream
         self.delay = delay
         self.limit = limit
-        self._lines: list[str] = []
+        # The held lines: one list for the writer's life, and the timer is armed exactly
+        # while it holds lines (on a running loop).  The compiled text recorder
+        # (helix/_fast AccessLine) relies on both to append a line itself.
+        self.lines: list[str] = []
         self._timer = None
 
     def write(self, line: str) -> None:
-        lines = self._lines
+        lines = self.lines
         lines.append(line)
         if self._timer is None:
             try:
@@ -81,50 +85,32 @@ class LineWriter:
         if timer is not None:
             self._timer = None
             timer.cancel()
-        lines = self._lines
+        lines = self.lines
         if not lines:
             return
-        self._lines = []
+        text = "\n".join(lines) + "\n"
+        lines.clear()
         stream = self.stream or sys.stderr
         try:
-            stream.write("\n".join(lines) + "\n")
+            stream.write(text)
             stream.flush()
         except (OSError, ValueError):
             pass
 
 
-def _clock(fmt: str, tm, suffix: str):
-    """A wall-clock text format, the text cached per millisecond (the date part per second)."""
-    last = [-1, -1, "", ""]  # ms, second, date text, full text
-
-    def stamp(now: float) -> str:
-        ms = int(now * 1000)
-        if ms == last[0]:
-            return last[3]
-        sec, frac = divmod(ms, 1000)
-        if sec != last[1]:
-            last[1] = sec
-            last[2] = time.strftime(fmt, tm(sec))
-        last[0] = ms
-        last[3] = text = f"{last[2]}{frac:03d}{suffix}"
-        return text
-
-    return stamp
-
-
 # logging.Formatter's default time format (local time, comma before the milliseconds).
-_asctime = _clock("%Y-%m-%d %H:%M:%S,", time.localtime, "")
+ASCTIME = ("%Y-%m-%d %H:%M:%S,", time.localtime, "")
 # UTC ISO-8601 with milliseconds.
 _iso = _clock("%Y-%m-%dT%H:%M:%S.", time.gmtime, "Z")
 
 
-def make_access_recorder(fmt: str, writer: LineWriter | None = None):
-    """The access-log recorder for ``format`` ``text`` or ``json``."""
+def make_access_recorder(fmt: str, writer: LineWriter | None = None, wall=time.time,
+                         monotonic=time.monotonic):
+    """The access-log recorder for ``format`` ``text`` or ``json`` (``wall`` and
+    ``monotonic`` are the clocks it reads, for tests)."""
     writer = writer or LineWriter()
     write = writer.write
     pid = os.getpid()
-    monotonic = time.monotonic
-    wall = time.time
 
     def fields(ctx):
         req = ctx.exchange.request
@@ -170,16 +156,14 @@ def make_access_recorder(fmt: str, writer: LineWriter | None = None):
                 doc["error"] = ctx.error.kind.name.lower()
             write(_encode(doc).decode())
 
-    else:  # the text line: helix/_fast/access_py.py, compiled twin access_c.pyx
-        from helix._fast import text_line
+        log_access.writer = writer
+        return log_access
 
-        head = f" INFO    [{pid}] helix.access: "
+    # The text line, one C call (helix/_fast/access_py.py AccessLine; compiled twin in
+    # access_c.pyx): the recorder, its time stamp and the buffer append.
+    from helix._fast import AccessLine
 
-        def log_access(ctx) -> None:
-            write(text_line(_asctime(wall()), head, ctx, monotonic()))
-
-    log_access.writer = writer
-    return log_access
+    return AccessLine(f" INFO    [{pid}] helix.access: ", writer, *ASCTIME, wall, monotonic)
 
 
 def access_enabled(config) -> bool:

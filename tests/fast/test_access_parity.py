@@ -4,13 +4,14 @@ the same error, for any request context (helix/_fast/access_c.pyx, access_py.py)
 from __future__ import annotations
 
 import os
+import time
 from types import SimpleNamespace as NS
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import text_line_c, text_line_py
+from helix._fast import AccessLineC, AccessLinePy, text_line_c, text_line_py
 
 IMPLS = [text_line_py] + ([text_line_c] if text_line_c is not None else [])
 
@@ -85,19 +86,85 @@ def test_the_documented_line(impl):
                     'provider=- tokens=- cost=- ttft=12.5ms cache=hit attempts=2 rid=-')
 
 
-def test_recorder_writes_one_line(monkeypatch):
+def test_recorder_writes_one_line():
     import os
 
     from helix.observe import access
 
     lines = []
-    monkeypatch.setattr(access, "_asctime", lambda now: "T")
-    monkeypatch.setattr(access.time, "monotonic", lambda: 100.003)
-    rec = access.make_access_recorder("text", NS(write=lines.append))
+    rec = access.make_access_recorder("text", NS(write=lines.append), wall=lambda: 1.5,
+                                      monotonic=lambda: 100.003)
     rec(_ctx())
     head = f" INFO    [{os.getpid()}] helix.access: "
-    assert lines == [text_line_py("T", head, _ctx(), 100.003)]
+    stamp = access._clock(*access.ASCTIME)(1.5)
+    assert lines == [text_line_py(stamp, head, _ctx(), 100.003)]
     assert rec.__name__ == "log_access"
+
+
+RECORDERS = [AccessLinePy] + ([AccessLineC] if AccessLineC is not None else [])
+CLOCKS = [("%Y-%m-%d %H:%M:%S,", time.localtime, ""), ("%Y-%m-%dT%H:%M:%S.", time.gmtime, "Z"),
+          ("%H:%M:%S.", time.gmtime, "")]
+WALLS = st.one_of(
+    st.floats(min_value=0, max_value=4e9),  # now and the next century, ms boundaries too
+    st.integers(0, 4 * 10**12).map(lambda ms: ms / 1000.0),
+    st.floats(min_value=-1.0, max_value=0.0),  # the cache's start (-1 ms) and negatives
+    st.floats(allow_nan=True, allow_infinity=True),  # what the twin raises, the same
+    st.integers(-(10**12), 10**12),  # an int clock: the twin's path
+)
+
+
+@pytest.mark.skipif(AccessLineC is None, reason="extensions not built")
+@settings(max_examples=300, deadline=None)
+@given(walls=st.lists(WALLS, min_size=1, max_size=12), clock=st.sampled_from(CLOCKS),
+       ctx=contexts())
+def test_recorder_same_lines_as_the_twin(walls, clock, ctx):
+    """The compiled recorder's stamps (and its per-ms, per-second cache) and lines are the
+    twin's, for the same sequence of clock readings, errors included."""
+    out = {}
+    for impl in RECORDERS:
+        got = []
+        rec = impl(" INFO    [7] helix.access: ", NS(write=got.append), *clock,
+                   wall=iter(walls).__next__, monotonic=lambda: 123.25)
+        results = [outcome(rec, ctx) for _ in walls]
+        out[impl] = (results, got)
+    assert out[AccessLineC] == out[AccessLinePy]
+
+
+@pytest.mark.parametrize("impl", RECORDERS, ids=lambda c: c.__module__)
+def test_recorder_through_a_line_writer(impl):
+    """Through a LineWriter on a loop, the recorder's lines are held, written together when
+    the timer fires, and at once when the limit is reached, as write() does (the compiled
+    one appends to the writer's list itself while its timer is armed)."""
+    import asyncio
+    import io
+
+    from helix.observe.access import LineWriter
+
+    out = io.StringIO()
+    w = LineWriter(out, delay=0.05, limit=3)
+    rec = impl("|", w, "%S.", time.gmtime, "", wall=lambda: 0.0, monotonic=lambda: 100.5)
+
+    def line(status):
+        return f'00.000|127.0.0.1 "POST /v1/chat/completions" {status} 500.0ms'
+
+    async def main():
+        rec(_ctx(status=201))
+        rec(_ctx(status=202))
+        assert out.getvalue() == "" and w._timer is not None  # held
+        await asyncio.sleep(0.2)
+        assert [x[:len(line(200))] for x in out.getvalue().splitlines()] == \
+            [line(201), line(202)]
+        assert w.lines == [] and w._timer is None
+        for status in (203, 204, 205):  # the third fills the buffer: written at once
+            rec(_ctx(status=status))
+        assert [x[:len(line(200))] for x in out.getvalue().splitlines()][2:] == \
+            [line(203), line(204), line(205)]
+        assert w._timer is None and w.lines == []
+        rec(_ctx(status=206))
+        w.flush()
+        assert out.getvalue().splitlines()[-1].startswith(line(206)) and w._timer is None
+
+    asyncio.run(asyncio.wait_for(main(), 10))
 
 
 @pytest.mark.skipif(text_line_c is None, reason="extensions not built")
