@@ -232,3 +232,86 @@ def test_provider_headers_kept_and_renamed_with_a_bounded_memo():
     assert len(forward._KINDS) <= forward._KINDS_MAX
     assert forward.response_headers([(b"x-ratelimit-new-%d" % 10**6, b"1")], []) == \
         [(b"x-ratelimit-new-1000000", b"1")]  # still decided right once the memo is full
+
+
+# -- the attempt loop's bookkeeping ------------------------------------------------------------
+
+
+def _attempt_loop(policy_cfg, outcomes, stream):
+    """Run ``make_attempts`` once over stub halves; what the balancer was told."""
+    from types import SimpleNamespace as NS
+
+    from helix.errors import ErrorKind, Retry
+    from helix.pipeline.runner import make_attempts
+    from helix.routing.resilience import Policy
+
+    now = [100.0]
+    calls = []
+
+    def clock():
+        return now[0]
+
+    def tick():  # the stub upstream's time: a quarter second each half
+        now[0] += 0.25
+
+    deps = [NS(provider=f"p{i}", model_id="m", model="m", name=f"p{i}") for i in range(3)]
+    balancer = NS(begin=lambda d: calls.append(("begin", d.provider)),
+                  end=lambda d, *a: calls.append(("end", d.provider, *a)),
+                  end_lost=lambda d, *a: calls.append(("lost", d.provider, *a)),
+                  select=lambda cands, t, view, tried, last, prefix: next(
+                      d for d in cands if d not in tried),
+                  _rnd=lambda: 0.5)
+    todo = list(outcomes)
+
+    async def prepare(ctx, dep):
+        tick()
+        if todo.pop(0) == "fail":
+            raise HelixError(ErrorKind.UPSTREAM_STATUS, "upstream 503", status=503,
+                             retry=Retry.YES)
+        return NS(stream=stream, first_at=now[0], head_at=now[0])
+
+    async def commit(ctx, p):
+        tick()
+        if stream:
+            ctx.first_chunk_at = p.first_at
+        ctx.status = 200
+
+    async def forward(ctx):  # only its halves run
+        raise AssertionError
+
+    forward.prepare, forward.commit = prepare, commit
+    policy = Policy(policy_cfg) if policy_cfg is not None else None
+    phase = make_attempts(forward, balancer, policy, lambda name: deps, clock)
+    ctx = NS(deployment=deps[0], candidates=deps, waited=0.0, error=None, first_chunk_at=0.0,
+             started=100.0, view=NS(model="m"), response_headers=[], committed=False,
+             exchange=NS(committed=False), trace=None, prefix=None, status=0)
+
+    async def go():
+        await phase(ctx)
+
+    asyncio.run(go())
+    return calls, ctx
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_an_attempt_tells_the_balancer_the_same_with_or_without_the_retry_loop(stream):
+    """Each attempt is bracketed by begin/end with its verdict and latency sample (time to
+    the first chunk of a stream, else to the whole answer): the retry loop (a resilience
+    section) reports a successful attempt exactly as the plain loop does, and a failed one
+    with its verdict and no sample before the retry on another deployment."""
+    from helix.config import ResilienceConfig, RetriesConfig
+    from helix.routing.health import FAILURE, SUCCESS
+
+    plain, _ = _attempt_loop(None, ["ok"], stream)
+    retried, ctx = _attempt_loop(ResilienceConfig(retries=RetriesConfig(
+        max_attempts=2, initial_delay=0.0)), ["ok"], stream)
+    sample = 0.25 if stream else 0.5  # prepare's tick, and commit's (the whole answer)
+    assert plain == retried == [("begin", "p0"), ("end", "p0", SUCCESS, 100.5, sample)]
+    assert ctx.response_headers == [(b"x-helix-attempts", b"1")]
+
+    calls, ctx = _attempt_loop(ResilienceConfig(retries=RetriesConfig(
+        max_attempts=2, initial_delay=0.0)), ["fail", "ok"], stream)
+    assert calls[:2] == [("begin", "p0"), ("end", "p0", FAILURE, 100.25, None, None)]
+    assert calls[2][:2] == ("begin", "p1") and calls[3][:3] == ("end", "p1", SUCCESS)
+    assert calls[3][4] == sample and ctx.deployment.provider == "p1"
+    assert ctx.response_headers == [(b"x-helix-attempts", b"2")]
