@@ -87,7 +87,8 @@ class App:
         recorders = [
             *([cache_phase.cache_store] if self.cache is not None else []),
             *self.observe.recorders,
-            *([self.gate.settle] if self.gate is not None else []),
+            # Only token and cost limits reserve an estimate to settle (Gate._decided).
+            *([self.gate.settle] if self.gate is not None and self.gate.estimating else []),
         ]
         # One pipeline per client API, every one built from the same phases: a feature
         # that is off is absent from all of them.
