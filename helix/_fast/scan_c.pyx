@@ -77,6 +77,40 @@ cdef enum:
     _MAX_NEST = 64
 
 
+cdef extern from *:
+    """
+    #include <stdint.h>
+    #include <string.h>
+    /* The index of the first byte at or after i that ends a run of plain string bytes --
+       a quote, a backslash or a control byte (< 0x20) -- or n.  Eight bytes a step on a
+       little-endian machine: a word's zero-byte test (x - 0x01..) & ~x & 0x80.. flags no
+       byte below the first real match, so the lowest flag is that match; byte by byte
+       elsewhere and for the tail. */
+    static inline Py_ssize_t helix_plain_run(const unsigned char *p, Py_ssize_t i,
+                                             Py_ssize_t n) {
+    #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__ && defined(__GNUC__)
+        const uint64_t ones = 0x0101010101010101ULL, high = 0x8080808080808080ULL;
+        const uint64_t quote = 0x2222222222222222ULL, slash = 0x5C5C5C5C5C5C5C5CULL;
+        while (i + 8 <= n) {
+            uint64_t v, q, b, t;
+            memcpy(&v, p + i, 8);
+            q = v ^ quote;
+            b = v ^ slash;
+            t = ((q - ones) & ~q) | ((b - ones) & ~b) | ((v - 0x2020202020202020ULL) & ~v);
+            t &= high;
+            if (t)
+                return i + (__builtin_ctzll(t) >> 3);
+            i += 8;
+        }
+    #endif
+        while (i < n && p[i] != 34 && p[i] != 92 && p[i] >= 32)
+            i++;
+        return i;
+    }
+    """
+    Py_ssize_t helix_plain_run(const unsigned char *p, Py_ssize_t i, Py_ssize_t n) noexcept
+
+
 cdef inline Py_ssize_t _ws(const unsigned char *p, Py_ssize_t i, Py_ssize_t n):
     while i < n and (p[i] == 32 or p[i] == 10 or p[i] == 13 or p[i] == 9):
         i += 1
@@ -109,6 +143,9 @@ cdef Py_ssize_t _string(const unsigned char *p, Py_ssize_t i, Py_ssize_t n, bint
     cdef int v
     i += 1
     while i < n:
+        i = helix_plain_run(p, i, n)  # past the plain bytes, eight at a time
+        if i >= n:
+            return -1
         c = p[i]
         if c == 34:  # "
             return i + 1

@@ -161,6 +161,33 @@ def test_anything_else_is_declined(payload):
     assert chunk_text(payload) is None
 
 
+_SPECIAL = [bytes([b]) for b in range(32)] + [b'"', b"\\", b"\\n", b'\\"', b"\\u00e9",
+                                              b"\\ud83d\\ude00", b"\\ud83d", b"\\x"]
+
+
+@pytest.mark.parametrize("where", ["id", "content"])
+def test_every_special_byte_at_every_offset_of_a_string(where):
+    """The string scanner skips plain bytes eight at a time: a quote, a backslash (each
+    escape, valid or not) or any control byte must stop it wherever it sits in a word,
+    and the answer must still be the decoder's (a control byte: declined)."""
+    for special in _SPECIAL:
+        for k in range(0, 24):
+            for tail in (b"", b"abcdefghij"):
+                s = b"x" * k + special + tail
+                ident, content = (s, b"hi") if where == "id" else (b"chatcmpl-1", s)
+                payload = (b'{"id":"' + ident + b'","choices":[{"index":0,"delta":{"content":"'
+                           + content + b'"}}]}')
+                try:
+                    chunk = _decode(payload)
+                except msgspec.DecodeError:
+                    assert chunk_text(payload) is None, payload
+                    continue
+                got = agrees(payload)
+                assert got is not None or b'"' in special, payload  # a bare quote ends it
+                if got is not None:
+                    assert got == chunk.choices[0].delta.content
+
+
 def test_deep_nesting_is_declined_not_a_crash():
     rest = b',"choices":[{"delta":{"content":"a"}}]}'
     assert chunk_text(b'{"x":' + b"[" * 100_000 + b"]" * 100_000 + rest) is None
