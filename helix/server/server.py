@@ -8,6 +8,7 @@ to drain them gracefully.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from collections import OrderedDict
@@ -99,16 +100,15 @@ class Server:
             self.loop = asyncio.get_running_loop()
         tune_malloc()  # bodies freed go back to the kernel (helix/server/memory.py)
         srv = await self.loop.create_server(
-            self._protocol_factory,
+            # partial, not a method returning HttpProtocol(self): the loop calls the
+            # factory for every accepted connection, and a partial is a C call.
+            functools.partial(HttpProtocol, self),
             sock=sock,
             # create_server calls listen() again; don't shrink the caller's
             # backlog to asyncio's default of 100.
             backlog=socket.SOMAXCONN,
         )
         self._servers.append(srv)
-
-    def _protocol_factory(self) -> HttpProtocol:
-        return HttpProtocol(self)
 
     def stop_accepting(self) -> None:
         for srv in self._servers:
