@@ -45,6 +45,8 @@ cdef class HttpProtocol:
     cdef public Py_ssize_t _timer_kind
     cdef public object _url
     cdef public object _version
+    cdef public object _waiter
+    cdef public object _next
     cdef public bint closing
     cdef public bint draining
     cdef public object flow

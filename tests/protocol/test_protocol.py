@@ -803,6 +803,70 @@ async def test_client_disconnect_cancels_handler():
     assert server.connections == 0
 
 
+async def test_one_task_serves_a_keep_alive_connection_and_ends_with_it():
+    """The connection's requests run in turn in one task, which waits for the next request
+    while the connection is idle and ends when the connection does: closed by the client
+    while idle, after a request that closes it, or cancelled at shutdown while idle."""
+    tasks = []
+
+    async def handler(ex):
+        tasks.append(asyncio.current_task())
+        await echo(ex)
+
+    proto, t, server = conn(handler)
+    for body in (b"one", b"two", b"three"):
+        proto.data_received(post(body))
+        await settle()
+    assert [r.body.rsplit(b"|", 1)[1] for r in parse_responses(t.data)] == \
+        [b"one", b"two", b"three"]
+    task = proto._task
+    assert tasks == [task, task, task] and not task.done()  # idle, waiting for the next
+    assert server.active_requests == 0
+    proto.connection_lost(None)  # the client closed it while idle
+    await settle()
+    assert task.done() and not task.cancelled() and task.exception() is None
+    assert proto._task is None and proto._waiter is None
+
+    proto, t, _ = conn(handler)
+    proto.data_received(post(b"last", extra=b"Connection: close\r\n"))
+    await settle()
+    assert parse_responses(t.data)[0].body.endswith(b"|last") and (t.closed or t.eof_written)
+    assert proto._task is None  # nothing can follow a closing request
+
+    proto, t, _ = conn(handler)
+    proto.data_received(GET)
+    await settle()
+    task = proto._task
+    proto.force_close()  # the shutdown deadline, while idle
+    await settle()
+    assert task.done() and proto._task is None and t.aborted
+
+
+async def test_a_pipelined_burst_runs_in_the_connections_task_in_order():
+    order = []
+    gate = asyncio.Event()
+
+    async def handler(ex):
+        order.append((ex.request.body, asyncio.current_task()))
+        if ex.request.body == b"a":
+            await gate.wait()  # the others queue behind it
+        await echo(ex)
+
+    proto, t, _ = conn(handler)
+    proto.data_received(post(b"a") + post(b"b") + post(b"c"))
+    await settle()
+    assert [b for b, _ in order] == [b"a"]
+    gate.set()
+    await settle(20)
+    assert [b for b, _ in order] == [b"a", b"b", b"c"]
+    assert len({task for _, task in order}) == 1
+    assert [r.body.rsplit(b"|", 1)[1] for r in parse_responses(t.data)] == [b"a", b"b", b"c"]
+    # and the next request after the burst, once idle, goes to the same task
+    proto.data_received(post(b"d"))
+    await settle()
+    assert order[-1] == (b"d", order[0][1])
+
+
 async def test_post_response_work_is_not_cancelled():
     done = asyncio.Event()
     gate = asyncio.Event()
