@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
                             f"c={conns} run {run} {t.label}: {w['cpu_us_per_req']:.1f} µs/req, "
                             f"{w['rps']:,.0f} req/s, p99 {w['p99_us'] / 1000:.1f} ms, "
                             f"timeouts {w['timeout']}, upstream connects "
-                            f"{w.get('upstream_connects', '?')}",
+                            f"{w.get('upstream_connects', '?')} "
+                            f"(churn {w.get('upstream_churn', '?')})",
                             flush=True,
                         )
             print("\n| conns | variant | CPU µs/req (median) | runs | vs first | req/s (median) |")

@@ -487,16 +487,24 @@ APIS = [
 ]
 
 
-def mock_accepted(port: int) -> int | None:
-    """Connections the mock has accepted so far (the health request itself included)."""
+def mock_counts(port: int) -> tuple[int, int] | None:
+    """(connections the mock has accepted so far, connections open now); the health
+    request's own connection is counted in the first and not in the second."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
     try:
         conn.request("GET", "/_mock/health")
-        return json.loads(conn.getresponse().read()).get("accepted")
-    except (OSError, ValueError, http.client.HTTPException):
+        got = json.loads(conn.getresponse().read())
+        return got["accepted"], got["open"] - 1
+    except (OSError, ValueError, KeyError, http.client.HTTPException):
         return None
     finally:
         conn.close()
+
+
+def mock_accepted(port: int) -> int | None:
+    """Connections the mock has accepted so far (the health request itself included)."""
+    got = mock_counts(port)
+    return None if got is None else got[0]
 
 
 def run_wrk(port: int, duration: float, conns: int = 32, path: str | None = None,
@@ -555,16 +563,38 @@ def run_loadgen(mode: str, port: int, *args: str, timeout: float) -> dict[str, A
 def measure(proc: Proc, port: int, duration: float, conns: int, mock_port: int,
             path: str | None = None, body: dict | None = None,
             anthropic: bool = False) -> dict[str, Any]:
-    """One wrk run with the proxy's CPU time and the upstream connections it opened."""
+    """One wrk run with the proxy's CPU time and the upstream connections it opened.
+
+    Connections are counted over the whole run, and between two probes in its steady
+    state (after its first second, until half a second before its end).  When wrk stops
+    it hangs up on requests in flight, and a proxy drops the upstream exchange of each
+    (it cannot reuse a connection whose response it never read; for an LLM, hanging up
+    is also what stops the generation), so the next run begins by replacing those.
+    Churn is a connection closed and another opened while the load runs: the steady
+    window's connects minus its growth in open connections."""
     a0 = mock_accepted(mock_port)
+    probes: list[tuple[int, int] | None] = []
+    timers = [
+        threading.Timer(at, lambda: probes.append(mock_counts(mock_port)))
+        for at in (1.0, max(1.5, round(duration) - 0.5))
+    ]
+    for t in timers:
+        t.start()
     cpu0 = cpu_seconds(proc.pid)
     wrk = run_wrk(port, duration, conns, path, body, anthropic)
     cpu1 = cpu_seconds(proc.pid)
+    for t in timers:
+        t.join()
     a1 = mock_accepted(mock_port)
     wrk["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(1, wrk["requests"])
     wrk["cpu_util"] = (cpu1 - cpu0) / (wrk["duration_us"] / 1e6)
     if a0 is not None and a1 is not None:
-        wrk["upstream_connects"] = a1 - a0 - 1  # minus our own health request
+        # minus our own health requests: one at the end, one per probe
+        wrk["upstream_connects"] = a1 - a0 - 1 - len(probes)
+    if len(probes) == 2 and None not in probes:
+        (acc1, open1), (acc2, open2) = probes
+        connects = acc2 - acc1 - 1
+        wrk["upstream_churn"] = max(0, connects - (open2 - open1))
     return wrk
 
 
@@ -574,6 +604,7 @@ def median_run(runs: list[dict[str, Any]]) -> dict[str, Any]:
     out = dict(ordered[len(ordered) // 2])
     out["runs"] = len(runs)
     out["connects_all"] = [r.get("upstream_connects") for r in runs]
+    out["churn_all"] = [r.get("upstream_churn") for r in runs]
     return out
 
 
@@ -903,11 +934,15 @@ def write_report(
     add(
         "Per connection count: req/s, proxy CPU µs per request (and its ratio to nginx's at the "
         "same concurrency), p99, and the upstream connections the proxy opened during the "
-        "timed run (counted by the mock: 0 means no churn; the warm-up fills the pool). "
+        "timed run, counted by the mock, and in parentheses the churn: connections closed and "
+        "replaced while the load ran (from 1 s into the run to 0.5 s before its end). A run "
+        "begins by replacing the connections dropped when the previous wrk run hung up on "
+        "requests in flight (a proxy cannot reuse a connection whose response it never read); "
+        "those are in the first figure, not the churn. "
         f"Each row is the median (by CPU/request) of {opts.repeat} run(s).\n"
     )
     add("| target | conns | req/s | vs nginx | proxy CPU µs/req | CPU vs nginx | "
-        "CPU vs own c=32 | p99 ms | upstream connects | errors |")
+        "CPU vs own c=32 | p99 ms | upstream connects (churn) | errors |")
     add("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in names:
         conc = get(results, n, "concurrency") or {}
@@ -919,7 +954,8 @@ def write_report(
                 f"| {ratio(s.get('cpu_us_per_req'), ng.get('cpu_us_per_req'))} "
                 f"| {ratio(s.get('cpu_us_per_req'), base)} "
                 f"| {fmt(s.get('p99_us', math.nan) / 1000, 2)} "
-                f"| {fmt(s.get('upstream_connects'), 0)} | {fmt(s.get('errors'))} |")
+                f"| {fmt(s.get('upstream_connects'), 0)} "
+                f"({fmt(s.get('upstream_churn'), 0)}) | {fmt(s.get('errors'))} |")
     add("")
     apis = {n: get(results, n, "apis") for n in names if get(results, n, "apis")}
     if apis:
