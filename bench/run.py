@@ -574,17 +574,22 @@ def measure(proc: Proc, port: int, duration: float, conns: int, mock_port: int,
     window's connects minus its growth in open connections."""
     a0 = mock_accepted(mock_port)
     probes: list[tuple[int, int] | None] = []
+    secs = max(1, round(duration))  # what run_wrk asks wrk for
+    # No steady window in a run shorter than 2 s: a probe after wrk's end would count the
+    # end's dropped connections as churn.
     timers = [
         threading.Timer(at, lambda: probes.append(mock_counts(mock_port)))
-        for at in (1.0, max(1.5, round(duration) - 0.5))
+        for at in ((1.0, secs - 0.5) if secs >= 2 else ())
     ]
     for t in timers:
         t.start()
-    cpu0 = cpu_seconds(proc.pid)
-    wrk = run_wrk(port, duration, conns, path, body, anthropic)
-    cpu1 = cpu_seconds(proc.pid)
-    for t in timers:
-        t.join()
+    try:
+        cpu0 = cpu_seconds(proc.pid)
+        wrk = run_wrk(port, duration, conns, path, body, anthropic)
+        cpu1 = cpu_seconds(proc.pid)
+    finally:
+        for t in timers:
+            t.join()
     a1 = mock_accepted(mock_port)
     wrk["cpu_us_per_req"] = (cpu1 - cpu0) * 1e6 / max(1, wrk["requests"])
     wrk["cpu_util"] = (cpu1 - cpu0) / (wrk["duration_us"] / 1e6)
