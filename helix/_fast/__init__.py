@@ -37,6 +37,7 @@ _TWINS = {
     "text_line_py": ("access_py", "text_line"),
     "pick_headers_py": ("head_py", "pick_headers"),
     "frame_chunk_py": ("head_py", "frame_chunk"),
+    "date_line_py": ("head_py", "date_line"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
@@ -139,6 +140,9 @@ head = head_py if NO_EXTENSIONS or head_c is None else head_c
 # A streamed response's chunk framing (helix/server/writer.py frame_chunk).
 frame_chunk_c = _compiled_attr("head_c", "frame_chunk")
 frame_chunk = _pick("frame_chunk_py", frame_chunk_c)
+# The response's date: line, formatted once a second (helix/server/writer.py date_header).
+date_line_c = _compiled_attr("head_c", "date_line")
+date_line = _pick("date_line_py", date_line_c)
 # A provider's response headers as the client gets them (helix/phases/forward.py).
 pick_headers_c = _compiled_attr("head_c", "pick_headers")
 pick_headers = _pick("pick_headers_py", pick_headers_c)

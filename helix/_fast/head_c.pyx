@@ -12,12 +12,18 @@ buffer ``%b`` does.  Same bytes, same errors: tests/fast/test_head_parity.py.
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memchr, memcmp, memcpy
+from libc.time cimport time_t, tm
 
+
+cdef extern from "<time.h>" nogil:
+    tm *gmtime_r(const time_t *timep, tm *result)
+
+from helix._fast.head_py import date_line as _date_line_py
 from helix._fast.head_py import frame_chunk as _frame_chunk_py
 from helix._fast.head_py import head as _head_py
 from helix._fast.head_py import pick_headers as _pick_headers_py
 
-__all__ = ["frame_chunk", "head", "pick_headers"]
+__all__ = ["date_line", "frame_chunk", "head", "pick_headers"]
 
 cdef bytes _CLOSE = b"connection: close\r\n"
 cdef bytes _KEEP = b"connection: keep-alive\r\n"
@@ -199,4 +205,49 @@ cpdef bytes frame_chunk(data, bint end=False):
     w[1] = 10
     if end:
         memcpy(w + 2, b"0\r\n\r\n", 5)
+    return out
+
+
+cdef const char *_DAYS = b"SunMonTueWedThuFriSat"  # tm_wday: 0 is Sunday in C
+cdef const char *_MONTHS = b"JanFebMarAprMayJunJulAugSepOctNovDec"
+
+
+cdef inline void _digits(char *w, int v, int n) noexcept:
+    # ``v`` in ``n`` decimal digits, zero-padded (0 <= v < 10**n).
+    while n:
+        n -= 1
+        w[n] = 48 + v % 10
+        v //= 10
+
+
+def date_line(sec):
+    """The ``date:`` line for the integer second ``sec``: see head_py.date_line. Written
+    into one ``PyBytes`` from ``gmtime_r``'s fields: the twin's ``time.gmtime`` struct and
+    its seven-field ``%`` format cost ≈ 20,000 instructions, paid by the first request of
+    every second (at a low request rate, by every request)."""
+    if type(sec) is not int or not 0 <= sec < 253402300800:  # years 1970-9999
+        return _date_line_py(sec)
+    cdef time_t t = <time_t>(<long long>sec)
+    cdef tm parts
+    if gmtime_r(&t, &parts) is NULL:
+        return _date_line_py(sec)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 37)
+    cdef char *w = PyBytes_AS_STRING(out)
+    # "date: Tue, 14 Nov 2023 22:13:20 GMT\r\n"
+    memcpy(w, b"date: ", 6)
+    memcpy(w + 6, _DAYS + 3 * parts.tm_wday, 3)
+    w[9] = 44  # ,
+    w[10] = 32
+    _digits(w + 11, parts.tm_mday, 2)
+    w[13] = 32
+    memcpy(w + 14, _MONTHS + 3 * parts.tm_mon, 3)
+    w[17] = 32
+    _digits(w + 18, parts.tm_year + 1900, 4)
+    w[22] = 32
+    _digits(w + 23, parts.tm_hour, 2)
+    w[25] = 58  # :
+    _digits(w + 26, parts.tm_min, 2)
+    w[28] = 58
+    _digits(w + 29, parts.tm_sec, 2)
+    memcpy(w + 31, b" GMT\r\n", 6)
     return out

@@ -9,7 +9,9 @@ or value is response splitting: ``ValueError``.
 
 from __future__ import annotations
 
-__all__ = ["RESERVED", "frame_chunk", "head", "pick_headers"]
+import time
+
+__all__ = ["RESERVED", "date_line", "frame_chunk", "head", "pick_headers"]
 
 # Framing headers are owned by the server: a handler (or an upstream header passed
 # through) must never emit a second content-length or a transfer-encoding that
@@ -89,3 +91,21 @@ def frame_chunk(data, end=False):
     the terminating zero-length chunk follows in the same buffer."""
     out = b"%x\r\n%b\r\n" % (len(data), data)
     return out + _CHUNK_END if end else out
+
+
+_DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+_MONTHS = (
+    b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun",
+    b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec",
+)  # fmt: skip
+
+
+def date_line(sec):
+    """The response's ``date:`` line for the integer second ``sec``: ``b"date: "``, the
+    IMF-fixdate of RFC 9110 5.6.7 (what ``email.utils.formatdate(sec, usegmt=True)``
+    gives), CRLF. Formatted once a second by the server (helix/server/writer.py)."""
+    t = time.gmtime(sec)
+    return b"date: %b, %02d %b %04d %02d:%02d:%02d GMT\r\n" % (
+        _DAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year,
+        t.tm_hour, t.tm_min, t.tm_sec,
+    )  # fmt: skip

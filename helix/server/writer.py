@@ -9,6 +9,7 @@ from __future__ import annotations
 import http
 import time
 
+from helix._fast import date_line as _date_line_of
 from helix._fast import frame_chunk as _frame_chunk
 from helix._fast import head as _head
 
@@ -20,8 +21,6 @@ __all__ = [
     "frame_chunk",
     "status_line",
 ]
-
-_CRLF = b"\r\n"
 
 # Every status line is built once at import: formatting one per response would
 # cost more than the whole rest of the head.  Unknown codes fall back to a
@@ -69,7 +68,7 @@ def date_header() -> bytes:
     sec = int(now)
     if sec != _date_second:
         _date_second = sec
-        _date_line = b"date: " + http_date(sec).encode("ascii") + _CRLF
+        _date_line = _date_line_of(sec)
     return _date_line
 
 

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import frame_chunk_c, frame_chunk_py, head_c, head_py
+from helix._fast import date_line_c, date_line_py, frame_chunk_c, frame_chunk_py, head_c, head_py
 from helix.server.writer import build_head
 
 IMPLS = [head_py] + ([head_c] if head_c is not None else [])
@@ -115,3 +115,32 @@ def test_frame_chunk_same_bytes(data, end, kind):
         assert impl(kind(data), end) == expected
         if not end:
             assert impl(kind(data)) == expected
+
+
+DATE_LINES = [date_line_py] + ([date_line_c] if date_line_c is not None else [])
+
+
+@pytest.mark.parametrize("date_line", DATE_LINES)
+def test_date_line_is_the_email_packages_fixdate(date_line):
+    # Both twins give formatdate's IMF-fixdate as a header line: every weekday and month,
+    # leap days, the ends of the C fast path's range (outside it: the twin).
+    import random
+    from email.utils import formatdate
+
+    rng = random.Random(16)
+    times = [0, 59, 951782400, 951868799, 1_700_000_000, 4102444799, 253402300799]
+    times += [86400 * d for d in range(14)] + [86400 * 31 * m for m in range(13)]
+    times += [rng.randrange(0, 253402300800) for _ in range(3000)]
+    for t in times:
+        want = b"date: " + formatdate(t, usegmt=True).encode("ascii") + b"\r\n"
+        assert date_line(t) == want, t
+
+
+@pytest.mark.skipif(date_line_c is None, reason="extensions not built")
+def test_date_line_outside_the_fast_path_is_the_twins():
+    for t in (253402300800, 10**12, True):
+        assert date_line_c(t) == date_line_py(t)
+    with pytest.raises((TypeError, OverflowError, ValueError, OSError)):
+        date_line_py(10**30)
+    with pytest.raises((TypeError, OverflowError, ValueError, OSError)):
+        date_line_c(10**30)
