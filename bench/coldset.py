@@ -151,14 +151,17 @@ def window(path: Path) -> Window:
     return Window(ir, code, data, "getppid" in text, "offtime" in text, path)
 
 
-def net(ws: list[Window], base: tuple[int, int, int]) -> tuple[float, float, float] | None:
-    """The windows' medians less ``base`` (instructions, code lines, data lines)."""
+def net(
+    ws: list[Window], base: tuple[int, int, int], per: int = 1
+) -> tuple[float, float, float] | None:
+    """The windows' medians less ``base`` (instructions, code lines, data lines), over
+    ``per`` requests."""
     if not ws:
         return None
     return (
-        statistics.median(w.ir for w in ws) - base[0],
-        statistics.median(w.code for w in ws) - base[1],
-        statistics.median(w.data for w in ws) - base[2],
+        (statistics.median(w.ir for w in ws) - base[0]) / per,
+        (statistics.median(w.code for w in ws) - base[1]) / per,
+        (statistics.median(w.data for w in ws) - base[2]) / per,
     )
 
 
@@ -213,6 +216,18 @@ class ColdNginx(Nginx):
 
 def one_request(s: socket.socket) -> None:
     s.sendall(REQUEST)
+    read_answer(s)
+
+
+def burst(socks: list[socket.socket]) -> None:
+    """One request on each connection, all sent before any answer is read."""
+    for s in socks:
+        s.sendall(REQUEST)
+    for s in socks:
+        read_answer(s)
+
+
+def read_answer(s: socket.socket) -> None:
     buf = b""
     while True:
         data = s.recv(65536)
@@ -303,8 +318,10 @@ def by_object(paths: list[Path]) -> dict[str, list[int]]:
 
 
 def measure(
-    ctx: Context, spec: str, n: int, settle: float, stream: bool = False
+    ctx: Context, spec: str, n: int, settle: float, stream: bool = False, conns: int = 0
 ) -> tuple[list[Window], list[Window]]:
+    """``n`` windows without a request, then ``n`` with one (a stream with ``stream``; with
+    ``conns``, a request on each of that many keep-alive connections at once)."""
     out = Path(tempfile.mkdtemp(prefix="cold-", dir=ctx.tmp))
     target: ColdHelix | ColdNginx
     target = ColdNginx(ctx) if spec == "nginx" else variant(ctx, 0, spec, ColdHelix)  # type: ignore[assignment]
@@ -322,12 +339,19 @@ def measure(
             one_request(s)
             if stream:
                 one_stream(port)
+        socks = [socket.create_connection(("127.0.0.1", port), timeout=120) for _ in range(conns)]
+        for c in socks:
+            c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        for _ in range(3 if conns else 0):  # as many upstream connections as in flight
+            burst(socks)
         kinds = ["idle"] * n + ["request"] * n
         for kind in kinds:
             os.kill(pid, ON)
             time.sleep(settle)
             if kind == "request":
-                if stream:
+                if conns:
+                    burst(socks)
+                elif stream:
                     one_stream(port)
                 else:
                     one_request(s)
@@ -335,6 +359,8 @@ def measure(
             os.kill(pid, OFF)
             time.sleep(settle)
         s.close()
+        for c in socks:
+            c.close()
     finally:
         proc.stop(timeout=60.0)
     dumps = sorted(out.glob(f"cg.{pid}.*"), key=lambda p: int(p.suffix[1:]))
@@ -355,6 +381,14 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="a streamed request (10 chunks) on a fresh connection instead: the TTFB row's shape",
     )
+    ap.add_argument(
+        "--burst",
+        type=int,
+        default=0,
+        metavar="N",
+        help="a request on each of N keep-alive connections at once instead, counted per "
+        "request: what each request in flight adds (its connection's state, its objects)",
+    )
     opts = ap.parse_args(argv)
     for tool in ("valgrind", "callgrind_annotate", "gcc"):
         if shutil.which(tool) is None:
@@ -370,17 +404,19 @@ def main(argv: list[str] | None = None) -> int:
         try:
             ctx.restart_mock(FAST_MOCK)  # started with the preload too; never signalled
             for spec in opts.variants:
-                idle, req = measure(ctx, spec, opts.n, opts.settle, opts.stream)
+                idle, req = measure(ctx, spec, opts.n, opts.settle, opts.stream, opts.burst)
                 # Left out: windows Helix's heartbeat timer fell into (≈ 15,000 instructions
                 # once a second, no part of a request). The baseline is the signals alone.
                 quiet = [w for w in idle if not w.timer] or idle
                 base = (min(w.ir for w in quiet), min(w.code for w in quiet),
                         min(w.data for w in quiet))  # fmt: skip
-                usable = [w for w in req if not w.timer]
-                steady = [w for w in usable if not w.date]
-                first = [w for w in usable if w.date]
+                # (A burst outlasts a second under callgrind: it shares the heartbeat too.)
+                usable = [w for w in req if not w.timer or opts.burst]
+                # With a burst, the date line's once-a-second cost is shared by its requests.
+                steady = [w for w in usable if not w.date or opts.burst]
+                first = [w for w in usable if w.date and not opts.burst]
 
-                got = net(steady, base)
+                got = net(steady, base, opts.burst or 1)
                 if got is None:
                     raise RuntimeError(f"{spec}: every window held the timer or a date line")
                 rows.append((spec, got, net(first, base), len(steady), len(first)))
@@ -412,6 +448,8 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 os.environ["LD_PRELOAD"] = preload
     what = "One streamed request on a fresh connection" if opts.stream else "One request"
+    if opts.burst:
+        what = f"Each of {opts.burst} requests on as many connections at once"
     print(
         f"\n{what} after a cache clear, medians of {opts.n} windows each less the signals' "
         "own window; user space only, 64-byte lines. The last column: the first request of "
