@@ -114,7 +114,7 @@ def _compiled_attr(module: str, attr: str):
         mod = importlib.import_module(f"helix._fast.{module}")
     except ImportError:
         return None
-    return getattr(mod, attr)
+    return getattr(mod, attr, None)  # a stale build without it: the pure twin
 
 
 def _pick(py: str, c):
