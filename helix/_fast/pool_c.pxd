@@ -1,8 +1,11 @@
 # C types for helix/client/pool.py compiled as helix._fast.pool_c (pool_c.py is a link to it):
-# an origin's pool record and an upstream response in C structs, so the pool's request path
-# (take an idle connection, send, take the answer, release) runs without slot descriptors.
+# the pool, an origin's pool record and an upstream response in C structs, so the pool's
+# request path (take an idle connection, send, take the answer, release) runs without slot
+# descriptors or instance dictionaries.
 # helix.client re-exports the build it picks; the pure module stays the reference and the
 # HELIX_NO_EXTENSIONS=1 build.
+
+cimport cython
 
 
 cdef class _OriginPool:
@@ -15,6 +18,22 @@ cdef class _OriginPool:
     cdef public object ssl
     cdef public bint verify
     cdef public object waiters
+
+
+cdef class UpstreamPool:
+    cdef public bint _closed
+    cdef public dict _insecure
+    cdef public object _loop
+    cdef public dict _pools
+    cdef public object _resolver
+    cdef public object _ssl_factory
+    cdef public object _sweep
+    cdef public object limits
+
+    cpdef _take_idle(self, _OriginPool op)
+    @cython.locals(op=_OriginPool)
+    cpdef _release(self, conn)
+    cpdef _release_slot(self, _OriginPool op)
 
 
 cdef class UpstreamResponse:
