@@ -5,6 +5,7 @@
 
 cdef int _IDLE, _STREAMING, _DONE
 cdef Py_ssize_t _CONCAT_LIMIT
+cdef dict _STATUS_LINES  # writer's, imported: looked up per response
 
 
 cdef class Request:

@@ -6,6 +6,9 @@
 
 cdef int _P_IDLE, _P_HEAD, _P_BODY
 cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
+# The bounded caches of the request path (header names, methods, Host values seen).
+cdef dict _NAMES, _METHODS
+cdef set _HOSTS_OK
 
 
 cdef class HttpProtocol:
@@ -22,7 +25,7 @@ cdef class HttpProtocol:
     cdef public object _handler
     cdef public Py_ssize_t _head_bytes
     cdef public Py_ssize_t _head_raw
-    cdef public object _headers
+    cdef public dict _headers
     cdef public Py_ssize_t _held
     cdef public bint _keep_alive
     cdef public object _limits
