@@ -49,16 +49,10 @@ _date_second = -1
 _date_line = b""
 
 
-_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
-
-
 def http_date(sec: float) -> str:
     """IMF-fixdate (RFC 9110 5.6.7), what ``email.utils.formatdate(usegmt=True)`` gives,
-    without importing the email package into every worker."""
-    t = time.gmtime(sec)
-    return (f"{_DAYS[t.tm_wday]}, {t.tm_mday:02d} {_MONTHS[t.tm_mon - 1]} {t.tm_year:04d} "
-            f"{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d} GMT")
+    without importing the email package into every worker: the date line's value."""
+    return _date_line_of(int(sec))[6:-2].decode("ascii")
 
 
 def date_header() -> bytes:
