@@ -51,13 +51,13 @@ from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple
 
+import loadgen
+
 # bench/ is sys.path[0] when run as a script.
 from ab import variant
 from instr import REQUEST, STREAM_REQUEST, worker_pid
 from run import (
-    BENCH,
     FAST_MOCK,
-    PROXY_CPU,
     Context,
     Helix,
     Nginx,
@@ -197,25 +197,11 @@ class ColdNginx(Nginx):
     ready_timeout = 300.0
     out = Path("/tmp")
 
-    def start(self, port: int) -> Proc:
-        d = self.ctx.tmp / f"nginx-{port}"
-        d.mkdir(exist_ok=True)
-        conf = (BENCH / "nginx.conf.tmpl").read_text()
-        conf = conf.replace("@TMP@", str(d)).replace("@PORT@", str(port))
-        conf = conf.replace("@UPSTREAM@", f"127.0.0.1:{self.ctx.mock_port}")
-        (d / "nginx.conf").write_text(conf)
-        cmd = [
-            *VALGRIND,
-            f"--callgrind-out-file={self.out}/cg.%p",
-            "nginx",
-            "-p",
-            str(d),
-            "-c",
-            str(d / "nginx.conf"),
-            "-g",
-            "daemon off; master_process off;",
-        ]
-        return Proc("nginx", cmd, PROXY_CPU, log_path=d / "stdout.log")
+    def command(self, d: Path) -> list[str]:
+        # One process serves (master_process off): the one to signal.
+        base = super().command(d)
+        return [*VALGRIND, f"--callgrind-out-file={self.out}/cg.%p", *base[:-1],
+                "daemon off; master_process off;"]  # fmt: skip
 
     def worker(self, proc: Proc) -> int:
         return proc.pid  # master_process off: one process serves
@@ -235,22 +221,9 @@ def burst(socks: list[socket.socket]) -> None:
 
 
 def read_answer(s: socket.socket) -> None:
-    buf = b""
-    while True:
-        data = s.recv(65536)
-        if not data:
-            raise ConnectionError("closed by the proxy")
-        buf += data
-        i = buf.find(b"\r\n\r\n")
-        if i < 0:
-            continue
-        head = buf[:i].lower()
-        j = head.find(b"content-length:")
-        length = int(head[j + 15 :].split(b"\r\n")[0])
-        if len(buf) >= i + 4 + length:
-            if not buf.startswith(b"HTTP/1.1 200"):
-                raise RuntimeError(f"unexpected answer: {buf[:200]!r}")
-            return
+    buf = loadgen.read_answer(s)
+    if not buf.startswith(b"HTTP/1.1 200"):
+        raise RuntimeError(f"unexpected answer: {buf[:200]!r}")
 
 
 def one_stream(port: int) -> None:

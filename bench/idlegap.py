@@ -18,7 +18,8 @@ import json
 import socket
 import time
 
-from loadgen import build_request, chat_body  # bench/ is sys.path[0] when run as a script
+# bench/ is sys.path[0] when run as a script.
+from loadgen import build_request, chat_body, read_answer
 
 
 def main() -> None:
@@ -36,24 +37,10 @@ def main() -> None:
     def one() -> float:
         t = time.perf_counter()
         s.sendall(req)
-        buf = b""
-        while True:
-            data = s.recv(65536)
-            if not data:
-                raise ConnectionError("closed by the server")
-            buf += data
-            i = buf.find(b"\r\n\r\n")
-            if i < 0:
-                continue
-            head = buf[:i].lower()
-            j = head.find(b"content-length:")
-            if j < 0:
-                raise ValueError("no content-length in the answer")
-            length = int(head[j + 15 :].split(b"\r\n")[0])
-            if len(buf) >= i + 4 + length:
-                if not buf.startswith(b"HTTP/1.1 200"):
-                    raise ValueError(buf[:40].decode("latin-1"))
-                return (time.perf_counter() - t) * 1e6
+        buf = read_answer(s)
+        if not buf.startswith(b"HTTP/1.1 200"):
+            raise ValueError(buf[:40].decode("latin-1"))
+        return (time.perf_counter() - t) * 1e6
 
     try:
         for gap in (float(g) for g in args.gaps.split(",")):

@@ -20,11 +20,14 @@ import asyncio
 import math
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httptools
 import orjson
 import uvloop
+
+if TYPE_CHECKING:
+    import socket
 
 PATH = "/v1/chat/completions"
 
@@ -120,6 +123,27 @@ async def connect(host: str, port: int, keep_body: bool = False) -> ClientConn:
     loop = asyncio.get_running_loop()
     _, proto = await loop.create_connection(lambda: ClientConn(keep_body), host, port)
     return proto
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole content-length answer read from a blocking socket (the scripts that send
+    one request at a time: idlegap.py, coldset.py); the caller checks its status."""
+    buf = b""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            raise ConnectionError("closed by the server")
+        buf += data
+        i = buf.find(b"\r\n\r\n")
+        if i < 0:
+            continue
+        head = buf[:i].lower()
+        j = head.find(b"content-length:")
+        if j < 0:
+            raise ValueError("no content-length in the answer")
+        length = int(head[j + 15 :].split(b"\r\n")[0])
+        if len(buf) >= i + 4 + length:
+            return buf
 
 
 def percentile(sorted_vals: list[float], p: float) -> float:

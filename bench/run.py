@@ -292,8 +292,11 @@ class Nginx(Target):
         conf = conf.replace("@TMP@", str(d)).replace("@PORT@", str(port))
         conf = conf.replace("@UPSTREAM@", f"127.0.0.1:{self.ctx.mock_port}")
         (d / "nginx.conf").write_text(conf)
-        cmd = ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
-        return Proc("nginx", cmd, PROXY_CPU, log_path=d / "stdout.log")
+        return Proc("nginx", self.command(d), PROXY_CPU, log_path=d / "stdout.log")
+
+    def command(self, d: Path) -> list[str]:
+        """nginx run from prefix ``d`` (bench/coldset.py runs it under callgrind)."""
+        return ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
 
 
 class LiteLLM(Target):
