@@ -5,6 +5,8 @@
 # (IDLE, HEAD, BODY, DONE) stay Python ints: the pool imports them.
 
 
+cdef dict _LOWER
+
 cdef class Connection:
     cdef public Py_ssize_t _head_size
     cdef public bint _informational

@@ -49,6 +49,13 @@ MAX_HEAD_BYTES = 256 * 1024
 
 _PROTO = ErrorKind.UPSTREAM_PROTOCOL
 
+# Lower-cased response header names by the raw name on the wire: every response shares one
+# object per name instead of a new one per header (a provider sends the same few dozen).
+# Bounded, like the server's request-header names (helix/server/protocol.py _NAMES), so an
+# upstream sending random names cannot grow it without limit.
+_LOWER: dict[bytes, bytes] = {}
+_LOWER_MAX = 1024
+
 
 def connect_error(exc: BaseException, label: str) -> HelixError:
     """Convert a failure of DNS/TCP connect/TLS handshake into a HelixError."""
@@ -250,7 +257,12 @@ class Connection:
             raise _UnexpectedMessage
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name.lower(), value))
+        key = _LOWER.get(name)
+        if key is None:
+            key = name.lower()
+            if len(_LOWER) < _LOWER_MAX:
+                _LOWER[name] = key
+        self.headers.append((key, value))
 
     def on_headers_complete(self) -> None:
         status = self._parser.get_status_code()

@@ -209,6 +209,28 @@ def test_headers_lowercased_in_order():
     assert resp.header(b"x-missing") is None
 
 
+
+def test_header_names_lowercased_past_the_name_cache():
+    """Lower-cased names are shared through a bounded cache (connection._LOWER): names past
+    its bound are still lower-cased, and the cache does not grow beyond it."""
+    import helix.client.connection as pure
+
+    names = [f"X-Rare-{i}-Name".encode() for i in range(pure._LOWER_MAX + 100)]
+    raw = (
+        b"HTTP/1.1 200 OK\r\n"
+        + b"".join(n + b": v\r\n" for n in names)
+        + b"Content-Length: 0\r\n\r\n"
+    )
+
+    async def go():
+        first, _, _, _ = await exchange(raw, [])
+        again, _, _, _ = await exchange(raw, [])
+        return first, again
+
+    for resp in asyncio.run(go()):
+        assert [n for n, _ in resp.headers] == [n.lower() for n in names] + [b"content-length"]
+    assert len(pure._LOWER) <= pure._LOWER_MAX
+
 MALFORMED = [
     b"HTTQ/1.1 200 OK\r\n\r\n",
     b"HTTP/1.1 2000 OK\r\ncontent-length: 0\r\n\r\n",
