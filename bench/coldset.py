@@ -37,6 +37,7 @@ is bounded.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -374,6 +375,12 @@ def main(argv: list[str] | None = None) -> int:
         help="a request on each of N keep-alive connections at once instead, counted per "
         "request: what each request in flight adds (its connection's state, its objects)",
     )
+    ap.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the windows' callgrind dumps under DIR (a new directory per run), for "
+        "callgrind_annotate: which functions touch the lines",
+    )
     opts = ap.parse_args(argv)
     for tool in ("valgrind", "callgrind_annotate", "gcc"):
         if shutil.which(tool) is None:
@@ -381,7 +388,14 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/usr/include/valgrind/callgrind.h").exists():
         sys.exit("valgrind's headers are not installed (/usr/include/valgrind/callgrind.h)")
     rows = []
-    with tempfile.TemporaryDirectory(prefix="helix-coldset-") as tmp:
+    if opts.keep:
+        Path(opts.keep).mkdir(parents=True, exist_ok=True)
+        workdir = contextlib.nullcontext(tempfile.mkdtemp(prefix="helix-coldset-", dir=opts.keep))
+    else:
+        workdir = tempfile.TemporaryDirectory(prefix="helix-coldset-")
+    with workdir as tmp:
+        if opts.keep:
+            print(f"callgrind dumps kept in {tmp}/cold-*/cg.<pid>.<window>", file=sys.stderr)
         ctx = Context(Path(tmp), free_port())
         lib = build_window_lib(Path(tmp))
         preload = os.environ.get("LD_PRELOAD")
