@@ -44,6 +44,10 @@ HEAD = 1
 BODY = 2
 DONE = 3
 
+# A request body up to this size goes out in one write with its head (one copy); a larger
+# one in a second buffer of the same writelines (no copy).
+ONE_WRITE_BODY = 65536
+
 # A response head larger than this is treated as hostile / broken.
 MAX_HEAD_BYTES = 256 * 1024
 
@@ -498,7 +502,7 @@ class Connection:
         transport = self.transport
         if not body:
             transport.write(data)
-        elif len(body) <= 65536:
+        elif len(body) <= ONE_WRITE_BODY:
             transport.write(data + body)
         else:
             transport.writelines((data, body))

@@ -48,6 +48,7 @@ DONE = _connection.DONE
 Connection = _connection.Connection
 connect_error = _connection.connect_error
 open_connection = _connection.open_connection
+ONE_WRITE_BODY = _connection.ONE_WRITE_BODY
 
 __all__ = [
     "Origin",
@@ -204,9 +205,15 @@ def _serialize(headers) -> tuple[bytes, int, bool, bool]:
 
 
 def _build_head(
-    method: bytes, target: bytes, headers: list[tuple[bytes, bytes]], body: bytes, host_line: bytes
+    method: bytes,
+    target: bytes,
+    headers: list[tuple[bytes, bytes]],
+    body: bytes,
+    host_line: bytes,
+    tail: bytes = b"",
 ) -> tuple[bytes, bool]:
-    """Serialize the request head; returns (head, keep_alive)."""
+    """Serialize the request head; returns (head, keep_alive).  ``tail`` (the body, when the
+    caller sends it in the same write) is joined after the head in the same copy."""
     static = type(headers) is HeaderBlock
     if static:  # built and checked once per deployment
         block, n, has_host, keep_alive, clean = headers.serialized()
@@ -228,11 +235,15 @@ def _build_head(
         lines += 1
     else:
         parts.append(b"\r\n")
+    if static:
+        if tail:
+            parts.append(tail)
+        return b"".join(parts), keep_alive
     head = b"".join(parts)
     # CR/LF smuggled into a method, target, name or value would add lines.
-    if not static and (head.count(b"\n") != lines or head.count(b"\r") != lines):
+    if head.count(b"\n") != lines or head.count(b"\r") != lines:
         raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
-    return head, keep_alive
+    return (head + tail if tail else head), keep_alive
 
 
 def _over_budget(conn: Connection) -> None:
@@ -625,7 +636,12 @@ class UpstreamPool:
         op = pools.get(origin)
         if op is None:
             op = self._new_origin(origin, verify_tls or origin.scheme != "https", pools)
-        head, keep_alive = _build_head(method, target, headers, body, op.host_line)
+        # A body that send() would copy after the head anyway is joined in the head's copy.
+        if body and len(body) <= ONE_WRITE_BODY:
+            head, keep_alive = _build_head(method, target, headers, body, op.host_line, body)
+            body = b""
+        else:
+            head, keep_alive = _build_head(method, target, headers, body, op.host_line)
         head_only = method == b"HEAD"
         total = timeouts.total
         started = loop.time()

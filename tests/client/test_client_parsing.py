@@ -489,6 +489,21 @@ def test_build_head_rejects_crlf(headers, target):
     assert b"1" not in ei.value.message.encode()
 
 
+
+def test_build_head_joins_a_tail_after_the_checked_head():
+    """The pool sends a small body in its head's copy (``tail``): the same bytes as head + body,
+    and CR/LF in the body is no header injection, while one in the head still is."""
+    from helix.client.pool import HeaderBlock
+
+    body = b'{"a": "x\r\ny"}'
+    headers = [(b"content-type", b"application/json")]
+    for hs in (list(headers), HeaderBlock(headers)):
+        head, keep = _build_head(b"POST", b"/v1/x", hs, body, b"host: h\r\n")
+        assert _build_head(b"POST", b"/v1/x", hs, body, b"host: h\r\n", body) == (
+            head + body, keep)
+        with pytest.raises(HelixError):
+            _build_head(b"POST", b"/\r\nx: y", hs, body, b"host: h\r\n", body)
+
 # ---------------------------------------------------------------- parse_url
 
 
