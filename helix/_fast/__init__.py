@@ -38,6 +38,7 @@ _TWINS = {
     "pick_headers_py": ("head_py", "pick_headers"),
     "frame_chunk_py": ("head_py", "frame_chunk"),
     "date_line_py": ("head_py", "date_line"),
+    "length_line_py": ("head_py", "length_line"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
@@ -143,6 +144,9 @@ frame_chunk = _pick("frame_chunk_py", frame_chunk_c)
 # The response's date: line, formatted once a second (helix/server/writer.py date_header).
 date_line_c = _compiled_attr("head_c", "date_line")
 date_line = _pick("date_line_py", date_line_c)
+# A request head's content-length line (helix/client/pool.py _build_head).
+length_line_c = _compiled_attr("head_c", "length_line")
+length_line = _pick("length_line_py", length_line_c)
 # A provider's response headers as the client gets them (helix/phases/forward.py).
 pick_headers_c = _compiled_attr("head_c", "pick_headers")
 pick_headers = _pick("pick_headers_py", pick_headers_c)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["RESERVED", "date_line", "frame_chunk", "head", "pick_headers"]
+__all__ = ["RESERVED", "date_line", "frame_chunk", "head", "length_line", "pick_headers"]
 
 # Framing headers are owned by the server: a handler (or an upstream header passed
 # through) must never emit a second content-length or a transfer-encoding that
@@ -91,6 +91,12 @@ def frame_chunk(data, end=False):
     the terminating zero-length chunk follows in the same buffer."""
     out = b"%x\r\n%b\r\n" % (len(data), data)
     return out + _CHUNK_END if end else out
+
+
+def length_line(n: int) -> bytes:
+    """The end of a request head with a body of ``n`` bytes: ``content-length: <n>``, CRLF, and
+    the blank line (helix/client/pool.py _build_head)."""
+    return b"content-length: %d\r\n\r\n" % n
 
 
 _DAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")

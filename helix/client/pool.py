@@ -49,6 +49,7 @@ Connection = _connection.Connection
 connect_error = _connection.connect_error
 open_connection = _connection.open_connection
 ONE_WRITE_BODY = _connection.ONE_WRITE_BODY
+_length_line = _fast.length_line
 
 __all__ = [
     "Origin",
@@ -231,7 +232,7 @@ def _build_head(
         parts.append(host_line)
         lines += 1
     if body or method in _BODY_METHODS:
-        parts.append(b"content-length: %d\r\n\r\n" % len(body))
+        parts.append(_length_line(len(body)))
         lines += 1
     else:
         parts.append(b"\r\n")

@@ -7,7 +7,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from helix._fast import date_line_c, date_line_py, frame_chunk_c, frame_chunk_py, head_c, head_py
+from helix._fast import (
+    date_line_c,
+    date_line_py,
+    frame_chunk_c,
+    frame_chunk_py,
+    head_c,
+    head_py,
+    length_line_c,
+    length_line_py,
+)
 from helix.server.writer import build_head
 
 IMPLS = [head_py] + ([head_c] if head_c is not None else [])
@@ -37,7 +46,11 @@ def test_compiled_twin_is_built_when_extensions_are_expected():
 @settings(max_examples=400, deadline=None)
 @given(
     headers=st.lists(st.tuples(NAMES, VALUES), max_size=8),
-    content_length=st.one_of(st.none(), st.integers(min_value=-3, max_value=10**12)),
+    content_length=st.one_of(
+        st.none(),
+        st.integers(min_value=-3, max_value=10**12),
+        st.sampled_from([0, 9, 10, 99, 100, 2**63, 10**19 - 1, 10**19, 2**64, 10**30]),
+    ),
     chunked=st.booleans(),
     close=st.booleans(),
     keep_alive_10=st.booleans(),
@@ -144,3 +157,17 @@ def test_date_line_outside_the_fast_path_is_the_twins():
         date_line_py(10**30)
     with pytest.raises((TypeError, OverflowError, ValueError, OSError)):
         date_line_c(10**30)
+
+
+# Lengths at every digit count, the C path's end (10**19 - 1) and past it (the twin's %d),
+# and what is not a plain int.
+LENGTHS = [0, 1, 9, 10, 99, 100, 65536, 2**31, 2**63, 2**64 - 1, 10**19 - 1, 10**19, 10**30]
+LENGTHS += [10**k - 1 for k in range(1, 20)] + [10**k for k in range(1, 20)]
+
+
+@pytest.mark.parametrize("n", [*LENGTHS, -1, True])
+def test_length_line(n):
+    want = b"content-length: " + str(int(n)).encode() + b"\r\n\r\n"
+    assert length_line_py(n) == want
+    if length_line_c is not None:
+        assert length_line_c(n) == want
