@@ -9,6 +9,15 @@ cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
 # The bounded caches of the request path (header names, methods, Host values seen).
 cdef dict _NAMES, _METHODS
 cdef set _HOSTS_OK
+cdef object _last_limits
+
+
+cdef class _Limits:
+    cdef public Py_ssize_t max_header_bytes, max_headers, max_body_bytes
+    cdef public Py_ssize_t max_buffered_body_bytes, max_pipelined
+    cdef public Py_ssize_t write_high_water, write_low_water
+    cdef public double header_timeout, body_timeout, keepalive_timeout
+    cdef public object source
 
 
 cdef class HttpProtocol:
@@ -28,7 +37,7 @@ cdef class HttpProtocol:
     cdef public dict _headers
     cdef public Py_ssize_t _held
     cdef public bint _keep_alive
-    cdef public object _limits
+    cdef public _Limits _limits
     cdef public object _linger
     cdef public object _loop
     cdef public object _method

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import sys
 from collections import deque
 from typing import TYPE_CHECKING
 
@@ -118,6 +119,56 @@ def _host_ok(host: str) -> bool:
     return True
 
 
+_BIG = sys.maxsize  # a limit beyond this is no limit a C field needs to hold exactly
+
+
+class _Limits:
+    """The server's limits as a connection reads them, several times a request: the same
+    names as :class:`ServerLimits`, typed fields in the compiled build (protocol_c.pxd), so
+    a read is a C field and not an attribute lookup on the dataclass.  ServerLimits is
+    frozen, so one copy serves every connection of a server (:func:`_limits_of`)."""
+
+    __slots__ = (
+        "body_timeout",
+        "header_timeout",
+        "keepalive_timeout",
+        "max_body_bytes",
+        "max_buffered_body_bytes",
+        "max_header_bytes",
+        "max_headers",
+        "max_pipelined",
+        "source",
+        "write_high_water",
+        "write_low_water",
+    )
+
+    def __init__(self, limits) -> None:
+        self.source = limits
+        self.max_header_bytes = min(limits.max_header_bytes, _BIG)
+        self.max_headers = min(limits.max_headers, _BIG)
+        self.max_body_bytes = min(limits.max_body_bytes, _BIG)
+        self.max_buffered_body_bytes = min(limits.max_buffered_body_bytes, _BIG)
+        self.max_pipelined = min(limits.max_pipelined, _BIG)
+        self.write_high_water = min(limits.write_high_water, _BIG)
+        self.write_low_water = min(limits.write_low_water, _BIG)
+        self.header_timeout = limits.header_timeout
+        self.body_timeout = limits.body_timeout
+        self.keepalive_timeout = limits.keepalive_timeout
+
+
+_last_limits = None
+
+
+def _limits_of(limits) -> _Limits:
+    """The typed copy of ``limits``, made once per ServerLimits object (the last one kept:
+    a worker has one server)."""
+    global _last_limits
+    last = _last_limits
+    if last is None or last.source is not limits:
+        last = _last_limits = _Limits(limits)
+    return last
+
+
 class HttpProtocol:
     # No asyncio.Protocol base: uvloop duck-types protocols, and the build compiles this
     # module a second time as helix/_fast/protocol_c (typed by protocol_c.pxd), where the
@@ -172,7 +223,7 @@ class HttpProtocol:
     def __init__(self, server: Server) -> None:
         self._server = server
         self._loop = server.loop
-        self._limits = server.limits
+        self._limits = _limits_of(server.limits)
         self._handler = server.handler
         self._access_log = server.access_log
         self.server_header = server.limits.server_header

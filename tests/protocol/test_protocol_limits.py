@@ -211,3 +211,33 @@ async def test_draining_closes_a_quiet_connection_at_once():
     await settle()
     assert one_response(t).header("connection") == "close"
     assert t.closed  # nothing more was sent: no linger holding the shutdown
+
+
+# ------------------------------------------------------------------ the limits' typed copy
+
+
+async def test_limits_copied_once_per_limits_object_and_clamped():
+    # The protocol reads its limits from a typed copy (protocol._Limits), made once per
+    # ServerLimits (frozen): connections of one server share it; another ServerLimits gets
+    # its own; a limit past sys.maxsize is held as sys.maxsize and still admits a body.
+    import sys
+
+    small = ServerLimits(max_body_bytes=10, max_headers=7, header_timeout=3.5)
+    a, _, server = conn(max_body_bytes=10, max_headers=7, header_timeout=3.5)
+    b, _ = add_conn(server)
+    assert a._limits is b._limits
+    lim = a._limits
+    assert (lim.max_body_bytes, lim.max_headers, lim.header_timeout) == (10, 7, 3.5)
+    for name in ("max_header_bytes", "max_buffered_body_bytes", "max_pipelined",
+                 "write_high_water", "write_low_water", "body_timeout", "keepalive_timeout"):
+        assert getattr(lim, name) == getattr(small, name), name
+    huge, t, _ = conn(max_body_bytes=10**30, max_buffered_body_bytes=10**30)
+    assert huge._limits is not lim
+    assert huge._limits.max_body_bytes == sys.maxsize
+    huge.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabc")
+    await settle()
+    assert one_response(t).status == 200
+    # A body over the small limit is refused on its connection.
+    a.data_received(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 11\r\n\r\n" + b"x" * 11)
+    await settle()
+    assert one_response(a.transport).status == 413
