@@ -10,6 +10,7 @@ cdef dict _LOWER
 cdef class Connection:
     cdef public Py_ssize_t _head_size
     cdef public bint _informational
+    cdef public int _version
     cdef public object _lost_cb
     cdef public object _parser
     cdef public object body
@@ -43,3 +44,4 @@ cdef class Connection:
     cdef public object transport
 
     cpdef _wake_body(self, exc=*)
+    cpdef bint _http11(self, object parser)

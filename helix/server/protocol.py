@@ -458,7 +458,15 @@ class HttpProtocol:
             self._abort(HelixError(ErrorKind.HEADERS_TOO_LARGE, "Request header too large"))
         parser = self._parser
         limits = self._limits
-        version = parser.get_http_version()
+        headers = self._headers
+        keep_alive = parser.should_keep_alive()
+        if keep_alive and "connection" not in headers and "proxy-connection" not in headers:
+            # llhttp keeps a request alive without a keep-alive token only when it is
+            # HTTP/1.1 (of the versions it accepts: 0.9, 1.0, 1.1, 2.0), so the version is
+            # known without httptools formatting it (≈ 1,900 instructions a request).
+            version = "1.1"
+        else:
+            version = parser.get_http_version()
         if version != "1.1" and version != "1.0":
             self._abort(
                 HelixError(
@@ -470,7 +478,7 @@ class HttpProtocol:
             )
         # RFC 9112 3.2: an HTTP/1.1 request without Host, or any request with an
         # invalid one, is a 400 (two Host headers were refused in on_header).
-        host = self._headers.get("host")
+        host = headers.get("host")
         if host is None:
             if version == "1.1":
                 self._abort(_bad("Missing Host header (required in HTTP/1.1)"))
@@ -484,7 +492,7 @@ class HttpProtocol:
                 self._abort(HelixError(ErrorKind.METHOD_NOT_ALLOWED, "CONNECT is not supported"))
         self._method = method
         self._version = version
-        self._keep_alive = parser.should_keep_alive()
+        self._keep_alive = keep_alive
 
         # Request target -> path and query (no percent-decoding).
         url = self._url

@@ -188,6 +188,32 @@ def test_split_responses(case, cuts):
     assert all(name == name.lower() for name, _ in resp.headers)
 
 
+
+def test_upstream_version_read_once_per_connection():
+    """A connection's HTTP version is asked of the parser once (its first response): an
+    HTTP/1.1 upstream's connection is reused response after response, an HTTP/1.0 one's
+    never, even when it asks for keep-alive."""
+
+    async def two(first: bytes, second: bytes):
+        conn, _tr = make_conn()
+        out = []
+        for raw in (first, second):
+            fut = send(conn)
+            conn.data_received(raw)
+            await fut
+            resp = UpstreamResponse(conn, FakePool())
+            while await resp.next_chunk() is not None:
+                pass
+            out.append(conn.reusable)
+            if not conn.reusable:
+                break
+        return out
+
+    ok11 = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nhi"
+    ok10 = b"HTTP/1.0 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nhi"
+    assert asyncio.run(two(ok11, ok11)) == [True, True]
+    assert asyncio.run(two(ok10, ok11)) == [False]
+
 def test_headers_lowercased_in_order():
     raw = (
         b"HTTP/1.1 200 OK\r\nX-B: 1\r\nSet-Cookie: a\r\nset-cookie: b\r\n"

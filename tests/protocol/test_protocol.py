@@ -611,6 +611,35 @@ async def test_http10_stream_is_close_delimited():
     assert t.closed or t.eof_written
 
 
+@pytest.mark.parametrize(
+    "head,status,version,connection",
+    [
+        (b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n", 200, "1.1", None),
+        (b"GET /v HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", 200, "1.1", None),
+        (b"GET /v HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n", 200, "1.1", "close"),
+        (b"GET /v HTTP/1.1\r\nHost: h\r\nProxy-Connection: close\r\n\r\n", 200, "1.1", "close"),
+        (b"GET /v HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n", 200, "1.0", "keep-alive"),
+        (b"GET /v HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", 200, "1.0", "keep-alive"),
+        (b"GET /v HTTP/1.0\r\nConnection: close\r\n\r\n", 200, "1.0", "close"),
+        (b"GET /v HTTP/1.0\r\n\r\n", 200, "1.0", "close"),
+        (b"GET /v HTTP/1.1\r\n\r\n", 400, None, None),  # Host required in 1.1
+        (b"GET /v HTTP/2.0\r\nConnection: keep-alive\r\n\r\n", 505, None, None),
+        (b"GET /v HTTP/2.0\r\n\r\n", 505, None, None),
+    ],
+)
+async def test_request_version_and_keep_alive(head, status, version, connection):
+    # The version is read from the parser only when llhttp's keep-alive verdict does not
+    # settle it (protocol.py on_headers_complete): every combination answers as before.
+    proto, t, _ = conn()
+    proto.data_received(head)
+    await settle()
+    r = one_response(t)
+    assert r.status == status
+    if version is not None:
+        assert r.body == f"GET /v? {version}|".encode()
+        assert r.header("connection") == connection
+
+
 # --------------------------------------------------------------------------
 # handler outcomes
 # --------------------------------------------------------------------------
