@@ -73,3 +73,6 @@ cdef class HttpProtocol:
     cpdef _release(self, Py_ssize_t n)
     cpdef _handler_finished(self)
     cpdef _arm_timer(self)
+    # httptools hands the header callback bytes: typed, its value's latin-1 decode is a direct
+    # PyUnicode_DecodeLatin1 instead of a method call that looks the codec up by name.
+    cpdef on_header(self, bytes name, bytes value)

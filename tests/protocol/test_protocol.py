@@ -1066,3 +1066,21 @@ async def test_drain_closes_an_idle_connection_after_the_grace():
     proto.begin_shutdown()
     await asyncio.sleep(1.3)
     assert t.closed
+
+
+async def test_header_values_are_latin1_text_in_both_builds():
+    # obs-text bytes (RFC 9110 5.5) arrive as latin-1 text; a repeated header is joined.
+    seen = {}
+
+    async def handler(ex):
+        seen.update(ex.request.headers)
+        ex.respond(200, [], b"")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-A: caf\xe9 \xff\r\nX-B: 1\r\nx-b: 2\r\n\r\n"
+    )
+    await settle()
+    assert one_response(t).status == 200
+    assert seen["x-a"] == "caf\u00e9 \u00ff"
+    assert seen["x-b"] == "1, 2"
