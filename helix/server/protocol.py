@@ -85,6 +85,12 @@ _NAMES: dict[bytes, str] = {}
 _NAMES_MAX = 1024
 
 
+def _latin1(data: bytes) -> str:
+    """``data`` as latin-1 text: in the compiled build a direct C decode (protocol_c.pxd),
+    not a ``decode`` method call that looks the codec up by name."""
+    return data.decode("latin-1")
+
+
 def _header_name(name: bytes) -> str:
     key = name.decode("latin-1").lower()
     if len(_NAMES) < _NAMES_MAX:
@@ -505,10 +511,10 @@ class HttpProtocol:
             url = url[:hash_at]
         q = url.find(b"?")
         if q < 0:
-            self._path = url.decode("latin-1")
+            self._path = _latin1(url)
         else:
-            self._path = url[:q].decode("latin-1")
-            self._query = url[q + 1 :].decode("latin-1")
+            self._path = _latin1(url[:q])
+            self._query = _latin1(url[q + 1 :])
 
         # Framing.  llhttp already rejects CL+TE together, duplicate or
         # malformed Content-Length, and a non-chunked final coding; it does

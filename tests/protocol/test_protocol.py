@@ -1084,3 +1084,18 @@ async def test_header_values_are_latin1_text_in_both_builds():
     assert one_response(t).status == 200
     assert seen["x-a"] == "caf\u00e9 \u00ff"
     assert seen["x-b"] == "1, 2"
+
+
+async def test_path_and_query_text_without_percent_decoding():
+    seen = []
+
+    async def handler(ex):
+        seen.append((ex.request.path, ex.request.query))
+        ex.respond(200, [], b"")
+
+    proto, t, _ = conn(handler)
+    proto.data_received(b"GET /a%C3%A9b?q=%FF&r=1#frag HTTP/1.1\r\nHost: h\r\n\r\n")
+    proto.data_received(b"GET /plain HTTP/1.1\r\nHost: h\r\n\r\n")
+    await settle()
+    assert [r.status for r in parse_responses(t.data)] == [200, 200]
+    assert seen == [("/a%C3%A9b", "q=%FF&r=1"), ("/plain", "")]
