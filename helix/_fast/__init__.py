@@ -39,6 +39,8 @@ _TWINS = {
     "frame_chunk_py": ("head_py", "frame_chunk"),
     "date_line_py": ("head_py", "date_line"),
     "length_line_py": ("head_py", "length_line"),
+    "crlf_py": ("head_py", "crlf"),
+    "split_target_py": ("head_py", "split_target"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
@@ -147,6 +149,12 @@ date_line = _pick("date_line_py", date_line_c)
 # A request head's content-length line (helix/client/pool.py _build_head).
 length_line_c = _compiled_attr("head_c", "length_line")
 length_line = _pick("length_line_py", length_line_c)
+# CR/LF in an upstream request's method or target (helix/client/pool.py _build_head).
+crlf_c = _compiled_attr("head_c", "crlf")
+crlf = _pick("crlf_py", crlf_c)
+# A request target's path and query (helix/server/protocol.py on_headers_complete).
+split_target_c = _compiled_attr("head_c", "split_target")
+split_target = _pick("split_target_py", split_target_c)
 # A provider's response headers as the client gets them (helix/phases/forward.py).
 pick_headers_c = _compiled_attr("head_c", "pick_headers")
 pick_headers = _pick("pick_headers_py", pick_headers_c)

@@ -11,7 +11,16 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["RESERVED", "date_line", "frame_chunk", "head", "length_line", "pick_headers"]
+__all__ = [
+    "RESERVED",
+    "crlf",
+    "date_line",
+    "frame_chunk",
+    "head",
+    "length_line",
+    "pick_headers",
+    "split_target",
+]
 
 # Framing headers are owned by the server: a handler (or an upstream header passed
 # through) must never emit a second content-length or a transfer-encoding that
@@ -91,6 +100,26 @@ def frame_chunk(data, end=False):
     the terminating zero-length chunk follows in the same buffer."""
     out = b"%x\r\n%b\r\n" % (len(data), data)
     return out + _CHUNK_END if end else out
+
+
+def crlf(a: bytes, b: bytes) -> bool:
+    """Whether ``a`` or ``b`` holds a CR or an LF (an upstream request line's method and
+    target: helix/client/pool.py _build_head).  ``find``, not ``in``: ``bytes in bytes``
+    first tries the needle as an int and formats a TypeError for it."""
+    return a.find(b"\r") >= 0 or a.find(b"\n") >= 0 or b.find(b"\r") >= 0 or b.find(b"\n") >= 0
+
+
+def split_target(url: bytes) -> tuple[str, str]:
+    """An origin-form request target's path and query as latin-1 text, the fragment (from
+    the first ``#``) dropped, the query after the first ``?`` (``""`` without one); no
+    percent-decoding (helix/server/protocol.py on_headers_complete)."""
+    hash_at = url.find(b"#")
+    if hash_at >= 0:
+        url = url[:hash_at]
+    q = url.find(b"?")
+    if q < 0:
+        return url.decode("latin-1"), ""
+    return url[:q].decode("latin-1"), url[q + 1 :].decode("latin-1")
 
 
 def length_line(n: int) -> bytes:

@@ -10,7 +10,6 @@ cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
 cdef dict _NAMES, _METHODS
 cdef set _HOSTS_OK
 cdef object _last_limits
-cpdef str _latin1(bytes data)
 
 
 cdef class _Limits:

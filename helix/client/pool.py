@@ -50,6 +50,7 @@ connect_error = _connection.connect_error
 open_connection = _connection.open_connection
 ONE_WRITE_BODY = _connection.ONE_WRITE_BODY
 _length_line = _fast.length_line
+_crlf = _fast.crlf
 
 __all__ = [
     "Origin",
@@ -219,10 +220,8 @@ def _build_head(
     if static:  # built and checked once per deployment
         block, n, has_host, keep_alive, clean = headers.serialized()
         # Only the method and target vary (the host line comes from a parsed URL, which
-        # has no CR/LF): check those.  find, not ``in``: ``bytes in bytes`` formats a
-        # TypeError on every call (it first tries the needle as an int).
-        if (not clean or method.find(b"\n") >= 0 or method.find(b"\r") >= 0
-                or target.find(b"\n") >= 0 or target.find(b"\r") >= 0):
+        # has no CR/LF): check those.
+        if not clean or _crlf(method, target):
             raise HelixError(ErrorKind.INVALID_REQUEST, "request line or header contains CR/LF")
     else:
         block, n, has_host, keep_alive = _serialize(headers)

@@ -38,6 +38,8 @@ if TYPE_CHECKING:
 _exchange = _fast.pick_module("exchange_c", "helix.server.exchange")
 Exchange = _exchange.Exchange
 Request = _exchange.Request
+# A request target's path and query, in C when built (helix/_fast/head_c.pyx).
+_split_target = _fast.split_target
 
 __all__ = ["HttpProtocol"]
 
@@ -83,12 +85,6 @@ _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "DELETE", "HEAD", "OPT
 # so a client sending random names cannot grow it without limit.
 _NAMES: dict[bytes, str] = {}
 _NAMES_MAX = 1024
-
-
-def _latin1(data: bytes) -> str:
-    """``data`` as latin-1 text: in the compiled build a direct C decode (protocol_c.pxd),
-    not a ``decode`` method call that looks the codec up by name."""
-    return data.decode("latin-1")
 
 
 def _header_name(name: bytes) -> str:
@@ -504,17 +500,7 @@ class HttpProtocol:
         url = self._url
         if url[:1] != b"/":
             url = self._split_non_origin(url)
-        # find(), not ``in``: ``bytes in bytes`` first tries the needle as an int and
-        # formats a TypeError for it, on every request.
-        hash_at = url.find(b"#")
-        if hash_at >= 0:
-            url = url[:hash_at]
-        q = url.find(b"?")
-        if q < 0:
-            self._path = _latin1(url)
-        else:
-            self._path = _latin1(url[:q])
-            self._query = _latin1(url[q + 1 :])
+        self._path, self._query = _split_target(url)
 
         # Framing.  llhttp already rejects CL+TE together, duplicate or
         # malformed Content-Length, and a non-chunked final coding; it does

@@ -8,6 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from helix._fast import (
+    crlf_c,
+    crlf_py,
     date_line_c,
     date_line_py,
     frame_chunk_c,
@@ -16,6 +18,8 @@ from helix._fast import (
     head_py,
     length_line_c,
     length_line_py,
+    split_target_c,
+    split_target_py,
 )
 from helix.server.writer import build_head
 
@@ -171,3 +175,38 @@ def test_length_line(n):
     assert length_line_py(n) == want
     if length_line_c is not None:
         assert length_line_c(n) == want
+
+
+TARGET_BYTES = st.binary(max_size=40) | st.lists(
+    st.sampled_from([b"/", b"a", b"?", b"#", b"=", b"&", b"\xe9", b"\r", b"\n", b"%2F"]),
+    max_size=12,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(url=TARGET_BYTES)
+def test_split_target_twins_agree(url):
+    path, query = split_target_py(url)
+    bare = url.split(b"#", 1)[0]
+    assert path == bare.split(b"?", 1)[0].decode("latin-1")
+    assert query == (bare.split(b"?", 1)[1].decode("latin-1") if b"?" in bare else "")
+    if split_target_c is not None:
+        assert split_target_c(url) == (path, query)
+
+
+@settings(max_examples=500, deadline=None)
+@given(a=TARGET_BYTES, b=TARGET_BYTES)
+def test_crlf_twins_agree(a, b):
+    want = any(c in x for c in (b"\r", b"\n") for x in (a, b))
+    assert crlf_py(a, b) is want
+    if crlf_c is not None:
+        assert crlf_c(a, b) is want
+
+
+def test_split_target_known():
+    for impl in filter(None, (split_target_py, split_target_c)):
+        assert impl(b"/v1/chat/completions") == ("/v1/chat/completions", "")
+        assert impl(b"/a?b=1?c#d?e") == ("/a", "b=1?c")
+        assert impl(b"/a#?x") == ("/a", "")
+        assert impl(b"/?") == ("/", "")
+        assert impl(b"") == ("", "")
