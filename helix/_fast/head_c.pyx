@@ -19,6 +19,7 @@ from libc.time cimport time_t, tm
 cdef extern from "<time.h>" nogil:
     tm *gmtime_r(const time_t *timep, tm *result)
 
+from helix._fast.head_py import crlf as _crlf_py
 from helix._fast.head_py import date_line as _date_line_py
 from helix._fast.head_py import frame_chunk as _frame_chunk_py
 from helix._fast.head_py import head as _head_py
@@ -242,8 +243,7 @@ def crlf(a, b):
     """See head_py.crlf: four ``memchr`` instead of four ``bytes.find`` method calls (≈ 600
     instructions each: the method's argument parsing, not the search)."""
     if type(a) is not bytes or type(b) is not bytes:
-        return (a.find(b"\r") >= 0 or a.find(b"\n") >= 0
-                or b.find(b"\r") >= 0 or b.find(b"\n") >= 0)
+        return _crlf_py(a, b)
     return (_crlf(PyBytes_AS_STRING(a), PyBytes_GET_SIZE(a))
             or _crlf(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)))
 

@@ -44,10 +44,6 @@ HEAD = 1
 BODY = 2
 DONE = 3
 
-# A request body up to this size goes out in one write with its head (one copy); a larger
-# one in a second buffer of the same writelines (no copy).
-ONE_WRITE_BODY = 65536
-
 # A response head larger than this is treated as hostile / broken.
 MAX_HEAD_BYTES = 256 * 1024
 
@@ -513,9 +509,7 @@ class Connection:
         transport = self.transport
         if not body:
             transport.write(data)
-        elif len(body) <= ONE_WRITE_BODY:
-            transport.write(data + body)
-        else:
+        else:  # a large body (the pool joins a small one to its head): no copy of it
             transport.writelines((data, body))
         when = loop.time() + first_byte
         if deadline is not None and deadline < when:

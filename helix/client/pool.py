@@ -48,7 +48,9 @@ DONE = _connection.DONE
 Connection = _connection.Connection
 connect_error = _connection.connect_error
 open_connection = _connection.open_connection
-ONE_WRITE_BODY = _connection.ONE_WRITE_BODY
+# A request body up to this size is joined to its head (one copy, one write); a larger one
+# goes out as a second buffer of the same writelines (Connection.send: no copy).
+ONE_WRITE_BODY = 65536
 _length_line = _fast.length_line
 _crlf = _fast.crlf
 
@@ -636,7 +638,7 @@ class UpstreamPool:
         op = pools.get(origin)
         if op is None:
             op = self._new_origin(origin, verify_tls or origin.scheme != "https", pools)
-        # A body that send() would copy after the head anyway is joined in the head's copy.
+        # A small body is joined in the head's copy: one allocation, one write.
         if body and len(body) <= ONE_WRITE_BODY:
             head, keep_alive = _build_head(method, target, headers, body, op.host_line, body)
             body = b""
