@@ -41,6 +41,7 @@ _TWINS = {
     "length_line_py": ("head_py", "length_line"),
     "crlf_py": ("head_py", "crlf"),
     "split_target_py": ("head_py", "split_target"),
+    "http11_line_py": ("head_py", "http11_line"),
     "timing_value_py": ("access_py", "timing_value"),
     "cost_value_py": ("access_py", "cost_value"),
     "RequestIdsPy": ("access_py", "RequestIds"),
@@ -155,6 +156,9 @@ crlf = _pick("crlf_py", crlf_c)
 # A request target's path and query (helix/server/protocol.py on_headers_complete).
 split_target_c = _compiled_attr("head_c", "split_target")
 split_target = _pick("split_target_py", split_target_c)
+# Whether a request line says HTTP/1.1 (helix/server/protocol.py data_received).
+http11_line_c = _compiled_attr("head_c", "http11_line")
+http11_line = _pick("http11_line_py", http11_line_c)
 # A provider's response headers as the client gets them (helix/phases/forward.py).
 pick_headers_c = _compiled_attr("head_c", "pick_headers")
 pick_headers = _pick("pick_headers_py", pick_headers_c)

@@ -23,12 +23,13 @@ from helix._fast.head_py import crlf as _crlf_py
 from helix._fast.head_py import date_line as _date_line_py
 from helix._fast.head_py import frame_chunk as _frame_chunk_py
 from helix._fast.head_py import head as _head_py
+from helix._fast.head_py import http11_line as _http11_line_py
 from helix._fast.head_py import length_line as _length_line_py
 from helix._fast.head_py import split_target as _split_target_py
 from helix._fast.head_py import pick_headers as _pick_headers_py
 
-__all__ = ["crlf", "date_line", "frame_chunk", "head", "length_line", "pick_headers",
-           "split_target"]
+__all__ = ["crlf", "date_line", "frame_chunk", "head", "http11_line", "length_line",
+           "pick_headers", "split_target"]
 
 cdef bytes _CLOSE = b"connection: close\r\n"
 cdef bytes _KEEP = b"connection: keep-alive\r\n"
@@ -246,6 +247,15 @@ def crlf(a, b):
         return _crlf_py(a, b)
     return (_crlf(PyBytes_AS_STRING(a), PyBytes_GET_SIZE(a))
             or _crlf(PyBytes_AS_STRING(b), PyBytes_GET_SIZE(b)))
+
+
+def http11_line(data):
+    """See head_py.http11_line: a ``memchr`` for the line end and an 11-byte compare."""
+    if type(data) is not bytes:
+        return _http11_line_py(data)
+    cdef const char *p = PyBytes_AS_STRING(data)
+    cdef const char *end = <const char *>memchr(p, 10, PyBytes_GET_SIZE(data))  # '\n'
+    return end != NULL and end - p >= 10 and memcmp(end - 10, b" HTTP/1.1\r", 10) == 0
 
 
 def split_target(url):

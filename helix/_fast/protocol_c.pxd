@@ -37,6 +37,7 @@ cdef class HttpProtocol:
     cdef public dict _headers
     cdef public Py_ssize_t _held
     cdef public bint _keep_alive
+    cdef public bint _line11
     cdef public _Limits _limits
     cdef public object _linger
     cdef public object _loop

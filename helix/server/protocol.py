@@ -40,6 +40,7 @@ Exchange = _exchange.Exchange
 Request = _exchange.Request
 # A request target's path and query, in C when built (helix/_fast/head_c.pyx).
 _split_target = _fast.split_target
+_http11_line = _fast.http11_line
 
 __all__ = ["HttpProtocol"]
 
@@ -193,6 +194,7 @@ class HttpProtocol:
         "_held",
         "_keep_alive",
         "_limits",
+        "_line11",
         "_linger",
         "_loop",
         "_method",
@@ -263,6 +265,9 @@ class HttpProtocol:
         self._deadline = 0.0
         self._reject: HelixError | None = None
         self._pstate = _P_IDLE
+        # Whether the request line of the message that starts the input being fed says
+        # HTTP/1.1 (data_received), for on_headers_complete; False when unknown.
+        self._line11 = False
         # Request body bytes this connection holds, counted in server.buffered.
         self._held = 0
         self._reset_message()
@@ -374,6 +379,10 @@ class HttpProtocol:
             # internally before calling on_header: count raw bytes received
             # while the head is still incomplete.
             self._head_raw += len(data)
+        elif self._pstate == _P_IDLE:
+            # This input starts a message (the last one ended with the previous input):
+            # its first line is the request line.
+            self._line11 = _http11_line(data)
         try:
             self._parser.feed_data(data)
         except _HttpParserUpgrade as exc:
@@ -462,7 +471,13 @@ class HttpProtocol:
         limits = self._limits
         headers = self._headers
         keep_alive = parser.should_keep_alive()
-        if keep_alive and "connection" not in headers and "proxy-connection" not in headers:
+        if self._line11:
+            # The input this message started with began with its request line, which
+            # ends in " HTTP/1.1" (data_received).  Only the first message of an input:
+            # a pipelined one after it in the same input is asked for below.
+            self._line11 = False
+            version = "1.1"
+        elif keep_alive and "connection" not in headers and "proxy-connection" not in headers:
             # llhttp keeps a request alive without a keep-alive token only when it is
             # HTTP/1.1 (of the versions it accepts: 0.9, 1.0, 1.1, 2.0), so the version is
             # known without httptools formatting it (≈ 1,900 instructions a request).

@@ -16,6 +16,8 @@ from helix._fast import (
     frame_chunk_py,
     head_c,
     head_py,
+    http11_line_c,
+    http11_line_py,
     length_line_c,
     length_line_py,
     split_target_c,
@@ -210,3 +212,20 @@ def test_split_target_known():
         assert impl(b"/a#?x") == ("/a", "")
         assert impl(b"/?") == ("/", "")
         assert impl(b"") == ("", "")
+
+
+LINE_BYTES = st.lists(
+    st.sampled_from([b"GET", b" ", b"/", b"HTTP/1.1", b"HTTP/1.0", b"\r", b"\n", b"\r\n", b"x"]),
+    max_size=10,
+).map(b"".join) | st.binary(max_size=30)
+
+
+@settings(max_examples=500, deadline=None)
+@given(data=LINE_BYTES)
+def test_http11_line_twins_agree(data):
+    line, nl, _ = data.partition(b"\n")
+    want = bool(nl) and line.endswith(b" HTTP/1.1\r")
+    assert http11_line_py(data) is want
+    if http11_line_c is not None:
+        assert http11_line_c(data) is want
+        assert http11_line_c(bytearray(data)) is want  # not bytes: the twin

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 import pytest
 
@@ -638,6 +639,49 @@ async def test_request_version_and_keep_alive(head, status, version, connection)
     if version is not None:
         assert r.body == f"GET /v? {version}|".encode()
         assert r.header("connection") == connection
+
+
+# Keep-alive requests of both versions, with and without a Connection header, a body on
+# some: fed as one input, one input each, and cut at every few bytes, each is answered in
+# its own version (the request line is read from the input that starts a message only:
+# protocol.py data_received).
+VERSIONED = [
+    (b"GET /v HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\n\r\n", "1.1"),
+    (b"GET /v HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "1.0"),
+    (b"POST /v HTTP/1.1\r\nHost: h\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nab",
+     "1.1"),
+    (b"GET /v HTTP/1.0\r\nProxy-Connection: keep-alive\r\n\r\n", "1.0"),
+    (b"GET /v HTTP/1.1\r\nHost: h\r\n\r\n", "1.1"),
+    (b"POST /v HTTP/1.0\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\ncd", "1.0"),
+    (b"\r\nGET /v HTTP/1.1\r\nHost: h\r\nConnection: Keep-Alive\r\n\r\n", "1.1"),
+    (b"GET /v HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", "1.0"),
+    (b"GET /v HTTP/1.0\r\nConnection: keep-alive\r\nX-Echo: GET / HTTP/1.1\r\n\r\n", "1.0"),
+]
+
+
+@pytest.mark.parametrize("cut", ["one input", "an input each", "a line each", 1, 3, 7, 16])
+async def test_each_request_answered_in_its_own_version(cut):
+    proto, t, _ = conn()
+    if cut == "one input":
+        pieces = [b"".join(h for h, _ in VERSIONED)]
+    elif cut == "an input each":
+        pieces = [h for h, _ in VERSIONED]
+    elif cut == "a line each":  # a later line of a head never counts as a request line
+        pieces = re.split(rb"(?<=\n)(?=[^\r])", b"".join(h for h, _ in VERSIONED))
+    else:
+        data = b"".join(h for h, _ in VERSIONED)
+        pieces = [data[i : i + cut] for i in range(0, len(data), cut)]
+    for piece in pieces:
+        proto.data_received(piece)
+        await settle()
+    got = parse_responses(t.data)
+    assert [r.status for r in got] == [200] * len(VERSIONED)
+    for r, (head, version) in zip(got, VERSIONED, strict=True):
+        body = head.partition(b"\r\n\r\n")[2]
+        method = head.lstrip().split(b" ", 1)[0]
+        assert r.body == b"%s /v? %s|%s" % (method, version.encode(), body)
+        assert r.header("connection") == ("keep-alive" if version == "1.0" else None)
+    assert not t.closed
 
 
 # --------------------------------------------------------------------------
