@@ -15,6 +15,7 @@ kernel are not in them), so a change is kept on this count and then confirmed wi
     python bench/instr.py :/tmp/other-tree @/usr/bin/python3.11 --requests 3000
     python bench/instr.py . :/tmp/other-tree    # several variants, one after another
     python bench/instr.py --stream              # streams, a fresh connection each
+    python bench/instr.py --sdk                 # each request with the openai SDK's headers
 
 ``--stream`` counts the shape of bench/run.py's TTFB row instead: each request a streamed chat
 completion (the fast mock's 10 content chunks) on a connection of its own, read to its end, so
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import shutil
 import sys
 import tempfile
@@ -49,19 +51,39 @@ from run import (
 )
 
 
-def _request(body: str) -> bytes:
+def _request(body: str, extra: str = "") -> bytes:
     return (
         "POST /v1/chat/completions HTTP/1.1\r\n"
         "Host: 127.0.0.1\r\n"
         "Content-Type: application/json\r\n"
         f"Authorization: Bearer {MASTER_KEY}\r\n"
+        f"{extra}"
         f"Content-Length: {len(body)}\r\n"
         "\r\n" + body
     ).encode()
 
 
+# The other headers the official openai SDK (3.x over httpx) sends with every request, as
+# captured from it on 2026-12-07: ``--sdk`` counts a request as a real client sends it.
+SDK_HEADERS = (
+    "Accept-Encoding: gzip, deflate\r\n"
+    "Connection: keep-alive\r\n"
+    "accept: application/json\r\n"
+    "user-agent: OpenAI/Python 3.63.0\r\n"
+    "x-stainless-lang: python\r\n"
+    "x-stainless-package-version: 3.63.0\r\n"
+    "x-stainless-os: Linux\r\n"
+    "x-stainless-arch: x64\r\n"
+    "x-stainless-runtime: CPython\r\n"
+    "x-stainless-runtime-version: 3.11.7\r\n"
+    "x-stainless-async: false\r\n"
+    "x-stainless-retry-count: 0\r\n"
+    "x-stainless-read-timeout: 600\r\n"
+)
 REQUEST = _request(CHAT_BODY)
-STREAM_REQUEST = _request(CHAT_BODY[:-1] + ', "stream": true}')
+SDK_REQUEST = _request(CHAT_BODY, SDK_HEADERS)
+STREAM_BODY = CHAT_BODY[:-1] + ', "stream": true}'
+STREAM_REQUEST = _request(STREAM_BODY)
 
 
 class Callgrind(Helix):
@@ -75,11 +97,11 @@ class Callgrind(Helix):
         return ["valgrind", "--tool=callgrind", f"--callgrind-out-file={self.out}/cg.%p", *base]
 
 
-async def _conn(port: int, n: int) -> None:
+async def _conn(port: int, n: int, request: bytes = REQUEST) -> None:
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         for _ in range(n):
-            writer.write(REQUEST)
+            writer.write(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
             if not head.startswith(b"HTTP/1.1 200"):
                 raise RuntimeError(f"unexpected response: {head[:200]!r}")
@@ -92,12 +114,12 @@ async def _conn(port: int, n: int) -> None:
         writer.close()
 
 
-async def _streams(port: int, n: int) -> None:
+async def _streams(port: int, n: int, request: bytes = STREAM_REQUEST) -> None:
     """``n`` streams one after another, each on a fresh connection, read to the last chunk."""
     for _ in range(n):
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         try:
-            writer.write(STREAM_REQUEST)
+            writer.write(request)
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
             if not head.startswith(b"HTTP/1.1 200") or b"chunked" not in head.lower():
                 raise RuntimeError(f"unexpected response: {head[:200]!r}")
@@ -108,11 +130,14 @@ async def _streams(port: int, n: int) -> None:
             writer.close()
 
 
-def load(port: int, requests: int, conns: int, stream: bool = False) -> None:
+def load(port: int, requests: int, conns: int, stream: bool = False, sdk: bool = False) -> None:
     async def main() -> None:
         per, extra = divmod(requests, conns)
         one = _streams if stream else _conn
-        await asyncio.gather(*(one(port, per + (i < extra)) for i in range(conns)))
+        args: tuple[bytes, ...] = ()
+        if sdk:
+            args = (_request(STREAM_BODY, SDK_HEADERS),) if stream else (SDK_REQUEST,)
+        await asyncio.gather(*(one(port, per + (i < extra), *args) for i in range(conns)))
 
     asyncio.run(main())
 
@@ -136,7 +161,9 @@ def total_ir(path: Path) -> int:
     raise RuntimeError(f"no totals in {path}")
 
 
-def worker_ir(ctx: Context, spec: str, requests: int, conns: int, stream: bool = False) -> int:
+def worker_ir(
+    ctx: Context, spec: str, requests: int, conns: int, stream: bool = False, sdk: bool = False
+) -> int:
     """The worker's instructions from fork to exit, having served ``requests``."""
     out = Path(tempfile.mkdtemp(prefix="cg-", dir=ctx.tmp))
     target = variant(ctx, 0, "helix" + spec, Callgrind)
@@ -147,7 +174,7 @@ def worker_ir(ctx: Context, spec: str, requests: int, conns: int, stream: bool =
     try:
         wait_ready(port, proc, target.ready_timeout, poll=0.5)
         worker = worker_pid(proc.pid)
-        load(port, requests, conns, stream)
+        load(port, requests, conns, stream, sdk)
     finally:
         proc.stop(timeout=60.0)  # SIGTERM: a clean exit, so callgrind writes its totals
     dump = out / f"cg.{worker}"
@@ -157,11 +184,17 @@ def worker_ir(ctx: Context, spec: str, requests: int, conns: int, stream: bool =
 
 
 def measure(
-    ctx: Context, spec: str, requests: int, warmup: int, conns: int, stream: bool = False
+    ctx: Context,
+    spec: str,
+    requests: int,
+    warmup: int,
+    conns: int,
+    stream: bool = False,
+    sdk: bool = False,
 ) -> float:
     """Instructions per request: two runs that differ only by ``requests`` more requests."""
-    short = worker_ir(ctx, spec, warmup, conns, stream)
-    long = worker_ir(ctx, spec, warmup + requests, conns, stream)
+    short = worker_ir(ctx, spec, warmup, conns, stream, sdk)
+    long = worker_ir(ctx, spec, warmup + requests, conns, stream, sdk)
     return (long - short) / requests
 
 
@@ -175,18 +208,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--stream", action="store_true", help="streamed requests, a fresh connection each"
     )
+    ap.add_argument("--sdk", action="store_true", help="each request with the openai SDK's headers")
+    ap.add_argument(
+        "--keep",
+        metavar="DIR",
+        help="keep the runs' callgrind dumps under DIR (a new directory per invocation), for "
+        "callgrind_annotate: the longer run's minus the shorter's is the requests' share",
+    )
     opts = ap.parse_args(argv)
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
     rows: list[tuple[str, float]] = []
-    with tempfile.TemporaryDirectory(prefix="helix-instr-") as tmp:
+    if opts.keep:
+        Path(opts.keep).mkdir(parents=True, exist_ok=True)
+        workdir = contextlib.nullcontext(tempfile.mkdtemp(prefix="helix-instr-", dir=opts.keep))
+    else:
+        workdir = tempfile.TemporaryDirectory(prefix="helix-instr-")
+    with workdir as tmp:
+        if opts.keep:
+            print(f"callgrind dumps kept in {tmp}/cg-*/cg.<pid>", file=sys.stderr)
         ctx = Context(Path(tmp), free_port())
         try:
             ctx.restart_mock(FAST_MOCK)
             for spec in opts.variants:
                 spec = "" if spec == "." else spec
                 for r in range(opts.repeat):
-                    ir = measure(ctx, spec, opts.requests, opts.warmup, opts.conns, opts.stream)
+                    ir = measure(
+                        ctx, spec, opts.requests, opts.warmup, opts.conns, opts.stream, opts.sdk
+                    )
                     print(f"{spec or '.'} run {r}: {ir:,.0f} instructions/request", flush=True)
                     rows.append((spec or ".", ir))
         finally:
@@ -196,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
         what = f"streams (10 chunks each), each on a fresh connection, {opts.conns} at a time,"
     else:
         what = f"requests over {opts.conns} keep-alive connections"
+    if opts.sdk:
+        what += " (the openai SDK's headers)"
     print(f"\n{opts.requests} {what} after {opts.warmup} warm-up, one worker under callgrind")
     print("| variant | instructions/request | vs first |\n|---|---:|---:|")
     for spec, ir in rows:

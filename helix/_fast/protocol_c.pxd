@@ -6,10 +6,20 @@
 
 cdef int _P_IDLE, _P_HEAD, _P_BODY
 cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
+cimport cython
+
 # The bounded caches of the request path (header names, methods, Host values seen).
-cdef dict _NAMES, _METHODS
+cdef dict _METHODS
+cdef list _SLOT_RAW, _SLOT_KEY
+cdef Py_ssize_t _SLOTS
+cdef unsigned int _M32
 cdef set _HOSTS_OK
 cdef object _last_limits
+
+
+# The name's hash a C loop over its bytes.
+@cython.locals(h=cython.uint, c=cython.uchar, i=Py_ssize_t, raw=bytes, other=bytes)
+cdef str _header_name(bytes name)
 
 
 cdef class _Limits:

@@ -96,6 +96,56 @@ def recorder(seen: list):
     return handler
 
 
+def _name_slot(name: bytes) -> int:
+    # protocol.py _header_name's table index (FNV-1a, folded), to build collisions.
+    h = 2166136261
+    for c in name:
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return (h ^ (h >> 16)) & 2047
+
+
+def _colliding_names(count: int) -> list[bytes]:
+    by_slot: dict[int, list[bytes]] = {}
+    i = 0
+    while True:
+        name = b"x-name-%d" % i
+        i += 1
+        names = by_slot.setdefault(_name_slot(name), [])
+        names.append(name)
+        if len(names) == count:
+            return names
+
+
+async def test_header_names_are_lower_cased_whatever_the_table_holds():
+    # Header names are looked up in a fixed two-way table (protocol.py _header_name):
+    # names with one home slot evict one another into its pair's other way, thousands
+    # of distinct names evict everything, and every request still gets every name
+    # lower-cased with its own value, in each case spelling, duplicates joined.
+    seen = []
+    proto, t, _ = conn(recorder(seen))
+    a, b, c = _colliding_names(3)
+    spellings = [a, b, a, c, b, a, a.upper(), c.title(), b, c, c, a]
+    want = {"host": "h"}
+    for k, n in enumerate(spellings):
+        key = n.decode().lower()
+        want[key] = f"{want[key]}, v{k}" if key in want else f"v{k}"
+    head = b"GET /h HTTP/1.1\r\nHost: h\r\n"
+    head += b"".join(b"%s: v%d\r\n" % (n, k) for k, n in enumerate(spellings)) + b"\r\n"
+    heads = [head, head]
+    for r in range(30):  # 2,400 distinct names through the table
+        lines = b"".join(b"Z-%d-%d: z\r\n" % (r, k) for k in range(80))
+        heads.append(b"GET /z HTTP/1.1\r\nHost: h\r\n" + lines + b"\r\n")
+    heads.append(head)
+    for head in heads:
+        proto.data_received(head)
+        await settle()
+    assert [r.status for r in parse_responses(t.data)] == [200] * len(heads)
+    for req in (seen[0], seen[1], seen[-1]):
+        assert req.headers == want
+    for r, req in enumerate(seen[2:-1]):
+        assert req.headers == {"host": "h", **{f"z-{r}-{k}": "z" for k in range(80)}}
+
+
 async def test_the_client_address_is_read_once_and_only_when_asked():
     # getpeername is a syscall (and ≈ 2,200 instructions through uvloop) that most
     # connections never need: the access log is off by default.
