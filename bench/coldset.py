@@ -27,6 +27,7 @@ grow (target 1).
     python bench/coldset.py helix@/tmp/venv/bin/python helix:/tmp/other@/tmp/venv/bin/python
     python bench/coldset.py helix --objects          # and where Helix's lines are, by object
     python bench/coldset.py --stream                 # a stream on a fresh connection (TTFB)
+    python bench/coldset.py --sdk                    # the request with the openai SDK's headers
     python bench/coldset.py --burst 256 -n 3         # per request, 256 in flight
 
 A variant is ``nginx`` or ``helix[:TREE][@PYTHON][+CONFIG]`` as in ``bench/ab.py``. Needs
@@ -56,7 +57,7 @@ import loadgen
 
 # bench/ is sys.path[0] when run as a script.
 from ab import variant
-from instr import REQUEST, STREAM_REQUEST, worker_pid
+from instr import REQUEST, SDK_REQUEST, STREAM_REQUEST, worker_pid
 from run import (
     FAST_MOCK,
     Context,
@@ -208,15 +209,19 @@ class ColdNginx(Nginx):
         return proc.pid  # master_process off: one process serves
 
 
+# The request measured: ``--sdk`` sends it with the openai SDK's headers (bench/instr.py).
+_request = REQUEST
+
+
 def one_request(s: socket.socket) -> None:
-    s.sendall(REQUEST)
+    s.sendall(_request)
     read_answer(s)
 
 
 def burst(socks: list[socket.socket]) -> None:
     """One request on each connection, all sent before any answer is read."""
     for s in socks:
-        s.sendall(REQUEST)
+        s.sendall(_request)
     for s in socks:
         read_answer(s)
 
@@ -381,7 +386,11 @@ def main(argv: list[str] | None = None) -> int:
         help="keep the windows' callgrind dumps under DIR (a new directory per run), for "
         "callgrind_annotate: which functions touch the lines",
     )
+    ap.add_argument("--sdk", action="store_true", help="each request with the openai SDK's headers")
     opts = ap.parse_args(argv)
+    if opts.sdk:
+        global _request
+        _request = SDK_REQUEST
     for tool in ("valgrind", "callgrind_annotate", "gcc"):
         if shutil.which(tool) is None:
             sys.exit(f"{tool} is not installed")

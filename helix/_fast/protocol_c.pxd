@@ -10,8 +10,8 @@ cimport cython
 
 # The bounded caches of the request path (header names, methods, Host values seen).
 cdef dict _METHODS
-cdef list _SLOT_RAW, _SLOT_KEY
-cdef Py_ssize_t _SLOTS
+cdef list _TABLE
+cdef Py_ssize_t _PAIRS
 cdef unsigned int _M32
 cdef set _HOSTS_OK
 cdef object _last_limits

@@ -96,21 +96,21 @@ def recorder(seen: list):
     return handler
 
 
-def _name_slot(name: bytes) -> int:
-    # protocol.py _header_name's table index (FNV-1a, folded), to build collisions.
+def _name_pair(name: bytes) -> int:
+    # protocol.py _header_name's pair (FNV-1a, folded), to build collisions.
     h = 2166136261
     for c in name:
         h = ((h ^ c) * 16777619) & 0xFFFFFFFF
-    return (h ^ (h >> 16)) & 2047
+    return (h ^ (h >> 16)) & 1023
 
 
 def _colliding_names(count: int) -> list[bytes]:
-    by_slot: dict[int, list[bytes]] = {}
+    by_pair: dict[int, list[bytes]] = {}
     i = 0
     while True:
         name = b"x-name-%d" % i
         i += 1
-        names = by_slot.setdefault(_name_slot(name), [])
+        names = by_pair.setdefault(_name_pair(name), [])
         names.append(name)
         if len(names) == count:
             return names
@@ -118,7 +118,7 @@ def _colliding_names(count: int) -> list[bytes]:
 
 async def test_header_names_are_lower_cased_whatever_the_table_holds():
     # Header names are looked up in a fixed two-way table (protocol.py _header_name):
-    # names with one home slot evict one another into its pair's other way, thousands
+    # names of one pair evict one another through its two ways, thousands
     # of distinct names evict everything, and every request still gets every name
     # lower-cased with its own value, in each case spelling, duplicates joined.
     seen = []
