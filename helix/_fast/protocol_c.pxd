@@ -22,6 +22,20 @@ cdef object _last_limits
 cdef str _header_name(bytes name)
 
 
+cdef double _SLOT
+
+
+cdef class _Timeouts:
+    cdef object _loop, _handle
+    cdef dict _slots
+    cdef list _heap
+    cdef Py_ssize_t _at
+
+    @cython.locals(key=Py_ssize_t, bucket=list, entry=list)
+    cpdef list add(self, double deadline, proto)
+    cdef _arm(self, Py_ssize_t key)
+
+
 cdef class _Limits:
     cdef public Py_ssize_t max_header_bytes, max_headers, max_body_bytes
     cdef public Py_ssize_t max_buffered_body_bytes, max_pipelined
@@ -64,6 +78,7 @@ cdef class HttpProtocol:
     cdef public object _server
     cdef public object _task
     cdef public object _timer
+    cdef public _Timeouts _timeouts
     cdef public double _timer_at
     cdef public Py_ssize_t _timer_kind
     cdef public object _url

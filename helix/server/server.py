@@ -90,6 +90,9 @@ class Server:
         self._conns: set[HttpProtocol] = set()
         # Idle keep-alive connections, longest idle first (maintained by HttpProtocol).
         self.idle: OrderedDict[HttpProtocol, None] = OrderedDict()
+        # The connections' request timeouts, one loop timer for all (protocol.py _Timeouts),
+        # by the protocol module's class (the pure and the compiled one each keep theirs).
+        self.timeouts: dict[type, object] = {}
         self._servers: list[asyncio.AbstractServer] = []
         self._all_closed: asyncio.Event | None = None
 

@@ -10,6 +10,7 @@ import pytest
 
 from helix.errors import ErrorKind, HelixError
 from helix.server import ClientDisconnected, ServerLimits
+from tests.protocol import mock as harness
 from tests.protocol.mock import make_conn, one_response, parse_responses
 
 
@@ -1122,6 +1123,40 @@ async def test_keepalive_timer_rearms_between_requests():
     await asyncio.sleep(0.12)
     assert t.closed
     assert len(parse_responses(t.data)) == 4
+
+
+async def test_many_connections_time_out_each_at_its_own_deadline():
+    # One loop timer serves every connection's timeout (protocol.py _Timeouts, 10 ms
+    # slots): each idle connection gets its 408 at or after its own deadline, never early,
+    # and a connection that ended before its deadline is not touched (its entry emptied,
+    # so the slot does not keep the protocol alive).
+    loop = asyncio.get_running_loop()
+    first, t, server = conn(header_timeout=0.06)
+    conns = [(loop.time(), first, t)]
+    for _ in range(11):
+        await asyncio.sleep(0.004)
+        proto = harness.HttpProtocol(server)  # this test's build (conftest)
+        t = harness.MockTransport()
+        t.protocol = proto
+        proto.connection_made(t)
+        conns.append((loop.time(), proto, t))
+    ended = conns[5][1]
+    entry = ended._timer
+    ended.connection_lost(None)
+    assert ended._timer is None and entry == [None]
+    closed_at: dict[int, float] = {}
+    deadline = loop.time() + 1.0
+    while len(closed_at) < len(conns) - 1 and loop.time() < deadline:
+        for i, (_, _proto, t) in enumerate(conns):
+            if i != 5 and t.data and i not in closed_at:
+                closed_at[i] = loop.time()
+        await asyncio.sleep(0.002)
+    assert sorted(closed_at) == [i for i in range(len(conns)) if i != 5]
+    for i, at in closed_at.items():
+        opened = conns[i][0]
+        assert at >= opened + 0.06 - 0.003, (i, at - opened)  # never early (poll slack)
+        assert_error(one_response(conns[i][2]), 408)
+    assert not conns[5][2].data  # the ended one got nothing
 
 
 async def test_no_timeout_while_handler_runs():
