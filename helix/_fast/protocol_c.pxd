@@ -4,9 +4,10 @@
 # stays the reference and the HELIX_NO_EXTENSIONS=1 build.  Every attribute stays public
 # (read by Exchange, Server and the tests).
 
+cimport cython
+
 cdef int _P_IDLE, _P_HEAD, _P_BODY
 cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
-cimport cython
 
 # The bounded caches of the request path (header names, methods, Host values seen).
 cdef dict _METHODS
@@ -23,16 +24,19 @@ cdef str _header_name(bytes name)
 
 
 cdef double _SLOT
+cdef Py_ssize_t _COMPACT_AFTER
 
 
 cdef class _Timeouts:
     cdef object _loop, _handle
     cdef dict _slots
     cdef list _heap
-    cdef Py_ssize_t _at
+    cdef Py_ssize_t _at, _held, _cancelled
 
     @cython.locals(key=Py_ssize_t, bucket=list, entry=list)
     cpdef list add(self, double deadline, proto)
+    @cython.locals(held=Py_ssize_t, bucket=list)
+    cpdef cancel(self, list entry)
     cdef _arm(self, Py_ssize_t key)
 
 

@@ -193,6 +193,9 @@ def _limits_of(limits) -> _Limits:
 
 # Request timeouts in slots of this many a second: a deadline fires up to one slot late.
 _SLOT = 100.0
+# Cancelled entries are dropped from their slots once there are this many and they are
+# at least half of all entries held (a flood of short connections cancels one each).
+_COMPACT_AFTER = 1024
 
 
 class _Timeouts:
@@ -201,9 +204,11 @@ class _Timeouts:
     a loop timer per connection (uvloop's ``call_at`` is a TimerHandle, a libuv timer and a
     heap insert: ≈ 5,000 instructions on every new connection, and its cancel more when the
     connection ends).  An entry is a one-item list holding its protocol; cancelling it
-    empties it.  Never early: a slot fires at or after each deadline in it."""
+    empties it (the slot no longer keeps the protocol), and cancelled entries are swept
+    out once they are many, so what is held follows the open connections.  Never early: a
+    slot fires at or after each deadline in it."""
 
-    __slots__ = ("_at", "_handle", "_heap", "_loop", "_slots")
+    __slots__ = ("_at", "_cancelled", "_handle", "_heap", "_held", "_loop", "_slots")
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
@@ -211,10 +216,13 @@ class _Timeouts:
         self._heap: list[int] = []
         self._handle: asyncio.TimerHandle | None = None
         self._at = 0  # the slot the loop timer is set for
+        self._held = 0  # entries in the slots, cancelled ones included
+        self._cancelled = 0
 
     def add(self, deadline: float, proto: HttpProtocol) -> list:
         key = int(deadline * _SLOT) + 1
         entry = [proto]
+        self._held += 1
         bucket = self._slots.get(key)
         if bucket is not None:
             bucket.append(entry)
@@ -224,6 +232,21 @@ class _Timeouts:
         if self._handle is None or key < self._at:
             self._arm(key)
         return entry
+
+    def cancel(self, entry: list) -> None:
+        entry[0] = None
+        self._cancelled += 1
+        if self._cancelled >= _COMPACT_AFTER and self._cancelled * 2 >= self._held:
+            held = 0
+            for bucket in self._slots.values():
+                bucket[:] = [e for e in bucket if e[0] is not None]
+                held += len(bucket)
+            self._held = held
+            self._cancelled = 0
+
+    def held(self) -> int:
+        """Entries in the slots, cancelled ones not yet swept included (for tests)."""
+        return self._held
 
     def _arm(self, key: int) -> None:
         if self._handle is not None:
@@ -236,14 +259,18 @@ class _Timeouts:
         due = self._loop.time() * _SLOT + 0.5  # slots up to 5 ms ahead are due
         heap = self._heap
         while heap and heap[0] <= due:
-            for entry in self._slots.pop(heapq.heappop(heap)):
+            bucket = self._slots.pop(heapq.heappop(heap))
+            self._held -= len(bucket)
+            for entry in bucket:
                 proto = entry[0]
-                if proto is not None:
-                    entry[0] = None
-                    try:
-                        proto._on_timer()
-                    except Exception:
-                        logger.exception("request timeout handling failed")
+                if proto is None:
+                    self._cancelled -= 1
+                    continue
+                entry[0] = None
+                try:
+                    proto._on_timer()
+                except Exception:
+                    logger.exception("request timeout handling failed")
         # (A protocol re-arming above may have set the timer for a later slot.)
         if heap and (self._handle is None or heap[0] < self._at):
             self._arm(heap[0])
@@ -421,7 +448,7 @@ class HttpProtocol:
         self._dead = True
         self.flow.connection_lost()
         if self._timer is not None:
-            self._timer[0] = None
+            self._timeouts.cancel(self._timer)
             self._timer = None
         self._timer_kind = _T_NONE
         if self._linger is not None:
@@ -1011,7 +1038,7 @@ class HttpProtocol:
                 # Fires early, sees the later deadline, re-arms: one entry a
                 # connection, not one per request of a busy connection.
                 return
-            timer[0] = None
+            self._timeouts.cancel(timer)
         self._timer_at = deadline
         self._timer = self._timeouts.add(deadline, self)
 

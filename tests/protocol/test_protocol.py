@@ -1159,6 +1159,23 @@ async def test_many_connections_time_out_each_at_its_own_deadline():
     assert not conns[5][2].data  # the ended one got nothing
 
 
+async def test_a_flood_of_short_connections_leaves_no_timeouts_behind():
+    # Every connection arms its header timeout on open and cancels it when it ends; the
+    # cancelled entries are swept from their slots once they are many, so what the
+    # timeouts hold follows the open connections, not the connections of the last
+    # header_timeout seconds.
+    first, _, server = conn()
+    timeouts = first._timeouts
+    for _ in range(5000):
+        proto = harness.HttpProtocol(server)
+        t = harness.MockTransport()
+        t.protocol = proto
+        proto.connection_made(t)
+        proto.connection_lost(None)
+    assert timeouts.held() <= 2048 + 1  # the sweep's threshold (twice 1,024) and `first`
+    assert first._timer is not None and first._timer[0] is first  # still armed
+
+
 async def test_no_timeout_while_handler_runs():
     async def handler(ex):
         await asyncio.sleep(0.15)
