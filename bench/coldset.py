@@ -38,7 +38,6 @@ is bounded.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import shutil
@@ -57,7 +56,7 @@ import loadgen
 
 # bench/ is sys.path[0] when run as a script.
 from ab import variant
-from instr import REQUEST, SDK_REQUEST, STREAM_REQUEST, worker_pid
+from instr import REQUEST, SDK_REQUEST, STREAM_REQUEST, workdir, worker_pid
 from run import (
     FAST_MOCK,
     Context,
@@ -397,12 +396,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path("/usr/include/valgrind/callgrind.h").exists():
         sys.exit("valgrind's headers are not installed (/usr/include/valgrind/callgrind.h)")
     rows = []
-    if opts.keep:
-        Path(opts.keep).mkdir(parents=True, exist_ok=True)
-        workdir = contextlib.nullcontext(tempfile.mkdtemp(prefix="helix-coldset-", dir=opts.keep))
-    else:
-        workdir = tempfile.TemporaryDirectory(prefix="helix-coldset-")
-    with workdir as tmp:
+    with workdir(opts.keep, "helix-coldset-") as tmp:
         if opts.keep:
             print(f"callgrind dumps kept in {tmp}/cold-*/cg.<pid>.<window>", file=sys.stderr)
         ctx = Context(Path(tmp), free_port())

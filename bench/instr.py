@@ -198,6 +198,15 @@ def measure(
     return (long - short) / requests
 
 
+def workdir(keep: str | None, prefix: str):
+    """A run's working directory: a new one under ``keep`` that stays (``--keep``: its
+    callgrind dumps are for callgrind_annotate), else a temporary one."""
+    if keep is None:
+        return tempfile.TemporaryDirectory(prefix=prefix)
+    Path(keep).mkdir(parents=True, exist_ok=True)
+    return contextlib.nullcontext(tempfile.mkdtemp(prefix=prefix, dir=keep))
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("variants", nargs="*", default=["."], help="[:TREE][@PYTHON][+CONFIG]")
@@ -219,12 +228,7 @@ def main(argv: list[str] | None = None) -> int:
     if shutil.which("valgrind") is None:
         sys.exit("valgrind is not installed")
     rows: list[tuple[str, float]] = []
-    if opts.keep:
-        Path(opts.keep).mkdir(parents=True, exist_ok=True)
-        workdir = contextlib.nullcontext(tempfile.mkdtemp(prefix="helix-instr-", dir=opts.keep))
-    else:
-        workdir = tempfile.TemporaryDirectory(prefix="helix-instr-")
-    with workdir as tmp:
+    with workdir(opts.keep, "helix-instr-") as tmp:
         if opts.keep:
             print(f"callgrind dumps kept in {tmp}/cg-*/cg.<pid>", file=sys.stderr)
         ctx = Context(Path(tmp), free_port())
