@@ -102,6 +102,8 @@ class ScanRelay:
     def __init__(self, keys, names=None) -> None:
         self._parser = SSEParser()
         self._keys = tuple(keys)
+        if len(self._keys) > 4:  # as the compiled twin, which keeps 4 keys' anchors
+            raise ValueError("at most 4 keys")
         for key in self._keys:
             if type(key) is not bytes or not key:
                 raise TypeError("keys are non-empty bytes")

@@ -173,3 +173,48 @@ def test_scan_relay_keys_are_bytes(base):
         with pytest.raises(TypeError):
             base(bad)
     assert base([b"k"]).feed(b"data: k\n\n") == b"data: k\n\n"  # see() of the base: nothing
+
+
+# -- ScanRelay's key search (sse_c.find: two anchor bytes tested 16 offsets at a time) --------
+
+_find = getattr(ScanRelayC and __import__("helix._fast.sse_c", fromlist=["find"]), "find", None)
+needs_c = pytest.mark.skipif(_find is None, reason="compiled twin not built")
+
+# Small alphabets so that keys occur, partly occur and overlap; JSON punctuation so that the
+# anchor choice (which skips it) meets keys made only of it, of one non-punctuation byte, ...
+_alpha = st.sampled_from([b"a", b"b", b'"', b":", b" ", b"\x00", b"\xff", b"e"])
+_text = st.lists(_alpha, max_size=90).map(b"".join)
+_key = st.lists(_alpha, min_size=1, max_size=12).map(b"".join)
+
+
+@needs_c
+@settings(max_examples=3000, deadline=None)
+@given(_text, _key, _text, st.booleans())
+def test_find_is_bytes_find(before, key, after, plant):
+    """Every offset (a block of 16, the tail after it, a haystack shorter than the key), with
+    the key planted or not: the first occurrence, as ``bytes.find``."""
+    hay = before + key + after if plant else before + after
+    assert _find(hay, key) == hay.find(key)
+    for cut in (0, 1, 15, 16, 17, len(hay) - 1):
+        if 0 <= cut <= len(hay):
+            assert _find(hay[cut:], key) == hay[cut:].find(key)
+
+
+@needs_c
+@pytest.mark.parametrize("key", [b'"usage"', b'{"type":"message_stop"', b'"type":"error"',
+                                 b'"id":"', b'""', b"x", b'"response":{"id":"'])
+def test_find_real_keys_at_every_offset(key):
+    """The relays' own keys planted at every offset of an OpenAI-style chunk, and absent."""
+    chunk = (b'{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1,"model":"m",'
+             b'"choices":[{"index":0,"delta":{"content":"hi"},"finish_reason":null}]}')
+    for i in range(len(chunk) + 1):
+        hay = chunk[:i] + key + chunk[i:]
+        assert _find(hay, key) == hay.find(key)
+        assert _find(chunk[:i], key) == chunk[:i].find(key)
+
+
+@pytest.mark.parametrize("base", SCANS, ids=lambda c: c.__module__)
+def test_scan_relay_takes_at_most_four_keys(base):
+    base([b"a", b"b", b"c", b"d"])
+    with pytest.raises(ValueError):
+        base([b"a", b"b", b"c", b"d", b"e"])
