@@ -58,6 +58,7 @@ cdef class HttpProtocol:
     cdef public object _current
     cdef public bint _dead
     cdef public double _deadline
+    cdef public object _drain_waiter
     cdef public bint _extra
     cdef public object _handler
     cdef public Py_ssize_t _head_bytes
@@ -78,6 +79,7 @@ cdef class HttpProtocol:
     cdef public Py_ssize_t _pstate
     cdef public object _query
     cdef public object _queue
+    cdef public bint _read_paused
     cdef public object _reject
     cdef public object _server
     cdef public object _task
@@ -91,10 +93,10 @@ cdef class HttpProtocol:
     cdef public object _next
     cdef public bint closing
     cdef public bint draining
-    cdef public object flow
     cdef public bint lost
     cdef public object server_header
     cdef public object transport
+    cdef public bint write_paused
 
     cpdef _reset_message(self)
     cpdef bint _head_too_large(self)
@@ -103,6 +105,8 @@ cdef class HttpProtocol:
     cpdef _release(self, Py_ssize_t n)
     cpdef _handler_finished(self)
     cpdef _arm_timer(self)
+    cpdef _pause_reading(self)
+    cpdef _resume_reading(self)
     # httptools hands the header callback bytes: typed, its value's latin-1 decode is a direct
     # PyUnicode_DecodeLatin1 instead of a method call that looks the codec up by name.
     cpdef on_header(self, bytes name, bytes value)

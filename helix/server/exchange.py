@@ -258,7 +258,7 @@ class Exchange:
     async def send(self, data: bytes) -> None:
         """Write one chunk; wait while the client is slow; raise if it is gone."""
         if self.push(data):
-            await self._conn.flow.drain()
+            await self._conn.drain()
 
     def push(self, data: bytes) -> bool:
         """Write one chunk without waiting (for a relay fed from an upstream read callback);
@@ -275,12 +275,12 @@ class Exchange:
         if self.request.method != "HEAD":
             conn.transport.write(frame_chunk(data) if self._chunked else data)
             self._bytes += len(data)
-        return conn.flow.write_paused
+        return conn.write_paused
 
     def drain(self):
         """An awaitable that returns once the client takes writes again (raises if it
         went away)."""
-        return self._conn.flow.drain()
+        return self._conn.drain()
 
     def end_stream(self, last: bytes = b"") -> None:
         """End the stream; ``last``, if given, is its final chunk, written in the same
