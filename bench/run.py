@@ -727,6 +727,60 @@ def paired_features(ctx: Context, opts: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+LATENCY_TARGETS = ("direct", "nginx", "helix")
+
+
+def paired_latency(ctx: Context, opts: argparse.Namespace) -> dict[str, Any]:
+    """(b2) The added-latency rows of (b) and (c) measured in rounds: direct, nginx and helix
+    running at once (each as in (b)/(c); the idle ones cost nothing), and in each round
+    each of them measured once, in an order rotated every round.  A target's added latency
+    is taken against direct's in the same round.  Measured one target after the other,
+    minutes apart, the VM's drift moved these rows by more than issue 15's 0.1 ms margin
+    between runs (bench/RESULTS.md, session 18)."""
+    targets = [TARGET_CLASSES[n](ctx) for n in LATENCY_TARGETS]
+    rounds = max(3, opts.repeat)
+    ports = [free_port() for _ in targets]
+    procs = [t.start(p) for t, p in zip(targets, ports, strict=True)]
+    out: dict[str, Any] = {"rounds": rounds}
+
+    def each_round(mode: str, *args: str, timeout: float) -> dict[str, list[float | None]]:
+        per: dict[str, list[float | None]] = {n: [] for n in LATENCY_TARGETS}
+        key = "median_ms" if mode == "ttfb" else "p50_ms"
+        for r in range(rounds):
+            k = r % len(LATENCY_TARGETS)
+            for i in [*range(k, len(LATENCY_TARGETS)), *range(k)]:
+                res = run_loadgen(mode, ports[i], *args, timeout=timeout)
+                ok = not res.get("errors") and res.get("ok", 1) == res.get("scheduled", 1)
+                per[LATENCY_TARGETS[i]].append(res.get(key) if ok else None)
+        return per
+
+    try:
+        for port, proc, t in zip(ports, procs, targets, strict=True):
+            wait_ready(port, proc, t.ready_timeout, poll=0.05)
+            for _ in range(20):
+                chat_ok(port)
+        rates = [(opts.rate, "openloop", opts.duration)]
+        if opts.low_rate > 0:
+            rates.append((opts.low_rate, "openloop_low", max(opts.duration, 10.0)))
+        for rate, key, secs in rates:
+            log(f"(b2) open loop {rate:.0f} req/s {secs}s, {rounds} rounds of "
+                f"{', '.join(LATENCY_TARGETS)}")
+            out[key] = each_round("openloop", "--rate", str(rate), "--duration", str(secs),
+                                  "--timeout", "10", timeout=secs + 60)
+        # TTFB as (c) measures it: the stream mock upstream; direct a stream mock itself.
+        ctx.restart_mock(STREAM_MOCK)
+        procs[0].stop()
+        procs[0] = ctx.start_mock(STREAM_MOCK, ports[0])
+        n = max(10, opts.ttfb_n // rounds)
+        log(f"(b2) stream TTFB, {rounds} rounds of {n} streams each")
+        out["ttfb"] = each_round("ttfb", "-n", str(n), timeout=120)
+    finally:
+        for proc in procs:
+            proc.stop()
+        ctx.restart_mock(FAST_MOCK)
+    return out
+
+
 def soak(target: Target, opts: argparse.Namespace) -> dict[str, Any]:
     """Memory over a long open-loop run: idle, then PSS after each segment of load.
 
@@ -1065,6 +1119,41 @@ def write_report(
             )
     add("")
 
+    b2 = results.get("paired_latency")
+    if b2:
+        add("## (b2) Added latency in alternating rounds\n")
+        add(
+            "direct, nginx and helix running at once; in each round each is measured once (the "
+            "order rotated every round), and its added latency is its p50 (TTFB: its median) "
+            "minus direct's in the same round. Medians over the rounds; the last column lists "
+            "helix − nginx per round (issue 15 target 3: ≤ +0.1 ms).\n"
+        )
+        if "error" in b2:
+            add(f"(b2) failed: {b2['error']}\n")
+        else:
+            add("| row | rounds | nginx added ms | helix added ms | helix − nginx ms (median) "
+                "| helix − nginx per round |")
+            add("|---|---:|---:|---:|---:|---|")
+            rows = [(f"p50 at {r:g} req/s", k) for r, k in rates] + [("stream TTFB", "ttfb")]
+            for label, key in rows:
+                per = b2.get(key)
+                if not per:
+                    continue
+                added = {n: [t - d if t is not None and d is not None else None
+                             for t, d in zip(per[n], per["direct"], strict=True)]
+                         for n in ("nginx", "helix")}
+                diff = [h - g if h is not None and g is not None else None
+                        for h, g in zip(added["helix"], added["nginx"], strict=True)]
+
+                def med(vals: list[float | None]) -> float | None:
+                    v = sorted(x for x in vals if x is not None)
+                    return statistics.median(v) if v else None
+
+                add(f"| {label} | {b2.get('rounds')} | {fmt(med(added['nginx']), 2)} "
+                    f"| {fmt(med(added['helix']), 2)} | {delta(med(diff), 0.0)} "
+                    f"| {', '.join('—' if d is None else f'{d:+.2f}' for d in diff)} |")
+            add("")
+
     add("## (c) Streaming\n")
     add(
         f"Mock streams {STREAM_CHUNKS} content chunks 50 ms apart (~1 s per stream). TTFB: c=1, "
@@ -1174,8 +1263,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="short runs for a smoke check")
     p.add_argument("--rate", type=float, default=1000.0)
     p.add_argument("--no-paired", dest="paired", action="store_false",
-                   help="skip (a2), helix vs helix-features in alternating runs (it runs "
-                        "when both are targets)")
+                   help="skip (a2), helix vs helix-features in alternating runs, and (b2), "
+                        "direct / nginx / helix latency in alternating rounds (each runs when "
+                        "its targets are all chosen)")
     p.add_argument("--low-rate", type=float, default=50.0,
                    help="a second, quiet open-loop rate for (b) (at least 10 s); 0 = skip")
     p.add_argument("--streams", type=int, default=1000)
@@ -1263,6 +1353,13 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
                 log(f"(a2) failed: {exc}")
                 results["paired"] = {"error": str(exc)[:500]}
+            _write_json(results, info)
+        if opts.paired and set(LATENCY_TARGETS) <= set(opts.targets):
+            try:
+                results["paired_latency"] = paired_latency(ctx, opts)
+            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
+                log(f"(b2) failed: {exc}")
+                results["paired_latency"] = {"error": str(exc)[:500]}
             _write_json(results, info)
     except KeyboardInterrupt:
         log("interrupted; stopping processes")
