@@ -48,6 +48,11 @@ cdef class _Limits:
     cdef public object source
 
 
+# The typed limits and the timeouts queue of a server, found once per connection: C calls.
+cdef _Limits _limits_of(limits)
+cdef _Timeouts _timeouts_of(server)
+
+
 cdef class HttpProtocol:
     cdef public object _access_log
     cdef public object _body

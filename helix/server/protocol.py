@@ -375,7 +375,9 @@ class HttpProtocol:
         # Input arrived after the request that ends the connection (discarded).
         self._extra = False
         self._linger: asyncio.TimerHandle | None = None
-        self._queue: deque[Exchange] = deque()
+        # Pipelined requests waiting behind the current one; made by the first that waits
+        # (most connections never pipeline: no deque for them).
+        self._queue: deque[Exchange] | None = None
         self._current: Exchange | None = None
         # The task serving this connection's requests (_serve), the future it waits on
         # for the next one when idle, and a pipelined request handed to it in between.
@@ -472,7 +474,7 @@ class HttpProtocol:
         if self._linger is not None:
             self._linger.cancel()
             self._linger = None
-        self._queue.clear()
+        self._queue = None
         self._body = None
         # The parser holds this protocol's bound callbacks: a cycle that only the
         # cycle collector would free, so after a flood of connections their memory
@@ -806,8 +808,11 @@ class HttpProtocol:
         if self._current is None and not self._queue:
             self._start(exchange)
             return
-        self._queue.append(exchange)
-        if len(self._queue) > self._limits.max_pipelined:
+        queue = self._queue
+        if queue is None:
+            queue = self._queue = deque()
+        queue.append(exchange)
+        if len(queue) > self._limits.max_pipelined:
             self._pause_reading()
 
     def _start(self, exchange: Exchange) -> None:
@@ -957,7 +962,7 @@ class HttpProtocol:
         self._dead = True
         if self.lost:
             return
-        self._queue.clear()
+        self._queue = None
         # The client may still be sending (the rest of a refused request,
         # pipelined requests, stray bytes): linger so they do not turn the
         # close into an RST that destroys the response.  While the server
