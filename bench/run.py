@@ -1134,6 +1134,10 @@ def write_report(
             add("| row | rounds | nginx added ms | helix added ms | helix − nginx ms (median) "
                 "| helix − nginx per round |")
             add("|---|---:|---:|---:|---:|---|")
+            def med(vals: list[float | None]) -> float | None:
+                v = [x for x in vals if x is not None]
+                return statistics.median(v) if v else None
+
             rows = [(f"p50 at {r:g} req/s", k) for r, k in rates] + [("stream TTFB", "ttfb")]
             for label, key in rows:
                 per = b2.get(key)
@@ -1144,11 +1148,6 @@ def write_report(
                          for n in ("nginx", "helix")}
                 diff = [h - g if h is not None and g is not None else None
                         for h, g in zip(added["helix"], added["nginx"], strict=True)]
-
-                def med(vals: list[float | None]) -> float | None:
-                    v = sorted(x for x in vals if x is not None)
-                    return statistics.median(v) if v else None
-
                 add(f"| {label} | {b2.get('rounds')} | {fmt(med(added['nginx']), 2)} "
                     f"| {fmt(med(added['helix']), 2)} | {delta(med(diff), 0.0)} "
                     f"| {', '.join('—' if d is None else f'{d:+.2f}' for d in diff)} |")
@@ -1347,19 +1346,16 @@ def main(argv: list[str] | None = None) -> int:
                     ctx.restart_mock(FAST_MOCK)
             results[name] = res
             _write_json(results, info)
-        if opts.paired and {"helix", "helix-features"} <= set(opts.targets):
+        paired = (("paired", "(a2)", {"helix", "helix-features"}, paired_features),
+                  ("paired_latency", "(b2)", set(LATENCY_TARGETS), paired_latency))
+        for key, label, needs, scenario in paired:
+            if not opts.paired or not needs <= set(opts.targets):
+                continue
             try:
-                results["paired"] = paired_features(ctx, opts)
+                results[key] = scenario(ctx, opts)
             except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                log(f"(a2) failed: {exc}")
-                results["paired"] = {"error": str(exc)[:500]}
-            _write_json(results, info)
-        if opts.paired and set(LATENCY_TARGETS) <= set(opts.targets):
-            try:
-                results["paired_latency"] = paired_latency(ctx, opts)
-            except (RuntimeError, subprocess.SubprocessError, OSError, ValueError) as exc:
-                log(f"(b2) failed: {exc}")
-                results["paired_latency"] = {"error": str(exc)[:500]}
+                log(f"{label} failed: {exc}")
+                results[key] = {"error": str(exc)[:500]}
             _write_json(results, info)
     except KeyboardInterrupt:
         log("interrupted; stopping processes")

@@ -256,7 +256,7 @@ cdef class ScanRelay:
         for k in range(len(self._keys)):
             if type(self._keys[k]) is not bytes or not self._keys[k]:
                 raise TypeError("keys are non-empty bytes")
-            key = <bytes>self._keys[k]
+            key = self._keys[k]
             helix_anchors(PyBytes_AS_STRING(key), PyBytes_GET_SIZE(key), &self._a[k],
                           &self._b[k])
         self._names = frozenset(names) if names else None

@@ -2,6 +2,8 @@
 (sse_py.py) must behave identically: same events for any stream, cut anywhere, fed as bytes,
 bytearray or memoryview, with the same bytes left buffered."""
 
+import importlib
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -177,7 +179,7 @@ def test_scan_relay_keys_are_bytes(base):
 
 # -- ScanRelay's key search (sse_c.find: two anchor bytes tested 16 offsets at a time) --------
 
-_find = getattr(ScanRelayC and __import__("helix._fast.sse_c", fromlist=["find"]), "find", None)
+_find = importlib.import_module(ScanRelayC.__module__).find if ScanRelayC is not None else None
 needs_c = pytest.mark.skipif(_find is None, reason="compiled twin not built")
 
 # Small alphabets so that keys occur, partly occur and overlap; JSON punctuation so that the
