@@ -299,6 +299,18 @@ class Nginx(Target):
         return ["nginx", "-p", str(d), "-c", str(d / "nginx.conf"), "-g", "daemon off;"]
 
 
+class Floor(Target):
+    """bench/floor.py: uvloop relaying bytes, no HTTP: what any proxy on the design card's
+    stack pays before it does work of its own. Run by Helix's interpreter."""
+
+    name = "floor"
+
+    def start(self, port: int) -> Proc:
+        python = Helix.python or sys.executable
+        cmd = [python, str(BENCH / "floor.py"), str(port), str(self.ctx.mock_port)]
+        return Proc("floor", cmd, PROXY_CPU, log_path=self.ctx.tmp / f"floor-{port}.log")
+
+
 class LiteLLM(Target):
     name = "litellm"
     ready_timeout = 180.0
@@ -461,6 +473,7 @@ class HelixFeatures(Helix):
 TARGET_CLASSES: dict[str, type[Target]] = {
     "direct": Direct,
     "nginx": Nginx,
+    "floor": Floor,
     "litellm": LiteLLM,
     "helix": Helix,
     "helix-features": HelixFeatures,
@@ -732,26 +745,28 @@ LATENCY_TARGETS = ("direct", "nginx", "helix")
 
 def paired_latency(ctx: Context, opts: argparse.Namespace) -> dict[str, Any]:
     """(b2) The added-latency rows of (b) and (c) measured in rounds: direct, nginx and helix
-    running at once (each as in (b)/(c); the idle ones cost nothing), and in each round
-    each of them measured once, in an order rotated every round.  A target's added latency
-    is taken against direct's in the same round.  Measured one target after the other,
-    minutes apart, the VM's drift moved these rows by more than issue 15's 0.1 ms margin
-    between runs (bench/RESULTS.md, session 18)."""
-    targets = [TARGET_CLASSES[n](ctx) for n in LATENCY_TARGETS]
+    (and floor, when chosen) running at once (each as in (b)/(c); the idle ones cost nothing),
+    and in each round each of them measured once, in an order rotated every round.  A
+    target's added latency is taken against direct's in the same round.  Measured one target
+    after the other, minutes apart, the VM's drift moved these rows by more than issue 15's
+    0.1 ms margin between runs (bench/RESULTS.md, session 18)."""
+    names = [n for n in ("direct", "nginx", "floor", "helix")
+             if n in LATENCY_TARGETS or n in opts.targets]
+    targets = [TARGET_CLASSES[n](ctx) for n in names]
     rounds = max(3, opts.repeat)
     ports = [free_port() for _ in targets]
     procs = [t.start(p) for t, p in zip(targets, ports, strict=True)]
-    out: dict[str, Any] = {"rounds": rounds}
+    out: dict[str, Any] = {"rounds": rounds, "targets": names}
 
     def each_round(mode: str, *args: str, timeout: float) -> dict[str, list[float | None]]:
-        per: dict[str, list[float | None]] = {n: [] for n in LATENCY_TARGETS}
+        per: dict[str, list[float | None]] = {n: [] for n in names}
         key = "median_ms" if mode == "ttfb" else "p50_ms"
         for r in range(rounds):
-            k = r % len(LATENCY_TARGETS)
-            for i in [*range(k, len(LATENCY_TARGETS)), *range(k)]:
+            k = r % len(names)
+            for i in [*range(k, len(names)), *range(k)]:
                 res = run_loadgen(mode, ports[i], *args, timeout=timeout)
                 ok = not res.get("errors") and res.get("ok", 1) == res.get("scheduled", 1)
-                per[LATENCY_TARGETS[i]].append(res.get(key) if ok else None)
+                per[names[i]].append(res.get(key) if ok else None)
         return per
 
     try:
@@ -764,7 +779,7 @@ def paired_latency(ctx: Context, opts: argparse.Namespace) -> dict[str, Any]:
             rates.append((opts.low_rate, "openloop_low", max(opts.duration, 10.0)))
         for rate, key, secs in rates:
             log(f"(b2) open loop {rate:.0f} req/s {secs}s, {rounds} rounds of "
-                f"{', '.join(LATENCY_TARGETS)}")
+                f"{', '.join(names)}")
             out[key] = each_round("openloop", "--rate", str(rate), "--duration", str(secs),
                                   "--timeout", "10", timeout=secs + 60)
         # TTFB as (c) measures it: the stream mock upstream; direct a stream mock itself.
@@ -1122,35 +1137,47 @@ def write_report(
     b2 = results.get("paired_latency")
     if b2:
         add("## (b2) Added latency in alternating rounds\n")
+        floor = "floor" in b2.get("targets", ())
         add(
-            "direct, nginx and helix running at once; in each round each is measured once (the "
-            "order rotated every round), and its added latency is its p50 (TTFB: its median) "
-            "minus direct's in the same round. Medians over the rounds; the last column lists "
-            "helix − nginx per round (issue 15 target 3: ≤ +0.1 ms).\n"
+            "direct, nginx and helix" + (" and floor (bench/floor.py)" if floor else "")
+            + " running at once; in each round each is measured once (the order rotated every "
+            "round), and its added latency is its p50 (TTFB: its median) minus direct's in the "
+            "same round. Medians over the rounds; the last column lists helix − nginx per round "
+            "(issue 15 target 3: ≤ +0.1 ms)."
+            + (" floor − nginx is what uvloop and the interpreter alone add: the part of the "
+               "margin no work of Helix's own can win back." if floor else "") + "\n"
         )
         if "error" in b2:
             add(f"(b2) failed: {b2['error']}\n")
         else:
-            add("| row | rounds | nginx added ms | helix added ms | helix − nginx ms (median) "
-                "| helix − nginx per round |")
-            add("|---|---:|---:|---:|---:|---|")
+            shown = ("nginx", "floor", "helix") if floor else ("nginx", "helix")
+            add("| row | rounds | " + " | ".join(f"{n} added ms" for n in shown)
+                + " | helix − nginx ms (median) | "
+                + ("floor − nginx ms (median) | " if floor else "")
+                + "helix − nginx per round |")
+            add("|---|" + "---:|" * (len(shown) + 2 + floor) + "---|")
+
             def med(vals: list[float | None]) -> float | None:
                 v = [x for x in vals if x is not None]
                 return statistics.median(v) if v else None
+
+            def minus(a: list[float | None], b: list[float | None]) -> list[float | None]:
+                return [x - y if x is not None and y is not None else None
+                        for x, y in zip(a, b, strict=True)]
 
             rows = [(f"p50 at {r:g} req/s", k) for r, k in rates] + [("stream TTFB", "ttfb")]
             for label, key in rows:
                 per = b2.get(key)
                 if not per:
                     continue
-                added = {n: [t - d if t is not None and d is not None else None
-                             for t, d in zip(per[n], per["direct"], strict=True)]
-                         for n in ("nginx", "helix")}
-                diff = [h - g if h is not None and g is not None else None
-                        for h, g in zip(added["helix"], added["nginx"], strict=True)]
-                add(f"| {label} | {b2.get('rounds')} | {fmt(med(added['nginx']), 2)} "
-                    f"| {fmt(med(added['helix']), 2)} | {delta(med(diff), 0.0)} "
-                    f"| {', '.join('—' if d is None else f'{d:+.2f}' for d in diff)} |")
+                added = {n: minus(per[n], per["direct"]) for n in shown}
+                diff = minus(added["helix"], added["nginx"])
+                cells = [label, str(b2.get("rounds")),
+                         *(fmt(med(added[n]), 2) for n in shown), delta(med(diff), 0.0)]
+                if floor:
+                    cells.append(delta(med(minus(added["floor"], added["nginx"])), 0.0))
+                cells.append(", ".join("—" if d is None else f"{d:+.2f}" for d in diff))
+                add("| " + " | ".join(cells) + " |")
             add("")
 
     add("## (c) Streaming\n")
