@@ -30,7 +30,8 @@ grow (target 1).
     python bench/coldset.py --sdk                    # the request with the openai SDK's headers
     python bench/coldset.py --burst 256 -n 3         # per request, 256 in flight
 
-A variant is ``nginx`` or ``helix[:TREE][@PYTHON][+CONFIG]`` as in ``bench/ab.py``. Needs
+A variant is ``nginx``, ``floor[@PYTHON]`` (bench/floor.py: uvloop relaying bytes) or
+``helix[:TREE][@PYTHON][+CONFIG]`` as in ``bench/ab.py``. Needs
 valgrind with its headers (Debian: ``valgrind``) and gcc. Targets 127.0.0.1 only; every wait
 is bounded.
 """
@@ -60,6 +61,7 @@ from instr import REQUEST, SDK_REQUEST, STREAM_REQUEST, workdir, worker_pid
 from run import (
     FAST_MOCK,
     Context,
+    Floor,
     Helix,
     Nginx,
     Proc,
@@ -208,6 +210,17 @@ class ColdNginx(Nginx):
         return proc.pid  # master_process off: one process serves
 
 
+class ColdFloor(Floor):
+    ready_timeout = 300.0
+    out = Path("/tmp")
+
+    def command(self, port: int) -> list[str]:
+        return [*VALGRIND, f"--callgrind-out-file={self.out}/cg.%p", *super().command(port)]
+
+    def worker(self, proc: Proc) -> int:
+        return proc.pid  # one process relays
+
+
 # The request measured: ``--sdk`` sends it with the openai SDK's headers (bench/instr.py).
 _request = REQUEST
 
@@ -302,9 +315,13 @@ def by_object(paths: list[Path]) -> dict[str, list[int]]:
     return agg
 
 
-def cold_target(ctx: Context, spec: str) -> ColdHelix | ColdNginx:
+def cold_target(ctx: Context, spec: str) -> ColdHelix | ColdNginx | ColdFloor:
     if spec == "nginx":
         return ColdNginx(ctx)
+    if spec.split("@")[0] == "floor":
+        floor = ColdFloor(ctx)
+        floor.python = spec.partition("@")[2] or None
+        return floor
     return variant(ctx, 0, spec, ColdHelix)  # type: ignore[return-value]
 
 

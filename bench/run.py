@@ -304,11 +304,15 @@ class Floor(Target):
     stack pays before it does work of its own. Run by Helix's interpreter."""
 
     name = "floor"
+    python: str | None = None  # default: Helix's interpreter (--helix-python), else this one
+
+    def command(self, port: int) -> list[str]:
+        python = self.python or Helix.python or sys.executable
+        return [python, str(BENCH / "floor.py"), str(port), str(self.ctx.mock_port)]
 
     def start(self, port: int) -> Proc:
-        python = Helix.python or sys.executable
-        cmd = [python, str(BENCH / "floor.py"), str(port), str(self.ctx.mock_port)]
-        return Proc("floor", cmd, PROXY_CPU, log_path=self.ctx.tmp / f"floor-{port}.log")
+        return Proc("floor", self.command(port), PROXY_CPU,
+                    log_path=self.ctx.tmp / f"floor-{port}.log")
 
 
 class LiteLLM(Target):
