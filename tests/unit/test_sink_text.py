@@ -6,6 +6,7 @@ feeding sinks whose ``text`` is the generic ``delta``."""
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 from types import SimpleNamespace
@@ -77,10 +78,15 @@ def _run(sink, data: bytes):
         return ("error", err.message)
 
 
+@contextlib.contextmanager
 def fixed_ids():
-    """Responses item ids numbered from 0, so two runs can be compared byte for byte."""
+    """Responses item ids numbered from 0 and a fixed clock (``completed_at``), so two runs
+    can be compared byte for byte: two runs either side of a second's edge once differed."""
     count = itertools.count()
-    return mock.patch.object(responses_mod, "new_id", lambda prefix: f"{prefix}{next(count)}")
+    clock = SimpleNamespace(time=lambda: 1_767_225_600.0)
+    with mock.patch.object(responses_mod, "new_id", lambda prefix: f"{prefix}{next(count)}"), \
+            mock.patch.object(responses_mod, "time", clock):
+        yield
 
 
 @pytest.mark.parametrize("cls", [OpenAIChunkSink, AnthropicSink, ResponsesSink])
