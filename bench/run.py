@@ -1143,7 +1143,8 @@ def write_report(
         add("## (b2) Added latency in alternating rounds\n")
         floor = "floor" in b2.get("targets", ())
         add(
-            "direct, nginx and helix" + (" and floor (bench/floor.py)" if floor else "")
+            ("direct, nginx, helix and floor (bench/floor.py)" if floor
+             else "direct, nginx and helix")
             + " running at once; in each round each is measured once (the order rotated every "
             "round), and its added latency is its p50 (TTFB: its median) minus direct's in the "
             "same round. Medians over the rounds; the last column lists helix − nginx per round "
