@@ -49,7 +49,6 @@ from run import (
     chat_ok,
     free_port,
     run_loadgen,
-    session_pids,
     wait_ready,
 )
 
@@ -60,14 +59,8 @@ WRITES = ("write", "writev", "sendto")
 
 
 def serving_pid(name: str, pid: int) -> int:
-    """The process that serves: Helix's worker, nginx's worker, the floor itself."""
-    if name.startswith("helix"):
-        return worker_pid(pid)
-    if name == "nginx":
-        kids = [p for p in session_pids(pid) if p != pid]
-        if kids:
-            return kids[0]
-    return pid
+    """The process that serves: Helix's or nginx's one worker, else the process itself."""
+    return worker_pid(pid) if name.startswith("helix") or name == "nginx" else pid
 
 
 def upstream_fds(pid: int, port: int) -> set[str]:
@@ -99,6 +92,9 @@ def stretches(trace: str, upstream: set[str]) -> dict[str, list[float]]:
         m = _EVENT.match(line)
         if m:
             ev.append((float(m[1]), float(m[2]), m[3], m[4]))
+    def end(x: tuple) -> float:
+        return x[0] + x[1]
+
     out: dict[str, list[float]] = {k: [] for k in STRETCHES}
     for i in range(len(ev) - 5):
         e = ev[i:i + 6]
@@ -108,10 +104,6 @@ def stretches(trace: str, upstream: set[str]) -> dict[str, list[float]]:
             continue
         if not (e[0][3] == e[4][3] not in upstream and e[1][3] == e[3][3] in upstream):
             continue  # client in, upstream out, upstream in, client out
-
-        def end(x: tuple) -> float:
-            return x[0] + x[1]
-
         out["in"].append(e[1][0] - end(e[0]))
         out["post"].append(e[2][0] - end(e[1]))
         out["up"].append(e[2][1])
@@ -124,13 +116,12 @@ def measure(ctx: Context, name: str, opts: argparse.Namespace) -> dict[str, floa
     target = TARGET_CLASSES[name](ctx)
     port = free_port()
     proc = target.start(port)
-    trace = Path(ctx.tmp) / f"trace-{name}.txt"
+    trace = ctx.tmp / f"trace-{name}.txt"
     try:
         wait_ready(port, proc, target.ready_timeout, poll=0.05)
         for _ in range(100):  # warm: the connection pool, lazy imports
             chat_ok(port)
         pid = serving_pid(name, proc.pid)
-        upstream = upstream_fds(pid, ctx.mock_port)
         tracer = subprocess.Popen(
             ["perf", "trace", "-p", str(pid), "-o", str(trace),
              "-e", "read,readv,recvfrom,write,writev,sendto,epoll_wait,epoll_pwait"],
@@ -142,9 +133,10 @@ def measure(ctx: Context, name: str, opts: argparse.Namespace) -> dict[str, floa
                 "openloop", port, "--rate", str(opts.rate), "--duration", str(opts.duration),
                 "--timeout", "10"), kwargs={"timeout": opts.duration + 60})
             load.start()
-            # The floor pairs an upstream connection with each client's: seen only mid-run.
+            # Mid-run: the floor pairs an upstream connection with each client's, closed
+            # with it; a pool's connections are open here too.
             time.sleep(min(2.0, opts.duration / 2))
-            upstream |= upstream_fds(pid, ctx.mock_port)
+            upstream = upstream_fds(pid, ctx.mock_port)
             load.join(opts.duration + 70)
         finally:
             tracer.send_signal(signal.SIGINT)
