@@ -29,8 +29,11 @@ def mock():
         yield proc
 
 
-@pytest.fixture(scope="module")
-def helix(mock):
+# With a deadline the attempt loop runs every attempt; without one (nor first-token timing)
+# a request's first attempt runs on its own (runner.make_attempts' forward_first) and only
+# a failure enters the loop: every test runs against both.
+@pytest.fixture(scope="module", params=["20s", None], ids=["loop", "first-attempt"])
+def helix(mock, request):
     down = f"http://127.0.0.1:{free_port()}"
     cfg = "providers:" + "".join([
         provider("fast", mock.url, "[lat]", '{x-mock-latency-ms: "20"}'),
@@ -44,8 +47,7 @@ def helix(mock):
     ]) + """
 resilience:
   retries: {max_attempts: 3, initial_delay: 10ms, max_delay: 50ms}
-  deadline: 20s
-  fallbacks:
+""" + (f"  deadline: {request.param}\n" if request.param else "") + """  fallbacks:
     - {primary: dead-model, fallback: claude-3-5-sonnet}
 load_balancing:
   ewma_decay: 5s
