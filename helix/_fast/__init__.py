@@ -53,6 +53,7 @@ _TWINS = {
     "AttemptBookPy": ("ewma_py", "AttemptBook"),
     "LoneLimitPy": ("gate_py", "LoneLimit"),
     "RowWriterPy": ("hist_py", "RowWriter"),
+    "RequestRecorderPy": ("hist_py", "RequestRecorder"),
     "brackets_py": ("scan_py", "brackets"),
     "depth_exceeds_py": ("scan_py", "depth_exceeds"),
     "RowLocksPy": ("shmlock_py", "RowLocks"),
@@ -177,6 +178,8 @@ event_text = None if NO_EXTENSIONS else _compiled_attr("scan_c", "event_text")
 # A finished request's metrics row update (helix/observe/metrics.py recorder).
 RowWriterC = _compiled_attr("hist_c", "RowWriter")
 RowWriter = _pick("RowWriterPy", RowWriterC)
+RequestRecorderC = _compiled_attr("hist_c", "RequestRecorder")
+RequestRecorder = _pick("RequestRecorderPy", RequestRecorderC)
 LoneLimitC = _compiled_attr("gate_c", "LoneLimit")
 LoneLimit = _pick("LoneLimitPy", LoneLimitC)
 text_line_c = _compiled_attr("access_c", "text_line")

@@ -22,6 +22,8 @@ from libc.string cimport memcpy
 import random
 import time
 
+from helix._fast.slots cimport Fields, field, fields_init
+
 from helix._fast.access_py import cost_value as _cost_value_py
 from helix._fast.access_py import text_line as _text_line_py
 from helix._fast.access_py import timing_value as _timing_value_py
@@ -41,6 +43,19 @@ cdef extern from "Python.h":
 
 cdef enum:
     CAP = 2048
+
+# The fields read here, by offset (helix/_fast/slots.pxd): a request's context
+# (helix/pipeline/context.py), its request, its deployment, its usage.
+cdef Fields _CTX, _REQ, _DEP, _USAGE
+fields_init(&_CTX, ("queued", "started", "waited", "upstream_started", "head_at",
+                    "first_chunk_at", "exchange", "usage", "cost", "deployment", "status",
+                    "cache", "attempts", "request_id"))
+fields_init(&_REQ, ("client", "method", "path"))
+fields_init(&_DEP, ("model_id", "provider"))
+fields_init(&_USAGE, ("input", "output"))
+cdef enum:
+    QUEUED, STARTED, WAITED, UP_STARTED, HEAD_AT, FIRST_AT, EXCHANGE, USAGE, COST, DEP, \
+        STATUS, CACHE, ATTEMPTS, RID
 
 
 cdef struct Buf:
@@ -148,16 +163,16 @@ cpdef str text_line(str stamp, str head, ctx, double now):
     cdef Buf b
     b.n = 0
     b.bad = False
-    req = ctx.exchange.request
-    started_o = ctx.started
+    req = field(&_CTX, ctx, EXCHANGE).request
+    started_o = field(&_CTX, ctx, STARTED)
     if type(started_o) is not float:
         return _text_line_py(stamp, head, ctx, now)
     cdef double started = started_o
-    ttft = ctx.first_chunk_at
-    usage = ctx.usage
-    cost = ctx.cost
-    client = req.client
-    dep = ctx.deployment
+    ttft = field(&_CTX, ctx, FIRST_AT)
+    usage = field(&_CTX, ctx, USAGE)
+    cost = field(&_CTX, ctx, COST)
+    client = field(&_REQ, req, 0)
+    dep = field(&_CTX, ctx, DEP)
     _str(&b, stamp)
     _str(&b, head)
     if client:
@@ -165,25 +180,25 @@ cpdef str text_line(str stamp, str head, ctx, double now):
     else:
         _raw(&b, "-", 1)
     _raw(&b, " \"", 2)
-    _str(&b, req.method)
+    _str(&b, field(&_REQ, req, 1))
     _raw(&b, " ", 1)
-    _str(&b, req.path)
+    _str(&b, field(&_REQ, req, 2))
     _raw(&b, "\" ", 2)
-    _int(&b, ctx.status)
+    _int(&b, field(&_CTX, ctx, STATUS))
     _raw(&b, " ", 1)
     _fixed(&b, (now - started) * 1000.0, 1)
     _raw(&b, "ms model=", 9)
     if dep:
-        _str(&b, dep.model_id)
+        _str(&b, field(&_DEP, dep, 0))
         _raw(&b, " provider=", 10)
-        _str(&b, dep.provider)
+        _str(&b, field(&_DEP, dep, 1))
     else:
         _raw(&b, "- provider=-", 12)
     _raw(&b, " tokens=", 8)
     if usage is not None:
-        _int(&b, usage.input)
+        _int(&b, field(&_USAGE, usage, 0))
         _raw(&b, "/", 1)
-        _int(&b, usage.output)
+        _int(&b, field(&_USAGE, usage, 1))
     else:
         _raw(&b, "-", 1)
     _raw(&b, " cost=", 6)
@@ -202,11 +217,11 @@ cpdef str text_line(str stamp, str head, ctx, double now):
     else:
         b.bad = True
     _raw(&b, " cache=", 7)
-    _str_or_dash(&b, ctx.cache)
+    _str_or_dash(&b, field(&_CTX, ctx, CACHE))
     _raw(&b, " attempts=", 10)
-    _int(&b, ctx.attempts)
+    _int(&b, field(&_CTX, ctx, ATTEMPTS))
     _raw(&b, " rid=", 5)
-    _str_or_dash(&b, ctx.request_id)
+    _str_or_dash(&b, field(&_CTX, ctx, RID))
     if b.bad:
         return _text_line_py(stamp, head, ctx, now)
     line = PyUnicode_New(b.n, 127)
@@ -219,10 +234,10 @@ cpdef bytes timing_value(ctx, double now):
     """The ``server-timing`` value for ``ctx`` as of ``now``: see access_py.timing_value."""
     cdef Buf b
     cdef double queued, started, waited, sent, head_at, first, own
-    q = ctx.queued
-    st = ctx.started
-    w = ctx.waited
-    u = ctx.upstream_started
+    q = field(&_CTX, ctx, QUEUED)
+    st = field(&_CTX, ctx, STARTED)
+    w = field(&_CTX, ctx, WAITED)
+    u = field(&_CTX, ctx, UP_STARTED)
     if type(q) is not float or type(st) is not float or type(w) is not float \
             or type(u) is not float:
         return _timing_value_py(ctx, now)
@@ -239,14 +254,14 @@ cpdef bytes timing_value(ctx, double now):
         _raw(&b, ", queue;dur=", 12)
         _fixed(&b, queued * 1000.0, 3)
     if sent != 0.0:
-        h = ctx.head_at
+        h = field(&_CTX, ctx, HEAD_AT)
         if type(h) is not float:
             return _timing_value_py(ctx, now)
         head_at = h
         if head_at >= sent:
             _raw(&b, ", upstream;dur=", 15)
             _fixed(&b, (head_at - sent) * 1000.0, 3)
-            f = ctx.first_chunk_at
+            f = field(&_CTX, ctx, FIRST_AT)
             if type(f) is not float:
                 return _timing_value_py(ctx, now)
             first = f

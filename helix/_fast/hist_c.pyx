@@ -9,7 +9,9 @@ is checked once per call.  Parity: tests/fast/test_hist_parity.py.
 
 from libc.stdlib cimport malloc, free
 
-__all__ = ["RowWriter"]
+from helix._fast.slots cimport Fields, field, fields_init
+
+__all__ = ["RequestRecorder", "RowWriter"]
 
 
 cdef struct Bounds:
@@ -66,6 +68,9 @@ cdef class RowWriter:
 
     def observe(self, Py_ssize_t b, double dur, up, ttft, tin, tout, cost):
         """Add a request to the row starting at flat index ``b`` (column 0: the count)."""
+        self._observe(b, dur, up, ttft, tin, tout, cost)
+
+    cdef int _observe(self, Py_ssize_t b, double dur, up, ttft, tin, tout, cost) except -1:
         if b < 0 or b + self.cols > self.view.shape[0]:
             raise IndexError("metrics row out of range")
         self.view[b] += 1.0
@@ -80,3 +85,68 @@ cdef class RowWriter:
             self._hist(b + self.c_out, &self.tok, tout)
         if cost is not None:
             self.view[b + self.c_cost] += <double>cost
+        return 0
+
+
+# What the recorder reads, by offset (helix/_fast/slots.pxd): the request's context, its
+# API, its deployment and its usage.
+cdef Fields _CTX, _API, _DEP, _USAGE
+fields_init(&_CTX, ("deployment", "api", "status", "started", "upstream_started",
+                    "first_chunk_at", "usage", "cost", "cache"))
+fields_init(&_API, ("name",))
+fields_init(&_DEP, ("model_id", "provider"))
+fields_init(&_USAGE, ("input", "output", "cache_read", "cache_write"))
+cdef enum:
+    DEP, API, STATUS, STARTED, UP_STARTED, FIRST_AT, USAGE, COST, CACHE
+
+
+cdef class RequestRecorder:
+    """See hist_py.RequestRecorder: the metrics request recorder, one C call a request
+    (the Python closure it was cost ≈ 85 bytecodes).  Parity:
+    tests/fast/test_hist_parity.py."""
+
+    cdef RowWriter writer
+    cdef dict index
+    cdef object new_row, prompt_cache, cache_result, monotonic
+
+    __name__ = "record_metrics"  # what the runner calls this recorder
+
+    def __init__(self, RowWriter writer, dict index, new_row, prompt_cache, cache_result,
+                 monotonic):
+        self.writer = writer
+        self.index = index
+        self.new_row = new_row
+        self.prompt_cache = prompt_cache
+        self.cache_result = cache_result
+        self.monotonic = monotonic
+
+    def __call__(self, ctx):
+        cdef double now = self.monotonic()
+        cdef double started, up, first
+        dep = field(&_CTX, ctx, DEP)
+        name = field(&_API, field(&_CTX, ctx, API), 0)
+        if dep is not None:
+            key = (name, field(&_DEP, dep, 0), field(&_DEP, dep, 1), field(&_CTX, ctx, STATUS))
+        else:
+            key = (name, "", "", field(&_CTX, ctx, STATUS))
+        b = self.index.get(key)
+        if b is None:
+            b = self.new_row(key)
+        started = field(&_CTX, ctx, STARTED)
+        up = field(&_CTX, ctx, UP_STARTED)
+        first = field(&_CTX, ctx, FIRST_AT)
+        usage = field(&_CTX, ctx, USAGE)
+        if usage is not None:
+            self.writer._observe(b, now - started, now - up if up else None,
+                                 first - started if first else None, field(&_USAGE, usage, 0),
+                                 field(&_USAGE, usage, 1), field(&_CTX, ctx, COST))
+            if (field(&_USAGE, usage, 2) or field(&_USAGE, usage, 3)) and dep is not None \
+                    and field(&_CTX, ctx, CACHE) != "hit":
+                self.prompt_cache(dep, usage)
+        else:
+            self.writer._observe(b, now - started, now - up if up else None,
+                                 first - started if first else None, None, None,
+                                 field(&_CTX, ctx, COST))
+        cache = field(&_CTX, ctx, CACHE)
+        if cache is not None:  # set by the cache phase only when caching applies
+            self.cache_result(cache == "hit")

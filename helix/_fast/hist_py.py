@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 
-__all__ = ["RowWriter"]
+__all__ = ["RequestRecorder", "RowWriter"]
 
 
 class RowWriter:
@@ -54,3 +54,51 @@ class RowWriter:
         view = self.view
         view[c] += x
         view[c + 1 + bisect_left(bounds, x)] += 1.0
+
+
+class RequestRecorder:
+    """The metrics request recorder (helix/observe/metrics.py): ``recorder(ctx)`` adds a
+    finished request to its row in ``writer`` -- the row of (endpoint, model, provider,
+    status) from ``index``, made by ``new_row(key)`` the first time -- with its duration,
+    upstream duration, time to first chunk, tokens and cost; then the prompt-cache token
+    counters (``prompt_cache(dep, usage)``, not for a cache hit) and the cache lookup
+    counter (``cache_result(hit)``) when they apply."""
+
+    __slots__ = ("cache_result", "index", "monotonic", "new_row", "prompt_cache", "writer")
+    __name__ = "record_metrics"  # what the runner calls this recorder
+
+    def __init__(self, writer, index, new_row, prompt_cache, cache_result, monotonic) -> None:
+        self.writer = writer
+        self.index = index
+        self.new_row = new_row
+        self.prompt_cache = prompt_cache
+        self.cache_result = cache_result
+        self.monotonic = monotonic
+
+    def __call__(self, ctx) -> None:
+        now = self.monotonic()
+        dep = ctx.deployment
+        if dep is not None:
+            key = (ctx.api.name, dep.model_id, dep.provider, ctx.status)
+        else:
+            key = (ctx.api.name, "", "", ctx.status)
+        b = self.index.get(key)
+        if b is None:
+            b = self.new_row(key)
+        started = ctx.started
+        up = ctx.upstream_started
+        first = ctx.first_chunk_at
+        usage = ctx.usage
+        if usage is not None:
+            self.writer.observe(b, now - started, now - up if up else None,
+                                first - started if first else None, usage.input, usage.output,
+                                ctx.cost)
+            if (usage.cache_read or usage.cache_write) and dep is not None \
+                    and ctx.cache != "hit":
+                self.prompt_cache(dep, usage)
+        else:
+            self.writer.observe(b, now - started, now - up if up else None,
+                                first - started if first else None, None, None, ctx.cost)
+        cache = ctx.cache
+        if cache is not None:  # set by the cache phase only when caching applies
+            self.cache_result(cache == "hit")

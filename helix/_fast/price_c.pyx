@@ -8,6 +8,8 @@ arithmetic, in the same order, as the twin.  Anything else (an int subclass, a f
 a count beyond 2**53) is priced by the twin.  Same results: tests/fast/test_price_parity.py.
 """
 
+from helix._fast.slots cimport Fields, field, fields_init
+
 from helix._fast.price_py import price_tokens as _price_tokens_py
 
 __all__ = ["price_tokens", "usage_cost"]
@@ -18,6 +20,12 @@ cdef extern from "Python.h":
 
 
 cdef long long EXACT = 9007199254740992  # 2**53
+
+# The usage's counts and the model's prices, read by offset (helix/_fast/slots.pxd).
+cdef Fields _USAGE, _INFO
+fields_init(&_USAGE, ("input", "output", "cache_read", "cache_write"))
+fields_init(&_INFO, ("input_per_mtok", "output_per_mtok", "cached_input_per_mtok",
+                     "cache_write_per_mtok"))
 
 
 cdef inline bint _count(object v, long long *out) except -1:
@@ -51,7 +59,7 @@ cdef object _price(object info, long long input, long long output, long long cac
     cdef double input_price, output_price, read_price, write_price, total
     if info is None:
         return None
-    p = info.input_per_mtok
+    p = field(&_INFO, info, 0)
     if p is None:
         return None
     if type(p) is not float:
@@ -61,12 +69,12 @@ cdef object _price(object info, long long input, long long output, long long cac
         cache_read = input
     if cache_write > input - cache_read:
         cache_write = input - cache_read
-    p = info.output_per_mtok
+    p = field(&_INFO, info, 1)
     if p is None and output:
         return None
     if (_rate(p, 0.0, &output_price)
-            or _rate(info.cached_input_per_mtok, input_price, &read_price)
-            or _rate(info.cache_write_per_mtok, input_price, &write_price)):
+            or _rate(field(&_INFO, info, 2), input_price, &read_price)
+            or _rate(field(&_INFO, info, 3), input_price, &write_price)):
         return NotImplemented
     total = (
         <double>(input - cache_read - cache_write) * input_price
@@ -95,5 +103,5 @@ def price_tokens(info, input, output, cache_read=0, cache_write=0, reasoning=0):
 
 cpdef object usage_cost(info, usage):
     """See price_py.usage_cost."""
-    return _priced(info, usage.input or 0, usage.output or 0, usage.cache_read or 0,
-                   usage.cache_write or 0, 0)
+    return _priced(info, field(&_USAGE, usage, 0) or 0, field(&_USAGE, usage, 1) or 0,
+                   field(&_USAGE, usage, 2) or 0, field(&_USAGE, usage, 3) or 0, 0)

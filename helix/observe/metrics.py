@@ -290,14 +290,12 @@ class Metrics:
     # -- the request recorder (the hot path) ------------------------------------------
 
     def recorder(self) -> Callable:
-        from helix._fast import RowWriter
+        """The request recorder: ``recorder(ctx)`` adds a finished request to its row
+        (helix/_fast/hist_py.py RequestRecorder; compiled in hist_c, one C call)."""
+        from helix._fast import RequestRecorder, RowWriter
 
-        index = self.req.index
-        new_row = self.req.row
-        monotonic = time.monotonic
-        observe = RowWriter(self.req.data, REQ_COLS, DURATION_BOUNDS, TTFT_BOUNDS, TOKEN_BOUNDS,
-                            C_COST, C_DUR, C_UP, C_TTFT, C_TOK_IN, C_TOK_OUT).observe
-        cache_result = self.cache_result
+        writer = RowWriter(self.req.data, REQ_COLS, DURATION_BOUNDS, TTFT_BOUNDS, TOKEN_BOUNDS,
+                           C_COST, C_DUR, C_UP, C_TTFT, C_TOK_IN, C_TOK_OUT)
         add = self.add
 
         def prompt_cache(dep, usage) -> None:
@@ -307,31 +305,8 @@ class Metrics:
             if usage.cache_write:
                 add("helix_prompt_cache_write_tokens_total", labels, usage.cache_write)
 
-        def record_metrics(ctx) -> None:
-            now = monotonic()
-            dep = ctx.deployment
-            if dep is not None:
-                key = (ctx.api.name, dep.model_id, dep.provider, ctx.status)
-            else:
-                key = (ctx.api.name, "", "", ctx.status)
-            b = index.get(key)
-            if b is None:
-                b = new_row(key)
-            started = ctx.started
-            up = ctx.upstream_started
-            first = ctx.first_chunk_at
-            usage = ctx.usage
-            observe(b, now - started, now - up if up else None,
-                    first - started if first else None,
-                    usage.input if usage is not None else None,
-                    usage.output if usage is not None else None, ctx.cost)
-            if usage is not None and (usage.cache_read or usage.cache_write) \
-                    and dep is not None and ctx.cache != "hit":
-                prompt_cache(dep, usage)
-            if ctx.cache is not None:  # set by the cache phase only when caching applies
-                cache_result(ctx.cache == "hit")
-
-        return record_metrics
+        return RequestRecorder(writer, self.req.index, self.req.row, prompt_cache,
+                               self.cache_result, time.monotonic)
 
     # -- the recording API for other features (cheap; call as often as needed) --------
 
