@@ -27,6 +27,11 @@ cdef extern from "Python.h":
     ctypedef struct _TypeTag "PyTypeObject":
         unsigned int tp_version_tag
         void *tp_getattro
+    ctypedef struct _Sized "PyTypeObject":
+        Py_ssize_t tp_basicsize
+        Py_ssize_t tp_itemsize
+        Py_ssize_t tp_dictoffset
+        Py_ssize_t tp_weaklistoffset
     void *GENERIC_GETATTR "((void *)PyObject_GenericGetAttr)"
     PyTypeObject PyMemberDescr_Type
 
@@ -96,3 +101,41 @@ cdef inline object field(Fields *f, object obj, Py_ssize_t i):
             if v != NULL:
                 return <object>v
     return getattr(obj, <str>(<tuple>f.names)[i])
+
+
+cdef enum:
+    MAX_MEMBERS = 64
+
+
+cdef struct MemberSlots:
+    Py_ssize_t n
+    Py_ssize_t offsets[MAX_MEMBERS]
+
+
+cdef inline bint member_slots(type tp, MemberSlots *out, Py_ssize_t cap) except -1:
+    """Every object slot of ``tp``'s instances (``__slots__`` of it and its bases), when
+    they are all it stores: no ``__dict__``, no ``__weakref__``, nothing but plain object
+    slots after the object header (else False)."""
+    cdef _Sized *t = <_Sized *><PyObject *>tp
+    cdef PyMemberDef *m
+    cdef Py_ssize_t off
+    if t.tp_dictoffset != 0 or t.tp_weaklistoffset != 0 or t.tp_itemsize != 0:
+        return False
+    seen = set()
+    out.n = 0
+    for klass in tp.__mro__:
+        for d in (<type>klass).__dict__.values():
+            if (<PyObject *>d).ob_type != &PyMemberDescr_Type:
+                continue
+            m = (<PyMemberDescrObject *><PyObject *>d).d_member
+            if m.type != T_OBJECT_EX_:
+                return False
+            off = m.offset
+            if off in seen:
+                continue
+            if out.n >= cap or out.n >= MAX_MEMBERS:
+                return False
+            seen.add(off)
+            out.offsets[out.n] = off
+            out.n += 1
+    return t.tp_basicsize == <Py_ssize_t>sizeof(PyObject) + out.n * <Py_ssize_t>sizeof(PyObject *)

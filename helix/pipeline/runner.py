@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Callable
 
+from helix._fast import ContextFactory
 from helix.errors import ErrorKind, HelixError, release
 from helix.observe import timing
 from helix.pipeline.context import RequestContext
@@ -29,7 +30,7 @@ Recorder = Callable[[RequestContext], None]
 
 
 class Pipeline:
-    __slots__ = ("_phases", "_recorders", "api", "names")
+    __slots__ = ("_new", "_phases", "_recorders", "api", "names")
 
     def __init__(self, api, phases: list[Phase], recorders: list[Recorder]) -> None:
         self.api = api
@@ -37,9 +38,11 @@ class Pipeline:
         self._phases = [(p, _awaits(p)) for p in phases]
         self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
+        # RequestContext(exchange, api, started), made in C when compiled (_fast/context_c).
+        self._new = ContextFactory(RequestContext).new
 
     async def run(self, exchange) -> None:
-        ctx = RequestContext(exchange, self.api, time.monotonic())
+        ctx = self._new(exchange, self.api, time.monotonic())
         try:
             for phase, is_async in self._phases:
                 done = (await phase(ctx)) if is_async else phase(ctx)
