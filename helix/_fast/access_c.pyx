@@ -22,7 +22,7 @@ from libc.string cimport memcpy
 import random
 import time
 
-from helix._fast.slots cimport Fields, field, fields_init
+from helix._fast.slots cimport Fields, field, fields_init, set_field
 
 from helix._fast.access_py import cost_value as _cost_value_py
 from helix._fast.access_py import text_line as _text_line_py
@@ -49,13 +49,13 @@ cdef enum:
 cdef Fields _CTX, _REQ, _DEP, _USAGE
 fields_init(&_CTX, ("queued", "started", "waited", "upstream_started", "head_at",
                     "first_chunk_at", "exchange", "usage", "cost", "deployment", "status",
-                    "cache", "attempts", "request_id"))
+                    "cache", "attempts", "request_id", "response_headers"))
 fields_init(&_REQ, ("client", "method", "path"))
 fields_init(&_DEP, ("model_id", "provider"))
 fields_init(&_USAGE, ("input", "output"))
 cdef enum:
     QUEUED, STARTED, WAITED, UP_STARTED, HEAD_AT, FIRST_AT, EXCHANGE, USAGE, COST, DEP, \
-        STATUS, CACHE, ATTEMPTS, RID
+        STATUS, CACHE, ATTEMPTS, RID, RESPONSE_HEADERS
 
 
 cdef struct Buf:
@@ -362,14 +362,14 @@ cdef class RequestIds:
         return self._make()[0]
 
     def __call__(self, ctx):
-        headers = ctx.exchange.request.headers
+        headers = field(&_CTX, ctx, EXCHANGE).request.headers
         rid = (<dict>headers).get("x-request-id") if type(headers) is dict \
             else headers.get("x-request-id")
         value = self._sane(rid)
         if value is None:
             rid, value = self._make()
-        ctx.request_id = rid
-        ctx.response_headers.append((_RID, value))
+        set_field(&_CTX, ctx, RID, rid)
+        field(&_CTX, ctx, RESPONSE_HEADERS).append((_RID, value))
 
 
 cdef class AccessLine:

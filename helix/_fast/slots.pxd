@@ -139,3 +139,21 @@ cdef inline bint member_slots(type tp, MemberSlots *out, Py_ssize_t cap) except 
             out.offsets[out.n] = off
             out.n += 1
     return t.tp_basicsize == <Py_ssize_t>sizeof(PyObject) + out.n * <Py_ssize_t>sizeof(PyObject *)
+
+
+cdef inline int set_field(Fields *f, object obj, Py_ssize_t i, object value) except -1:
+    """``setattr(obj, names[i], value)``."""
+    cdef PyObject *tp = <PyObject *>(<PyObject *>obj).ob_type
+    cdef PyObject **p
+    cdef PyObject *old
+    if tp != f.tp or (<_TypeTag *>tp).tp_version_tag != f.tag:
+        _bind(f, obj)
+    if tp == f.tp and f.off[i]:
+        p = <PyObject **>((<char *><PyObject *>obj) + f.off[i])
+        old = p[0]
+        Py_INCREF(value)
+        p[0] = <PyObject *>value
+        Py_XDECREF(old)
+        return 0
+    setattr(obj, <str>(<tuple>f.names)[i], value)
+    return 0

@@ -168,3 +168,24 @@ def test_metrics_recorder_reads_a_real_context_as_getattr_does(ctxs):
 
     mixed = [real(ns) if i % 2 == 0 else ns for i, ns in enumerate(ctxs)]
     assert record(RECORDERS[-1], mixed) == record(RECORDERS[0], ctxs)
+
+
+def test_request_ids_set_and_append_on_a_real_context():
+    from helix._fast import RequestIdsC, RequestIdsPy
+
+    out = []
+    for kind in (RequestIdsPy, RequestIdsC):
+        got = []
+        for rid in (None, "mine-1", "has space"):
+            ctx = RequestContext(NS(request=NS(headers={} if rid is None else
+                                               {"x-request-id": rid})), None, 0.0)
+            ctx.response_headers.append(("a", "b"))
+            kind("0badcafe-")(ctx)
+            got.append((ctx.request_id, ctx.response_headers))
+        out.append(got)
+    assert out[0] == out[1]
+    assert out[1][1] == ("mine-1", [("a", "b"), (b"x-request-id", b"mine-1")])
+    ctx = RequestContext(NS(request=NS(headers={})), None, 0.0)
+    del ctx.request_id  # an unset slot is set all the same
+    RequestIdsC("p-")(ctx)
+    assert ctx.request_id == "p-1"
