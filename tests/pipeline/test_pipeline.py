@@ -315,3 +315,63 @@ def test_an_attempt_tells_the_balancer_the_same_with_or_without_the_retry_loop(s
     assert calls[2][:2] == ("begin", "p1") and calls[3][:3] == ("end", "p1", SUCCESS)
     assert calls[3][4] == sample and ctx.deployment.provider == "p1"
     assert ctx.response_headers == [(b"x-helix-attempts", b"2")]
+
+
+def test_the_generated_runner_keeps_the_pipelines_order_and_rules(caplog):
+    """Pipeline.run is generated per pipeline (runner._build_run): phases in order, awaited
+    or not; a truthy result ends the run; every recorder runs even when one fails or a phase
+    raised; a HelixError before commit is answered in the API's dialect; any other error is
+    a logged 500 whose traceback shows the generated lines; an error after commit is raised."""
+    from types import SimpleNamespace as NS
+
+    from helix.errors import ErrorKind
+    from helix.pipeline.runner import Pipeline
+
+    seen = []
+    api = NS(name="chat", error_body=lambda err: b'{"dialect":"chat"}')
+
+    def phase(name, result=None, exc=None):
+        def run(ctx):
+            seen.append(name)
+            if exc is not None:
+                raise exc
+            return result
+        run.__name__ = name
+        return run
+
+    def async_phase(name, result=None):
+        async def run(ctx):
+            seen.append(name)
+            return result
+        run.__name__ = name
+        return run
+
+    def recorder(name, fail=False):
+        def record(ctx):
+            seen.append((name, ctx.status, ctx.error is not None))
+            if fail:
+                raise RuntimeError("recorder broke")
+        return record
+
+    def go(phases, commit=False):
+        seen.clear()
+        ex = FakeExchange("POST", "/v1/chat/completions")
+        ex.committed = commit
+        pipe = Pipeline(api, phases, [recorder("a", fail=True), recorder("b")])
+        asyncio.run(pipe.run(ex))
+        return ex
+
+    go([phase("one"), async_phase("two", result=True), phase("three")])
+    assert seen == ["one", "two", ("a", 0, False), ("b", 0, False)]
+    ex = go([async_phase("one"), phase("two", exc=HelixError(ErrorKind.RATE_LIMITED, "slow"))])
+    assert ex.status == 429 and ex.chunks == [b'{"dialect":"chat"}']
+    assert seen == ["one", "two", ("a", 429, True), ("b", 429, True)]
+    caplog.clear()
+    ex = go([phase("one", exc=KeyError("boom"))])
+    assert ex.status == 500 and seen[-1] == ("b", 500, True)
+    tb = "".join(r.exc_text or "" for r in caplog.records if "internal error" in r.message)
+    assert "p0(ctx)" in tb and "<helix pipeline chat" in tb  # the generated line, shown
+    assert any("recorder" in r.message and "failed" in r.message for r in caplog.records)
+    with pytest.raises(KeyError):
+        go([phase("one", exc=KeyError("late"))], commit=True)
+    assert seen[-1] == ("b", 0, False)  # recorded all the same
