@@ -16,7 +16,7 @@ from setuptools.command.build_ext import build_ext
 # protocol_c.py, exchange_c.py, conn_c.py and pool_c.py link to helix/server/protocol.py,
 # helix/server/exchange.py, helix/client/connection.py and helix/client/pool.py.
 FAST_MODULES = ["sse", "ewma", "shmlock", "head", "scan", "hist", "gate", "access",
-                "price", "context", "protocol", "exchange", "conn", "pool"]
+                "price", "protocol", "exchange", "conn", "pool"]
 
 
 class OptionalBuildExt(build_ext):

@@ -54,7 +54,7 @@ _TWINS = {
     "LoneLimitPy": ("gate_py", "LoneLimit"),
     "RowWriterPy": ("hist_py", "RowWriter"),
     "RequestRecorderPy": ("hist_py", "RequestRecorder"),
-    "ContextFactoryPy": ("context_py", "ContextFactory"),
+    "ContextFactoryPy": ("access_py", "ContextFactory"),
     "brackets_py": ("scan_py", "brackets"),
     "depth_exceeds_py": ("scan_py", "depth_exceeds"),
     "RowLocksPy": ("shmlock_py", "RowLocks"),
@@ -203,7 +203,7 @@ usage_cost = _pick("usage_cost_py", usage_cost_c)
 price_tokens_c = _compiled_attr("price_c", "price_tokens")
 price_tokens = _pick("price_tokens_py", price_tokens_c)
 # A request's context, made without running its __init__ (helix/pipeline/runner.py).
-ContextFactoryC = _compiled_attr("context_c", "ContextFactory")
+ContextFactoryC = _compiled_attr("access_c", "ContextFactory")
 ContextFactory = _pick("ContextFactoryPy", ContextFactoryC)
 
 
@@ -227,7 +227,6 @@ COMPILED = {
     "gate": LoneLimitC,
     "access": text_line_c,
     "price": usage_cost_c,
-    "context": ContextFactoryC,
     # The client connection (helix/server/protocol.py) and the upstream connection
     # (helix/client/connection.py), typed: picked by their importers with pick_module.
     "protocol": _compiled_origin("protocol_c"),

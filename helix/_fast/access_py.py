@@ -16,7 +16,8 @@ from __future__ import annotations
 import random
 import time
 
-__all__ = ["AccessLine", "RequestIds", "clock", "cost_value", "text_line", "timing_value"]
+__all__ = ["AccessLine", "ContextFactory", "RequestIds", "clock", "cost_value", "text_line",
+           "timing_value"]
 
 _RID = b"x-request-id"
 _SAFE = frozenset(range(0x21, 0x7F))
@@ -135,3 +136,16 @@ def timing_value(ctx, now: float) -> bytes:
 def cost_value(usd: float) -> bytes:
     """The ``x-helix-cost-usd`` value: USD, ten decimals."""
     return b"%.10f" % usd
+
+
+class ContextFactory:
+    """A request's context, made: ``ContextFactory(cls).new(exchange, api, started)`` is
+    ``cls(exchange, api, started)`` (helix/pipeline/context.py RequestContext).  The compiled
+    twin (access_c.pyx) makes the same object without running ``__init__``: it fills the
+    slots by offset from a template instance."""
+
+    __slots__ = ("cls", "new")
+
+    def __init__(self, cls) -> None:
+        self.cls = cls
+        self.new = cls

@@ -85,7 +85,7 @@ def _build_run(api, phases: list[tuple[Phase, bool]], recorders: list[Recorder])
     """The pipeline's coroutine function and its source.  A phase's truthy result ends the
     run (it answered); the last phase's result is not looked at."""
     ns = {
-        # RequestContext(exchange, api, started), made in C when compiled (_fast/context_c).
+        # RequestContext(exchange, api, started), made in C when compiled (access_c).
         "new": ContextFactory(RequestContext).new,
         "api": api,
         "monotonic": time.monotonic,

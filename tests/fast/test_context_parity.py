@@ -1,6 +1,7 @@
 """A request's context made by the compiled factory is the one ``RequestContext(...)`` makes
-(helix/_fast/context_c.pyx, context_py.py): every slot the same, fresh lists, the right
-references held; a class whose ``__init__`` is not plain stores is simply called."""
+(helix/_fast/access_c.pyx ContextFactory, twin in access_py.py): every slot the same, fresh
+lists, the right references held; a class whose ``__init__`` is not plain stores is simply
+called."""
 
 from __future__ import annotations
 
