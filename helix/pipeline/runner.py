@@ -14,7 +14,6 @@ always run, and must not fail.
 from __future__ import annotations
 
 import inspect
-import linecache
 import logging
 import time
 from collections.abc import Callable
@@ -31,89 +30,46 @@ Recorder = Callable[[RequestContext], None]
 
 
 class Pipeline:
-    """``Pipeline(api, phases, recorders).run(exchange)``: the request's coroutine.
-
-    ``run`` is generated once per pipeline (:func:`_build_run`): the phases as a straight
-    line of calls, each awaited or not as it is, and the recorders each in its own
-    ``try``, instead of loops over lists on every request.  What it does is what the
-    module docstring says, in this order; ``source`` is its text."""
-
-    __slots__ = ("api", "names", "run", "source")
+    __slots__ = ("_new", "_phases", "_recorders", "api", "names")
 
     def __init__(self, api, phases: list[Phase], recorders: list[Recorder]) -> None:
         self.api = api
         phases = _wrap_forward(phases)
+        self._phases = [(p, _awaits(p)) for p in phases]
+        self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
-        self.run, self.source = _build_run(api, [(p, _awaits(p)) for p in phases],
-                                           list(recorders))
-
-
-_RUN = """\
-async def run(exchange):
-    ctx = new(exchange, api, monotonic())
-    try:
-{phases}
-    except HelixError as err:
-        ctx.error = err
-        ctx.status = err.status
-        if exchange.committed:
-            raise
-        respond_error(exchange, err, ctx)
-    except Exception as exc:
-        if exchange.committed:
-            raise
-        log.exception("internal error in %s pipeline", api.name)
-        err = HelixError(ErrorKind.INTERNAL, "Helix hit an internal error.", cause=exc)
-        ctx.error = err
-        ctx.status = err.status
-        respond_error(exchange, err, ctx)
-    finally:
-{recorders}
-        if ctx.error is not None:
-            release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
-"""
-
-_RECORD = """\
-        try:
-            r{i}(ctx)
-        except Exception:  # recording must never fail a request
-            log.exception("recorder %s failed", getattr(r{i}, "__name__", r{i}))
-"""
-
-
-def _build_run(api, phases: list[tuple[Phase, bool]], recorders: list[Recorder]):
-    """The pipeline's coroutine function and its source.  A phase's truthy result ends the
-    run (it answered); the last phase's result is not looked at."""
-    ns = {
         # RequestContext(exchange, api, started), made in C when compiled (access_c).
-        "new": ContextFactory(RequestContext).new,
-        "api": api,
-        "monotonic": time.monotonic,
-        "HelixError": HelixError,
-        "ErrorKind": ErrorKind,
-        "release": release,
-        "log": log,
-        "respond_error": _respond_error,
-    }
-    lines = []
-    for i, (phase, is_async) in enumerate(phases):
-        ns[f"p{i}"] = phase
-        call = f"(await p{i}(ctx))" if is_async else f"p{i}(ctx)"
-        if i < len(phases) - 1:
-            lines.append(f"        if {call}:\n            return\n")
-        else:
-            lines.append(f"        {call}\n")
-    records = []
-    for i, record in enumerate(recorders):
-        ns[f"r{i}"] = record
-        records.append(_RECORD.format(i=i))
-    source = _RUN.format(phases="".join(lines).rstrip("\n") or "        pass",
-                         recorders="".join(records).rstrip("\n") or "        pass")
-    # A name of its own per pipeline, its text in linecache: tracebacks show the lines.
-    filename = f"<helix pipeline {getattr(api, 'name', api)} {id(ns):x}>"
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), ns)
-    return ns["run"], source
+        self._new = ContextFactory(RequestContext).new
+
+    async def run(self, exchange) -> None:
+        ctx = self._new(exchange, self.api, time.monotonic())
+        try:
+            for phase, is_async in self._phases:
+                done = (await phase(ctx)) if is_async else phase(ctx)
+                if done:
+                    break
+        except HelixError as err:
+            ctx.error = err
+            ctx.status = err.status
+            if exchange.committed:
+                raise
+            _respond_error(exchange, err, ctx)
+        except Exception as exc:
+            if exchange.committed:
+                raise
+            log.exception("internal error in %s pipeline", self.api.name)
+            err = HelixError(ErrorKind.INTERNAL, "Helix hit an internal error.", cause=exc)
+            ctx.error = err
+            ctx.status = err.status
+            _respond_error(exchange, err, ctx)
+        finally:
+            for record in self._recorders:
+                try:
+                    record(ctx)
+                except Exception:  # recording must never fail a request
+                    log.exception("recorder %s failed", getattr(record, "__name__", record))
+            if ctx.error is not None:
+                release(ctx.error)  # its traceback's frames hold ctx: a cycle (issue 14.3)
 
 
 def _awaits(phase: Phase) -> bool:

@@ -317,11 +317,11 @@ def test_an_attempt_tells_the_balancer_the_same_with_or_without_the_retry_loop(s
     assert ctx.response_headers == [(b"x-helix-attempts", b"2")]
 
 
-def test_the_generated_runner_keeps_the_pipelines_order_and_rules(caplog):
-    """Pipeline.run is generated per pipeline (runner._build_run): phases in order, awaited
-    or not; a truthy result ends the run; every recorder runs even when one fails or a phase
-    raised; a HelixError before commit is answered in the API's dialect; any other error is
-    a logged 500 whose traceback shows the generated lines; an error after commit is raised."""
+def test_the_runner_keeps_the_pipelines_order_and_rules(caplog):
+    """Pipeline.run: phases in order, awaited or not; a truthy result ends the run; every
+    recorder runs even when one fails or a phase raised; a HelixError before commit is
+    answered in the API's dialect; any other error is a logged 500 with its traceback; an
+    error after commit is raised."""
     from types import SimpleNamespace as NS
 
     from helix.errors import ErrorKind
@@ -370,7 +370,7 @@ def test_the_generated_runner_keeps_the_pipelines_order_and_rules(caplog):
     ex = go([phase("one", exc=KeyError("boom"))])
     assert ex.status == 500 and seen[-1] == ("b", 500, True)
     tb = "".join(r.exc_text or "" for r in caplog.records if "internal error" in r.message)
-    assert "p0(ctx)" in tb and "<helix pipeline chat" in tb  # the generated line, shown
+    assert "KeyError: 'boom'" in tb
     assert any("recorder" in r.message and "failed" in r.message for r in caplog.records)
     with pytest.raises(KeyError):
         go([phase("one", exc=KeyError("late"))], commit=True)
