@@ -24,7 +24,15 @@ import time
 
 from cpython.object cimport PyObject, PyTypeObject
 
-from helix._fast.slots cimport Fields, MemberSlots, field, fields_init, member_slots, set_field
+from helix._fast.slots cimport (
+    MAX_MEMBERS,
+    Fields,
+    MemberSlots,
+    field,
+    fields_init,
+    member_slots,
+    set_field,
+)
 
 from helix._fast.access_py import cost_value as _cost_value_py
 from helix._fast.access_py import text_line as _text_line_py
@@ -491,9 +499,11 @@ cdef class AccessLine:
 # once with three marker arguments and reads every slot back, learning which slot holds
 # which argument and which holds a constant default (None, a bool, a number, a string) or a
 # new empty list.  Per request it allocates the object and stores those by offset.  A class
-# whose ``__init__`` does anything else (another default, a value computed from an
-# argument, a slot it leaves unset, a ``__dict__``) is made by calling it, as the twin
-# (access_py.ContextFactory) does.  Parity: tests/fast/test_context_parity.py.
+# whose ``__init__`` does anything else it can see (another default, a value computed from
+# an argument, a slot it leaves unset, a ``__dict__``) is made by calling it, as the twin
+# (access_py.ContextFactory) does.  It cannot see a constant that would differ on the next
+# call (a clock read, a counter): ``RequestContext.__init__`` has none, and
+# tests/fast/test_context_parity.py compares every slot with ``__init__``'s.
 
 cdef extern from "Python.h":
     ctypedef object (*allocfunc)(PyTypeObject *, Py_ssize_t)
@@ -505,7 +515,6 @@ cdef extern from "Python.h":
     PyObject *PyList_New(Py_ssize_t)
 
 cdef enum:
-    MAX_SLOTS = 64
     ARG0 = -1  # kinds: an argument (-1..-3), a constant (0), a new empty list (1)
     CONST = 0
     NEW_LIST = 1
@@ -519,10 +528,10 @@ cdef class ContextFactory:
     cdef readonly object cls
     cdef readonly bint compiled  # False: cls is called (its __init__ is not plain)
     cdef Py_ssize_t n
-    cdef Py_ssize_t offsets[MAX_SLOTS]
-    cdef int kinds[MAX_SLOTS]
+    cdef Py_ssize_t offsets[MAX_MEMBERS]
+    cdef int kinds[MAX_MEMBERS]
     cdef list _consts  # keeps each constant alive; values[i] borrows from it
-    cdef PyObject *values[MAX_SLOTS]
+    cdef PyObject *values[MAX_MEMBERS]
 
     def __init__(self, cls):
         self.cls = cls
@@ -543,7 +552,7 @@ cdef class ContextFactory:
             return 0
         marks = (_Marker(), _Marker(), _Marker())
         template = cls(*marks)
-        if not member_slots(cls, &ms, MAX_SLOTS):
+        if not member_slots(cls, &ms):
             return 0
         self.n = ms.n
         for i in range(ms.n):

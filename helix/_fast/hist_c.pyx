@@ -136,17 +136,16 @@ cdef class RequestRecorder:
         up = field(&_CTX, ctx, UP_STARTED)
         first = field(&_CTX, ctx, FIRST_AT)
         usage = field(&_CTX, ctx, USAGE)
+        tin = tout = None
         if usage is not None:
-            self.writer._observe(b, now - started, now - up if up else None,
-                                 first - started if first else None, field(&_USAGE, usage, 0),
-                                 field(&_USAGE, usage, 1), field(&_CTX, ctx, COST))
-            if (field(&_USAGE, usage, 2) or field(&_USAGE, usage, 3)) and dep is not None \
-                    and field(&_CTX, ctx, CACHE) != "hit":
-                self.prompt_cache(dep, usage)
-        else:
-            self.writer._observe(b, now - started, now - up if up else None,
-                                 first - started if first else None, None, None,
-                                 field(&_CTX, ctx, COST))
+            tin = field(&_USAGE, usage, 0)
+            tout = field(&_USAGE, usage, 1)
+        self.writer._observe(b, now - started, now - up if up else None,
+                             first - started if first else None, tin, tout,
+                             field(&_CTX, ctx, COST))
         cache = field(&_CTX, ctx, CACHE)
+        if usage is not None and (field(&_USAGE, usage, 2) or field(&_USAGE, usage, 3)) \
+                and dep is not None and cache != "hit":
+            self.prompt_cache(dep, usage)
         if cache is not None:  # set by the cache phase only when caching applies
             self.cache_result(cache == "hit")

@@ -89,16 +89,13 @@ class RequestRecorder:
         up = ctx.upstream_started
         first = ctx.first_chunk_at
         usage = ctx.usage
-        if usage is not None:
-            self.writer.observe(b, now - started, now - up if up else None,
-                                first - started if first else None, usage.input, usage.output,
-                                ctx.cost)
-            if (usage.cache_read or usage.cache_write) and dep is not None \
-                    and ctx.cache != "hit":
-                self.prompt_cache(dep, usage)
-        else:
-            self.writer.observe(b, now - started, now - up if up else None,
-                                first - started if first else None, None, None, ctx.cost)
+        self.writer.observe(b, now - started, now - up if up else None,
+                            first - started if first else None,
+                            usage.input if usage is not None else None,
+                            usage.output if usage is not None else None, ctx.cost)
         cache = ctx.cache
+        if usage is not None and (usage.cache_read or usage.cache_write) and dep is not None \
+                and cache != "hit":
+            self.prompt_cache(dep, usage)
         if cache is not None:  # set by the cache phase only when caching applies
             self.cache_result(cache == "hit")

@@ -27,16 +27,19 @@ cdef extern from "Python.h":
     ctypedef struct _TypeTag "PyTypeObject":
         unsigned int tp_version_tag
         void *tp_getattro
+        void *tp_setattro
     ctypedef struct _Sized "PyTypeObject":
         Py_ssize_t tp_basicsize
         Py_ssize_t tp_itemsize
         Py_ssize_t tp_dictoffset
         Py_ssize_t tp_weaklistoffset
     void *GENERIC_GETATTR "((void *)PyObject_GenericGetAttr)"
+    void *GENERIC_SETATTR "((void *)PyObject_GenericSetAttr)"
     PyTypeObject PyMemberDescr_Type
 
 cdef extern from "structmember.h":
     int T_OBJECT_EX_ "T_OBJECT_EX"
+    int READONLY_ "READONLY"
 
 cdef enum:
     MAX_FIELDS = 16
@@ -48,6 +51,7 @@ cdef struct Fields:
     PyObject *names     # the tuple of names (a strong reference)
     Py_ssize_t n
     Py_ssize_t off[MAX_FIELDS]  # 0: not a plain object slot of tp (getattr)
+    bint wr[MAX_FIELDS]  # stored by offset too: a writable slot, tp's setattr the generic one
 
 
 cdef inline int fields_init(Fields *f, tuple names) except -1:
@@ -61,6 +65,14 @@ cdef inline int fields_init(Fields *f, tuple names) except -1:
     return 0
 
 
+cdef inline object _member(type tp, d):
+    """``d`` when it is a member descriptor of ``tp`` or one of its bases (one taken from
+    another class describes another layout: its getter raises, an offset read would not)."""
+    if d is None or (<PyObject *>d).ob_type != &PyMemberDescr_Type:
+        return None
+    return d if issubclass(tp, d.__objclass__) else None
+
+
 cdef inline int _bind(Fields *f, object obj) except -1:
     cdef type tp = type(obj)
     cdef _TypeTag *t = <_TypeTag *><PyObject *>tp
@@ -69,16 +81,19 @@ cdef inline int _bind(Fields *f, object obj) except -1:
     Py_XDECREF(f.tp)
     f.tp = NULL
     generic = t.tp_getattro == GENERIC_GETATTR
+    settable = t.tp_setattro == GENERIC_SETATTR  # not msgspec's (frozen, GC tracking)
     for i in range(f.n):
         f.off[i] = 0
+        f.wr[i] = False
         if not generic:
             continue
-        d = getattr(tp, <str>(<tuple>f.names)[i], None)
-        if d is None or (<PyObject *>d).ob_type != &PyMemberDescr_Type:
+        d = _member(tp, getattr(tp, <str>(<tuple>f.names)[i], None))
+        if d is None:
             continue
         m = (<PyMemberDescrObject *><PyObject *>d).d_member
         if m.type == T_OBJECT_EX_ and m.offset > 0:
             f.off[i] = m.offset
+            f.wr[i] = settable and not (m.flags & READONLY_)
     f.tag = t.tp_version_tag
     if f.tag == 0:  # no version tag to check later: never trusted
         return 0
@@ -112,7 +127,7 @@ cdef struct MemberSlots:
     Py_ssize_t offsets[MAX_MEMBERS]
 
 
-cdef inline bint member_slots(type tp, MemberSlots *out, Py_ssize_t cap) except -1:
+cdef inline bint member_slots(type tp, MemberSlots *out) except -1:
     """Every object slot of ``tp``'s instances (``__slots__`` of it and its bases), when
     they are all it stores: no ``__dict__``, no ``__weakref__``, nothing but plain object
     slots after the object header (else False)."""
@@ -127,13 +142,15 @@ cdef inline bint member_slots(type tp, MemberSlots *out, Py_ssize_t cap) except 
         for d in (<type>klass).__dict__.values():
             if (<PyObject *>d).ob_type != &PyMemberDescr_Type:
                 continue
+            if _member(tp, d) is None:
+                return False
             m = (<PyMemberDescrObject *><PyObject *>d).d_member
             if m.type != T_OBJECT_EX_:
                 return False
             off = m.offset
             if off in seen:
                 continue
-            if out.n >= cap or out.n >= MAX_MEMBERS:
+            if out.n >= MAX_MEMBERS:
                 return False
             seen.add(off)
             out.offsets[out.n] = off
@@ -148,7 +165,7 @@ cdef inline int set_field(Fields *f, object obj, Py_ssize_t i, object value) exc
     cdef PyObject *old
     if tp != f.tp or (<_TypeTag *>tp).tp_version_tag != f.tag:
         _bind(f, obj)
-    if tp == f.tp and f.off[i]:
+    if tp == f.tp and f.wr[i]:
         p = <PyObject **>((<char *><PyObject *>obj) + f.off[i])
         old = p[0]
         Py_INCREF(value)

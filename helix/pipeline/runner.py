@@ -28,9 +28,12 @@ log = logging.getLogger("helix.server")
 Phase = Callable[[RequestContext], object]
 Recorder = Callable[[RequestContext], None]
 
+# RequestContext(exchange, api, started), made in C when compiled (access_c ContextFactory).
+_new_context = ContextFactory(RequestContext).new
+
 
 class Pipeline:
-    __slots__ = ("_new", "_phases", "_recorders", "api", "names")
+    __slots__ = ("_phases", "_recorders", "api", "names")
 
     def __init__(self, api, phases: list[Phase], recorders: list[Recorder]) -> None:
         self.api = api
@@ -38,11 +41,9 @@ class Pipeline:
         self._phases = [(p, _awaits(p)) for p in phases]
         self._recorders = list(recorders)
         self.names = [p.__name__ for p in phases]
-        # RequestContext(exchange, api, started), made in C when compiled (access_c).
-        self._new = ContextFactory(RequestContext).new
 
     async def run(self, exchange) -> None:
-        ctx = self._new(exchange, self.api, time.monotonic())
+        ctx = _new_context(exchange, self.api, time.monotonic())
         try:
             for phase, is_async in self._phases:
                 done = (await phase(ctx)) if is_async else phase(ctx)
@@ -531,8 +532,9 @@ def make_attempts(forward: Phase, balancer, policy, resolve, clock, metrics=None
         """The usual request under a ``resilience`` section without a deadline or
         first-token timing: its first attempt, on the deployment route chose, with
         ``attempt``'s bookkeeping and none of the loop's set-up (chain, backoff, deadline:
-        ≈ 120 bytecodes a request).  A failure is handed to :func:`forward_resilient`,
-        which decides as for any attempt's (retry, fallback, or raise)."""
+        ≈ 120 bytecodes a request; keep its bookkeeping in step with ``attempt`` and the
+        loop's inline copy).  A failure is handed to :func:`forward_resilient`, which
+        decides as for any attempt's (retry, fallback, or raise)."""
         dep = ctx.deployment
         if dep is None:  # nothing available on route: the loop picks (or falls back)
             return await forward_resilient(ctx)

@@ -189,3 +189,28 @@ def test_request_ids_set_and_append_on_a_real_context():
     del ctx.request_id  # an unset slot is set all the same
     RequestIdsC("p-")(ctx)
     assert ctx.request_id == "p-1"
+
+
+def test_a_slot_descriptor_taken_from_another_class_is_not_read_by_offset():
+    names = ("queued", "started", "waited", "upstream_started", "head_at", "first_chunk_at")
+    donor = type("Donor", (), {"__slots__": (*names, "pad")})
+    taker = type("Taker", (), {"__slots__": ("x",), **{n: donor.__dict__[n] for n in names}})
+    obj = taker()
+    assert outcome(timing_value_c, obj, 2.0) == outcome(timing_value_py, obj, 2.0)
+    with pytest.raises(TypeError):  # the descriptor's own check, not a read of x's memory
+        timing_value_c(obj, 2.0)
+
+
+def test_a_struct_is_stored_through_its_own_setattr():
+    import msgspec
+
+    from helix._fast import RequestIdsC
+
+    class Ctx(msgspec.Struct, gc=False):  # msgspec's setattr tracks GC on a store
+        exchange: object = None
+        response_headers: list = []
+        request_id: object = None
+
+    ctx = Ctx(exchange=NS(request=NS(headers={})))
+    RequestIdsC("p-")(ctx)
+    assert ctx.request_id == "p-1" and ctx.response_headers == [(b"x-request-id", b"p-1")]
