@@ -45,3 +45,12 @@ cdef class Connection:
 
     cpdef _wake_body(self, exc=*)
     cpdef bint _http11(self, object parser)
+    # Called on every exchange by this class and by the pool's UpstreamResponse (which holds
+    # its connection typed): C calls, not method lookups by name.
+    cpdef _arm(self, double when)
+    cpdef _cancel_timer(self)
+    cpdef _drop_timer(self)
+    cpdef _complete(self)
+    cpdef _push(self)
+    cpdef take(self)
+    cpdef reset_idle(self, double now)

@@ -29,7 +29,7 @@ cdef class Exchange:
     cdef public Py_ssize_t _state
     cdef public Py_ssize_t _status
     cdef public bint committed
-    cdef public object request
+    cdef public Request request
 
     cpdef bint _keep(self, int status)
 

@@ -7,6 +7,9 @@
 
 cimport cython
 
+# The connection typed (an alias: pool.py binds the name Connection at run time).
+from helix._fast.conn_c cimport Connection as _Conn
+
 
 cdef class _OriginPool:
     cdef public Py_ssize_t active
@@ -28,16 +31,18 @@ cdef class UpstreamPool:
     cdef public object _resolver
     cdef public object _ssl_factory
     cdef public object _sweep
-    cdef public object limits
+    cdef readonly object limits
+    cdef Py_ssize_t _max_idle
+    cdef object _max_bytes
 
     cpdef _take_idle(self, _OriginPool op)
     @cython.locals(op=_OriginPool)
-    cpdef _release(self, conn)
+    cpdef _release(self, _Conn conn)
     cpdef _release_slot(self, _OriginPool op)
 
 
 cdef class UpstreamResponse:
-    cdef public object _conn
+    cdef public _Conn _conn
     cdef public object _error
     cdef public bint _json
     cdef public object _label
@@ -53,3 +58,5 @@ cdef class UpstreamResponse:
     cdef public Py_ssize_t status
 
     cdef _check(self, data)
+    cpdef _finish(self, _Conn conn)
+    cpdef _abandon(self, _Conn conn)

@@ -6,6 +6,11 @@
 
 cimport cython
 
+# The exchange typed (an alias: protocol.py binds the name Exchange at run time). One way
+# only: exchange_c does not cimport this module (its import would then load the protocol's,
+# and the protocol's loads the server package, which reads the protocol's Exchange).
+from helix._fast.exchange_c cimport Exchange as _Ex
+
 cdef int _P_IDLE, _P_HEAD, _P_BODY
 cdef int _T_NONE, _T_KEEPALIVE, _T_HEADER, _T_BODY
 
@@ -60,7 +65,7 @@ cdef class HttpProtocol:
     cdef public bint _chunked
     cdef public object _client
     cdef public bint _continue_pending
-    cdef public object _current
+    cdef public _Ex _current
     cdef public bint _dead
     cdef public double _deadline
     cdef public object _drain_waiter
@@ -105,11 +110,12 @@ cdef class HttpProtocol:
 
     cpdef _reset_message(self)
     cpdef bint _head_too_large(self)
-    cpdef _enqueue(self, exchange)
-    cpdef _start(self, exchange)
+    cpdef _enqueue(self, _Ex exchange)
+    cpdef _start(self, _Ex exchange)
     cpdef _release(self, Py_ssize_t n)
     cpdef _handler_finished(self)
     cpdef _arm_timer(self)
+    cpdef response_complete(self, _Ex exchange)
     cpdef _pause_reading(self)
     cpdef _resume_reading(self)
     # httptools hands the header callback bytes: typed, its value's latin-1 decode is a direct

@@ -288,12 +288,13 @@ class UpstreamResponse:
         stream_total: float | None = None,
         max_bytes: int | None = None,
     ) -> None:
-        self.status: int = conn.status
-        self.headers: list[tuple[bytes, bytes]] = conn.headers
+        # Read back through the slot: typed in the compiled build (pool_c.pxd), so C reads.
         self._conn: Connection | None = conn
+        self.status: int = self._conn.status
+        self.headers: list[tuple[bytes, bytes]] = self._conn.headers
+        self._label = self._conn.label
         self._pool = pool
         self._error: HelixError | None = None
-        self._label = conn.label
         self._started = started
         self._stream_total = stream_total
         self._streaming = False
@@ -605,6 +606,10 @@ class UpstreamPool:
         resolver: Resolver | None = None,
     ) -> None:
         self.limits = limits
+        # Read on every exchange: kept here (typed in the compiled build) rather than looked
+        # up on the frozen PoolLimits each time.
+        self._max_idle = limits.max_idle_per_origin
+        self._max_bytes = limits.max_response_bytes
         self._loop = loop
         self._ssl_factory = ssl_context_factory or client_context
         self._resolver = resolver if resolver is not None else Resolver()
@@ -675,7 +680,7 @@ class UpstreamPool:
             self._discard(conn)
             raise
         return UpstreamResponse(
-            conn, self, started, timeouts.stream_total, self.limits.max_response_bytes
+            conn, self, started, timeouts.stream_total, self._max_bytes
         )
 
     async def close(self) -> None:
@@ -841,7 +846,7 @@ class UpstreamPool:
                 fut.set_result(conn)  # slot and socket move to the waiter
                 return
         op.active -= 1
-        if len(op.idle) >= self.limits.max_idle_per_origin:
+        if len(op.idle) >= self._max_idle:
             conn.close_idle()
             self._forget(conn)
             return
