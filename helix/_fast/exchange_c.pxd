@@ -3,6 +3,12 @@
 # (protocol_c) builds them and reads them back without dictionaries or slot descriptors.
 # The pure module stays the reference and the HELIX_NO_EXTENSIONS=1 build.
 
+# The client connection typed (an alias: exchange.py names HttpProtocol only for type
+# checkers): the exchange reads its state and calls response_complete as C. protocol_c.pxd
+# cimports this module too; protocol.py binds Exchange before its other helix imports so
+# that either module can be loaded first.
+from helix._fast.protocol_c cimport HttpProtocol as _Proto
+
 cdef int _IDLE, _STREAMING, _DONE
 cdef Py_ssize_t _CONCAT_LIMIT
 cdef dict _STATUS_LINES  # writer's, imported: looked up per response
@@ -22,7 +28,7 @@ cdef class Request:
 cdef class Exchange:
     cdef public Py_ssize_t _bytes
     cdef public bint _chunked
-    cdef public object _conn
+    cdef public _Proto _conn
     cdef public bint _keep_alive
     cdef public object _reject
     cdef public double _started

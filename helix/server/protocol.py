@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import importlib
 import logging
 import re
 import sys
@@ -29,17 +30,26 @@ from typing import TYPE_CHECKING
 import httptools
 
 from helix import _fast
-from helix.errors import ErrorKind, HelixError
-from helix.server.flow import ClientDisconnected
-from helix.server.writer import CONTINUE_100
+
+# Request and Exchange of this module's own build: the typed ones (helix/_fast/exchange_c.pxd)
+# for the compiled protocol, which the typed exchange holds typed, the pure ones for this
+# pure module. Bound before the helix.server imports below: those load the server package,
+# which reads this module's Exchange and Request, and compiled, the two typed modules
+# cimport each other, so either may be the one loading the other here.
+_exchange = (
+    _fast.pick_module("exchange_c", "helix.server.exchange")
+    if __name__ == "helix._fast.protocol_c"
+    else importlib.import_module("helix.server.exchange")
+)
+Exchange = _exchange.Exchange
+Request = _exchange.Request
+
+from helix.errors import ErrorKind, HelixError  # noqa: E402
+from helix.server.flow import ClientDisconnected  # noqa: E402
+from helix.server.writer import CONTINUE_100  # noqa: E402
 
 if TYPE_CHECKING:
     from helix.server.server import Server
-
-# The typed build of Request and Exchange when it is compiled (helix/_fast/exchange_c.pxd).
-_exchange = _fast.pick_module("exchange_c", "helix.server.exchange")
-Exchange = _exchange.Exchange
-Request = _exchange.Request
 # A request target's path and query, in C when built (helix/_fast/head_c.pyx).
 _split_target = _fast.split_target
 _http11_line = _fast.http11_line
