@@ -40,6 +40,9 @@ if TYPE_CHECKING:
 
 __all__ = ["Api"]
 
+# Api class attributes read on every request (forward.py's prepare and commit).
+_PER_REQUEST = ("name", "streams", "native_headers", "native_check")
+
 
 class Api(abc.ABC):
     name: ClassVar[str]  # metrics label, cache key "e", the adapters' ``native`` entries
@@ -53,6 +56,14 @@ class Api(abc.ABC):
     native_headers: ClassVar[frozenset[bytes]] = frozenset()
     # Body fields given with these values are the same request as the field left out.
     cache_defaults: ClassVar[dict[str, object]] = {}
+
+    def __init__(self) -> None:
+        # The request path reads these on every request. Read through the instance, a class
+        # attribute is looked up generically each time (3.11 does not specialise that load);
+        # an instance attribute is a specialised load.
+        cls = type(self)
+        for name in _PER_REQUEST:
+            setattr(self, name, getattr(cls, name, None))
 
     # -- request -------------------------------------------------------------------
     def decode(self, body: bytes):

@@ -144,6 +144,7 @@ class ResponsesApi(Api):
     decoder = responses_request_decoder
 
     def __init__(self) -> None:
+        super().__init__()
         self.store = None  # set by the app (helix/api/responses/store.py)
 
     # -- per request --------------------------------------------------------------------
