@@ -96,3 +96,35 @@ def test_compiled_classes_keep_the_pure_ones_attributes():
     assert conn.closed is True
     with pytest.raises(TypeError):
         conn.requests = "1"
+
+
+def test_each_protocol_build_takes_the_exchange_of_its_own_build():
+    # The typed exchange holds its connection typed (exchange_c.pxd): a pure protocol's
+    # exchanges are the pure ones, a compiled protocol's the typed ones.
+    from helix.server import exchange as exchange_py
+
+    assert protocol_py.Exchange is exchange_py.Exchange
+    assert protocol_py.Request is exchange_py.Request
+    if BUILT:
+        protocol_c = _fast.pick_module("protocol_c", protocol_py)
+        exchange_c = _fast.pick_module("exchange_c", exchange_py)
+        assert protocol_c.Exchange is exchange_c.Exchange
+        assert protocol_c.Request is exchange_c.Request
+
+
+@pytest.mark.skipif(not BUILT, reason="the typed core is not built")
+@pytest.mark.parametrize("first", ["helix._fast.exchange_c", "helix.server", "helix.app",
+                                   "helix.client", "helix._fast.conn_c"])
+def test_the_typed_modules_load_whichever_is_imported_first(first):
+    # protocol_c and exchange_c cimport each other (and pool_c cimports conn_c): loading
+    # one loads the other, which must find what it reads already bound.
+    code = (
+        f"import {first}; import helix.server as h, helix.client as c;"
+        "print(h.Exchange.__module__, h.server.HttpProtocol.__module__,"
+        " c.UpstreamResponse.__module__)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["helix._fast.exchange_c", "helix._fast.protocol_c",
+                                  "helix._fast.pool_c"]
