@@ -6,9 +6,9 @@
 
 cimport cython
 
-# The exchange typed (an alias: protocol.py binds the name Exchange at run time). One way
-# only: exchange_c does not cimport this module (its import would then load the protocol's,
-# and the protocol's loads the server package, which reads the protocol's Exchange).
+# The exchange typed (an alias: protocol.py binds the name Exchange at run time).
+# exchange_c.pxd cimports this module back: loading either loads the other, so protocol.py
+# binds Exchange before the imports that load the server package (which reads it).
 from helix._fast.exchange_c cimport Exchange as _Ex
 
 cdef int _P_IDLE, _P_HEAD, _P_BODY
