@@ -237,6 +237,23 @@ COMPILED = {
     "pool": _compiled_origin("pool_c"),
 }
 
+# The typed core's .pxd files cimport each other's classes, and a module that cimports one
+# loads only beside the other's build: pool_c needs conn_c; protocol_c and exchange_c need
+# each other.  setup.py goes on when one extension fails to compile, so a module whose
+# partner is missing counts as not built (its pure twin runs) instead of failing to import.
+_NEEDS = {"pool": ("conn",), "protocol": ("exchange",), "exchange": ("protocol",)}
+
+
+def _without_orphans(compiled: dict, needs: dict) -> dict:
+    out = dict(compiled)
+    for name, partners in needs.items():
+        if any(compiled.get(p) is None for p in partners):
+            out[name] = None
+    return out
+
+
+COMPILED = _without_orphans(COMPILED, _NEEDS)
+
 
 def describe() -> str:
     """``compiled`` only when every accelerator is (the Docker build greps for it)."""

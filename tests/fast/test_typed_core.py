@@ -128,3 +128,14 @@ def test_the_typed_modules_load_whichever_is_imported_first(first):
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["helix._fast.exchange_c", "helix._fast.protocol_c",
                                   "helix._fast.pool_c"]
+
+
+def test_a_typed_module_whose_cimported_partner_is_not_built_counts_as_not_built():
+    # setup.py goes on when one extension fails; pool_c without conn_c, or protocol_c
+    # without exchange_c (and the reverse), would fail to import: their pure twins run.
+    built = {"protocol": "p.so", "exchange": None, "conn": None, "pool": "pl.so", "sse": "s.so"}
+    out = _fast._without_orphans(built, _fast._NEEDS)
+    assert out == {"protocol": None, "exchange": None, "conn": None, "pool": None,
+                   "sse": "s.so"}
+    whole = {"protocol": "p.so", "exchange": "e.so", "conn": "c.so", "pool": "pl.so"}
+    assert _fast._without_orphans(whole, _fast._NEEDS) == whole
